@@ -1,0 +1,1 @@
+"""Per-dataset defaults (architectures, recipes, validation size) and, later, search spaces."""

@@ -1,0 +1,1 @@
+"""The sweep service: command line, plan of cells, stages, Ray adapter, searcher (to come)."""

@@ -1,0 +1,53 @@
+"""Command-line pieces shared by ``trainables.teacher`` and ``trainables.student``."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from search_spaces.defaults import defaults_for
+from trainables.recipe import PRECISIONS, SCHEDULES, Recipe
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", required=True, help="cifar10, cifar100, svhn, imagenet, digits or npz:PATH")
+    group.add_argument("--data-dir", default=None, help="where the dataset files are (default $KDSWEEP_DATA_DIR or ./data)")
+    group.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    group.add_argument(
+        "--no-verify", dest="verify", action="store_false",
+        help="skip the md5 check of the raw CIFAR/SVHN files (for re-packed copies)",
+    )
+    group.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+
+
+def val_size_arg(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+# Recipe fields that get a flag; booleans get --x / --no-x.
+_RECIPE_FLAGS = {
+    "epochs": int, "batch_size": int, "lr": float, "momentum": float, "nesterov": bool,
+    "weight_decay": float, "schedule": SCHEDULES, "warmup_epochs": float, "label_smoothing": float,
+    "augment": bool, "precision": PRECISIONS, "channels_last": bool, "compile": bool, "eval_batch_size": int,
+}
+assert set(_RECIPE_FLAGS) == {f.name for f in fields(Recipe)}, "every recipe field needs a flag"
+
+
+def add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("recipe (defaults: the dataset's recipe in search_spaces.defaults)")
+    for name, kind in _RECIPE_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+        elif isinstance(kind, tuple):
+            group.add_argument(flag, dest=name, choices=kind, default=None)
+        else:
+            group.add_argument(flag, dest=name, type=kind, default=None)
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The dataset's default recipe with every flag the user gave applied on top."""
+    given = {name: getattr(args, name) for name in _RECIPE_FLAGS if getattr(args, name) is not None}
+    return defaults_for(args.dataset).recipe.replace(**given)

@@ -1,0 +1,175 @@
+"""Student: trained on a subset of the training split with KD from a teacher.
+
+    python -m trainables.student --dataset digits --teacher teacher.pt --fraction 0.1 --alpha 0.8
+
+``alpha`` weights the distillation term (``trainables.kd.kd_loss``); ``alpha = 0`` is plain training
+and runs no teacher forward at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from trainables.datasets import Dataset, Split, load_dataset, validation_split
+from trainables.kd import check_alpha_tau, kd_loss
+from trainables.loader import Batch
+from trainables.recipe import Recipe, resolve_device
+from trainables.teacher import Teacher, load_teacher, print_epoch
+from trainables.train import EpochReport, train_on_ids
+
+
+@dataclass
+class StudentResult:
+    arch: str
+    alpha: float
+    tau: float
+    seed: int
+    num_train: int
+    val_acc: float | None
+    test_acc: float
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_subset(subset_ids: np.ndarray, split: Split) -> np.ndarray:
+    """The subset must be distinct training-split ids: never a validation example."""
+    subset_ids = np.asarray(subset_ids, dtype=np.int64)
+    if subset_ids.ndim != 1 or len(subset_ids) == 0:
+        raise ValueError("the student's subset must be a non-empty 1-D array of example ids")
+    if len(np.unique(subset_ids)) != len(subset_ids):
+        raise ValueError("the student's subset repeats example ids")
+    outside = np.setdiff1d(subset_ids, split.train_ids)
+    if len(outside):
+        raise ValueError(
+            f"{len(outside)} subset ids are not in the training split (validation examples or out of "
+            f"range), for example {outside[:5].tolist()}"
+        )
+    return subset_ids
+
+
+def train_student(
+    dataset: Dataset,
+    subset_ids: np.ndarray,
+    *,
+    arch: str,
+    recipe: Recipe,
+    split: Split,
+    teacher: Teacher | None,
+    alpha: float,
+    tau: float = 4.0,
+    seed: int = 0,
+    device: torch.device | str = "auto",
+    on_epoch=None,
+) -> StudentResult:
+    """Train ``arch`` on ``subset_ids`` with ``kd_loss`` (alpha, tau) from ``teacher``.
+
+    Reports per-epoch validation accuracy through ``on_epoch`` and returns the final validation and
+    test accuracy. The teacher sees the same augmented batch as the student, in eval mode.
+    """
+    check_alpha_tau(alpha, tau)
+    subset_ids = check_subset(subset_ids, split)
+    device = resolve_device(device) if isinstance(device, str) else device
+    if alpha > 0:
+        if teacher is None:
+            raise ValueError(f"alpha={alpha} needs a teacher")
+        teacher.check_compatible(dataset, split)
+        teacher_model = teacher.model.to(device).eval()
+
+    def loss_fn(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        if alpha == 0:  # plain training: no teacher forward at all
+            return kd_loss(logits, None, batch.y, 0.0, tau, label_smoothing=recipe.label_smoothing)
+        with torch.no_grad():
+            teacher_logits = teacher_model(batch.x)
+        return kd_loss(logits, teacher_logits, batch.y, alpha, tau, label_smoothing=recipe.label_smoothing)
+
+    run = train_on_ids(
+        dataset, arch=arch, train_ids=subset_ids, val_ids=split.val_ids, recipe=recipe, seed=seed,
+        device=device, loss_fn=loss_fn, on_epoch=on_epoch,
+    )
+    return StudentResult(
+        arch=arch, alpha=alpha, tau=tau, seed=seed, num_train=len(subset_ids),
+        val_acc=run.val.acc if run.val else None, test_acc=run.test.acc,
+        history=[report.to_dict() for report in run.history],
+    )
+
+
+def read_ids(path: str) -> np.ndarray:
+    """Example ids from a ``.npy`` array or a text file of integers."""
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    return np.loadtxt(path, dtype=np.int64, ndmin=1)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from search_spaces.defaults import defaults_for
+    from trainables.cli import add_data_args, add_recipe_args, recipe_from_args, val_size_arg
+    from trainables.models import check_model_name
+    from trainables.selection import check_fraction, random_subset
+
+    parser = argparse.ArgumentParser(
+        prog="python -m trainables.student",
+        description="Train a student on a subset of the training split with KD from a teacher.",
+    )
+    add_data_args(parser)
+    parser.add_argument("--teacher", default=None, help="teacher checkpoint (from trainables.teacher); needed when alpha > 0")
+    parser.add_argument("--arch", default=None, help="student architecture (default: the dataset's student)")
+    parser.add_argument("--alpha", type=float, required=True, help="weight of the distillation term, in [0, 1]")
+    parser.add_argument("--tau", type=float, default=4.0, help="distillation temperature (default 4)")
+    subset = parser.add_mutually_exclusive_group()
+    subset.add_argument("--fraction", type=float, default=1.0, help="keep this random fraction f of the training split")
+    subset.add_argument("--subset-ids", default=None, help="keep these example ids (.npy or a text file)")
+    parser.add_argument("--subset-seed", type=int, default=0, help="seed of the random subset")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch-order seed")
+    parser.add_argument("--val-size", type=val_size_arg, default=None,
+                        help="validation split when there is no teacher (with one, the teacher's split is used)")
+    parser.add_argument("--split-seed", type=int, default=None, help="seed of the validation split (likewise)")
+    parser.add_argument("--out", default=None, help="write the result as JSON here")
+    add_recipe_args(parser)
+    args = parser.parse_args(argv)
+
+    # Everything that can be wrong with the arguments is checked before any data is read.
+    defaults = defaults_for(args.dataset)
+    arch = args.arch or defaults.student_arch
+    check_model_name(arch)
+    check_alpha_tau(args.alpha, args.tau)
+    if args.subset_ids is None:
+        check_fraction(args.fraction)
+    if args.alpha > 0 and not args.teacher:
+        parser.error("--alpha > 0 needs --teacher")
+    recipe = recipe_from_args(args)
+    device = resolve_device(args.device)
+    teacher = load_teacher(args.teacher, device, channels_last=recipe.channels_last) if args.teacher else None
+
+    dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
+    if teacher is not None:
+        val_size = teacher.meta["split"]["val_size"] if args.val_size is None else args.val_size
+        split_seed = teacher.meta["split"]["seed"] if args.split_seed is None else args.split_seed
+    else:
+        val_size = defaults.val_size if args.val_size is None else args.val_size
+        split_seed = 0 if args.split_seed is None else args.split_seed
+    split = validation_split(dataset.y_train, val_size, split_seed)
+    if args.subset_ids is not None:
+        subset_ids = read_ids(args.subset_ids)
+    else:
+        subset_ids = random_subset(split.train_ids, args.fraction, args.subset_seed)
+    result = train_student(
+        dataset, subset_ids, arch=arch, recipe=recipe, split=split, teacher=teacher, alpha=args.alpha,
+        tau=args.tau, seed=args.seed, device=device, on_epoch=print_epoch,
+    )
+    summary = {k: v for k, v in result.to_dict().items() if k != "history"}
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(result.to_dict(), handle, indent=2)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
