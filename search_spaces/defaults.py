@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainables.recipe import Recipe
+from trainables.registry import UnknownEntryError
 
 
 @dataclass(frozen=True)
@@ -48,5 +49,5 @@ def defaults_for(dataset: str) -> DatasetDefaults:
     if dataset.startswith("npz:"):
         return NPZ_DEFAULTS
     if dataset not in DEFAULTS:
-        raise KeyError(f"no defaults for dataset {dataset!r}; known: {sorted(DEFAULTS)} and npz:PATH")
+        raise UnknownEntryError(f"no defaults for dataset {dataset!r}; known: {sorted(DEFAULTS)} and npz:PATH")
     return DEFAULTS[dataset]

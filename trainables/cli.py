@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 from dataclasses import fields
 
 from search_spaces.defaults import defaults_for
@@ -51,3 +52,15 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """The dataset's default recipe with every flag the user gave applied on top."""
     given = {name: getattr(args, name) for name in _RECIPE_FLAGS if getattr(args, name) is not None}
     return defaults_for(args.dataset).recipe.replace(**given)
+
+
+@contextmanager
+def usage_errors(parser: argparse.ArgumentParser):
+    """Turn a bad-input exception raised while setting up a run into argparse's usage error
+    (message on stderr, exit status 2), instead of a traceback."""
+    from trainables.registry import UnknownEntryError
+
+    try:
+        yield
+    except (ValueError, TypeError, UnknownEntryError, FileNotFoundError) as error:
+        parser.error(str(error))

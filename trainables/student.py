@@ -109,7 +109,7 @@ def read_ids(path: str) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> dict:
     from search_spaces.defaults import defaults_for
-    from trainables.cli import add_data_args, add_recipe_args, recipe_from_args, val_size_arg
+    from trainables.cli import add_data_args, add_recipe_args, recipe_from_args, usage_errors, val_size_arg
     from trainables.models import check_model_name
     from trainables.selection import check_fraction, random_subset
 
@@ -134,31 +134,33 @@ def main(argv: list[str] | None = None) -> dict:
     add_recipe_args(parser)
     args = parser.parse_args(argv)
 
-    # Everything that can be wrong with the arguments is checked before any data is read.
-    defaults = defaults_for(args.dataset)
-    arch = args.arch or defaults.student_arch
-    check_model_name(arch)
-    check_alpha_tau(args.alpha, args.tau)
-    if args.subset_ids is None:
-        check_fraction(args.fraction)
-    if args.alpha > 0 and not args.teacher:
-        parser.error("--alpha > 0 needs --teacher")
-    recipe = recipe_from_args(args)
-    device = resolve_device(args.device)
-    teacher = load_teacher(args.teacher, device, channels_last=recipe.channels_last) if args.teacher else None
-
-    dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
-    if teacher is not None:
-        val_size = teacher.meta["split"]["val_size"] if args.val_size is None else args.val_size
-        split_seed = teacher.meta["split"]["seed"] if args.split_seed is None else args.split_seed
-    else:
-        val_size = defaults.val_size if args.val_size is None else args.val_size
-        split_seed = 0 if args.split_seed is None else args.split_seed
-    split = validation_split(dataset.y_train, val_size, split_seed)
-    if args.subset_ids is not None:
-        subset_ids = read_ids(args.subset_ids)
-    else:
-        subset_ids = random_subset(split.train_ids, args.fraction, args.subset_seed)
+    # Everything that can be wrong with the input is reported as a usage error before training.
+    with usage_errors(parser):
+        defaults = defaults_for(args.dataset)
+        arch = args.arch or defaults.student_arch
+        check_model_name(arch)
+        check_alpha_tau(args.alpha, args.tau)
+        if args.subset_ids is None:
+            check_fraction(args.fraction)
+        if args.alpha > 0 and not args.teacher:
+            raise ValueError("--alpha > 0 needs --teacher")
+        recipe = recipe_from_args(args)
+        device = resolve_device(args.device)
+        teacher = load_teacher(args.teacher, device, channels_last=recipe.channels_last) if args.teacher else None
+        dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
+        if teacher is not None:
+            val_size = teacher.meta["split"]["val_size"] if args.val_size is None else args.val_size
+            split_seed = teacher.meta["split"]["seed"] if args.split_seed is None else args.split_seed
+        else:
+            val_size = defaults.val_size if args.val_size is None else args.val_size
+            split_seed = 0 if args.split_seed is None else args.split_seed
+        split = validation_split(dataset.y_train, val_size, split_seed)
+        if args.subset_ids is not None:
+            subset_ids = check_subset(read_ids(args.subset_ids), split)
+        else:
+            subset_ids = random_subset(split.train_ids, args.fraction, args.subset_seed)
+        if teacher is not None:
+            teacher.check_compatible(dataset, split)
     result = train_student(
         dataset, subset_ids, arch=arch, recipe=recipe, split=split, teacher=teacher, alpha=args.alpha,
         tau=args.tau, seed=args.seed, device=device, on_epoch=print_epoch,

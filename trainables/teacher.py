@@ -132,7 +132,7 @@ def print_epoch(report: EpochReport) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     from search_spaces.defaults import defaults_for
-    from trainables.cli import add_data_args, add_recipe_args, recipe_from_args, val_size_arg
+    from trainables.cli import add_data_args, add_recipe_args, recipe_from_args, usage_errors, val_size_arg
 
     parser = argparse.ArgumentParser(
         prog="python -m trainables.teacher", description="Train a teacher on the full training split."
@@ -147,16 +147,18 @@ def main(argv: list[str] | None = None) -> dict:
     add_recipe_args(parser)
     args = parser.parse_args(argv)
 
-    defaults = defaults_for(args.dataset)
-    arch = args.arch or defaults.teacher_arch
     from trainables.models import check_model_name
 
-    check_model_name(arch)
-    recipe = recipe_from_args(args)
-    device = resolve_device(args.device)
-    dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
-    val_size = defaults.val_size if args.val_size is None else args.val_size
-    split = validation_split(dataset.y_train, val_size, args.split_seed)
+    # Bad input is reported as a usage error before any training starts.
+    with usage_errors(parser):
+        defaults = defaults_for(args.dataset)
+        arch = args.arch or defaults.teacher_arch
+        check_model_name(arch)
+        recipe = recipe_from_args(args)
+        device = resolve_device(args.device)
+        dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
+        val_size = defaults.val_size if args.val_size is None else args.val_size
+        split = validation_split(dataset.y_train, val_size, args.split_seed)
     teacher = train_teacher(
         dataset, arch=arch, recipe=recipe, split=split, seed=args.seed, device=device, on_epoch=print_epoch
     )

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+
+from trainables.datasets import load_dataset, validation_split
+from trainables.recipe import Recipe
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_split(digits):
+    return validation_split(digits.y_train, 0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def fast_recipe():
+    """digits' default recipe in fp32 (bit-reproducible on any CPU)."""
+    from search_spaces.defaults import defaults_for
+
+    return defaults_for("digits").recipe.replace(precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(digits, digits_split, fast_recipe):
+    from trainables.teacher import train_teacher
+
+    return train_teacher(digits, arch="small_cnn", recipe=fast_recipe, split=digits_split, seed=0, device=CPU)
+
+
+def write_npz(path, n_train=40, n_test=20, shape=(8, 8, 3), classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "x_train": rng.integers(0, 256, (n_train, *shape), dtype=np.uint8),
+        "y_train": np.arange(n_train) % classes,
+        "x_test": rng.integers(0, 256, (n_test, *shape), dtype=np.uint8),
+        "y_test": np.arange(n_test) % classes,
+    }
+    np.savez(path, **arrays)
+    return arrays

@@ -1,0 +1,207 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import CPU, write_npz
+from trainables.datasets import (
+    DatasetNotFoundError,
+    check_dataset_spec,
+    list_datasets,
+    load_dataset,
+    validation_split,
+)
+from trainables.loader import make_loader
+from trainables.registry import UnknownEntryError
+
+
+def test_registry_lists_every_dataset():
+    assert {"cifar10", "cifar100", "svhn", "imagenet", "digits", "npz:PATH"} <= set(list_datasets())
+
+
+def test_digits_fixed_split(digits):
+    assert digits.x_train.shape == (1437, 8, 8, 1) and digits.x_test.shape == (360, 8, 8, 1)
+    assert digits.x_train.dtype == np.uint8 and digits.x_train.max() == 255
+    assert digits.num_classes == 10 and digits.in_channels == 1
+    assert np.bincount(digits.y_test).min() >= 35  # stratified: every class in the test set
+    again = load_dataset("digits")
+    assert np.array_equal(again.x_train, digits.x_train) and np.array_equal(again.y_test, digits.y_test)
+    # train and test are disjoint images of sklearn's set
+    from sklearn.datasets import load_digits
+
+    total = load_digits().images.shape[0]
+    assert len(digits.y_train) + len(digits.y_test) == total
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint(digits):
+    a = validation_split(digits.y_train, 0.2, seed=3)
+    b = validation_split(digits.y_train, 0.2, seed=3)
+    c = validation_split(digits.y_train, 0.2, seed=4)
+    assert np.array_equal(a.val_ids, b.val_ids)
+    assert not np.array_equal(a.val_ids, c.val_ids)
+    assert len(a.val_ids) == round(0.2 * 1437)
+    assert np.intersect1d(a.train_ids, a.val_ids).size == 0
+    assert np.array_equal(np.sort(np.concatenate([a.train_ids, a.val_ids])), np.arange(1437))
+    # class proportions within one example of the training set's
+    expected = np.bincount(digits.y_train) * len(a.val_ids) / 1437
+    assert np.abs(np.bincount(digits.y_train[a.val_ids]) - expected).max() <= 1
+    assert len(validation_split(digits.y_train, 100, seed=0).val_ids) == 100
+    assert len(validation_split(digits.y_train, 0, seed=0).val_ids) == 0
+
+
+@pytest.mark.parametrize("val_size", [1.5, -0.1, 5, 1437])
+def test_validation_split_rejects_bad_sizes(digits, val_size):
+    with pytest.raises(ValueError, match="val_size"):
+        validation_split(digits.y_train, val_size, seed=0)
+
+
+def test_unknown_dataset_is_a_clear_error():
+    with pytest.raises(UnknownEntryError, match="unknown dataset 'cifar11'.*cifar10"):
+        load_dataset("cifar11")
+    with pytest.raises(UnknownEntryError):
+        check_dataset_spec("cifar11")
+    with pytest.raises(DatasetNotFoundError, match="npz dataset file not found"):
+        check_dataset_spec("npz:/nonexistent/file.npz")
+
+
+def test_npz_color_and_grayscale(tmp_path):
+    arrays = write_npz(tmp_path / "rgb.npz")
+    data = load_dataset(f"npz:{tmp_path / 'rgb.npz'}")
+    assert np.array_equal(data.x_train, arrays["x_train"]) and data.num_classes == 4
+    assert data.name == f"npz:{tmp_path / 'rgb.npz'}"
+    # channel means come from the training images only
+    assert data.mean == pytest.approx(tuple(arrays["x_train"].mean(axis=(0, 1, 2)) / 255))
+    write_npz(tmp_path / "gray.npz", shape=(8, 8))
+    assert load_dataset(f"npz:{tmp_path / 'gray.npz'}").x_train.shape == (40, 8, 8, 1)
+
+
+def test_npz_bad_content_is_a_clear_error(tmp_path):
+    np.savez(tmp_path / "missing.npz", x_train=np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="missing arrays"):
+        load_dataset(f"npz:{tmp_path / 'missing.npz'}")
+    arrays = write_npz(tmp_path / "float.npz")
+    np.savez(tmp_path / "float.npz", **{**arrays, "x_train": arrays["x_train"] / 255.0})
+    with pytest.raises(ValueError, match="uint8"):
+        load_dataset(f"npz:{tmp_path / 'float.npz'}")
+
+
+# ---- torchvision formats, written small -------------------------------------------------------
+
+
+def _cifar_images(n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def _write_cifar_batch(path, images, labels, label_key):
+    # The release's layout: one row per image, the R, G and B 32x32 planes one after another.
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
+    with open(path, "wb") as handle:
+        pickle.dump({"data": rows, label_key: list(map(int, labels)), "batch_label": "tiny"}, handle)
+
+
+def write_cifar10(root, per_batch=6):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    train_images = []
+    for i in range(1, 6):
+        images = _cifar_images(per_batch, seed=i)
+        _write_cifar_batch(folder / f"data_batch_{i}", images, np.arange(per_batch) % 10, "labels")
+        train_images.append(images)
+    test = _cifar_images(4, seed=9)
+    _write_cifar_batch(folder / "test_batch", test, [3, 1, 4, 1], "labels")
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, handle)
+    return np.concatenate(train_images), test
+
+
+def test_cifar10_reads_the_release_format(tmp_path):
+    train, test = write_cifar10(tmp_path)
+    data = load_dataset("cifar10", tmp_path, verify=False)
+    # ids follow the release's order: batch 1 first, then 2..5
+    assert np.array_equal(data.x_train, train) and np.array_equal(data.x_test, test)
+    assert data.y_test.tolist() == [3, 1, 4, 1] and data.num_classes == 10
+    assert data.augmentation.crop_padding == 4 and data.augmentation.flip
+
+
+def test_cifar10_checksums_catch_files_that_are_not_the_release(tmp_path):
+    write_cifar10(tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="corrupted.*--download"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_missing_cifar_without_download_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=f"cifar10 not found or corrupted under {tmp_path}"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_cifar100_reads_fine_labels(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    train, test = _cifar_images(10, 1), _cifar_images(3, 2)
+    for name, images, labels in (("train", train, np.arange(10) * 7), ("test", test, [99, 0, 50])):
+        rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"data": rows, "fine_labels": list(map(int, labels)), "coarse_labels": [0] * len(images)}, handle)
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)]}, handle)
+    data = load_dataset("cifar100", tmp_path, verify=False)
+    assert data.num_classes == 100 and np.array_equal(data.x_train, train)
+    assert data.y_train.tolist() == list(range(0, 70, 7)) and data.y_test.tolist() == [99, 0, 50]
+
+
+def test_svhn_reads_the_mat_format(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    expected = {}
+    for split, n in (("train", 12), ("test", 5)):
+        images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        labels = (np.arange(n) % 10) + 1  # the release labels digits 1..10, with 10 meaning 0
+        # The release stores X as (32, 32, 3, N) and y as (N, 1).
+        savemat(tmp_path / f"{split}_32x32.mat", {"X": images.transpose(1, 2, 3, 0), "y": labels[:, None].astype(np.uint8)})
+        expected[split] = (images, labels % 10)
+    data = load_dataset("svhn", tmp_path, verify=False)
+    assert np.array_equal(data.x_train, expected["train"][0])
+    assert np.array_equal(data.y_train, expected["train"][1]) and data.y_train.max() == 9
+    assert np.array_equal(data.x_test, expected["test"][0])
+    assert not data.augmentation.flip  # mirrored house numbers are other numbers
+    with pytest.raises(DatasetNotFoundError, match="svhn"):
+        load_dataset("svhn", tmp_path / "elsewhere")
+
+
+def write_image_folder(root, classes=("ants", "bees"), per_class=3, size=12):
+    rng = np.random.default_rng(0)
+    for part in ("train", "val"):
+        for label, name in enumerate(classes):
+            (root / part / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.full((size, size, 3), 40 + 150 * label, np.uint8) + rng.integers(0, 20, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / part / name / f"img{i}.png")
+
+
+def test_imagenet_image_folder_streams_batches_with_ids(tmp_path):
+    write_image_folder(tmp_path / "imagenet")
+    data = load_dataset("imagenet", tmp_path, image_size=8)
+    assert data.streaming and data.num_classes == 2 and data.num_train == 6
+    assert data.y_train.tolist() == [0, 0, 0, 1, 1, 1]  # ImageFolder's sorted order defines the ids
+    loader = make_loader(data, "train", np.array([0, 4, 5]), 2, train=True, device=CPU, seed=0, num_workers=0)
+    batches = list(loader)
+    assert len(loader) == 2 and [len(b.y) for b in batches] == [2, 1]
+    ids = torch.cat([b.ids for b in batches]).tolist()
+    assert sorted(ids) == [0, 4, 5]
+    for batch in batches:
+        assert batch.x.shape[1:] == (3, 8, 8) and batch.x.dtype == torch.float32
+        assert batch.y.tolist() == [data.y_train[i] for i in batch.ids.tolist()]
+    # evaluation: in order, deterministic
+    test_loader = make_loader(data, "test", np.arange(6), 4, train=False, device=CPU, num_workers=0)
+    first, second = list(test_loader), list(test_loader)
+    assert torch.cat([b.ids for b in first]).tolist() == list(range(6))
+    assert torch.equal(first[0].x, second[0].x)
+
+
+def test_imagenet_missing_tree_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="never downloaded"):
+        load_dataset("imagenet", tmp_path)
