@@ -183,11 +183,14 @@ def time_loader(side: str, dataset, args, device) -> Timing:
         for _ in range(args.warmup):
             next(stream)
         synchronize(device)
-        images = 0
+        images = batches = 0
         start = time.perf_counter()
-        for _ in range(args.loader_batches):
+        # At least --loader-batches batches and --loader-min-seconds, so the fast side is not a
+        # few milliseconds at the mercy of one hiccup.
+        while batches < args.loader_batches or time.perf_counter() - start < args.loader_min_seconds:
             _, y = next(stream)
             images += len(y)
+            batches += 1
         synchronize(device)
         return Timing(images, time.perf_counter() - start)
     finally:
@@ -264,6 +267,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="resnet20", help="architecture from trainables.models (default resnet20)")
     parser.add_argument("--steps", type=int, default=60, help="timed optimizer steps per side per repeat (default 60)")
     parser.add_argument("--loader-batches", type=int, default=None, help="timed batches in the loader-only test (default: --steps)")
+    parser.add_argument(
+        "--loader-min-seconds", type=float, default=0.5,
+        help="the loader-only test keeps going until at least this long (default 0.5)",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps/batches before each measurement (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per side; the median is reported (default 3)")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -283,8 +290,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("steps", "loader_batches", "repeats", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.warmup < 0 or args.num_workers < 0:
-        parser.error("--warmup and --num-workers must be >= 0")
+    if args.warmup < 0 or args.num_workers < 0 or args.loader_min_seconds < 0:
+        parser.error("--warmup, --num-workers and --loader-min-seconds must be >= 0")
     return args
 
 
@@ -330,7 +337,8 @@ def main(argv=None) -> None:
         f"(autocast: {str(cast).replace('torch.', '') if cast else 'none, fp32'}), channels_last {args.channels_last}"
     )
     print(
-        f"schedule   : {args.steps} train steps / {args.loader_batches} loader batches per measurement "
+        f"schedule   : {args.steps} train steps / >= {args.loader_batches} loader batches and "
+        f">= {args.loader_min_seconds:g} s per measurement "
         f"(+{args.warmup} warm-up), {args.repeats} interleaved repeats, DataLoader num_workers {args.num_workers}"
     )
 

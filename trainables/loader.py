@@ -3,14 +3,16 @@
 In-memory datasets use ``DeviceLoader``: the whole uint8 dataset lives on the training device
 (copied once per device and shared by every loader), a batch is an index gather, and crop/flip
 augmentation and normalisation run batched on the device, in the style of airbench. A pruned subset
-is just an array of example ids. No torch DataLoader on this path: for small images a DataLoader's
-per-image Python work, not the model, is what bounds throughput (see ``bench/bench_loader.py``).
+is just an array of example ids. No torch DataLoader on this path: a DataLoader's per-image Python
+work is about 13x slower than these batched gathers (``bench/bench_loader.py``, loader alone, on a
+CPU), which is what bounds a small model on a fast GPU.
 
 The streaming dataset (ImageNet) uses ``StreamingLoader``, a normal DataLoader over image files.
 
-Both yield ``Batch(ids, x, y)`` on the device, and both are deterministic given a seed: epoch ``e``
-draws its order and augmentation from ``derive_seed(seed, e)`` on the CPU, so the same seed gives the
-same batches on any device.
+Both yield ``Batch(ids, x, y)`` on the device. ``DeviceLoader`` is deterministic given a seed: epoch
+``e`` draws its order and augmentation from ``derive_seed(seed, e)`` on the CPU, so the same seed gives
+the same batches on any device. ``StreamingLoader``'s order is seeded the same way; its augmentation
+runs in the DataLoader workers, seeded by torch from that generator.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class DeviceImages:
 
 def device_images(dataset: InMemoryDataset, part: str, device: torch.device) -> DeviceImages:
     """The dataset's ``part`` ('train' or 'test') on ``device``, uploaded once and then reused."""
+    if device.type == "cuda" and device.index is None:  # 'cuda' and 'cuda:0' are one device
+        device = torch.device("cuda", torch.cuda.current_device())
     key = (part, str(device))
     if key not in dataset._device_cache:
         x, y = (dataset.x_train, dataset.y_train) if part == "train" else (dataset.x_test, dataset.y_test)
@@ -208,8 +212,20 @@ class StreamingLoader:
             transform = T.Compose([T.Resize(round(side * 8 / 7)), T.CenterCrop(side), *normalize])
         self.examples = _IdsOfImageFolder(samples, np.asarray(ids, dtype=np.int64), transform)
         self.batch_size, self.train, self.device, self.seed = batch_size, train, device, seed
-        self.num_workers, self.channels_last = num_workers, channels_last
+        self.channels_last = channels_last
         self.epoch = 0
+        # One DataLoader for all epochs, so its workers are started once; the shuffle generator is
+        # re-seeded from (seed, epoch) before every epoch.
+        self.generator = torch.Generator()
+        self.loader = torch.utils.data.DataLoader(
+            self.examples,
+            batch_size=batch_size,
+            shuffle=train,
+            generator=self.generator,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+        )
 
     def __len__(self) -> int:
         return math.ceil(len(self.examples) / self.batch_size)
@@ -219,20 +235,11 @@ class StreamingLoader:
         return len(self.examples)
 
     def __iter__(self) -> Iterator[Batch]:
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        self.generator.manual_seed(derive_seed(self.seed, self.epoch))
         if self.train:
             self.epoch += 1
-        loader = torch.utils.data.DataLoader(
-            self.examples,
-            batch_size=self.batch_size,
-            shuffle=self.train,
-            generator=generator,
-            num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        for x, y, ids in loader:
+        for x, y, ids in self.loader:
             x = x.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
             yield Batch(ids.to(self.device), x, y.to(self.device))
 

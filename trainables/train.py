@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.loader import Batch, Loader
+from trainables.loader import Batch, Loader, make_loader
+from trainables.models import build_model
 from trainables.recipe import Recipe, autocast
+from trainables.seeding import derive_seed
 
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 
@@ -208,10 +210,6 @@ def train_on_ids(
     """Build ``arch`` (initialised from ``seed``), train it on ``train_ids``, validate each epoch on
     ``val_ids`` (when there are any) and test on the whole test set. Teachers, students and scoring
     runs all go through here."""
-    from trainables.loader import make_loader
-    from trainables.models import build_model
-    from trainables.seeding import derive_seed
-
     torch.manual_seed(derive_seed("init", seed))
     model = prepare_model(build_model(arch, dataset.num_classes, dataset.in_channels), recipe, device)
     common = dict(device=device, channels_last=recipe.channels_last)
