@@ -16,6 +16,7 @@ seeded; alpha is tuned on it, and the test set is only ever reported.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +188,29 @@ def check_dataset_spec(spec: str) -> None:
             raise DatasetNotFoundError(f"npz dataset file not found: {path}")
         return
     DATASETS.get(spec)
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """A hash of the dataset's content, for artifact keys (computed once per dataset object).
+
+    In-memory: the image and label arrays. Streaming: each sample's ``class/file`` name and label
+    (the files are not read; the tree's root may differ between machines).
+    """
+    cached = getattr(dataset, "_fingerprint", None)
+    if cached:
+        return cached
+    digest = hashlib.sha256()
+    if dataset.streaming:
+        for samples in (dataset.train_samples, dataset.test_samples):
+            for path, label in samples:
+                digest.update(f"{Path(path).parent.name}/{Path(path).name}:{label};".encode())
+            digest.update(b"|")
+    else:
+        for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+            digest.update(str((array.dtype.str, array.shape)).encode())
+            digest.update(np.ascontiguousarray(array).data)
+    dataset._fingerprint = digest.hexdigest()[:24]
+    return dataset._fingerprint
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-T = TypeVar("T", bound=Callable)
+T = TypeVar("T")
 
 
 class UnknownEntryError(KeyError):

@@ -9,6 +9,7 @@ atomically and read back with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import tempfile
@@ -19,7 +20,8 @@ import torch
 from torch import nn
 
 import trainables
-from trainables.datasets import Dataset, Split, load_dataset, validation_split
+from trainables.artifacts import ArtifactStore, code_version
+from trainables.datasets import Dataset, Split, dataset_fingerprint, load_dataset, validation_split
 from trainables.models import build_model
 from trainables.recipe import Recipe, resolve_device
 from trainables.train import EpochReport, prepare_model, train_on_ids
@@ -88,29 +90,20 @@ def train_teacher(
     return Teacher(run.model, meta)
 
 
-def save_teacher(teacher: Teacher, path: str | os.PathLike) -> Path:
-    """Write the checkpoint atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def teacher_to_bytes(teacher: Teacher) -> bytes:
+    """The checkpoint: plain tensors and values only, so ``weights_only=True`` can read it."""
     state = {k: v.detach().cpu().contiguous() for k, v in teacher.model.state_dict().items()}
-    payload = {"format": CHECKPOINT_FORMAT, "meta": teacher.meta, "state_dict": state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "meta": teacher.meta, "state_dict": state}, buffer)
+    return buffer.getvalue()
 
 
-def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu", channels_last: bool = False) -> Teacher:
-    """Read a checkpoint (``weights_only=True``: no code runs) and rebuild the model in eval mode."""
+def teacher_from_bytes(data: bytes, device: torch.device | str = "cpu", channels_last: bool = False, source: str = "checkpoint") -> Teacher:
+    """Rebuild a teacher in eval mode, with frozen parameters (``weights_only=True``: no code runs)."""
     device = resolve_device(device) if isinstance(device, str) else device
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a teacher checkpoint of format {CHECKPOINT_FORMAT}")
+        raise ValueError(f"{source} is not a teacher checkpoint of format {CHECKPOINT_FORMAT}")
     meta = payload["meta"]
     model = build_model(meta["arch"], meta["num_classes"], meta["in_channels"])
     model.load_state_dict(payload["state_dict"])
@@ -119,6 +112,63 @@ def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu", ch
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return Teacher(model, meta)
+
+
+def save_teacher(teacher: Teacher, path: str | os.PathLike) -> Path:
+    """Write the checkpoint atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(teacher_to_bytes(teacher))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu", channels_last: bool = False) -> Teacher:
+    return teacher_from_bytes(Path(path).read_bytes(), device, channels_last, source=str(path))
+
+
+def teacher_inputs(dataset: Dataset, split: Split, *, arch: str, recipe: Recipe, seed: int) -> dict:
+    """What a teacher depends on: its artifact key's inputs."""
+    return {
+        "dataset": dataset.name,
+        "fingerprint": dataset_fingerprint(dataset),
+        "split": {"val_size": split.val_size, "seed": split.seed},
+        "arch": arch,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "code": code_version(train_teacher, train_on_ids),
+    }
+
+
+def get_or_train_teacher(
+    dataset: Dataset,
+    split: Split,
+    *,
+    arch: str,
+    recipe: Recipe,
+    seed: int = 0,
+    device: torch.device | str = "auto",
+    store: ArtifactStore,
+    on_epoch=None,
+) -> tuple[Teacher, bool]:
+    """(teacher, was_cached): the teacher from the artifact store, or trained and stored there."""
+    device = resolve_device(device) if isinstance(device, str) else device
+
+    def produce():
+        teacher = train_teacher(dataset, arch=arch, recipe=recipe, split=split, seed=seed, device=device, on_epoch=on_epoch)
+        return teacher_to_bytes(teacher), {k: teacher.meta[k] for k in ("val_acc", "test_acc", "epochs_run")}
+
+    inputs = teacher_inputs(dataset, split, arch=arch, recipe=recipe, seed=seed)
+    artifact, cached = store.get_or_create("teacher", inputs, produce)
+    teacher = teacher_from_bytes(artifact.payload, device, recipe.channels_last, source=f"teacher artifact {artifact.key}")
+    teacher.meta["key"] = artifact.key
+    return teacher, cached
 
 
 def print_epoch(report: EpochReport) -> None:
@@ -143,7 +193,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--val-size", type=val_size_arg, default=None,
                         help="validation split: a count or a fraction (default: the dataset's)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
-    parser.add_argument("--out", required=True, help="checkpoint path to write")
+    parser.add_argument("--out", default=None, help="checkpoint path to write")
+    parser.add_argument("--store", default=None,
+                        help="artifact store (directory or fsspec URI): reuse the teacher cached there, or train and cache it")
     add_recipe_args(parser)
     args = parser.parse_args(argv)
 
@@ -151,6 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Bad input is reported as a usage error before any training starts.
     with usage_errors(parser):
+        if not (args.out or args.store):
+            raise ValueError("give --out PATH, --store DIR, or both")
         defaults = defaults_for(args.dataset)
         arch = args.arch or defaults.teacher_arch
         check_model_name(arch)
@@ -159,12 +213,19 @@ def main(argv: list[str] | None = None) -> dict:
         dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
         val_size = defaults.val_size if args.val_size is None else args.val_size
         split = validation_split(dataset.y_train, val_size, args.split_seed)
-    teacher = train_teacher(
-        dataset, arch=arch, recipe=recipe, split=split, seed=args.seed, device=device, on_epoch=print_epoch
-    )
-    save_teacher(teacher, args.out)
-    summary = {k: teacher.meta[k] for k in ("dataset", "arch", "seed", "val_acc", "test_acc", "epochs_run")}
-    summary["checkpoint"] = str(args.out)
+    if args.store:
+        teacher, cached = get_or_train_teacher(
+            dataset, split, arch=arch, recipe=recipe, seed=args.seed, device=device, store=ArtifactStore(args.store),
+            on_epoch=print_epoch,
+        )
+    else:
+        teacher, cached = train_teacher(
+            dataset, arch=arch, recipe=recipe, split=split, seed=args.seed, device=device, on_epoch=print_epoch
+        ), False
+    if args.out:
+        save_teacher(teacher, args.out)
+    summary = {k: teacher.meta.get(k) for k in ("dataset", "arch", "seed", "val_acc", "test_acc", "epochs_run", "key")}
+    summary.update(checkpoint=args.out, cached=cached)
     print(json.dumps(summary))
     return summary
 

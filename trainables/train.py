@@ -191,7 +191,7 @@ class RunResult:
     model: nn.Module
     history: list[EpochReport]
     val: EvalResult | None
-    test: EvalResult
+    test: EvalResult | None
 
 
 def train_on_ids(
@@ -206,10 +206,11 @@ def train_on_ids(
     loss_fn: LossFn | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     on_step: Callable[[Batch, torch.Tensor], None] | None = None,
+    test: bool = True,
 ) -> RunResult:
     """Build ``arch`` (initialised from ``seed``), train it on ``train_ids``, validate each epoch on
-    ``val_ids`` (when there are any) and test on the whole test set. Teachers, students and scoring
-    runs all go through here."""
+    ``val_ids`` (when there are any) and, with ``test``, test on the whole test set. Teachers,
+    students and scoring runs all go through here."""
     torch.manual_seed(derive_seed("init", seed))
     model = prepare_model(build_model(arch, dataset.num_classes, dataset.in_channels), recipe, device)
     common = dict(device=device, channels_last=recipe.channels_last)
@@ -226,8 +227,11 @@ def train_on_ids(
         model, train_loader, recipe, device=device, loss_fn=loss_fn, val_loader=val_loader,
         on_step=on_step, on_epoch=on_epoch,
     )
-    test_loader = make_loader(
-        dataset, "test", np.arange(len(dataset.y_test)), recipe.eval_batch_size, train=False, **common
-    )
     val = evaluate(model, val_loader, recipe, device=device) if val_loader is not None else None
-    return RunResult(model, history, val, evaluate(model, test_loader, recipe, device=device))
+    test_result = None
+    if test:
+        test_loader = make_loader(
+            dataset, "test", np.arange(len(dataset.y_test)), recipe.eval_batch_size, train=False, **common
+        )
+        test_result = evaluate(model, test_loader, recipe, device=device)
+    return RunResult(model, history, val, test_result)

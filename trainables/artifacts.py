@@ -1,0 +1,210 @@
+"""Content-addressed artifact cache: teacher checkpoints, score tables, per-run score results.
+
+An artifact's key is a hash of everything that produced it (dataset fingerprint and split,
+architecture, recipe, seeds, method and options, and the code version of the producing function),
+so the same request finds the same artifact and any change of input gives a new key.
+
+Storage is a local directory by default or any fsspec URI (``s3://bucket/prefix``, ``gs://...``, an
+NFS path, ``memory://`` in tests). Each artifact is **one file**, ``ROOT/<kind>/<key>.art``:
+
+    8 bytes   little-endian length of the header
+    header    JSON: key, kind, inputs, sha256 and size of the payload, created, producer's metadata
+    payload   the bytes (a torch checkpoint, an npz table, ...)
+
+One file makes publication atomic everywhere: locally it is written under a temporary name and
+renamed into place (``os.replace``); on an object store a single PUT is atomic. Two workers producing
+the same key at once both compute, and the last rename (or PUT) wins with a complete file of its own.
+Every read checks the payload's sha256; a corrupt or truncated file is reported, removed, and
+treated as missing, so the caller recomputes it and never uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import trainables
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS_ENV = "KDSWEEP_ARTIFACTS"
+_HEADER_LENGTH = struct.Struct("<Q")
+
+
+class CorruptArtifactError(ValueError):
+    """An artifact file whose header or checksum does not verify."""
+
+
+def default_store_root() -> str:
+    return os.environ.get(ARTIFACTS_ENV, "artifacts")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (np.ndarray, tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"cannot put {type(value).__name__} into an artifact key")
+
+
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_jsonable)
+
+
+def code_version(*functions: Callable) -> str:
+    """The package version plus a hash of the source of the functions that produce an artifact,
+    so editing a producer invalidates what it produced before."""
+    digest = hashlib.sha256()
+    for fn in functions:
+        digest.update(inspect.getsource(fn).encode())
+    return f"{trainables.__version__}+{digest.hexdigest()[:12]}"
+
+
+def artifact_key(kind: str, inputs: dict) -> str:
+    return hashlib.sha256(canonical_json({"kind": kind, "inputs": inputs}).encode()).hexdigest()[:32]
+
+
+@dataclass
+class Artifact:
+    key: str
+    kind: str
+    payload: bytes
+    header: dict
+
+    @property
+    def meta(self) -> dict:
+        return self.header["meta"]
+
+
+def encode(kind: str, key: str, inputs: dict, payload: bytes, meta: dict) -> bytes:
+    header = {
+        "format": 1,
+        "key": key,
+        "kind": kind,
+        "inputs": inputs,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "size": len(payload),
+        "created": time.time(),
+        "meta": meta,
+    }
+    header_bytes = canonical_json(header).encode()
+    return _HEADER_LENGTH.pack(len(header_bytes)) + header_bytes + payload
+
+
+def decode(data: bytes) -> tuple[dict, bytes]:
+    """Split and verify an artifact file; raises ``CorruptArtifactError`` on any mismatch."""
+    if len(data) < _HEADER_LENGTH.size:
+        raise CorruptArtifactError("file shorter than its header length field")
+    (length,) = _HEADER_LENGTH.unpack_from(data)
+    start = _HEADER_LENGTH.size
+    if start + length > len(data):
+        raise CorruptArtifactError("file shorter than its header")
+    try:
+        header = json.loads(data[start : start + length])
+    except ValueError as error:
+        raise CorruptArtifactError(f"unreadable header: {error}") from None
+    payload = data[start + length :]
+    if len(payload) != header.get("size") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise CorruptArtifactError("payload does not match the checksum in its header")
+    return header, payload
+
+
+class ArtifactStore:
+    """Artifacts under a local directory or an fsspec URI (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+
+        self.root = str(root if root is not None else default_store_root())
+        self.fs, self._base = fsspec.core.url_to_fs(self.root)
+        self._local = isinstance(self.fs, LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.root!r})"
+
+    def path(self, kind: str, key: str) -> str:
+        return f"{self._base.rstrip('/')}/{kind}/{key}.art"
+
+    def get(self, kind: str, key: str) -> Artifact | None:
+        """The verified artifact, or None when absent. A corrupt entry is logged, removed, None."""
+        path = self.path(kind, key)
+        try:
+            with self.fs.open(path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        try:
+            header, payload = decode(data)
+            if header.get("key") != key or header.get("kind") != kind:
+                raise CorruptArtifactError("header names another artifact")
+        except CorruptArtifactError as error:
+            log.warning("corrupt artifact %s (%s): removed, it will be recomputed", path, error)
+            self._remove(path)
+            return None
+        return Artifact(key, kind, payload, header)
+
+    def put(self, kind: str, key: str, inputs: dict, payload: bytes, meta: dict) -> Artifact:
+        data = encode(kind, key, inputs, payload, meta)
+        path = self.path(kind, key)
+        if self._local:
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        else:
+            # Object stores publish a single PUT atomically; a unique temporary name is not needed.
+            self.fs.makedirs(os.path.dirname(path), exist_ok=True)
+            self.fs.pipe_file(path, data)
+        return Artifact(key, kind, payload, decode(data)[0])
+
+    def get_or_create(
+        self, kind: str, inputs: dict, produce: Callable[[], tuple[bytes, dict]]
+    ) -> tuple[Artifact, bool]:
+        """(artifact, was_cached): the stored artifact for ``inputs``, or ``produce()``'s
+        (payload, meta) stored under its key."""
+        key = artifact_key(kind, inputs)
+        found = self.get(kind, key)
+        if found is not None:
+            return found, True
+        payload, meta = produce()
+        return self.put(kind, key, inputs, payload, meta), False
+
+    def keys(self, kind: str) -> list[str]:
+        folder = f"{self._base.rstrip('/')}/{kind}"
+        try:
+            names = self.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(os.path.basename(n)[: -len(".art")] for n in names if n.endswith(".art"))
+
+    def _remove(self, path: str) -> None:
+        try:
+            self.fs.rm(path)
+        except FileNotFoundError:
+            pass
