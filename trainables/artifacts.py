@@ -10,6 +10,7 @@ NFS path, ``memory://`` in tests). Each artifact is **one file**, ``ROOT/<kind>/
     8 bytes   little-endian length of the header
     header    JSON: key, kind, inputs, sha256 and size of the payload, created, producer's metadata
     payload   the bytes (a torch checkpoint, an npz table, ...)
+    32 bytes  sha256 of everything before it (header included, so a damaged header is caught too)
 
 One file makes publication atomic everywhere: locally it is written under a temporary name and
 renamed into place (``os.replace``); on an object store a single PUT is atomic. Two workers producing
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ARTIFACTS_ENV = "KDSWEEP_ARTIFACTS"
 _HEADER_LENGTH = struct.Struct("<Q")
+_DIGEST_SIZE = 32
 
 
 class CorruptArtifactError(ValueError):
@@ -105,22 +107,26 @@ def encode(kind: str, key: str, inputs: dict, payload: bytes, meta: dict) -> byt
         "meta": meta,
     }
     header_bytes = canonical_json(header).encode()
-    return _HEADER_LENGTH.pack(len(header_bytes)) + header_bytes + payload
+    body = _HEADER_LENGTH.pack(len(header_bytes)) + header_bytes + payload
+    return body + hashlib.sha256(body).digest()
 
 
 def decode(data: bytes) -> tuple[dict, bytes]:
     """Split and verify an artifact file; raises ``CorruptArtifactError`` on any mismatch."""
-    if len(data) < _HEADER_LENGTH.size:
-        raise CorruptArtifactError("file shorter than its header length field")
-    (length,) = _HEADER_LENGTH.unpack_from(data)
+    if len(data) < _HEADER_LENGTH.size + _DIGEST_SIZE:
+        raise CorruptArtifactError("file too short")
+    body, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
+    if hashlib.sha256(body).digest() != digest:
+        raise CorruptArtifactError("checksum mismatch (damaged or truncated file)")
+    (length,) = _HEADER_LENGTH.unpack_from(body)
     start = _HEADER_LENGTH.size
-    if start + length > len(data):
+    if start + length > len(body):
         raise CorruptArtifactError("file shorter than its header")
     try:
-        header = json.loads(data[start : start + length])
+        header = json.loads(body[start : start + length])
     except ValueError as error:
         raise CorruptArtifactError(f"unreadable header: {error}") from None
-    payload = data[start + length :]
+    payload = body[start + length :]
     if len(payload) != header.get("size") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise CorruptArtifactError("payload does not match the checksum in its header")
     return header, payload
