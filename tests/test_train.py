@@ -122,3 +122,25 @@ def test_bf16_autocast_trains(digits, digits_split, fast_recipe):
         recipe=fast_recipe.replace(epochs=3, precision="bf16"), seed=0, device=CPU,
     )
     assert run.val.acc > 0.8 and run.test.n == 360
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_resumed_training_matches_an_uninterrupted_run(digits, digits_split, fast_recipe, schedule, tmp_path):
+    recipe = fast_recipe.replace(epochs=4, schedule=schedule)
+    full, full_history = _fit(digits, digits_split, recipe, seed=2)
+
+    saved = {}
+
+    def stop_after_two(report):
+        if report.epoch == 2:
+            torch.save(report.state(), tmp_path / "state.pt")  # as a checkpoint would
+            raise StopTraining
+
+    _fit(digits, digits_split, recipe, seed=2, on_epoch=stop_after_two)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    resumed, history = _fit(digits, digits_split, recipe, seed=2, resume=state)
+    assert [r.epoch for r in history] == [1, 2, 3, 4]
+    assert history[-1].val_acc == full_history[-1].val_acc
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

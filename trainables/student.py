@@ -67,11 +67,13 @@ def train_student(
     seed: int = 0,
     device: torch.device | str = "auto",
     on_epoch=None,
+    resume: dict | None = None,
 ) -> StudentResult:
     """Train ``arch`` on ``subset_ids`` with ``kd_loss`` (alpha, tau) from ``teacher``.
 
     Reports per-epoch validation accuracy through ``on_epoch`` and returns the final validation and
     test accuracy. The teacher sees the same augmented batch as the student, in eval mode.
+    ``resume`` continues from an epoch's ``report.state()`` (see ``trainables.train.fit``).
     """
     check_alpha_tau(alpha, tau)
     subset_ids = check_subset(subset_ids, split)
@@ -91,7 +93,7 @@ def train_student(
 
     run = train_on_ids(
         dataset, arch=arch, train_ids=subset_ids, val_ids=split.val_ids, recipe=recipe, seed=seed,
-        device=device, loss_fn=loss_fn, on_epoch=on_epoch,
+        device=device, loss_fn=loss_fn, on_epoch=on_epoch, resume=resume,
     )
     return StudentResult(
         arch=arch, alpha=alpha, tau=tau, seed=seed, num_train=len(subset_ids),

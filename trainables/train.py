@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -40,9 +40,12 @@ class EpochReport:
     seconds: float  # wall time of this epoch, evaluation included
     val_acc: float | None = None
     val_loss: float | None = None
+    # ``state()`` returns everything needed to resume after this epoch (see ``fit(resume=...)``):
+    # plain tensors and values, so it can be saved and read back with ``weights_only=True``.
+    state: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "state"}
 
 
 @dataclass
@@ -97,12 +100,17 @@ def fit(
     val_loader: Loader | None = None,
     on_step: Callable[[Batch, torch.Tensor], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    resume: dict | None = None,
 ) -> list[EpochReport]:
     """Train ``model`` in place for ``recipe.epochs`` epochs; returns one report per epoch run.
 
     ``loss_fn(logits, batch)`` defaults to cross-entropy with the recipe's label smoothing; it runs
     inside the same autocast region as the forward pass (so a teacher forward in it is bf16 too).
     The model must already be on ``device`` (see ``prepare_model``).
+
+    ``resume``: a ``report.state()`` from an earlier run of the same call; training continues after
+    that epoch with the same model, optimiser, schedule and batch order (each epoch's batches derive
+    from (seed, epoch)), so a resumed run matches an uninterrupted one.
     """
     if loss_fn is None:
 
@@ -113,7 +121,25 @@ def fit(
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, len(train_loader))
     history: list[EpochReport] = []
-    for epoch in range(1, recipe.epochs + 1):
+    first_epoch = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        history = [EpochReport(**report) for report in resume["history"]]
+        first_epoch = resume["epoch"] + 1
+        train_loader.epoch = resume["epoch"]  # the loader's own epoch counter: the next batch order
+
+    def training_state(epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": [report.to_dict() for report in history],
+        }
+
+    for epoch in range(first_epoch, recipe.epochs + 1):
         start = time.perf_counter()
         model.train()
         # Sums stay on the device: one host sync per epoch, not per step.
@@ -149,6 +175,7 @@ def fit(
             result = evaluate(model, val_loader, recipe, device=device)
             report.val_acc, report.val_loss = result.acc, result.loss
         report.seconds = time.perf_counter() - start
+        report.state = lambda epoch=epoch: training_state(epoch)
         history.append(report)
         if on_epoch is not None:
             try:
@@ -207,6 +234,7 @@ def train_on_ids(
     on_epoch: Callable[[EpochReport], None] | None = None,
     on_step: Callable[[Batch, torch.Tensor], None] | None = None,
     test: bool = True,
+    resume: dict | None = None,
 ) -> RunResult:
     """Build ``arch`` (initialised from ``seed``), train it on ``train_ids``, validate each epoch on
     ``val_ids`` (when there are any) and, with ``test``, test on the whole test set. Teachers,
@@ -225,7 +253,7 @@ def train_on_ids(
     )
     history = fit(
         model, train_loader, recipe, device=device, loss_fn=loss_fn, val_loader=val_loader,
-        on_step=on_step, on_epoch=on_epoch,
+        on_step=on_step, on_epoch=on_epoch, resume=resume,
     )
     val = evaluate(model, val_loader, recipe, device=device) if val_loader is not None else None
     test_result = None
