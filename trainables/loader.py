@@ -40,8 +40,10 @@ class DeviceImages:
     """A uint8 NHWC image array and its labels, resident on one device."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, device: torch.device):
+        if not images.flags.writeable:  # zero-copy from Ray's object store: torch wants writable memory
+            images = images.copy()
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+        self.labels = torch.from_numpy(np.array(labels, dtype=np.int64)).to(device)
         std_t = torch.tensor(std, dtype=torch.float32, device=device)
         mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
         # x_normalised = x_uint8 * scale + shift, with the /255 folded in.

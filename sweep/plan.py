@@ -1,0 +1,187 @@
+"""The plan of a sweep: its settings, validated, and the cells they expand to.
+
+A cell is one (dataset, method, f, teacher, student, seed) combination with its own Optuna study over
+alpha (and tau when searched). f = 1.0 is the full-data reference: every method keeps everything, so
+it is one cell with method ``full`` per (teacher, student, seed). ``seed`` is a study replicate: each
+seed has its own teacher, scores, subsets, trial seeds and sampler seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from search_spaces.profiles import list_profiles, profile_for
+from trainables.datasets import check_dataset_spec
+from trainables.kd import check_alpha_tau
+from trainables.models import check_model_name
+from trainables.recipe import Recipe
+from trainables.scores import list_methods
+from trainables.selection import STRATEGIES, check_fraction
+
+DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+FULL = "full"  # the method name of the f = 1.0 reference cell
+SCHEDULERS = ("fifo", "asha")
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    method: str
+    fraction: float
+    teacher: str
+    student: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}|{self.method}|f={self.fraction:g}|{self.teacher}->{self.student}|seed={self.seed}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep was asked to do; saved as ``sweep.json`` in the experiment directory so a
+    resumed sweep runs the same plan."""
+
+    dataset: str
+    name: str
+    storage: str
+    profile: str = "fast"
+    methods: list[str] = field(default_factory=list_methods)
+    fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
+    teachers: list[str] = field(default_factory=list)  # empty: the profile's
+    students: list[str] = field(default_factory=list)
+    trials_per_cell: int | None = None  # None: the profile's
+    alpha_range: tuple[float, float] = (0.0, 1.0)
+    tau: list[float] = field(default_factory=lambda: [4.0])  # one value: fixed; two: searched (log scale)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    score_seeds: int | None = None  # None: the profile's
+    epochs: int | None = None  # None: the profile's recipe
+    selection: str = "hard"
+    class_balanced: bool = False
+    val_size: int | float | None = None  # None: the dataset's default
+    split_seed: int = 0
+    data_dir: str | None = None
+    download: bool = False
+    artifacts: str | None = None  # None: STORAGE/artifacts
+    optuna_storage: str | None = None  # None: a journal file in the experiment directory
+    scheduler: str = "fifo"
+    gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    max_failures: int = 2
+
+    def check(self) -> None:
+        """Raise ``ValueError`` with every problem found, before anything starts."""
+        problems = []
+
+        def attempt(check, *args):
+            try:
+                check(*args)
+            except (ValueError, KeyError, FileNotFoundError) as error:
+                problems.append(str(error))
+
+        attempt(check_dataset_spec, self.dataset)
+        if self.profile not in list_profiles():
+            problems.append(f"unknown profile {self.profile!r}; choose one of {list_profiles()}")
+        for method in self.methods:
+            if method not in list_methods():
+                problems.append(f"unknown method {method!r}; choose from {list_methods()}")
+        if not self.methods and any(f < 1 for f in self.fractions):
+            problems.append("no methods given for fractions below 1")
+        if not self.fractions:
+            problems.append("no fractions given")
+        for f in self.fractions:
+            attempt(check_fraction, f)
+        for arch in self.teachers + self.students:
+            attempt(check_model_name, arch)
+        if self.trials_per_cell is not None and self.trials_per_cell < 1:
+            problems.append(f"--trials-per-cell must be >= 1, got {self.trials_per_cell}")
+        low, high = self.alpha_range
+        if not 0 <= low < high <= 1:
+            problems.append(f"--alpha-range must satisfy 0 <= low < high <= 1, got {low} {high}")
+        if len(self.tau) not in (1, 2) or any(t <= 0 for t in self.tau) or (len(self.tau) == 2 and self.tau[0] >= self.tau[1]):
+            problems.append(f"--tau takes one value > 0 (fixed) or two increasing values > 0 (searched), got {self.tau}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            problems.append(f"--seeds must be distinct integers, got {self.seeds}")
+        if self.score_seeds is not None and self.score_seeds < 1:
+            problems.append(f"--score-seeds must be >= 1, got {self.score_seeds}")
+        if self.epochs is not None and self.epochs < 1:
+            problems.append(f"--epochs must be >= 1, got {self.epochs}")
+        if self.selection not in STRATEGIES:
+            problems.append(f"unknown selection {self.selection!r}; choose one of {STRATEGIES}")
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"unknown scheduler {self.scheduler!r}; choose one of {SCHEDULERS}")
+        if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
+            problems.append(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        if self.cpus_per_trial <= 0:
+            problems.append(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            problems.append(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
+        if "://" in self.storage and not self.storage.startswith("file://") and self.optuna_storage is None:
+            problems.append("with a remote --storage, give --optuna-storage (an SQLAlchemy URL or a shared journal file)")
+        if not self.name or "/" in self.name:
+            problems.append(f"--name must be a non-empty name without '/', got {self.name!r}")
+        if problems:
+            raise ValueError("invalid sweep:\n  - " + "\n  - ".join(problems))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SweepConfig":
+        values = json.loads(text)
+        values["alpha_range"] = tuple(values["alpha_range"])
+        return cls(**values)
+
+
+@dataclass
+class SweepPlan:
+    config: SweepConfig
+    recipe: Recipe
+    teachers: list[str]
+    students: list[str]
+    trials_per_cell: int
+    score_seeds: int
+    val_size: int | float
+    cells: list[Cell]
+
+    @property
+    def num_trials(self) -> int:
+        return len(self.cells) * self.trials_per_cell
+
+    @property
+    def scored_methods(self) -> list[str]:
+        """Methods that need a score table (every method of a cell with f < 1)."""
+        return sorted({c.method for c in self.cells if c.method != FULL})
+
+
+def make_plan(config: SweepConfig) -> SweepPlan:
+    config.check()
+    from search_spaces.defaults import defaults_for
+
+    profile = profile_for(config.profile, config.dataset)
+    recipe = profile.recipe if config.epochs is None else profile.recipe.replace(epochs=config.epochs)
+    teachers = config.teachers or [profile.teacher_arch]
+    students = config.students or [profile.student_arch]
+    cells = []
+    for seed in config.seeds:
+        for teacher in teachers:
+            for student in students:
+                for fraction in sorted(set(config.fractions)):
+                    methods = [FULL] if fraction == 1.0 else config.methods
+                    for method in methods:
+                        cells.append(Cell(config.dataset, method, float(fraction), teacher, student, seed))
+    return SweepPlan(
+        config=config,
+        recipe=recipe,
+        teachers=teachers,
+        students=students,
+        trials_per_cell=config.trials_per_cell or profile.trials_per_cell,
+        score_seeds=config.score_seeds or profile.score_seeds,
+        val_size=defaults_for(config.dataset).val_size if config.val_size is None else config.val_size,
+        cells=cells,
+    )

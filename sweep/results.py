@@ -1,0 +1,71 @@
+"""The results table: one row per trial, with the provenance that produced it."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+
+from sweep import ray_adapter
+
+COLUMNS = [
+    "dataset", "method", "fraction", "teacher_arch", "student_arch", "replicate", "alpha", "tau", "seed",
+    "val_acc", "test_acc", "epochs_run", "status", "error", "optuna_trial", "num_train", "teacher_key",
+    "score_key", "wall_time_s", "busy_s", "node_id", "trial_id", "profile", "recipe", "version",
+]
+
+
+def result_table(grid) -> pd.DataFrame:
+    rows = []
+    for row in ray_adapter.result_rows(grid):
+        config, metrics = row["config"], row["metrics"]
+        cell = config.get("cell", {})
+        if row["error"]:
+            status = "error"
+        elif metrics.get("done"):
+            status = "completed"
+        else:
+            status = "stopped"  # ended early by the scheduler
+        rows.append({
+            "dataset": cell.get("dataset"),
+            "method": cell.get("method"),
+            "fraction": cell.get("fraction"),
+            "teacher_arch": cell.get("teacher"),
+            "student_arch": cell.get("student"),
+            "replicate": cell.get("seed"),
+            "alpha": config.get("alpha"),
+            "tau": config.get("tau"),
+            "seed": config.get("seed"),
+            "val_acc": metrics.get("val_acc"),
+            "test_acc": metrics.get("test_acc"),
+            "epochs_run": metrics.get("epoch", 0),
+            "status": status,
+            "error": row["error"],
+            "optuna_trial": config.get("optuna_trial"),
+            "num_train": metrics.get("num_train"),
+            "teacher_key": config.get("teacher_keys", {}).get(f"{cell.get('teacher')}|{cell.get('seed')}"),
+            "score_key": config.get("score_keys", {}).get(f"{cell.get('method')}|{cell.get('seed')}"),
+            "wall_time_s": metrics.get("time_total_s"),
+            "busy_s": metrics.get("busy_s"),
+            "node_id": metrics.get("node_id"),
+            "trial_id": row["trial_id"],
+            "profile": config.get("profile"),
+            "recipe": json.dumps(config.get("recipe"), sort_keys=True) if config.get("recipe") else None,
+            "version": config.get("version"),
+        })
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.sort_values(["method", "fraction", "teacher_arch", "student_arch", "replicate", "optuna_trial"],
+                             ignore_index=True)
+
+
+def write_table(frame: pd.DataFrame, experiment_dir: str) -> str:
+    """Write ``results.csv`` into the experiment directory (a local path or an fsspec URI)."""
+    import fsspec
+
+    path = experiment_dir.rstrip("/") + "/results.csv"
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    with fsspec.open(path, "w") as handle:
+        handle.write(buffer.getvalue())
+    return path

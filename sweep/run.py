@@ -1,0 +1,275 @@
+"""The whole study as one Ray Tune experiment.
+
+    python -m sweep.run --dataset digits --profile smoke
+    python -m sweep.run --dataset svhn --address auto --gpus-per-trial 0.25 --storage /mnt/shared/runs
+
+Stages: teachers (Ray tasks, cached) -> pruning scores (Ray tasks per run, cached) -> the object store
+-> one Tune experiment over every cell (one Optuna study per cell) -> ``results.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import trainables
+from sweep import ray_adapter
+from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan, make_plan
+from trainables.artifacts import ArtifactStore
+from trainables.scores import list_methods
+from trainables.selection import STRATEGIES
+
+SWEEP_FILE = "sweep.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from search_spaces.profiles import list_profiles
+
+    p = argparse.ArgumentParser(
+        prog="python -m sweep.run",
+        description="Sweep the distillation weight alpha over every (method, f) cell of a dataset with "
+        "Ray Tune + Optuna: teachers and pruning scores first (cached), then one experiment over all cells.",
+    )
+    what = p.add_argument_group("what to sweep")
+    what.add_argument("--dataset", help="cifar10, cifar100, svhn, imagenet, digits or npz:PATH (required unless --resume)")
+    what.add_argument("--methods", nargs="+", default=list_methods(), metavar="METHOD",
+                      help=f"pruning methods (default all: {' '.join(list_methods())})")
+    what.add_argument("--fractions", nargs="+", type=float, default=list(DEFAULT_FRACTIONS), metavar="F",
+                      help="kept fractions f in (0, 1]; 1.0 is the full-data reference cell (default %(default)s)")
+    what.add_argument("--profile", default="fast", choices=list_profiles(),
+                      help="smoke: minutes on a laptop CPU; fast: minutes per student on a GPU; paper: the literature's recipe (default fast)")
+    what.add_argument("--trials-per-cell", type=int, default=None, help="Optuna trials per cell, the alpha = 0 baseline included (default: the profile's)")
+    what.add_argument("--teacher", nargs="+", default=[], metavar="ARCH", dest="teachers",
+                      help="teacher architectures; several for the capacity study (default: the profile's)")
+    what.add_argument("--student", nargs="+", default=[], metavar="ARCH", dest="students",
+                      help="student architectures (default: the profile's)")
+    what.add_argument("--alpha-range", nargs=2, type=float, default=[0.0, 1.0], metavar=("LOW", "HIGH"),
+                      help="search range of alpha, the weight of the distillation term (default 0 1)")
+    what.add_argument("--tau", nargs="+", type=float, default=[4.0],
+                      help="temperature: one value (fixed) or LOW HIGH (searched on a log scale); default 4")
+    what.add_argument("--seeds", nargs="+", type=int, default=[0],
+                      help="study replicates: each seed has its own teacher, scores, subsets and trials (default 0)")
+    what.add_argument("--score-seeds", type=int, default=None, help="scoring runs per method (default: the profile's)")
+    what.add_argument("--epochs", type=int, default=None, help="override the profile recipe's epochs")
+    what.add_argument("--selection", default="hard", choices=STRATEGIES, help="which examples a score keeps (default hard)")
+    what.add_argument("--class-balanced", action="store_true", help="keep f of every class")
+    what.add_argument("--val-size", type=float, default=None, help="validation split: a count or a fraction (default: the dataset's)")
+    what.add_argument("--data-dir", default=None, help="dataset files (default $KDSWEEP_DATA_DIR or ./data)")
+    what.add_argument("--download", action="store_true", help="download the dataset if missing")
+
+    where = p.add_argument_group("where and how")
+    where.add_argument("--name", default=None, help="experiment name (default DATASET-PROFILE-TIMESTAMP; required with --resume)")
+    where.add_argument("--storage", default="runs", help="results directory or URI (s3://, gs://, NFS path); default ./runs")
+    where.add_argument("--artifacts", default=None, help="artifact cache (teachers, scores); default STORAGE/artifacts")
+    where.add_argument("--optuna-storage", default=None,
+                       help="Optuna storage: SQLAlchemy URL or journal file (default: a journal file in the experiment directory)")
+    where.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster); default: an embedded local Ray")
+    where.add_argument("--gpus-per-trial", type=float, default=None,
+                       help="GPUs per trial, fractions allowed (0.25: four trials per GPU); default 1 if the cluster has GPUs, else 0")
+    where.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    where.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once (default: as resources allow)")
+    where.add_argument("--scheduler", default="fifo", choices=SCHEDULERS, help="fifo, or asha: early stopping within each cell (default fifo)")
+    where.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial, from its last checkpoint (default 2)")
+    where.add_argument("--resume", action="store_true", help="continue the experiment --name: finished trials are kept")
+    where.add_argument("--dry-run", action="store_true", help="print the plan (cells, trials, artifacts to compute or reuse, resources) and stop")
+    return p
+
+
+def _val_size(value: float | None):
+    if value is None:
+        return None
+    return int(value) if value >= 1 and float(value).is_integer() else value
+
+
+def config_from_args(args) -> SweepConfig:
+    name = args.name or f"{(args.dataset or 'sweep').replace(':', '_').replace('/', '_')}-{args.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return SweepConfig(
+        dataset=args.dataset, name=name, storage=args.storage, profile=args.profile, methods=args.methods,
+        fractions=args.fractions, teachers=args.teachers, students=args.students, trials_per_cell=args.trials_per_cell,
+        alpha_range=tuple(args.alpha_range), tau=args.tau, seeds=args.seeds, score_seeds=args.score_seeds,
+        epochs=args.epochs, selection=args.selection, class_balanced=args.class_balanced,
+        val_size=_val_size(args.val_size), data_dir=args.data_dir, download=args.download, artifacts=args.artifacts,
+        optuna_storage=args.optuna_storage, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, max_failures=args.max_failures,
+    )
+
+
+def experiment_dir(config: SweepConfig) -> str:
+    storage = config.storage if "://" in config.storage else os.path.abspath(config.storage)
+    return f"{storage.rstrip('/')}/{config.name}"
+
+
+def _fs_read(path: str) -> str | None:
+    import fsspec
+
+    try:
+        with fsspec.open(path, "r") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _fs_write(path: str, text: str) -> None:
+    import fsspec
+
+    fs, local = fsspec.core.url_to_fs(path)
+    fs.makedirs(os.path.dirname(local), exist_ok=True)
+    with fs.open(local, "w") as handle:
+        handle.write(text)
+
+
+def describe(plan: SweepPlan, status: dict, resources: dict, where: dict) -> str:
+    config = plan.config
+    lines = [
+        f"sweep {config.name}: dataset {config.dataset}, profile {config.profile}",
+        f"  recipe: {plan.recipe.epochs} epochs, batch {plan.recipe.batch_size}, lr {plan.recipe.lr}, {plan.recipe.schedule}",
+        f"  cells: {len(plan.cells)} x {plan.trials_per_cell} trials = {plan.num_trials} trials "
+        f"(alpha in [{config.alpha_range[0]}, {config.alpha_range[1]}], tau {' to '.join(map(str, config.tau))}; "
+        f"alpha = 0 first in every cell)",
+    ]
+    for cell in plan.cells:
+        lines.append(f"    {cell.name}")
+    lines.append("  artifacts:")
+    for kind in ("teachers", "scores"):
+        for name, (key, present) in status[kind].items():
+            lines.append(f"    {kind[:-1]} {name}: {'reuse' if present else 'compute'} ({key})")
+    lines.append(f"  scoring runs per method: {plan.score_seeds}")
+    lines.append(f"  resources per trial and task: {resources['cpu']} CPU, {resources['gpu']} GPU; "
+                 f"max concurrent {config.max_concurrent or 'as resources allow'}; scheduler {config.scheduler}")
+    for label, value in where.items():
+        lines.append(f"  {label}: {value}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    for noisy in ("optuna", "ray", "trainables.artifacts"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    # ---- everything that can be wrong is found here, before Ray starts ----------------------
+    try:
+        if args.resume:
+            if not args.name:
+                raise ValueError("--resume needs the --name of the experiment to continue")
+            saved = _fs_read(f"{experiment_dir(config_from_args(args))}/{SWEEP_FILE}")
+            if saved is None:
+                raise ValueError(f"nothing to resume: no {SWEEP_FILE} in {experiment_dir(config_from_args(args))}")
+            config = SweepConfig.from_json(saved)
+            # Where and how it runs may change on resume; what it sweeps may not.
+            config.gpus_per_trial, config.cpus_per_trial = args.gpus_per_trial, args.cpus_per_trial
+            config.max_concurrent = args.max_concurrent
+        else:
+            if not args.dataset:
+                raise ValueError("--dataset is required")
+            config = config_from_args(args)
+            config.check()
+        exp_dir = experiment_dir(config)
+        if not args.resume and not args.dry_run and _fs_read(f"{exp_dir}/{SWEEP_FILE}") is not None:
+            raise ValueError(f"experiment {config.name!r} already exists in {config.storage}; use --resume or another --name")
+        plan = make_plan(config)
+        from trainables.datasets import load_dataset, validation_split
+
+        dataset = load_dataset(config.dataset, config.data_dir, download=config.download)
+        split = validation_split(dataset.y_train, plan.val_size, config.split_seed)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        parser.error(str(error))
+    store = ArtifactStore(config.artifacts or f"{config.storage.rstrip('/')}/artifacts")
+    optuna_url = config.optuna_storage or f"{exp_dir}/optuna.journal"
+    where = {"experiment": exp_dir, "artifacts": store.root, "optuna storage": optuna_url,
+             "ray": config_address(args.address)}
+
+    if args.dry_run:
+        from sweep.stages import artifact_status
+
+        gpus = config.gpus_per_trial if config.gpus_per_trial is not None else "1 if the cluster has GPUs, else 0"
+        print(describe(plan, artifact_status(plan, dataset, split, store), {"cpu": config.cpus_per_trial, "gpu": gpus}, where))
+        return 0
+
+    try:
+        ray_adapter.connect(args.address)
+    except ray_adapter.ClusterUnreachableError as error:
+        parser.error(str(error))
+    try:
+        return _run(args, config, plan, dataset, split, store, optuna_url, exp_dir)
+    finally:
+        ray_adapter.shutdown()
+
+
+def config_address(address: str | None) -> str:
+    return address or "embedded local Ray"
+
+
+def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optuna_url: str, exp_dir: str) -> int:
+    from sweep.results import result_table, write_table
+    from sweep.searcher import CellSearcher, PerCellASHA
+    from sweep.stages import run_scores, run_teachers
+    from sweep.trial import crash_once_dir_from_env, student_trial
+
+    gpus = config.gpus_per_trial if config.gpus_per_trial is not None else (1.0 if ray_adapter.cluster_gpus() > 0 else 0.0)
+    resources = {"cpu": config.cpus_per_trial, "gpu": gpus}
+    _fs_write(f"{exp_dir}/{SWEEP_FILE}", config.to_json())
+    if "://" not in optuna_url:
+        os.makedirs(os.path.dirname(optuna_url), exist_ok=True)
+    start = time.perf_counter()
+
+    dataset_ref = ray_adapter.put(dataset)
+    teacher_keys = run_teachers(plan, dataset_ref, split, store, resources)
+    tables = run_scores(plan, dataset, dataset_ref, split, store, resources)
+    teachers = {key: store.get("teacher", key).payload for key in teacher_keys.values()}
+    parameters = dict(
+        dataset=dataset, teachers=teachers, tables={t.key: t for t in tables.values()},
+        crash_once_dir=crash_once_dir_from_env(),
+    )
+    trial_resources = {"cpu": resources["cpu"], "gpu": resources["gpu"]}
+
+    if args.resume and ray_adapter.can_restore(exp_dir):
+        print(f"resuming {exp_dir}", flush=True)
+        tuner = ray_adapter.restore_tuner(exp_dir, student_trial, parameters=parameters, resources=trial_resources)
+    else:
+        common = {
+            "recipe": plan.recipe.to_dict(),
+            "val_size": plan.val_size,
+            "split_seed": config.split_seed,
+            "selection": {"strategy": config.selection, "class_balanced": config.class_balanced},
+            "teacher_keys": teacher_keys,
+            "score_keys": {name: table.key for name, table in tables.items()},
+            "cpus_per_trial": resources["cpu"],
+            "profile": config.profile,
+            "version": trainables.__version__,
+        }
+        searcher = CellSearcher(
+            experiment=config.name,
+            cells=[{**cell.to_dict(), "name": cell.name} for cell in plan.cells],
+            trials_per_cell=plan.trials_per_cell,
+            alpha_range=config.alpha_range,
+            tau=config.tau,
+            optuna_storage=optuna_url,
+            common=common,
+        )
+        if config.scheduler == "asha":
+            scheduler = PerCellASHA(max_t=plan.recipe.epochs, grace_period=max(1, plan.recipe.epochs // 4))
+        else:
+            scheduler = ray_adapter.FIFOScheduler()
+        tuner = ray_adapter.build_tuner(
+            student_trial, parameters=parameters, resources=trial_resources, searcher=searcher, scheduler=scheduler,
+            num_samples=plan.num_trials, max_concurrent=config.max_concurrent, metric="val_acc", mode="max",
+            storage_path=config.storage if "://" in config.storage else os.path.abspath(config.storage),
+            name=config.name, max_failures=config.max_failures, verbose=1,
+        )
+    grid = tuner.fit()
+    frame = result_table(grid)
+    path = write_table(frame, exp_dir)
+    counts = frame["status"].value_counts().to_dict()
+    print(f"{len(frame)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    print(f"results: {path}", flush=True)
+    return 0 if counts.get("error", 0) == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

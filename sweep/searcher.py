@@ -1,0 +1,208 @@
+"""One Tune searcher over every cell, one Optuna study per cell; and a per-cell ASHA scheduler.
+
+``CellSearcher`` hands out trials round-robin over the cells that still have budget, so every worker
+stays busy with a mix of cells instead of one cell after another. Each cell's Optuna study (seeded
+TPE sampler, a real Optuna storage) starts with the enqueued alpha = 0 baseline, so "KD vs no KD"
+comes out of every cell. Its state (which Tune trial is which Optuna trial) is saved with Tune's
+experiment state, so a resumed sweep tells each Optuna trial its result exactly once; an Optuna trial
+that was asked but whose Tune trial was lost with the driver is handed out again rather than left
+running forever.
+
+``PerCellASHA`` runs one ASHA bracket per cell: accuracies at f = 0.1 and f = 1.0 are not
+comparable, so trials only compete with trials of their own cell. The alpha = 0 baseline is never
+stopped early: it is every cell's reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import optuna
+
+from sweep.ray_adapter import CONTINUE, FINISHED, AsyncHyperBandScheduler, FIFOScheduler, Searcher
+from trainables.seeding import derive_seed
+
+log = logging.getLogger(__name__)
+
+METRIC = "val_acc"
+
+
+def open_optuna_storage(url: str):
+    """An SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``) or a journal file path."""
+    if "://" in url:
+        return optuna.storages.RDBStorage(url)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+def study_name(experiment: str, cell_name: str) -> str:
+    return f"{experiment}/{cell_name}"
+
+
+class CellSearcher(Searcher):
+    def __init__(
+        self,
+        *,
+        experiment: str,
+        cells: list[dict],
+        trials_per_cell: int,
+        alpha_range: tuple[float, float],
+        tau: list[float],
+        optuna_storage: str,
+        common: dict,
+    ):
+        super().__init__(metric=METRIC, mode="max")
+        self.experiment = experiment
+        self.cells = cells  # Cell.to_dict() plus "name"
+        self.trials_per_cell = trials_per_cell
+        self.alpha_range = tuple(alpha_range)
+        self.tau = list(tau)
+        self.optuna_storage = optuna_storage
+        self.common = common  # config shared by every trial (recipe, split, keys, ...)
+        self.asked = [0] * len(cells)
+        self.finished = [0] * len(cells)
+        self.live: dict[str, tuple[int, int]] = {}  # Tune trial id -> (cell index, Optuna trial number)
+        self.cursor = 0
+        self._studies: dict[int, optuna.Study] = {}
+        self._storage = None
+
+    # -- state saved with the experiment (studies live in their own storage) -------------------
+
+    _STATE = ("asked", "finished", "live", "cursor")
+
+    def get_state(self) -> dict:
+        return {name: getattr(self, name) for name in self._STATE}
+
+    def set_state(self, state: dict) -> None:
+        for name in self._STATE:
+            setattr(self, name, state[name])
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.get_state(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.set_state(pickle.load(handle))
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_studies"], state["_storage"] = {}, None  # reopened from the storage URL
+        return state
+
+    # -- Optuna ----------------------------------------------------------------------------------
+
+    def distributions(self) -> dict:
+        space = {"alpha": optuna.distributions.FloatDistribution(*self.alpha_range)}
+        if len(self.tau) == 2:
+            space["tau"] = optuna.distributions.FloatDistribution(*self.tau, log=True)
+        return space
+
+    def study(self, index: int) -> optuna.Study:
+        if index not in self._studies:
+            if self._storage is None:
+                self._storage = open_optuna_storage(self.optuna_storage)
+            name = study_name(self.experiment, self.cells[index]["name"])
+            study = optuna.create_study(
+                storage=self._storage,
+                study_name=name,
+                direction="maximize",
+                sampler=optuna.samplers.TPESampler(seed=derive_seed("sampler", name)),
+                load_if_exists=True,
+            )
+            if not study.trials:
+                study.enqueue_trial({"alpha": 0.0}, user_attrs={"baseline": True})
+            self._studies[index] = study
+        return self._studies[index]
+
+    def _orphan(self, index: int):
+        """An Optuna trial of this cell that was asked but belongs to no live Tune trial."""
+        mine = {number for cell, number in self.live.values() if cell == index}
+        for trial in self.study(index).get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.number not in mine:
+                return trial
+        return None
+
+    # -- Tune's searcher interface -----------------------------------------------------------------
+
+    def suggest(self, trial_id: str):
+        open_cells = [i for i in range(len(self.cells)) if self.asked[i] < self.trials_per_cell]
+        if not open_cells:
+            return FINISHED
+        # Round-robin: the next open cell after the last one served.
+        index = min(open_cells, key=lambda i: (i - self.cursor) % len(self.cells))
+        self.cursor = (index + 1) % len(self.cells)
+        study = self.study(index)
+        trial = self._orphan(index) or study.ask(self.distributions())
+        params = trial.params
+        self.asked[index] += 1
+        self.live[trial_id] = (index, trial.number)
+        cell = self.cells[index]
+        return {
+            **self.common,
+            "cell": cell,
+            "cell_index": index,
+            "alpha": float(params["alpha"]),
+            "tau": float(params.get("tau", self.tau[0])),
+            "optuna_trial": trial.number,
+            "seed": derive_seed("trial", cell["name"], trial.number),
+        }
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.live:
+            return
+        index, number = self.live.pop(trial_id)
+        study = self.study(index)
+        if error or not result or METRIC not in result:
+            study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        elif result.get("done"):
+            study.tell(number, result[METRIC], skip_if_finished=True)
+        else:  # stopped early by the scheduler
+            study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+        self.finished[index] += 1
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+        best = max(complete, key=lambda t: t.value, default=None)
+        best_text = f", best {METRIC} {best.value:.4f} at alpha {best.params['alpha']:.3f}" if best else ""
+        log.info(
+            "cell %d/%d %s: %d/%d trials done%s", index + 1, len(self.cells), self.cells[index]["name"],
+            self.finished[index], self.trials_per_cell, best_text,
+        )
+
+
+class PerCellASHA(FIFOScheduler):
+    """ASHA within each cell (see the module docstring)."""
+
+    def __init__(self, *, max_t: int, grace_period: int = 1, reduction_factor: float = 3):
+        super().__init__()
+        self.options = dict(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
+                            reduction_factor=reduction_factor)
+        self.metric, self.mode = METRIC, "max"
+        self.by_cell: dict[int, AsyncHyperBandScheduler] = {}
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        self.metric, self.mode = metric or self.metric, mode or self.mode
+        return True
+
+    def _cell(self, trial) -> AsyncHyperBandScheduler:
+        index = trial.config["cell_index"]
+        if index not in self.by_cell:
+            self.by_cell[index] = AsyncHyperBandScheduler(metric=self.metric, mode=self.mode, **self.options)
+        return self.by_cell[index]
+
+    def on_trial_add(self, controller, trial) -> None:
+        self._cell(trial).on_trial_add(controller, trial)
+
+    def on_trial_result(self, controller, trial, result):
+        decision = self._cell(trial).on_trial_result(controller, trial, result)
+        return CONTINUE if trial.config["alpha"] == 0 else decision
+
+    def on_trial_complete(self, controller, trial, result) -> None:
+        self._cell(trial).on_trial_complete(controller, trial, result)
+
+    def on_trial_remove(self, controller, trial) -> None:
+        self._cell(trial).on_trial_remove(controller, trial)
+
+    def on_trial_error(self, controller, trial) -> None:
+        self._cell(trial).on_trial_error(controller, trial)
