@@ -41,11 +41,15 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
     """Start an embedded local Ray (``address=None``, bound to 127.0.0.1) or join a cluster."""
     if ray.is_initialized():
         return ray.cluster_resources()
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
+    kwargs: dict[str, Any] = dict(log_to_driver=True, configure_logging=False)
     if address is None:
-        kwargs.update(_node_ip_address="127.0.0.1", num_cpus=num_cpus)
+        kwargs.update(_node_ip_address="127.0.0.1", num_cpus=num_cpus, include_dashboard=False)
     else:
         kwargs["address"] = address
+        host = address.split("://")[-1].rsplit(":", 1)[0]
+        if host in ("127.0.0.1", "localhost"):
+            # A cluster on this machine's loopback: the driver must be reachable there too.
+            kwargs["_node_ip_address"] = "127.0.0.1"
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:

@@ -12,7 +12,8 @@ from sweep import ray_adapter
 COLUMNS = [
     "dataset", "method", "fraction", "teacher_arch", "student_arch", "replicate", "alpha", "tau", "seed",
     "val_acc", "test_acc", "epochs_run", "status", "error", "optuna_trial", "num_train", "teacher_key",
-    "score_key", "wall_time_s", "busy_s", "node_id", "trial_id", "profile", "recipe", "version",
+    "score_key", "wall_time_s", "busy_s", "started_at", "finished_at", "resumed_from_epoch", "node_id", "trial_id", "profile", "recipe",
+    "version",
 ]
 
 
@@ -48,6 +49,9 @@ def result_table(grid) -> pd.DataFrame:
             "score_key": config.get("score_keys", {}).get(f"{cell.get('method')}|{cell.get('seed')}"),
             "wall_time_s": metrics.get("time_total_s"),
             "busy_s": metrics.get("busy_s"),
+            "started_at": metrics.get("started_at"),
+            "finished_at": metrics.get("finished_at"),
+            "resumed_from_epoch": metrics.get("resumed_from_epoch"),
             "node_id": metrics.get("node_id"),
             "trial_id": row["trial_id"],
             "profile": config.get("profile"),

@@ -213,8 +213,6 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
     gpus = config.gpus_per_trial if config.gpus_per_trial is not None else (1.0 if ray_adapter.cluster_gpus() > 0 else 0.0)
     resources = {"cpu": config.cpus_per_trial, "gpu": gpus}
     _fs_write(f"{exp_dir}/{SWEEP_FILE}", config.to_json())
-    if "://" not in optuna_url:
-        os.makedirs(os.path.dirname(optuna_url), exist_ok=True)
     start = time.perf_counter()
 
     dataset_ref = ray_adapter.put(dataset)

@@ -32,8 +32,11 @@ def open_optuna_storage(url: str):
     """An SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``) or a journal file path."""
     if "://" in url:
         return optuna.storages.RDBStorage(url)
+    import os
+
     from optuna.storages.journal import JournalFileBackend
 
+    os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 

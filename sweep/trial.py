@@ -41,7 +41,7 @@ def kept_ids(config: dict, dataset, split, tables: dict) -> np.ndarray:
 
 
 def student_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_once_dir: str | None = None) -> None:
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     ray_adapter.set_trial_threads(config["cpus_per_trial"])
     device = ray_adapter.trial_device()
     cell = config["cell"]
@@ -87,6 +87,8 @@ def student_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_
             "done": True,
             "resumed_from_epoch": resume["epoch"] if resume else 0,
             "busy_s": time.perf_counter() - start,
+            "started_at": started_at,
+            "finished_at": time.time(),
             "version": trainables.__version__,
             **common,
         },

@@ -1,3 +1,9 @@
+import os
+
+# Ray in tests stays on loopback: without this, Ray resolves 127.0.0.1 to the machine's routable
+# address when a driver or a second node joins a cluster (ray._private.services.get_node_ip_address).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 import numpy as np
 import pytest
 import torch

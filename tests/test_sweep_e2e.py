@@ -1,0 +1,134 @@
+"""End-to-end sweeps on digits with real Ray (embedded, and a two-node cluster on this machine)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+from sweep.run import main
+from sweep.searcher import open_optuna_storage
+
+SMALL = ["--dataset", "digits", "--profile", "smoke", "--epochs", "3", "--methods", "random", "el2n",
+         "--fractions", "0.2", "1.0", "--trials-per-cell", "2"]
+REQUIRED = {"dataset", "method", "fraction", "teacher_arch", "student_arch", "alpha", "tau", "seed", "val_acc",
+            "test_acc", "epochs_run", "status", "teacher_key", "score_key", "wall_time_s", "version"}
+
+
+def studies(path):
+    storage = open_optuna_storage(str(path))
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
+            for s in optuna.get_all_study_summaries(storage)}
+
+
+def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path, capsys):
+    assert main([*SMALL, "--storage", str(tmp_path), "--name", "first"]) == 0
+    out = capsys.readouterr().out
+    assert "teachers: 1 (0 reused" in out and "scores: 2 tables (0 reused" in out
+
+    results = pd.read_csv(tmp_path / "first" / "results.csv")
+    assert REQUIRED <= set(results.columns)
+    assert len(results) == 6 and (results["status"] == "completed").all()
+    cells = results.groupby(["method", "fraction"])
+    assert set(cells.groups) == {("random", 0.2), ("el2n", 0.2), ("full", 1.0)}
+    for _, cell in cells:
+        assert len(cell) == 2 and (cell["alpha"] == 0).sum() == 1  # the no-KD baseline in every cell
+    assert results["teacher_key"].nunique() == 1 and results["teacher_key"].notna().all()
+    assert results.loc[results["method"] != "full", "score_key"].notna().all()
+    assert (results["epochs_run"] == 3).all() and results["test_acc"].between(0, 1).all()
+    assert results["seed"].nunique() == 6
+
+    found = studies(tmp_path / "first" / "optuna.journal")
+    assert len(found) == 3
+    for study in found.values():
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+        assert study.trials[0].params["alpha"] == 0.0
+
+    # the same study again, under another name: teacher and scores come from the cache
+    assert main([*SMALL, "--storage", str(tmp_path), "--name", "second"]) == 0
+    out = capsys.readouterr().out
+    assert "teachers: 1 (1 reused" in out
+    assert "scores: 2 tables (2 reused from the artifact cache, 0 scoring runs computed)" in out
+    second = pd.read_csv(tmp_path / "second" / "results.csv")
+    assert set(second["teacher_key"]) == set(results["teacher_key"])
+    assert set(second["score_key"].dropna()) == set(results["score_key"].dropna())
+
+    # an existing experiment is never overwritten
+    with pytest.raises(SystemExit):
+        main([*SMALL, "--storage", str(tmp_path), "--name", "second"])
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": False},
+    )
+    cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster.address
+    cluster.shutdown()
+
+
+def test_sweep_on_a_two_node_cluster_uses_both_nodes(two_nodes, tmp_path):
+    assert main([*SMALL, "--storage", str(tmp_path), "--name", "cluster", "--address", two_nodes]) == 0
+    results = pd.read_csv(tmp_path / "cluster" / "results.csv")
+    assert (results["status"] == "completed").all() and len(results) == 6
+    assert results["node_id"].nunique() == 2
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint(two_nodes, tmp_path, monkeypatch):
+    crashes = tmp_path / "crashes"
+    monkeypatch.setenv("KDSWEEP_TEST_CRASH_ONCE", str(crashes))
+    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.5",
+            "--trials-per-cell", "2", "--storage", str(tmp_path), "--name", "crash", "--address", two_nodes]
+    assert main(args) == 0
+    assert len(os.listdir(crashes)) == 2  # every trial crashed once ...
+    results = pd.read_csv(tmp_path / "crash" / "results.csv")
+    assert (results["status"] == "completed").all()  # ... and was retried to completion
+    assert (results["resumed_from_epoch"] == 2).all()  # from its epoch-2 checkpoint, not from scratch
+    assert (results["epochs_run"] == 4).all()
+
+
+def _completed(journal):
+    if not journal.exists():
+        return 0
+    try:
+        return sum(
+            t.state == optuna.trial.TrialState.COMPLETE for s in studies(journal).values() for t in s.trials
+        )
+    except Exception:  # the journal is being written
+        return 0
+
+
+def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_path):
+    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
+            "1.0", "--trials-per-cell", "4", "--storage", str(tmp_path), "--name", "killed", "--address", two_nodes]
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    journal = tmp_path / "killed" / "optuna.journal"
+    deadline = time.time() + 240
+    while _completed(journal) < 2 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    assert driver.poll() is None, "the sweep finished before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done_before = _completed(journal)
+    assert 2 <= done_before < 8
+
+    assert main(["--resume", "--name", "killed", "--storage", str(tmp_path), "--address", two_nodes]) == 0
+    results = pd.read_csv(tmp_path / "killed" / "results.csv")
+    assert len(results) == 8 and (results["status"] == "completed").all()
+    assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()  # every trial exactly once
+    found = studies(journal)
+    assert len(found) == 2
+    for study in found.values():
+        assert len(study.trials) == 4  # the full history, no trial asked twice
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)

@@ -1,0 +1,153 @@
+"""The sweep's plan, command-line validation and searcher, without starting Ray."""
+
+import optuna
+import pytest
+
+from sweep.plan import FULL, SweepConfig, make_plan
+from sweep.run import main
+from sweep.searcher import CellSearcher, open_optuna_storage, study_name
+
+
+def config(**changes):
+    return SweepConfig(**{"dataset": "digits", "name": "t", "storage": "runs", "profile": "smoke", **changes})
+
+
+def test_cells_cover_methods_fractions_teachers_and_seeds():
+    plan = make_plan(config(methods=["random", "el2n"], fractions=[0.2, 0.5, 1.0], teachers=["small_cnn", "resnet20"], seeds=[0, 1]))
+    # (2 methods x 2 fractions + 1 full-data cell) x 2 teachers x 2 seeds
+    assert len(plan.cells) == 20
+    assert {c.method for c in plan.cells if c.fraction == 1.0} == {FULL}
+    assert plan.scored_methods == ["el2n", "random"]
+    assert plan.trials_per_cell == 3 and plan.num_trials == 60  # the smoke profile's 3 trials per cell
+    assert len({c.name for c in plan.cells}) == 20
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"dataset": "cifar11"}, "unknown dataset"),
+        ({"methods": ["el2n", "grnd"]}, "unknown method 'grnd'"),
+        ({"fractions": [0.0, 0.5]}, r"\(0, 1\]"),
+        ({"fractions": [1.5]}, r"\(0, 1\]"),
+        ({"alpha_range": (0.5, 0.2)}, "alpha-range"),
+        ({"alpha_range": (0.0, 1.2)}, "alpha-range"),
+        ({"tau": [0.0]}, "--tau"),
+        ({"tau": [8.0, 2.0]}, "--tau"),
+        ({"students": ["resnet19"]}, "unknown model"),
+        ({"trials_per_cell": 0}, "trials-per-cell"),
+        ({"scheduler": "pbt"}, "scheduler"),
+        ({"gpus_per_trial": -1.0}, "gpus-per-trial"),
+        ({"storage": "s3://bucket/runs"}, "optuna-storage"),
+        ({"seeds": [1, 1]}, "--seeds"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_clear_message(changes, message):
+    with pytest.raises(ValueError, match=message):
+        config(**changes).check()
+
+
+def test_all_problems_are_listed_at_once():
+    with pytest.raises(ValueError) as error:
+        config(methods=["x"], fractions=[2.0], tau=[-1.0]).check()
+    assert str(error.value).count("\n  - ") == 3
+
+
+def test_command_line_errors_exit_before_ray(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--dataset", "digits", "--methods", "random", "grnd", "--fractions", "0.2", "1.5", "--storage", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'grnd'" in err and "(0, 1]" in err
+    with pytest.raises(SystemExit):
+        main(["--resume", "--storage", str(tmp_path)])
+    assert "--resume needs the --name" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--resume", "--name", "nothing-here", "--storage", str(tmp_path)])
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_plan(capsys, tmp_path):
+    code = main(["--dataset", "digits", "--profile", "smoke", "--methods", "random", "el2n", "--fractions", "0.2", "1.0",
+                 "--trials-per-cell", "2", "--storage", str(tmp_path), "--name", "plan", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "cells: 3 x 2 trials = 6 trials" in out
+    assert "digits|el2n|f=0.2|small_cnn->small_cnn|seed=0" in out and "digits|full|f=1|" in out
+    assert "teacher small_cnn|0: compute" in out and "score el2n|0: compute" in out and "score random|0: compute" in out
+    assert "1.0 CPU" in out
+    assert not (tmp_path / "plan").exists()  # a dry run writes nothing
+
+
+def _searcher(tmp_path, cells=3, trials=3, tau=(4.0,)):
+    names = [{"name": f"cell{i}", "method": "random", "fraction": 0.5} for i in range(cells)]
+    return CellSearcher(
+        experiment="exp", cells=names, trials_per_cell=trials, alpha_range=(0.0, 1.0), tau=list(tau),
+        optuna_storage=str(tmp_path / "optuna.journal"), common={"recipe": {"epochs": 1}},
+    )
+
+
+def test_searcher_interleaves_cells_and_starts_each_with_the_baseline(tmp_path):
+    searcher = _searcher(tmp_path)
+    configs = [searcher.suggest(f"trial{i}") for i in range(9)]
+    assert [c["cell_index"] for c in configs] == [0, 1, 2] * 3  # round-robin, not cell after cell
+    assert [c["alpha"] for c in configs[:3]] == [0.0, 0.0, 0.0]  # alpha = 0 first in every cell
+    assert all(0 < c["alpha"] <= 1 for c in configs[3:])
+    assert all(c["tau"] == 4.0 and c["recipe"] == {"epochs": 1} for c in configs)
+    assert len({c["seed"] for c in configs}) == 9
+    assert searcher.suggest("trial9") == CellSearcher.FINISHED
+    for i, c in enumerate(configs):
+        searcher.on_trial_complete(f"trial{i}", {"val_acc": 0.5 + c["alpha"] / 10, "done": True})
+    storage = open_optuna_storage(str(tmp_path / "optuna.journal"))
+    for cell in range(3):
+        study = optuna.load_study(study_name="exp/cell%d" % cell, storage=storage)
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+        assert study.trials[0].params["alpha"] == 0.0 and study.trials[0].user_attrs["baseline"]
+
+
+def test_searcher_is_seeded(tmp_path):
+    a = [_searcher(tmp_path / "a").suggest(f"t{i}") for i in range(1)]
+    first, second = _searcher(tmp_path / "a2"), _searcher(tmp_path / "b2")
+    alphas = []
+    for searcher in (first, second):
+        got = []
+        for i in range(6):
+            config = searcher.suggest(f"t{i}")
+            searcher.on_trial_complete(f"t{i}", {"val_acc": 0.5, "done": True})
+            got.append(config["alpha"])
+        alphas.append(got)
+    assert alphas[0] == alphas[1] and a[0]["alpha"] == 0.0
+
+
+def test_searcher_records_failures_and_early_stops(tmp_path):
+    searcher = _searcher(tmp_path, cells=1, trials=3, tau=(1.0, 10.0))
+    configs = [searcher.suggest(f"t{i}") for i in range(3)]
+    assert 1.0 <= configs[1]["tau"] <= 10.0
+    searcher.on_trial_complete("t0", {"val_acc": 0.9, "done": True})
+    searcher.on_trial_complete("t1", {"val_acc": 0.4, "done": False})  # stopped by ASHA
+    searcher.on_trial_complete("t2", None, error=True)
+    study = optuna.load_study(study_name="exp/cell0", storage=open_optuna_storage(str(tmp_path / "optuna.journal")))
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL]
+
+
+def test_searcher_state_survives_a_restart_and_reuses_lost_trials(tmp_path):
+    import pickle
+
+    searcher = _searcher(tmp_path, cells=1, trials=4)
+    for i in range(3):
+        searcher.suggest(f"t{i}")
+    searcher.on_trial_complete("t0", {"val_acc": 0.7, "done": True})
+    searcher.save(tmp_path / "state.pkl")
+    # a trial asked after the last save is lost with the driver
+    lost = searcher.suggest("t3")
+
+    revived = pickle.loads(pickle.dumps(searcher))  # as Tune pickles the tuner
+    revived.restore(tmp_path / "state.pkl")
+    assert revived.live == {"t1": (0, 1), "t2": (0, 2)}
+    again = revived.suggest("t3-new")
+    assert again["optuna_trial"] == lost["optuna_trial"] and again["alpha"] == lost["alpha"]  # not a new Optuna trial
+    for trial_id in ("t1", "t2", "t3-new"):
+        revived.on_trial_complete(trial_id, {"val_acc": 0.6, "done": True})
+    assert revived.suggest("t5") == CellSearcher.FINISHED
+    study = optuna.load_study(study_name="exp/cell0", storage=open_optuna_storage(str(tmp_path / "optuna.journal")))
+    assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
