@@ -298,26 +298,30 @@ class RandomScorer(Scorer):
         return {"scores": np.random.default_rng(run_seed(request, index)).random(len(split.train_ids))}
 
 
-@register_scorer("el2n")
-class El2nScorer(Scorer):
+class EarlyCheckpointScorer(Scorer):
+    """Scores from a per-model ``kernel`` applied to models stopped early (``epoch_fraction``)."""
+
     uses = ("arch", "recipe", "seeds", "seed", "epoch_fraction")
-    code = (el2n_scores, train_for_scoring)
+    kernel: Callable
 
     def score_epoch(self, request):
         return request.score_epoch()
 
     def run(self, dataset, split, request, index, device):
         model = train_for_scoring(dataset, split, request, index, device, epochs=request.score_epoch())
-        return {"scores": per_example(el2n_scores, model, dataset, split, request.recipe, device)}
+        return {"scores": per_example(type(self).kernel, model, dataset, split, request.recipe, device)}
+
+
+@register_scorer("el2n")
+class El2nScorer(EarlyCheckpointScorer):
+    kernel = el2n_scores
+    code = (el2n_scores, train_for_scoring, EarlyCheckpointScorer)
 
 
 @register_scorer("grand")
-class GrandScorer(El2nScorer):
-    code = (grand_scores, train_for_scoring)
-
-    def run(self, dataset, split, request, index, device):
-        model = train_for_scoring(dataset, split, request, index, device, epochs=request.score_epoch())
-        return {"scores": per_example(grand_scores, model, dataset, split, request.recipe, device)}
+class GrandScorer(EarlyCheckpointScorer):
+    kernel = grand_scores
+    code = (grand_scores, train_for_scoring, EarlyCheckpointScorer)
 
 
 @register_scorer("forgetting")
