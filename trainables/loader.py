@@ -109,7 +109,7 @@ class DeviceLoader:
         augmentation: Augmentation = Augmentation(crop_padding=0, flip=False),
         channels_last: bool = False,
     ):
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = np.array(ids, dtype=np.int64)  # a copy: ids from the object store are read-only
         if ids.ndim != 1 or len(ids) == 0:
             raise ValueError("a loader needs a non-empty 1-D array of example ids")
         if ids.min() < 0 or ids.max() >= len(data):
