@@ -19,6 +19,7 @@ import trainables
 from sweep import ray_adapter
 from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan, make_plan
 from trainables.artifacts import ArtifactStore
+from trainables.cli import val_size_arg
 from trainables.scores import list_methods
 from trainables.selection import STRATEGIES
 
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--epochs", type=int, default=None, help="override the profile recipe's epochs")
     what.add_argument("--selection", default="hard", choices=STRATEGIES, help="which examples a score keeps (default hard)")
     what.add_argument("--class-balanced", action="store_true", help="keep f of every class")
-    what.add_argument("--val-size", type=float, default=None, help="validation split: a count or a fraction (default: the dataset's)")
+    what.add_argument("--val-size", type=val_size_arg, default=None, help="validation split: a count or a fraction (default: the dataset's)")
     what.add_argument("--data-dir", default=None, help="dataset files (default $KDSWEEP_DATA_DIR or ./data)")
     what.add_argument("--download", action="store_true", help="download the dataset if missing")
 
@@ -78,12 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _val_size(value: float | None):
-    if value is None:
-        return None
-    return int(value) if value >= 1 and float(value).is_integer() else value
-
-
 def config_from_args(args) -> SweepConfig:
     name = args.name or f"{(args.dataset or 'sweep').replace(':', '_').replace('/', '_')}-{args.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     return SweepConfig(
@@ -91,7 +86,7 @@ def config_from_args(args) -> SweepConfig:
         fractions=args.fractions, teachers=args.teachers, students=args.students, trials_per_cell=args.trials_per_cell,
         alpha_range=tuple(args.alpha_range), tau=args.tau, seeds=args.seeds, score_seeds=args.score_seeds,
         epochs=args.epochs, selection=args.selection, class_balanced=args.class_balanced,
-        val_size=_val_size(args.val_size), data_dir=args.data_dir, download=args.download, artifacts=args.artifacts,
+        val_size=args.val_size, data_dir=args.data_dir, download=args.download, artifacts=args.artifacts,
         optuna_storage=args.optuna_storage, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, max_failures=args.max_failures,
     )
@@ -156,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             if not args.name:
                 raise ValueError("--resume needs the --name of the experiment to continue")
-            saved = _fs_read(f"{experiment_dir(config_from_args(args))}/{SWEEP_FILE}")
+            resumed_dir = experiment_dir(config_from_args(args))
+            saved = _fs_read(f"{resumed_dir}/{SWEEP_FILE}")
             if saved is None:
-                raise ValueError(f"nothing to resume: no {SWEEP_FILE} in {experiment_dir(config_from_args(args))}")
+                raise ValueError(f"nothing to resume: no {SWEEP_FILE} in {resumed_dir}")
             config = SweepConfig.from_json(saved)
             # Where and how it runs may change on resume; what it sweeps may not.
             config.gpus_per_trial, config.cpus_per_trial = args.gpus_per_trial, args.cpus_per_trial
@@ -181,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     store = ArtifactStore(config.artifacts or f"{config.storage.rstrip('/')}/artifacts")
     optuna_url = config.optuna_storage or f"{exp_dir}/optuna.journal"
     where = {"experiment": exp_dir, "artifacts": store.root, "optuna storage": optuna_url,
-             "ray": config_address(args.address)}
+             "ray": args.address or "embedded local Ray"}
 
     if args.dry_run:
         from sweep.stages import artifact_status
@@ -198,10 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, config, plan, dataset, split, store, optuna_url, exp_dir)
     finally:
         ray_adapter.shutdown()
-
-
-def config_address(address: str | None) -> str:
-    return address or "embedded local Ray"
 
 
 def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optuna_url: str, exp_dir: str) -> int:

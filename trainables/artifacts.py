@@ -95,7 +95,8 @@ class Artifact:
         return self.header["meta"]
 
 
-def encode(kind: str, key: str, inputs: dict, payload: bytes, meta: dict) -> bytes:
+def encode(kind: str, key: str, inputs: dict, payload: bytes, meta: dict) -> tuple[dict, bytes]:
+    """(header, file bytes) of an artifact."""
     header = {
         "format": 1,
         "key": key,
@@ -108,7 +109,7 @@ def encode(kind: str, key: str, inputs: dict, payload: bytes, meta: dict) -> byt
     }
     header_bytes = canonical_json(header).encode()
     body = _HEADER_LENGTH.pack(len(header_bytes)) + header_bytes + payload
-    return body + hashlib.sha256(body).digest()
+    return header, body + hashlib.sha256(body).digest()
 
 
 def decode(data: bytes) -> tuple[dict, bytes]:
@@ -168,7 +169,7 @@ class ArtifactStore:
         return Artifact(key, kind, payload, header)
 
     def put(self, kind: str, key: str, inputs: dict, payload: bytes, meta: dict) -> Artifact:
-        data = encode(kind, key, inputs, payload, meta)
+        header, data = encode(kind, key, inputs, payload, meta)
         path = self.path(kind, key)
         if self._local:
             folder = os.path.dirname(path)
@@ -187,7 +188,7 @@ class ArtifactStore:
             # Object stores publish a single PUT atomically; a unique temporary name is not needed.
             self.fs.makedirs(os.path.dirname(path), exist_ok=True)
             self.fs.pipe_file(path, data)
-        return Artifact(key, kind, payload, decode(data)[0])
+        return Artifact(key, kind, payload, header)
 
     def get_or_create(
         self, kind: str, inputs: dict, produce: Callable[[], tuple[bytes, dict]]
