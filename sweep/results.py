@@ -12,12 +12,15 @@ from sweep import ray_adapter
 COLUMNS = [
     "dataset", "method", "fraction", "teacher_arch", "student_arch", "replicate", "alpha", "tau", "seed",
     "val_acc", "test_acc", "epochs_run", "status", "error", "optuna_trial", "num_train", "teacher_key",
-    "score_key", "wall_time_s", "busy_s", "started_at", "finished_at", "resumed_from_epoch", "node_id", "trial_id", "profile", "recipe",
+    "teacher_val_acc", "teacher_test_acc", "score_key", "wall_time_s", "busy_s", "started_at", "finished_at", "resumed_from_epoch", "node_id", "trial_id", "profile", "recipe",
     "version",
 ]
 
 
-def result_table(grid) -> pd.DataFrame:
+def result_table(grid, teacher_meta: dict | None = None) -> pd.DataFrame:
+    """One row per trial of a finished Tune run; ``teacher_meta`` maps a teacher key to its artifact
+    metadata (``val_acc``, ``test_acc``), which the report draws as the reference line."""
+    teacher_meta = teacher_meta or {}
     rows = []
     for row in ray_adapter.result_rows(grid):
         config, metrics = row["config"], row["metrics"]
@@ -28,6 +31,8 @@ def result_table(grid) -> pd.DataFrame:
             status = "completed"
         else:
             status = "stopped"  # ended early by the scheduler
+        teacher_key = config.get("teacher_keys", {}).get(f"{cell.get('teacher')}|{cell.get('seed')}")
+        teacher = teacher_meta.get(teacher_key, {})
         rows.append({
             "dataset": cell.get("dataset"),
             "method": cell.get("method"),
@@ -45,7 +50,9 @@ def result_table(grid) -> pd.DataFrame:
             "error": row["error"],
             "optuna_trial": config.get("optuna_trial"),
             "num_train": metrics.get("num_train"),
-            "teacher_key": config.get("teacher_keys", {}).get(f"{cell.get('teacher')}|{cell.get('seed')}"),
+            "teacher_key": teacher_key,
+            "teacher_val_acc": teacher.get("val_acc"),
+            "teacher_test_acc": teacher.get("test_acc"),
             "score_key": config.get("score_keys", {}).get(f"{cell.get('method')}|{cell.get('seed')}"),
             "wall_time_s": metrics.get("time_total_s"),
             "busy_s": metrics.get("busy_s"),

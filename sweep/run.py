@@ -4,7 +4,8 @@
     python -m sweep.run --dataset svhn --address auto --gpus-per-trial 0.25 --storage /mnt/shared/runs
 
 Stages: teachers (Ray tasks, cached) -> pruning scores (Ray tasks per run, cached) -> the object store
--> one Tune experiment over every cell (one Optuna study per cell) -> ``results.csv``.
+-> one Tune experiment over every cell (one Optuna study per cell) -> ``results.csv`` -> ``report.html``
+(``analysis.report``: the optimal alpha of every cell, the alpha-f fit, plotly figures).
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
     dataset_ref = ray_adapter.put(dataset)
     teacher_keys = run_teachers(plan, dataset_ref, split, store, resources)
     tables = run_scores(plan, dataset, dataset_ref, split, store, resources)
-    teachers = {key: store.get("teacher", key).payload for key in teacher_keys.values()}
+    teacher_artifacts = {key: store.get("teacher", key) for key in teacher_keys.values()}
+    teachers = {key: artifact.payload for key, artifact in teacher_artifacts.items()}
     parameters = dict(
         dataset=dataset, teachers=teachers, tables={t.key: t for t in tables.values()},
         crash_once_dir=crash_once_dir_from_env(),
@@ -252,13 +254,31 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
             name=config.name, max_failures=config.max_failures, verbose=1,
         )
     grid = tuner.fit()
-    frame = result_table(grid)
+    frame = result_table(grid, {key: artifact.meta for key, artifact in teacher_artifacts.items()})
     path = write_table(frame, exp_dir)
     counts = frame["status"].value_counts().to_dict()
     print(f"{len(frame)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
     print(f"results: {path}", flush=True)
-    return 0 if counts.get("error", 0) == 0 else 1
+    report_ok = _write_report(exp_dir)
+    return 0 if counts.get("error", 0) == 0 and report_ok else 1
+
+
+def _write_report(exp_dir: str) -> bool:
+    """The sweep's report (``analysis.report``) next to its results; a failure here loses nothing,
+    since ``results.csv`` is already written, and says how to build the report again."""
+    from analysis.report import build_report
+
+    start = time.perf_counter()
+    try:
+        paths = build_report(exp_dir)
+    except Exception as error:  # noqa: BLE001 -- the sweep's results must survive any report bug
+        logging.getLogger(__name__).exception("the report failed")
+        print(f"report failed ({type(error).__name__}: {error}); the results are safe. Build it again with: "
+              f"python -m analysis.report {exp_dir}", flush=True)
+        return False
+    print(f"report: {paths['html']} ({time.perf_counter() - start:.1f} s)", flush=True)
+    return True
 
 
 if __name__ == "__main__":

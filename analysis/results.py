@@ -1,0 +1,120 @@
+"""A sweep's results as one tidy DataFrame: one row per trial, the columns the sweep writes.
+
+    from analysis import load_experiment
+    experiment = load_experiment("runs/digits-smoke-20261124-213057")   # or s3://bucket/runs/NAME
+    experiment.trials        # DataFrame, one row per trial (completed, stopped and errored alike)
+    experiment.sweep         # the sweep's settings (sweep.json), or {} for a bare results.csv
+
+The location is an experiment directory (local, NFS, or any fsspec URI such as ``s3://``) holding
+``results.csv`` and ``sweep.json`` as ``sweep.run`` writes them, or the path of a results CSV itself.
+Stopped and errored trials stay in the table (``status``) so a report can show them; the estimators
+in ``analysis.optimum`` use only ``status == "completed"``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+RESULTS_FILE = "results.csv"
+SWEEP_FILE = "sweep.json"
+# A cell is everything a study holds fixed; alpha (and tau) vary inside it.
+CELL_KEYS = ["dataset", "method", "fraction", "teacher_arch", "student_arch", "replicate"]
+REQUIRED = [*CELL_KEYS, "alpha", "val_acc", "test_acc", "status"]
+STATUSES = ("completed", "stopped", "error")
+FULL = "full"  # the method name of the f = 1.0 reference cell (kept data = all data, so no method)
+
+
+class ResultsError(ValueError):
+    """The results cannot be read or do not look like a sweep's results table."""
+
+
+@dataclass
+class Experiment:
+    location: str
+    trials: pd.DataFrame
+    sweep: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.sweep.get("name") or self.location.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def alpha_range(self) -> tuple[float, float]:
+        low, high = self.sweep.get("alpha_range", (0.0, 1.0))
+        return float(low), float(high)
+
+
+def read_text(path: str) -> str | None:
+    import fsspec
+
+    try:
+        with fsspec.open(path, "r") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def load_experiment(location: str) -> Experiment:
+    """The tidy trials table and the sweep settings of an experiment directory or results CSV."""
+    location = str(location)
+    if location.endswith(".csv"):
+        csv_path, folder = location, location.rsplit("/", 1)[0] if "/" in location else "."
+    else:
+        folder = location.rstrip("/")
+        csv_path = f"{folder}/{RESULTS_FILE}"
+    text = read_text(csv_path)
+    if text is None:
+        raise ResultsError(
+            f"no results table at {csv_path}. A sweep writes it when it ends; for an interrupted sweep run "
+            "`python -m sweep.run --resume --name NAME --storage STORAGE` to finish it and write the table."
+        )
+    try:
+        raw = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as error:
+        raise ResultsError(f"{csv_path} is not a readable CSV: {error}") from None
+    sweep_text = read_text(f"{folder}/{SWEEP_FILE}")
+    sweep = json.loads(sweep_text) if sweep_text else {}
+    return Experiment(location=location, trials=tidy(raw, source=csv_path), sweep=sweep)
+
+
+def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
+    """Check a raw results table and give it stable types, a ``cell`` name and ``is_baseline``."""
+    missing = [c for c in REQUIRED if c not in raw.columns]
+    if missing:
+        raise ResultsError(f"{source} is not a sweep results table: it lacks the columns {', '.join(missing)}")
+    if raw.empty:
+        raise ResultsError(f"{source} has no trials")
+    frame = raw.copy()
+    for column in ("fraction", "alpha", "val_acc", "test_acc", "tau", "teacher_val_acc", "teacher_test_acc"):
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["replicate"] = pd.to_numeric(frame["replicate"], errors="coerce").fillna(0).astype(int)
+    for column in ("dataset", "method", "teacher_arch", "student_arch", "status"):
+        frame[column] = frame[column].astype(str)
+
+    bad_status = sorted(set(frame["status"]) - set(STATUSES))
+    if bad_status:
+        raise ResultsError(f"{source}: unknown trial status {bad_status}; expected one of {list(STATUSES)}")
+    fraction = frame["fraction"]
+    if fraction.isna().any() or not ((fraction > 0) & (fraction <= 1)).all():
+        raise ResultsError(f"{source}: every fraction must be a number in (0, 1]")
+    if frame["alpha"].isna().any():
+        raise ResultsError(f"{source}: {int(frame['alpha'].isna().sum())} trials have no alpha")
+    done = frame["status"] == "completed"
+    if frame.loc[done, "val_acc"].isna().any():
+        raise ResultsError(f"{source}: completed trials without a validation accuracy")
+
+    for column in ("teacher_val_acc", "teacher_test_acc"):
+        if column not in frame:
+            frame[column] = np.nan
+    frame["cell"] = [
+        f"{d}|{m}|f={f:g}|{t}->{s}|seed={r}"
+        for d, m, f, t, s, r in zip(*(frame[k] for k in CELL_KEYS))
+    ]
+    frame["is_baseline"] = frame["alpha"] == 0.0
+    return frame.sort_values([*CELL_KEYS, "alpha"], kind="stable", ignore_index=True)
