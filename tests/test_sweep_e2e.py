@@ -29,6 +29,7 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
     assert main([*SMALL, "--storage", str(tmp_path), "--name", "first"]) == 0
     out = capsys.readouterr().out
     assert "teachers: 1 (0 reused" in out and "scores: 2 tables (0 reused" in out
+    assert f"report: {tmp_path / 'first' / 'report.html'}" in out  # every sweep ends with its report
 
     results = pd.read_csv(tmp_path / "first" / "results.csv")
     assert REQUIRED <= set(results.columns)
