@@ -132,7 +132,7 @@ def accuracy_vs_f(cells: pd.DataFrame) -> go.Figure:
                 legendgroup="teacher", showlegend=first, line=dict(color="#444", dash="dash", width=1.5),
                 hovertemplate="teacher: %{y:.2%}<extra></extra>",
             ), row=row, col=col)
-    fig.update_xaxes(type="log", **_f_ticks(cells))
+    fig.update_xaxes(type="log", tickangle=0, **_f_ticks(cells))
     for i in range(len(methods)):  # the axis title under the lowest panel of each column only
         if i + columns >= len(methods):
             fig.update_xaxes(title_text="kept fraction f", row=i // columns + 1, col=i % columns + 1)
@@ -192,10 +192,10 @@ def val_vs_alpha(trials: pd.DataFrame, cells: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(tickformat=".1%", nticks=4)
     fig.update_yaxes(title_text="val accuracy", col=1)
     fig.update_annotations(font_size=11)
-    fig.update_layout(template=TEMPLATE, height=max(360, 200 * len(methods) + 140), showlegend=True,
+    fig.update_layout(template=TEMPLATE, height=max(360, 200 * len(methods) + 160), showlegend=True,
                       title="Validation accuracy versus α for every cell: searched points, fitted curve, optimum "
-                            "(dashed) and its 95% interval (band)",
-                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+                            "(dashed) and its 95% interval (band)", margin=dict(t=110),
+                      legend=dict(orientation="h", y=0.98, yanchor="top", x=1, xanchor="right", yref="container"))
     return fig
 
 
