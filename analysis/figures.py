@@ -169,7 +169,9 @@ def val_vs_alpha(trials: pd.DataFrame, cells: pd.DataFrame) -> go.Figure:
             ), row=r, col=c)
             if len(other):
                 fig.add_trace(go.Scatter(
-                    x=other["alpha"], y=other["val_acc"].fillna(0.0), mode="markers", name="stopped or errored (not used)",
+                    # an errored trial has no accuracy: drawn at the panel's lowest completed one
+                    x=other["alpha"], y=other["val_acc"].fillna(done["val_acc"].min() if len(done) else 0.0),
+                    mode="markers", name="stopped or errored (not used)",
                     legendgroup="other", showlegend=False, marker=dict(color="#999", symbol="x", size=7),
                     text=other["status"], hovertemplate="α = %{x:.3f}: %{text}<extra></extra>",
                 ), row=r, col=c)

@@ -18,6 +18,11 @@ replacement and refits; the 2.5 and 97.5 percentiles of the replicate maximisers
 their spread the standard error that weights the cell in the alpha-f fit. A replicate (or a cell)
 with fewer than three distinct alphas cannot fix a parabola; it takes its best observed trial instead.
 
+Also per cell: the best observed trial, the alpha = 0 baseline (mean of its completed trials), the
+test accuracy at the chosen alpha (the same quadratic fitted to test accuracy, evaluated there: the
+test set never chooses alpha, it is only read at the validation optimum) and the KD gains, accuracy at
+the optimum minus the baseline, on validation and test.
+
 Each cell's replicates are seeded from the analysis seed and the cell's name, so the numbers do not
 depend on which other cells are in the table.
 """
