@@ -266,3 +266,26 @@ def test_commands_reject_bad_input_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         predict_main([str(folder), "--f", "0.3", "--method", "grand", "--bootstrap", "20"])
     assert "no fit for 'grand'" in capsys.readouterr().err
+
+
+def test_report_of_a_messy_sweep_keeps_every_trial_visible(tmp_path):
+    """Errored and stopped trials, a cell with nothing completed, two replicates and no sweep.json."""
+    frame = pd.concat([synthetic(lambda f: 0.3, trials=5), synthetic(lambda f: 0.3, trials=5, seed=3).assign(replicate=1)])
+    frame.loc[frame.index[2], ["status", "val_acc", "test_acc"]] = ["error", np.nan, np.nan]
+    frame.loc[frame.index[3], "status"] = "stopped"
+    dead = (frame["fraction"] == 0.5) & (frame["replicate"] == 1)
+    frame.loc[dead, ["status", "val_acc", "test_acc"]] = ["error", np.nan, np.nan]
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    frame.to_csv(folder / "results.csv", index=False)
+
+    result = analyse(str(folder), n_boot=100)
+    assert len(result.cells) == 2 * len(FRACTIONS)
+    assert result.cells.loc[result.cells["note"] == "no completed trials", "fraction"].tolist() == [0.5]
+    assert len(result.fits[0].f) == 2 * len(FRACTIONS) - 1  # the dead cell has no optimum to fit
+
+    paths = build_report(str(folder), n_boot=100)
+    page = open(paths["html"]).read()
+    assert "no completed trials" in page and "stopped or errored (not used)" in page
+    trials = pd.read_csv(paths["trials_csv"])
+    assert len(trials) == len(frame) and set(trials["status"]) == {"completed", "stopped", "error"}
