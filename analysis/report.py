@@ -25,6 +25,7 @@ import pandas as pd
 from analysis.alpha_f import LEVEL, SE_FLOOR, AlphaFFit, fit_alpha_f
 from analysis.optimum import CellOptima, cell_optima
 from analysis.results import FULL, Experiment, ResultsError, load_experiment
+from trainables.storage import write_bytes
 
 DEFAULT_BOOTSTRAP = 1000
 
@@ -275,17 +276,6 @@ def sidecar_paths(out: str) -> dict[str, str]:
             "cells_csv": f"{stem}.cells.csv", "fit_json": f"{stem}.fit.json"}
 
 
-def _write(path: str, data: bytes) -> None:
-    import fsspec
-
-    fs, local = fsspec.core.url_to_fs(path)
-    parent = local.rsplit("/", 1)[0] if "/" in local else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(local, "wb") as handle:
-        handle.write(data)
-
-
 def _csv(frame: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
@@ -299,11 +289,11 @@ def write_report(analysis: Analysis, out: str) -> dict[str, str]:
     cells["curve"] = cells["curve"].map(lambda c: json.dumps(c) if isinstance(c, list) else None)
     parquet = io.BytesIO()
     analysis.experiment.trials.to_parquet(parquet, index=False)
-    _write(paths["trials_csv"], _csv(analysis.experiment.trials))
-    _write(paths["trials_parquet"], parquet.getvalue())
-    _write(paths["cells_csv"], _csv(cells))
-    _write(paths["fit_json"], json.dumps(fit_document(analysis), indent=1).encode())
-    _write(paths["html"], render_html(analysis).encode())  # last: its presence means the set is complete
+    write_bytes(paths["trials_csv"], _csv(analysis.experiment.trials))
+    write_bytes(paths["trials_parquet"], parquet.getvalue())
+    write_bytes(paths["cells_csv"], _csv(cells))
+    write_bytes(paths["fit_json"], json.dumps(fit_document(analysis), indent=1).encode())
+    write_bytes(paths["html"], render_html(analysis).encode())  # last: its presence means the set is complete
     return paths
 
 

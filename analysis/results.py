@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from trainables.storage import read_text
+
 RESULTS_FILE = "results.csv"
 SWEEP_FILE = "sweep.json"
 # A cell is everything a study holds fixed; alpha (and tau) vary inside it.
@@ -47,16 +49,6 @@ class Experiment:
     def alpha_range(self) -> tuple[float, float]:
         low, high = self.sweep.get("alpha_range", (0.0, 1.0))
         return float(low), float(high)
-
-
-def read_text(path: str) -> str | None:
-    import fsspec
-
-    try:
-        with fsspec.open(path, "r") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
 
 
 def load_experiment(location: str) -> Experiment:

@@ -8,6 +8,7 @@ import json
 import pandas as pd
 
 from sweep import ray_adapter
+from trainables.storage import write_bytes
 
 COLUMNS = [
     "dataset", "method", "fraction", "teacher_arch", "student_arch", "replicate", "alpha", "tau", "seed",
@@ -72,11 +73,8 @@ def result_table(grid, teacher_meta: dict | None = None) -> pd.DataFrame:
 
 def write_table(frame: pd.DataFrame, experiment_dir: str) -> str:
     """Write ``results.csv`` into the experiment directory (a local path or an fsspec URI)."""
-    import fsspec
-
     path = experiment_dir.rstrip("/") + "/results.csv"
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
-    with fsspec.open(path, "w") as handle:
-        handle.write(buffer.getvalue())
+    write_bytes(path, buffer.getvalue().encode())
     return path

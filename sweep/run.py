@@ -23,6 +23,7 @@ from trainables.artifacts import ArtifactStore
 from trainables.cli import val_size_arg
 from trainables.scores import list_methods
 from trainables.selection import STRATEGIES
+from trainables.storage import read_text, write_bytes
 
 SWEEP_FILE = "sweep.json"
 
@@ -98,25 +99,6 @@ def experiment_dir(config: SweepConfig) -> str:
     return f"{storage.rstrip('/')}/{config.name}"
 
 
-def _fs_read(path: str) -> str | None:
-    import fsspec
-
-    try:
-        with fsspec.open(path, "r") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
-
-def _fs_write(path: str, text: str) -> None:
-    import fsspec
-
-    fs, local = fsspec.core.url_to_fs(path)
-    fs.makedirs(os.path.dirname(local), exist_ok=True)
-    with fs.open(local, "w") as handle:
-        handle.write(text)
-
-
 def describe(plan: SweepPlan, status: dict, resources: dict, where: dict) -> str:
     config = plan.config
     lines = [
@@ -153,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.name:
                 raise ValueError("--resume needs the --name of the experiment to continue")
             resumed_dir = experiment_dir(config_from_args(args))
-            saved = _fs_read(f"{resumed_dir}/{SWEEP_FILE}")
+            saved = read_text(f"{resumed_dir}/{SWEEP_FILE}")
             if saved is None:
                 raise ValueError(f"nothing to resume: no {SWEEP_FILE} in {resumed_dir}")
             config = SweepConfig.from_json(saved)
@@ -166,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             config = config_from_args(args)
             config.check()
         exp_dir = experiment_dir(config)
-        if not args.resume and not args.dry_run and _fs_read(f"{exp_dir}/{SWEEP_FILE}") is not None:
+        if not args.resume and not args.dry_run and read_text(f"{exp_dir}/{SWEEP_FILE}") is not None:
             raise ValueError(f"experiment {config.name!r} already exists in {config.storage}; use --resume or another --name")
         plan = make_plan(config)
         from trainables.datasets import load_dataset, validation_split
@@ -205,7 +187,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
 
     gpus = config.gpus_per_trial if config.gpus_per_trial is not None else (1.0 if ray_adapter.cluster_gpus() > 0 else 0.0)
     resources = {"cpu": config.cpus_per_trial, "gpu": gpus}
-    _fs_write(f"{exp_dir}/{SWEEP_FILE}", config.to_json())
+    write_bytes(f"{exp_dir}/{SWEEP_FILE}", config.to_json().encode())
     start = time.perf_counter()
 
     dataset_ref = ray_adapter.put(dataset)

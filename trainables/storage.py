@@ -1,0 +1,30 @@
+"""Small files (results tables, sweep settings, reports) on a local path or any fsspec URI.
+
+One pair of helpers for the sweep and the analysis, so that ``s3://``, ``gs://``, NFS and
+``memory://`` (tests) all go through the same two functions.
+"""
+
+from __future__ import annotations
+
+
+def read_text(path: str) -> str | None:
+    """The file's text, or None when it does not exist."""
+    import fsspec
+
+    try:
+        with fsspec.open(path, "r") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path``, creating its folder first (a no-op on object stores)."""
+    import fsspec
+
+    fs, local = fsspec.core.url_to_fs(path)
+    parent = local.rsplit("/", 1)[0] if "/" in local else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(local, "wb") as handle:
+        handle.write(data)
