@@ -99,15 +99,17 @@ def _num(value, digits: int = 3) -> str:
     return "–" if value is None or pd.isna(value) else f"{value:.{digits}g}"
 
 
-def _table(header: list[str], rows: list[list[str]], left: int = 1, row_class: list[str] | None = None) -> str:
-    """An HTML table; cells are already escaped; the first ``left`` columns align left."""
-    head = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(header))
+def _table(header: list[str] | None, rows: list[list[str]], left: int = 1, row_class: list[str] | None = None) -> str:
+    """An HTML table (no header row for ``None``); cells are already escaped; the first ``left``
+    columns align left."""
+    head = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(header or []))
     body = []
     for r, row in enumerate(rows):
         css = f' class="{row_class[r]}"' if row_class and row_class[r] else ""
         body.append(f"<tr{css}>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>'
                                           for i, c in enumerate(row)) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if header else ""
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
 def _figure_html(fig, div_id: str) -> str:
@@ -203,7 +205,7 @@ def _provenance(analysis: Analysis) -> str:
         ("analysis", f"{analysis.optima.n_boot} bootstrap replicates, seed {analysis.optima.seed}, {LEVEL:.0%} intervals, "
                      f"se floor {SE_FLOOR:g} of the alpha range"),
     ]
-    out = [_table(["", ""], [[_e(k), _e(v)] for k, v in facts], left=2).replace("<thead><tr><th class=\"l\"></th><th class=\"l\"></th></tr></thead>", "")]
+    out = [_table(None, [[_e(k), _e(v)] for k, v in facts], left=2)]
 
     teacher_cols = [c for c in ("teacher_arch", "replicate", "teacher_key", "teacher_val_acc", "teacher_test_acc") if c in trials]
     teachers = trials[teacher_cols].drop_duplicates().sort_values(["teacher_arch", "replicate"])
