@@ -36,7 +36,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.optimum import LEVEL, CellOptima
-from analysis.results import FULL
+from sweep.plan import FULL
 from trainables.registry import Registry
 
 SE_FLOOR = 0.02  # of the alpha range
@@ -379,9 +379,7 @@ def fit_alpha_f(optima: CellOptima, alpha_range: tuple[float, float] = (0.0, 1.0
         full = part[part["method"] == FULL]
         methods = sorted(set(part["method"]) - {FULL})
         groups = [(m, pd.concat([part[part["method"] == m], full])) for m in methods]
-        if len(methods) > 1:
-            groups.append((POOLED, part))
-        elif not methods:
+        if len(methods) != 1:  # several methods pooled, or only the f = 1.0 cell
             groups.append((POOLED, part))
         for name, cells in groups:
             cells = cells.sort_values(["fraction", "method", "replicate"])

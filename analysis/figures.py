@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from analysis.alpha_f import POOLED, AlphaFFit
 from analysis.optimum import GRID_POINTS, quadratic_value
-from analysis.results import FULL
+from sweep.plan import FULL
 
 TEMPLATE = "plotly_white"
 PANEL_HEIGHT = 230

@@ -24,7 +24,8 @@ import pandas as pd
 
 from analysis.alpha_f import LEVEL, SE_FLOOR, AlphaFFit, fit_alpha_f
 from analysis.optimum import CellOptima, cell_optima
-from analysis.results import FULL, Experiment, ResultsError, load_experiment
+from analysis.results import Experiment, ResultsError, load_experiment
+from sweep.plan import FULL
 from trainables.storage import write_bytes
 
 DEFAULT_BOOTSTRAP = 1000

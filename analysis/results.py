@@ -20,15 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from sweep.plan import RESULTS_FILE, SWEEP_FILE, Cell
 from trainables.storage import read_text
 
-RESULTS_FILE = "results.csv"
-SWEEP_FILE = "sweep.json"
 # A cell is everything a study holds fixed; alpha (and tau) vary inside it.
 CELL_KEYS = ["dataset", "method", "fraction", "teacher_arch", "student_arch", "replicate"]
 REQUIRED = [*CELL_KEYS, "alpha", "val_acc", "test_acc", "status"]
 STATUSES = ("completed", "stopped", "error")
-FULL = "full"  # the method name of the f = 1.0 reference cell (kept data = all data, so no method)
 
 
 class ResultsError(ValueError):
@@ -104,9 +102,6 @@ def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     for column in ("teacher_val_acc", "teacher_test_acc"):
         if column not in frame:
             frame[column] = np.nan
-    frame["cell"] = [
-        f"{d}|{m}|f={f:g}|{t}->{s}|seed={r}"
-        for d, m, f, t, s, r in zip(*(frame[k] for k in CELL_KEYS))
-    ]
+    frame["cell"] = [Cell(*values).name for values in zip(*(frame[k] for k in CELL_KEYS))]  # the plan's names
     frame["is_baseline"] = frame["alpha"] == 0.0
     return frame.sort_values([*CELL_KEYS, "alpha"], kind="stable", ignore_index=True)

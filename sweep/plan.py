@@ -21,6 +21,9 @@ from trainables.selection import STRATEGIES, check_fraction
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 FULL = "full"  # the method name of the f = 1.0 reference cell
+# The files of an experiment directory that the analysis reads back.
+SWEEP_FILE = "sweep.json"
+RESULTS_FILE = "results.csv"
 SCHEDULERS = ("fifo", "asha")
 
 

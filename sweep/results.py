@@ -8,6 +8,7 @@ import json
 import pandas as pd
 
 from sweep import ray_adapter
+from sweep.plan import RESULTS_FILE
 from trainables.storage import write_bytes
 
 COLUMNS = [
@@ -73,7 +74,7 @@ def result_table(grid, teacher_meta: dict | None = None) -> pd.DataFrame:
 
 def write_table(frame: pd.DataFrame, experiment_dir: str) -> str:
     """Write ``results.csv`` into the experiment directory (a local path or an fsspec URI)."""
-    path = experiment_dir.rstrip("/") + "/results.csv"
+    path = f"{experiment_dir.rstrip('/')}/{RESULTS_FILE}"
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     write_bytes(path, buffer.getvalue().encode())

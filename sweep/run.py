@@ -18,14 +18,12 @@ import time
 
 import trainables
 from sweep import ray_adapter
-from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan, make_plan
+from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SWEEP_FILE, SweepConfig, SweepPlan, make_plan
 from trainables.artifacts import ArtifactStore
 from trainables.cli import val_size_arg
 from trainables.scores import list_methods
 from trainables.selection import STRATEGIES
 from trainables.storage import read_text, write_bytes
-
-SWEEP_FILE = "sweep.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
