@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sweep.plan import RESULTS_FILE, SWEEP_FILE, Cell
+from sweep.contract import CELL_COLUMNS, METRIC, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, Cell
 from trainables.storage import read_text
 
 # A cell is everything a study holds fixed; alpha (and tau) vary inside it.
-CELL_KEYS = ["dataset", "method", "fraction", "teacher_arch", "student_arch", "replicate"]
-REQUIRED = [*CELL_KEYS, "alpha", "val_acc", "test_acc", "status"]
-STATUSES = ("completed", "stopped", "error")
+CELL_KEYS = CELL_COLUMNS
 
 
 class ResultsError(ValueError):
@@ -74,13 +72,13 @@ def load_experiment(location: str) -> Experiment:
 
 def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     """Check a raw results table and give it stable types, a ``cell`` name and ``is_baseline``."""
-    missing = [c for c in REQUIRED if c not in raw.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
         raise ResultsError(f"{source} is not a sweep results table: it lacks the columns {', '.join(missing)}")
     if raw.empty:
         raise ResultsError(f"{source} has no trials")
     frame = raw.copy()
-    for column in ("fraction", "alpha", "val_acc", "test_acc", "tau", "teacher_val_acc", "teacher_test_acc"):
+    for column in ("fraction", "alpha", METRIC, "test_acc", "tau", "teacher_val_acc", "teacher_test_acc"):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["replicate"] = pd.to_numeric(frame["replicate"], errors="coerce").fillna(0).astype(int)
@@ -96,12 +94,12 @@ def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     if frame["alpha"].isna().any():
         raise ResultsError(f"{source}: {int(frame['alpha'].isna().sum())} trials have no alpha")
     done = frame["status"] == "completed"
-    if frame.loc[done, "val_acc"].isna().any():
+    if frame.loc[done, METRIC].isna().any():
         raise ResultsError(f"{source}: completed trials without a validation accuracy")
 
     for column in ("teacher_val_acc", "teacher_test_acc"):
         if column not in frame:
             frame[column] = np.nan
-    frame["cell"] = [Cell(*values).name for values in zip(*(frame[k] for k in CELL_KEYS))]  # the plan's names
+    frame["cell"] = [Cell.from_row(row).name for row in frame[CELL_KEYS].to_dict("records")]  # the plan's names
     frame["is_baseline"] = frame["alpha"] == 0.0
     return frame.sort_values([*CELL_KEYS, "alpha"], kind="stable", ignore_index=True)

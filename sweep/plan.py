@@ -1,47 +1,26 @@
 """The plan of a sweep: its settings, validated, and the cells they expand to.
 
-A cell is one (dataset, method, f, teacher, student, seed) combination with its own Optuna study over
-alpha (and tau when searched). f = 1.0 is the full-data reference: every method keeps everything, so
-it is one cell with method ``full`` per (teacher, student, seed). ``seed`` is a study replicate: each
-seed has its own teacher, scores, subsets, trial seeds and sampler seeds.
+A cell (``sweep.contract.Cell``) is one (dataset, method, f, teacher, student, replicate) combination
+with its own Optuna study over alpha (and tau when searched). f = 1.0 is the full-data reference:
+every method keeps everything, so it is one cell with method ``full`` per (teacher, student,
+replicate). A replicate has its own teacher, scores, subsets, trial seeds and sampler seeds.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
+from search_spaces.alpha_space import DEFAULT_DESIGN, DEFAULT_TAU, AlphaSpace
 from search_spaces.profiles import list_profiles, profile_for
+from sweep.contract import FULL, Cell
 from trainables.datasets import check_dataset_spec
-from trainables.kd import check_alpha_tau
 from trainables.models import check_model_name
 from trainables.recipe import Recipe
 from trainables.scores import list_methods
 from trainables.selection import STRATEGIES, check_fraction
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
-FULL = "full"  # the method name of the f = 1.0 reference cell
-# The files of an experiment directory that the analysis reads back.
-SWEEP_FILE = "sweep.json"
-RESULTS_FILE = "results.csv"
 SCHEDULERS = ("fifo", "asha")
-
-
-@dataclass(frozen=True)
-class Cell:
-    dataset: str
-    method: str
-    fraction: float
-    teacher: str
-    student: str
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.dataset}|{self.method}|f={self.fraction:g}|{self.teacher}->{self.student}|seed={self.seed}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -59,8 +38,9 @@ class SweepConfig:
     students: list[str] = field(default_factory=list)
     trials_per_cell: int | None = None  # None: the profile's
     alpha_range: tuple[float, float] = (0.0, 1.0)
-    tau: list[float] = field(default_factory=lambda: [4.0])  # one value: fixed; two: searched (log scale)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    tau: list[float] = field(default_factory=lambda: [DEFAULT_TAU])  # one value: fixed; two: searched (log scale)
+    alpha_design: str = DEFAULT_DESIGN
+    replicates: list[int] = field(default_factory=lambda: [0])
     score_seeds: int | None = None  # None: the profile's
     epochs: int | None = None  # None: the profile's recipe
     selection: str = "hard"
@@ -103,13 +83,9 @@ class SweepConfig:
             attempt(check_model_name, arch)
         if self.trials_per_cell is not None and self.trials_per_cell < 1:
             problems.append(f"--trials-per-cell must be >= 1, got {self.trials_per_cell}")
-        low, high = self.alpha_range
-        if not 0 <= low < high <= 1:
-            problems.append(f"--alpha-range must satisfy 0 <= low < high <= 1, got {low} {high}")
-        if len(self.tau) not in (1, 2) or any(t <= 0 for t in self.tau) or (len(self.tau) == 2 and self.tau[0] >= self.tau[1]):
-            problems.append(f"--tau takes one value > 0 (fixed) or two increasing values > 0 (searched), got {self.tau}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            problems.append(f"--seeds must be distinct integers, got {self.seeds}")
+        problems.extend(self.alpha_space.problems())
+        if not self.replicates or len(set(self.replicates)) != len(self.replicates) or min(self.replicates) < 0:
+            problems.append(f"--replicates must be distinct integers >= 0, got {self.replicates}")
         if self.score_seeds is not None and self.score_seeds < 1:
             problems.append(f"--score-seeds must be >= 1, got {self.score_seeds}")
         if self.epochs is not None and self.epochs < 1:
@@ -126,19 +102,29 @@ class SweepConfig:
             problems.append(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
         if "://" in self.storage and not self.storage.startswith("file://") and self.optuna_storage is None:
             problems.append("with a remote --storage, give --optuna-storage (an SQLAlchemy URL or a shared journal file)")
-        if not self.name or "/" in self.name:
+        if self.max_failures < 0:
+            problems.append(f"--max-failures must be >= 0, got {self.max_failures}")
+        if self.val_size is not None and not (self.val_size >= 1 if isinstance(self.val_size, int) else 0 < self.val_size < 1):
+            problems.append(f"--val-size must be a count >= 1 or a fraction in (0, 1), got {self.val_size}")
+        if not self.name or "/" in self.name or self.name in (".", ".."):
             problems.append(f"--name must be a non-empty name without '/', got {self.name!r}")
         if problems:
             raise ValueError("invalid sweep:\n  - " + "\n  - ".join(problems))
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    @property
+    def alpha_space(self) -> AlphaSpace:
+        return AlphaSpace(tuple(self.alpha_range), tuple(self.tau), self.alpha_design)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     @classmethod
-    def from_json(cls, text: str) -> "SweepConfig":
-        values = json.loads(text)
-        values["alpha_range"] = tuple(values["alpha_range"])
-        return cls(**values)
+    def from_dict(cls, values: dict) -> "SweepConfig":
+        """The settings of a ``sweep.json`` (its other keys, such as the resolved plan, are ignored)."""
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in values.items() if k in known})
+        config.alpha_range = tuple(config.alpha_range)
+        return config
 
 
 @dataclass
@@ -151,6 +137,10 @@ class SweepPlan:
     score_seeds: int
     val_size: int | float
     cells: list[Cell]
+    # Filled in by ``sweep.stages.resolve_artifacts``: the artifact key of every teacher and score
+    # table, by ``sweep.contract.teacher_ref`` / ``scores_ref``.
+    teacher_keys: dict[str, str] = field(default_factory=dict)
+    score_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_trials(self) -> int:
@@ -160,6 +150,20 @@ class SweepPlan:
     def scored_methods(self) -> list[str]:
         """Methods that need a score table (every method of a cell with f < 1)."""
         return sorted({c.method for c in self.cells if c.method != FULL})
+
+    def resolved(self) -> dict:
+        """What the settings resolved to, recorded in ``sweep.json`` next to them: a resumed sweep
+        runs this plan, with these artifacts, or refuses."""
+        return {
+            "recipe": self.recipe.to_dict(),
+            "teachers": self.teachers,
+            "students": self.students,
+            "trials_per_cell": self.trials_per_cell,
+            "score_seeds": self.score_seeds,
+            "val_size": self.val_size,
+            "teacher_keys": self.teacher_keys,
+            "score_keys": self.score_keys,
+        }
 
 
 def make_plan(config: SweepConfig) -> SweepPlan:
@@ -171,13 +175,13 @@ def make_plan(config: SweepConfig) -> SweepPlan:
     teachers = config.teachers or [profile.teacher_arch]
     students = config.students or [profile.student_arch]
     cells = []
-    for seed in config.seeds:
+    for replicate in config.replicates:
         for teacher in teachers:
             for student in students:
                 for fraction in sorted(set(config.fractions)):
                     methods = [FULL] if fraction == 1.0 else config.methods
                     for method in methods:
-                        cells.append(Cell(config.dataset, method, float(fraction), teacher, student, seed))
+                        cells.append(Cell(config.dataset, method, float(fraction), teacher, student, replicate))
     return SweepPlan(
         config=config,
         recipe=recipe,

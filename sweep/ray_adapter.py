@@ -20,7 +20,7 @@ from ray.tune.search import Searcher
 
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
-    "connect", "shutdown", "put", "get", "run_tasks", "cluster_gpus", "build_tuner", "restore_tuner",
+    "connect", "shutdown", "put", "run_tasks", "cluster_gpus", "build_tuner", "restore_tuner",
     "can_restore", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus",
 ]
 
@@ -70,10 +70,6 @@ def put(value: Any):
     return ray.put(value)
 
 
-def get(ref):
-    return ray.get(ref)
-
-
 def run_tasks(
     fn: Callable, calls: Iterable[dict], *, num_cpus: float, num_gpus: float, on_done: Callable[[Any], None] | None = None
 ) -> list:
@@ -112,8 +108,8 @@ def _reporter():
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     return tune.CLIReporter(
         metric_columns={"val_acc": "val_acc", "test_acc": "test_acc", "epoch": "epoch"},
-        parameter_columns={"cell/method": "method", "cell/fraction": "f", "cell/teacher": "teacher",
-                           "cell/seed": "seed", "alpha": "alpha", "tau": "tau"},
+        parameter_columns={"cell/method": "method", "cell/fraction": "f", "cell/teacher_arch": "teacher",
+                           "cell/replicate": "replicate", "alpha": "alpha", "tau": "tau"},
         max_report_frequency=30,
         sort_by_metric=False,
     )
@@ -179,7 +175,6 @@ def result_rows(grid) -> list[dict]:
             "metrics": metrics,
             "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
             "trial_id": metrics.get("trial_id"),
-            "path": result.path,
         })
     return rows
 

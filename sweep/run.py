@@ -11,19 +11,23 @@ Stages: teachers (Ray tasks, cached) -> pruning scores (Ray tasks per run, cache
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
 
 import trainables
+from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
 from sweep import ray_adapter
-from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SWEEP_FILE, SweepConfig, SweepPlan, make_plan
-from trainables.artifacts import ArtifactStore
+from sweep.contract import METRIC, MODE, SWEEP_FILE, TrialSettings
+from sweep.optuna_storage import check_optuna_storage, default_optuna_url
+from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan, make_plan
+from trainables.artifacts import CODE_BY_KIND, ArtifactStore, code_for
 from trainables.cli import val_size_arg
 from trainables.scores import list_methods
 from trainables.selection import STRATEGIES
-from trainables.storage import read_text, write_bytes
+from trainables.storage import check_writable, read_text, write_bytes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="search range of alpha, the weight of the distillation term (default 0 1)")
     what.add_argument("--tau", nargs="+", type=float, default=[4.0],
                       help="temperature: one value (fixed) or LOW HIGH (searched on a log scale); default 4")
-    what.add_argument("--seeds", nargs="+", type=int, default=[0],
-                      help="study replicates: each seed has its own teacher, scores, subsets and trials (default 0)")
+    what.add_argument("--alpha-design", default=DEFAULT_DESIGN, choices=list_designs(),
+                      help=f"how each cell's alphas are chosen (default {DEFAULT_DESIGN}; see search_spaces/alpha_space.py)")
+    what.add_argument("--replicates", "--seeds", nargs="+", type=int, default=[0], dest="replicates", metavar="R",
+                      help="study replicates: each has its own teacher, scores, subsets and trial seeds (default 0)")
     what.add_argument("--score-seeds", type=int, default=None, help="scoring runs per method (default: the profile's)")
     what.add_argument("--epochs", type=int, default=None, help="override the profile recipe's epochs")
     what.add_argument("--selection", default="hard", choices=STRATEGIES, help="which examples a score keeps (default hard)")
@@ -84,7 +90,8 @@ def config_from_args(args) -> SweepConfig:
     return SweepConfig(
         dataset=args.dataset, name=name, storage=args.storage, profile=args.profile, methods=args.methods,
         fractions=args.fractions, teachers=args.teachers, students=args.students, trials_per_cell=args.trials_per_cell,
-        alpha_range=tuple(args.alpha_range), tau=args.tau, seeds=args.seeds, score_seeds=args.score_seeds,
+        alpha_range=tuple(args.alpha_range), tau=args.tau, alpha_design=args.alpha_design, replicates=args.replicates,
+        score_seeds=args.score_seeds,
         epochs=args.epochs, selection=args.selection, class_balanced=args.class_balanced,
         val_size=args.val_size, data_dir=args.data_dir, download=args.download, artifacts=args.artifacts,
         optuna_storage=args.optuna_storage, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
@@ -103,15 +110,15 @@ def describe(plan: SweepPlan, status: dict, resources: dict, where: dict) -> str
         f"sweep {config.name}: dataset {config.dataset}, profile {config.profile}",
         f"  recipe: {plan.recipe.epochs} epochs, batch {plan.recipe.batch_size}, lr {plan.recipe.lr}, {plan.recipe.schedule}",
         f"  cells: {len(plan.cells)} x {plan.trials_per_cell} trials = {plan.num_trials} trials "
-        f"(alpha in [{config.alpha_range[0]}, {config.alpha_range[1]}], tau {' to '.join(map(str, config.tau))}; "
-        f"alpha = 0 first in every cell)",
+        f"(alpha in [{config.alpha_range[0]}, {config.alpha_range[1]}], tau {' to '.join(map(str, config.tau))}, "
+        f"design {config.alpha_design}; alpha = 0 first in every cell)",
     ]
     for cell in plan.cells:
         lines.append(f"    {cell.name}")
     lines.append("  artifacts:")
     for kind in ("teachers", "scores"):
-        for name, (key, present) in status[kind].items():
-            lines.append(f"    {kind[:-1]} {name}: {'reuse' if present else 'compute'} ({key})")
+        for ref, (key, present) in status[kind].items():
+            lines.append(f"    {kind[:-1]} {ref}: {'reuse' if present else 'compute'} ({key})")
     lines.append(f"  scoring runs per method: {plan.score_seeds}")
     lines.append(f"  resources per trial and task: {resources['cpu']} CPU, {resources['gpu']} GPU; "
                  f"max concurrent {config.max_concurrent or 'as resources allow'}; scheduler {config.scheduler}")
@@ -129,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- everything that can be wrong is found here, before Ray starts ----------------------
     try:
+        recorded = None
         if args.resume:
             if not args.name:
                 raise ValueError("--resume needs the --name of the experiment to continue")
@@ -136,8 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             saved = read_text(f"{resumed_dir}/{SWEEP_FILE}")
             if saved is None:
                 raise ValueError(f"nothing to resume: no {SWEEP_FILE} in {resumed_dir}")
-            config = SweepConfig.from_json(saved)
-            # Where and how it runs may change on resume; what it sweeps may not.
+            values = json.loads(saved)
+            config = SweepConfig.from_dict(values)
+            recorded = values.get("resolved")
+            # Where and how it runs may change on resume (the directory may have moved with its
+            # results); what it sweeps may not.
+            config.storage = args.storage
+            config.artifacts = args.artifacts or config.artifacts
+            config.optuna_storage = args.optuna_storage or config.optuna_storage
             config.gpus_per_trial, config.cpus_per_trial = args.gpus_per_trial, args.cpus_per_trial
             config.max_concurrent = args.max_concurrent
         else:
@@ -149,14 +163,22 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume and not args.dry_run and read_text(f"{exp_dir}/{SWEEP_FILE}") is not None:
             raise ValueError(f"experiment {config.name!r} already exists in {config.storage}; use --resume or another --name")
         plan = make_plan(config)
+        from sweep.stages import resolve_artifacts
         from trainables.datasets import load_dataset, validation_split
 
         dataset = load_dataset(config.dataset, config.data_dir, download=config.download)
         split = validation_split(dataset.y_train, plan.val_size, config.split_seed)
-    except (ValueError, KeyError, FileNotFoundError) as error:
+        store = ArtifactStore(config.artifacts or f"{config.storage.rstrip('/')}/artifacts")
+        optuna_url = config.optuna_storage or default_optuna_url(exp_dir)
+        resolve_artifacts(plan, dataset, split)
+        if recorded is not None:
+            check_recorded_plan(plan, recorded, store)
+        if not args.dry_run:
+            check_writable(exp_dir)
+            check_writable(store.root)
+            check_optuna_storage(optuna_url)
+    except (ValueError, KeyError, FileNotFoundError, PermissionError) as error:
         parser.error(str(error))
-    store = ArtifactStore(config.artifacts or f"{config.storage.rstrip('/')}/artifacts")
-    optuna_url = config.optuna_storage or f"{exp_dir}/optuna.journal"
     where = {"experiment": exp_dir, "artifacts": store.root, "optuna storage": optuna_url,
              "ray": args.address or "embedded local Ray"}
 
@@ -164,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         from sweep.stages import artifact_status
 
         gpus = config.gpus_per_trial if config.gpus_per_trial is not None else "1 if the cluster has GPUs, else 0"
-        print(describe(plan, artifact_status(plan, dataset, split, store), {"cpu": config.cpus_per_trial, "gpu": gpus}, where))
+        print(describe(plan, artifact_status(plan, store), {"cpu": config.cpus_per_trial, "gpu": gpus}, where))
         return 0
 
     try:
@@ -177,6 +199,60 @@ def main(argv: list[str] | None = None) -> int:
         ray_adapter.shutdown()
 
 
+def versions() -> dict:
+    """The versions of this package and of what it runs on, recorded with every sweep."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"kdsweep": trainables.__version__, "python": sys.version.split()[0]}
+    for package in ("torch", "torchvision", "ray", "optuna", "numpy"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def write_sweep_file(plan: SweepPlan, exp_dir: str, *, artifacts_ready: bool) -> None:
+    """``sweep.json``: the settings as given, then what they resolved to (recipe, artifact keys, code
+    fingerprints, versions), so a resumed sweep runs exactly this plan or refuses."""
+    record = {
+        **plan.config.to_dict(),
+        "resolved": {
+            **plan.resolved(),
+            "code": {kind: code_for(kind) for kind in CODE_BY_KIND},
+            "versions": versions(),
+            "artifacts_ready": artifacts_ready,
+        },
+    }
+    write_bytes(f"{exp_dir}/{SWEEP_FILE}", json.dumps(record, indent=2).encode())
+
+
+def check_recorded_plan(plan: SweepPlan, recorded: dict, store: ArtifactStore) -> None:
+    """Refuse to resume when this code would produce other teachers or scores than the sweep started
+    with, or when an artifact the sweep already computed is gone from the store."""
+    version = recorded.get("versions", {}).get("kdsweep", "unknown")
+    changed, gone = [], []
+    for kind, now, then in (("teacher", plan.teacher_keys, recorded.get("teacher_keys", {})),
+                            ("scores", plan.score_keys, recorded.get("score_keys", {}))):
+        for ref, key in then.items():
+            if now.get(ref) != key:
+                changed.append(f"{kind} {ref}: recorded {key}, this code gives {now.get(ref)}")
+            elif recorded.get("artifacts_ready") and store.get(kind, key) is None:
+                gone.append(f"{kind} {ref} ({key})")
+    if changed:
+        raise ValueError(
+            "cannot resume: the code that computes teachers or scores changed since this sweep started "
+            f"(kdsweep {version}), so its trials would mix artifacts of two versions:\n  - " + "\n  - ".join(changed)
+            + "\nResume with the code the sweep started with, or start a new sweep with another --name."
+        )
+    if gone:
+        raise ValueError(
+            f"cannot resume: artifacts this sweep computed are gone from {store.root}:\n  - " + "\n  - ".join(gone)
+            + "\nPoint --artifacts at the cache that holds them (sweep.json names the keys), or start a new sweep "
+            "with another --name."
+        )
+
+
 def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optuna_url: str, exp_dir: str) -> int:
     from sweep.results import result_table, write_table
     from sweep.searcher import CellSearcher, PerCellASHA
@@ -185,13 +261,14 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
 
     gpus = config.gpus_per_trial if config.gpus_per_trial is not None else (1.0 if ray_adapter.cluster_gpus() > 0 else 0.0)
     resources = {"cpu": config.cpus_per_trial, "gpu": gpus}
-    write_bytes(f"{exp_dir}/{SWEEP_FILE}", config.to_json().encode())
+    write_sweep_file(plan, exp_dir, artifacts_ready=False)
     start = time.perf_counter()
 
     dataset_ref = ray_adapter.put(dataset)
-    teacher_keys = run_teachers(plan, dataset_ref, split, store, resources)
+    run_teachers(plan, dataset_ref, split, store, resources)
     tables = run_scores(plan, dataset, dataset_ref, split, store, resources)
-    teacher_artifacts = {key: store.get("teacher", key) for key in teacher_keys.values()}
+    write_sweep_file(plan, exp_dir, artifacts_ready=True)
+    teacher_artifacts = {key: store.get("teacher", key) for key in set(plan.teacher_keys.values())}
     teachers = {key: artifact.payload for key, artifact in teacher_artifacts.items()}
     parameters = dict(
         dataset=dataset, teachers=teachers, tables={t.key: t for t in tables.values()},
@@ -203,25 +280,15 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
         print(f"resuming {exp_dir}", flush=True)
         tuner = ray_adapter.restore_tuner(exp_dir, student_trial, parameters=parameters, resources=trial_resources)
     else:
-        common = {
-            "recipe": plan.recipe.to_dict(),
-            "val_size": plan.val_size,
-            "split_seed": config.split_seed,
-            "selection": {"strategy": config.selection, "class_balanced": config.class_balanced},
-            "teacher_keys": teacher_keys,
-            "score_keys": {name: table.key for name, table in tables.items()},
-            "cpus_per_trial": resources["cpu"],
-            "profile": config.profile,
-            "version": trainables.__version__,
-        }
+        settings = TrialSettings(
+            recipe=plan.recipe.to_dict(), val_size=plan.val_size, split_seed=config.split_seed,
+            selection=config.selection, class_balanced=config.class_balanced, teacher_keys=plan.teacher_keys,
+            score_keys=plan.score_keys, cpus_per_trial=resources["cpu"], profile=config.profile,
+            version=trainables.__version__,
+        )
         searcher = CellSearcher(
-            experiment=config.name,
-            cells=[{**cell.to_dict(), "name": cell.name} for cell in plan.cells],
-            trials_per_cell=plan.trials_per_cell,
-            alpha_range=config.alpha_range,
-            tau=config.tau,
-            optuna_storage=optuna_url,
-            common=common,
+            experiment=config.name, cells=plan.cells, trials_per_cell=plan.trials_per_cell,
+            space=config.alpha_space, optuna_storage=optuna_url, settings=settings,
         )
         if config.scheduler == "asha":
             scheduler = PerCellASHA(max_t=plan.recipe.epochs, grace_period=max(1, plan.recipe.epochs // 4))
@@ -229,7 +296,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
             scheduler = ray_adapter.FIFOScheduler()
         tuner = ray_adapter.build_tuner(
             student_trial, parameters=parameters, resources=trial_resources, searcher=searcher, scheduler=scheduler,
-            num_samples=plan.num_trials, max_concurrent=config.max_concurrent, metric="val_acc", mode="max",
+            num_samples=plan.num_trials, max_concurrent=config.max_concurrent, metric=METRIC, mode=MODE,
             storage_path=config.storage if "://" in config.storage else os.path.abspath(config.storage),
             name=config.name, max_failures=config.max_failures, verbose=1,
         )

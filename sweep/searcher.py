@@ -1,9 +1,12 @@
 """One Tune searcher over every cell, one Optuna study per cell; and a per-cell ASHA scheduler.
 
 ``CellSearcher`` hands out trials round-robin over the cells that still have budget, so every worker
-stays busy with a mix of cells instead of one cell after another. Each cell's Optuna study (seeded
-TPE sampler, a real Optuna storage) starts with the enqueued alpha = 0 baseline, so "KD vs no KD"
-comes out of every cell. Its state (which Tune trial is which Optuna trial) is saved with Tune's
+stays busy with a mix of cells instead of one cell after another. Each cell's Optuna study (in a real
+Optuna storage, ``sweep.optuna_storage``) starts with the alpha design's enqueued points, the
+alpha = 0 baseline first, so "KD vs no KD" comes out of every cell; later alphas come from the
+design's sampler (``search_spaces.alpha_space``). The sampler is re-seeded before every ask from the
+cell and the number of trials its study holds, so a resumed sweep continues the sequence instead of
+replaying it. The searcher's state (which Tune trial is which Optuna trial) is saved with Tune's
 experiment state, so a resumed sweep tells each Optuna trial its result exactly once; an Optuna trial
 that was asked but whose Tune trial was lost with the driver is handed out again rather than left
 running forever.
@@ -20,28 +23,17 @@ import pickle
 
 import optuna
 
+from search_spaces.alpha_space import AlphaSpace
+from sweep.contract import METRIC, MODE, Cell, TrialSettings
+from sweep.optuna_storage import open_optuna_storage
 from sweep.ray_adapter import CONTINUE, FINISHED, AsyncHyperBandScheduler, FIFOScheduler, Searcher
 from trainables.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
-METRIC = "val_acc"
 
-
-def open_optuna_storage(url: str):
-    """An SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``) or a journal file path."""
-    if "://" in url:
-        return optuna.storages.RDBStorage(url)
-    import os
-
-    from optuna.storages.journal import JournalFileBackend
-
-    os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(url))
-
-
-def study_name(experiment: str, cell_name: str) -> str:
-    return f"{experiment}/{cell_name}"
+def study_name(experiment: str, cell: Cell) -> str:
+    return f"{experiment}/{cell.name}"
 
 
 class CellSearcher(Searcher):
@@ -49,21 +41,19 @@ class CellSearcher(Searcher):
         self,
         *,
         experiment: str,
-        cells: list[dict],
+        cells: list[Cell],
         trials_per_cell: int,
-        alpha_range: tuple[float, float],
-        tau: list[float],
+        space: AlphaSpace,
         optuna_storage: str,
-        common: dict,
+        settings: TrialSettings,
     ):
-        super().__init__(metric=METRIC, mode="max")
+        super().__init__(metric=METRIC, mode=MODE)
         self.experiment = experiment
-        self.cells = cells  # Cell.to_dict() plus "name"
+        self.cells = list(cells)
         self.trials_per_cell = trials_per_cell
-        self.alpha_range = tuple(alpha_range)
-        self.tau = list(tau)
+        self.space = space
         self.optuna_storage = optuna_storage
-        self.common = common  # config shared by every trial (recipe, split, keys, ...)
+        self.settings = settings
         self.asked = [0] * len(cells)
         self.finished = [0] * len(cells)
         self.live: dict[str, tuple[int, int]] = {}  # Tune trial id -> (cell index, Optuna trial number)
@@ -97,28 +87,30 @@ class CellSearcher(Searcher):
 
     # -- Optuna ----------------------------------------------------------------------------------
 
-    def distributions(self) -> dict:
-        space = {"alpha": optuna.distributions.FloatDistribution(*self.alpha_range)}
-        if len(self.tau) == 2:
-            space["tau"] = optuna.distributions.FloatDistribution(*self.tau, log=True)
-        return space
-
     def study(self, index: int) -> optuna.Study:
         if index not in self._studies:
             if self._storage is None:
                 self._storage = open_optuna_storage(self.optuna_storage)
-            name = study_name(self.experiment, self.cells[index]["name"])
+            cell = self.cells[index]
             study = optuna.create_study(
-                storage=self._storage,
-                study_name=name,
-                direction="maximize",
-                sampler=optuna.samplers.TPESampler(seed=derive_seed("sampler", name)),
+                storage=self._storage, study_name=study_name(self.experiment, cell), direction="maximize",
                 load_if_exists=True,
             )
             if not study.trials:
-                study.enqueue_trial({"alpha": 0.0}, user_attrs={"baseline": True})
+                study.set_user_attr("cell", cell.to_dict())
+                fixed_tau = self.space.fixed_tau()
+                if fixed_tau is not None:
+                    study.set_user_attr("tau", fixed_tau)
+                for i, point in enumerate(self.space.initial_points(self.trials_per_cell)):
+                    study.enqueue_trial(point, user_attrs={"baseline": i == 0, "design": "initial"})
             self._studies[index] = study
         return self._studies[index]
+
+    def _ask(self, index: int) -> optuna.trial.Trial:
+        study = self.study(index)
+        # Deterministic, and different after a resume: the seed counts the trials already asked.
+        study.sampler = self.space.sampler(derive_seed("sampler", study.study_name, len(study.trials)))
+        return study.ask(self.space.distributions())
 
     def _orphan(self, index: int):
         """An Optuna trial of this cell that was asked but belongs to no live Tune trial."""
@@ -137,21 +129,16 @@ class CellSearcher(Searcher):
         # Round-robin: the next open cell after the last one served.
         index = min(open_cells, key=lambda i: (i - self.cursor) % len(self.cells))
         self.cursor = (index + 1) % len(self.cells)
-        study = self.study(index)
-        trial = self._orphan(index) or study.ask(self.distributions())
+        trial = self._orphan(index) or self._ask(index)
         params = trial.params
         self.asked[index] += 1
         self.live[trial_id] = (index, trial.number)
         cell = self.cells[index]
-        return {
-            **self.common,
-            "cell": cell,
-            "cell_index": index,
-            "alpha": float(params["alpha"]),
-            "tau": float(params.get("tau", self.tau[0])),
-            "optuna_trial": trial.number,
-            "seed": derive_seed("trial", cell["name"], trial.number),
-        }
+        spec = self.settings.spec(
+            cell, cell_index=index, alpha=params["alpha"], tau=params.get("tau", self.space.tau[0]),
+            optuna_trial=trial.number, trial_seed=derive_seed("trial", cell.name, trial.number),
+        )
+        return spec.to_config()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.live:
@@ -169,7 +156,7 @@ class CellSearcher(Searcher):
         best = max(complete, key=lambda t: t.value, default=None)
         best_text = f", best {METRIC} {best.value:.4f} at alpha {best.params['alpha']:.3f}" if best else ""
         log.info(
-            "cell %d/%d %s: %d/%d trials done%s", index + 1, len(self.cells), self.cells[index]["name"],
+            "cell %d/%d %s: %d/%d trials done%s", index + 1, len(self.cells), self.cells[index].name,
             self.finished[index], self.trials_per_cell, best_text,
         )
 
@@ -181,7 +168,7 @@ class PerCellASHA(FIFOScheduler):
         super().__init__()
         self.options = dict(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
                             reduction_factor=reduction_factor)
-        self.metric, self.mode = METRIC, "max"
+        self.metric, self.mode = METRIC, MODE
         self.by_cell: dict[int, AsyncHyperBandScheduler] = {}
 
     def set_search_properties(self, metric, mode, **spec) -> bool:

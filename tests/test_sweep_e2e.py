@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 
 from sweep.run import main
-from sweep.searcher import open_optuna_storage
+from sweep.optuna_storage import open_optuna_storage
 
 SMALL = ["--dataset", "digits", "--profile", "smoke", "--epochs", "3", "--methods", "random", "el2n",
          "--fractions", "0.2", "1.0", "--trials-per-cell", "2"]
-REQUIRED = {"dataset", "method", "fraction", "teacher_arch", "student_arch", "alpha", "tau", "seed", "val_acc",
-            "test_acc", "epochs_run", "status", "teacher_key", "score_key", "wall_time_s", "version"}
+from sweep.contract import RESULT_COLUMNS
 
 
 def studies(path):
@@ -32,7 +31,7 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
     assert f"report: {tmp_path / 'first' / 'report.html'}" in out  # every sweep ends with its report
 
     results = pd.read_csv(tmp_path / "first" / "results.csv")
-    assert REQUIRED <= set(results.columns)
+    assert list(results.columns) == list(RESULT_COLUMNS)
     assert len(results) == 6 and (results["status"] == "completed").all()
     cells = results.groupby(["method", "fraction"])
     assert set(cells.groups) == {("random", 0.2), ("el2n", 0.2), ("full", 1.0)}
@@ -41,7 +40,7 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
     assert results["teacher_key"].nunique() == 1 and results["teacher_key"].notna().all()
     assert results.loc[results["method"] != "full", "score_key"].notna().all()
     assert (results["epochs_run"] == 3).all() and results["test_acc"].between(0, 1).all()
-    assert results["seed"].nunique() == 6
+    assert results["trial_seed"].nunique() == 6
 
     found = studies(tmp_path / "first" / "optuna.journal")
     assert len(found) == 3

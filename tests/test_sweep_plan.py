@@ -3,18 +3,21 @@
 import optuna
 import pytest
 
-from sweep.plan import FULL, SweepConfig, make_plan
+from search_spaces.alpha_space import AlphaSpace
+from sweep.contract import FULL, Cell, TrialSettings
+from sweep.optuna_storage import open_optuna_storage
+from sweep.plan import SweepConfig, make_plan
 from sweep.run import main
-from sweep.searcher import CellSearcher, open_optuna_storage, study_name
+from sweep.searcher import CellSearcher
 
 
 def config(**changes):
     return SweepConfig(**{"dataset": "digits", "name": "t", "storage": "runs", "profile": "smoke", **changes})
 
 
-def test_cells_cover_methods_fractions_teachers_and_seeds():
-    plan = make_plan(config(methods=["random", "el2n"], fractions=[0.2, 0.5, 1.0], teachers=["small_cnn", "resnet20"], seeds=[0, 1]))
-    # (2 methods x 2 fractions + 1 full-data cell) x 2 teachers x 2 seeds
+def test_cells_cover_methods_fractions_teachers_and_replicates():
+    plan = make_plan(config(methods=["random", "el2n"], fractions=[0.2, 0.5, 1.0], teachers=["small_cnn", "resnet20"], replicates=[0, 1]))
+    # (2 methods x 2 fractions + 1 full-data cell) x 2 teachers x 2 replicates
     assert len(plan.cells) == 20
     assert {c.method for c in plan.cells if c.fraction == 1.0} == {FULL}
     assert plan.scored_methods == ["el2n", "random"]
@@ -38,7 +41,12 @@ def test_cells_cover_methods_fractions_teachers_and_seeds():
         ({"scheduler": "pbt"}, "scheduler"),
         ({"gpus_per_trial": -1.0}, "gpus-per-trial"),
         ({"storage": "s3://bucket/runs"}, "optuna-storage"),
-        ({"seeds": [1, 1]}, "--seeds"),
+        ({"replicates": [1, 1]}, "--replicates"),
+        ({"replicates": [-5]}, "--replicates"),
+        ({"max_failures": -3}, "--max-failures"),
+        ({"val_size": 0.0}, "--val-size"),
+        ({"name": ".."}, "--name"),
+        ({"alpha_design": "sobol-magic"}, "alpha design"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(changes, message):
@@ -72,18 +80,30 @@ def test_dry_run_prints_the_plan(capsys, tmp_path):
     out = capsys.readouterr().out
     assert code == 0
     assert "cells: 3 x 2 trials = 6 trials" in out
-    assert "digits|el2n|f=0.2|small_cnn->small_cnn|seed=0" in out and "digits|full|f=1|" in out
-    assert "teacher small_cnn|0: compute" in out and "score el2n|0: compute" in out and "score random|0: compute" in out
+    assert "digits|el2n|f=0.2|small_cnn->small_cnn|replicate=0" in out and "digits|full|f=1.0|" in out
+    assert "teacher small_cnn|replicate=0: compute" in out
+    assert "score el2n|replicate=0: compute" in out and "score random|replicate=0: compute" in out
     assert "1.0 CPU" in out
     assert not (tmp_path / "plan").exists()  # a dry run writes nothing
 
 
-def _searcher(tmp_path, cells=3, trials=3, tau=(4.0,)):
-    names = [{"name": f"cell{i}", "method": "random", "fraction": 0.5} for i in range(cells)]
+CELLS = [Cell("digits", "random", 0.1 * (i + 1), "small_cnn", "small_cnn", 0) for i in range(3)]
+SETTINGS = TrialSettings(
+    recipe={"epochs": 1}, val_size=0.1, split_seed=0, selection="hard", class_balanced=False,
+    teacher_keys={CELLS[0].teacher_ref: "teacher-key"}, score_keys={c.scores_ref: f"scores-{c.method}" for c in CELLS},
+    cpus_per_trial=1.0, profile="smoke", version="test",
+)
+
+
+def _searcher(tmp_path, cells=3, trials=3, tau=(4.0,), design="tpe"):
     return CellSearcher(
-        experiment="exp", cells=names, trials_per_cell=trials, alpha_range=(0.0, 1.0), tau=list(tau),
-        optuna_storage=str(tmp_path / "optuna.journal"), common={"recipe": {"epochs": 1}},
+        experiment="exp", cells=CELLS[:cells], trials_per_cell=trials, space=AlphaSpace((0.0, 1.0), tuple(tau), design),
+        optuna_storage=str(tmp_path / "optuna.journal"), settings=SETTINGS,
     )
+
+
+def _study(tmp_path, index):
+    return optuna.load_study(study_name=f"exp/{CELLS[index].name}", storage=open_optuna_storage(str(tmp_path / "optuna.journal")))
 
 
 def test_searcher_interleaves_cells_and_starts_each_with_the_baseline(tmp_path):
@@ -92,14 +112,14 @@ def test_searcher_interleaves_cells_and_starts_each_with_the_baseline(tmp_path):
     assert [c["cell_index"] for c in configs] == [0, 1, 2] * 3  # round-robin, not cell after cell
     assert [c["alpha"] for c in configs[:3]] == [0.0, 0.0, 0.0]  # alpha = 0 first in every cell
     assert all(0 < c["alpha"] <= 1 for c in configs[3:])
-    assert all(c["tau"] == 4.0 and c["recipe"] == {"epochs": 1} for c in configs)
-    assert len({c["seed"] for c in configs}) == 9
+    assert all(c["tau"] == 4.0 and c["recipe"] == {"epochs": 1} and c["teacher_key"] == "teacher-key" for c in configs)
+    assert len({c["trial_seed"] for c in configs}) == 9
     assert searcher.suggest("trial9") == CellSearcher.FINISHED
     for i, c in enumerate(configs):
         searcher.on_trial_complete(f"trial{i}", {"val_acc": 0.5 + c["alpha"] / 10, "done": True})
-    storage = open_optuna_storage(str(tmp_path / "optuna.journal"))
     for cell in range(3):
-        study = optuna.load_study(study_name="exp/cell%d" % cell, storage=storage)
+        study = _study(tmp_path, cell)
+        assert study.user_attrs["tau"] == 4.0 and study.user_attrs["cell"] == CELLS[cell].to_dict()
         assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
         assert study.trials[0].params["alpha"] == 0.0 and study.trials[0].user_attrs["baseline"]
 
@@ -125,7 +145,7 @@ def test_searcher_records_failures_and_early_stops(tmp_path):
     searcher.on_trial_complete("t0", {"val_acc": 0.9, "done": True})
     searcher.on_trial_complete("t1", {"val_acc": 0.4, "done": False})  # stopped by ASHA
     searcher.on_trial_complete("t2", None, error=True)
-    study = optuna.load_study(study_name="exp/cell0", storage=open_optuna_storage(str(tmp_path / "optuna.journal")))
+    study = _study(tmp_path, 0)
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL]
 
@@ -149,5 +169,21 @@ def test_searcher_state_survives_a_restart_and_reuses_lost_trials(tmp_path):
     for trial_id in ("t1", "t2", "t3-new"):
         revived.on_trial_complete(trial_id, {"val_acc": 0.6, "done": True})
     assert revived.suggest("t5") == CellSearcher.FINISHED
-    study = optuna.load_study(study_name="exp/cell0", storage=open_optuna_storage(str(tmp_path / "optuna.journal")))
+    study = _study(tmp_path, 0)
     assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_a_restarted_searcher_does_not_repeat_the_alphas_it_asked_before(tmp_path):
+    """A resumed sweep builds its sampler afresh: the alphas it proposes next must be new ones."""
+    searcher = _searcher(tmp_path, cells=1, trials=8)
+    asked = []
+    for i in range(4):
+        asked.append(searcher.suggest(f"t{i}")["alpha"])
+        searcher.on_trial_complete(f"t{i}", {"val_acc": 0.5 + asked[-1] / 10, "done": True})
+    searcher.save(tmp_path / "state.pkl")
+    revived = _searcher(tmp_path, cells=1, trials=8)  # a new driver, the same storage
+    revived.restore(tmp_path / "state.pkl")
+    for i in range(4, 8):
+        asked.append(revived.suggest(f"t{i}")["alpha"])
+        revived.on_trial_complete(f"t{i}", {"val_acc": 0.5, "done": True})
+    assert len(set(asked)) == 8, asked

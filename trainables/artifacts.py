@@ -1,8 +1,15 @@
 """Content-addressed artifact cache: teacher checkpoints, score tables, per-run score results.
 
 An artifact's key is a hash of everything that produced it (dataset fingerprint and split,
-architecture, recipe, seeds, method and options, and the code version of the producing function),
-so the same request finds the same artifact and any change of input gives a new key.
+architecture, recipe, seeds, method and options, and the code that computes it), so the same request
+finds the same artifact and any change of input gives a new key.
+
+The code part (``code_fingerprint``) hashes the source of every module an artifact kind depends on
+(``CODE_BY_KIND``), normalised to its syntax tree without docstrings: editing ``trainables.train.fit``,
+the loader or a model gives new keys, while a comment, a docstring or reformatting keeps them. A whole
+module is the unit, so an edit to one scorer also recomputes the others' tables: a spurious recompute
+costs minutes, a stale artifact silently wrong answers. A test adds each module a producer imports
+to ``CODE_BY_KIND``, or fails.
 
 Storage is a local directory by default or any fsspec URI (``s3://bucket/prefix``, ``gs://...``, an
 NFS path, ``memory://`` in tests). Each artifact is **one file**, ``ROOT/<kind>/<key>.art``:
@@ -21,8 +28,10 @@ treated as missing, so the caller recomputes it and never uses it.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
-import inspect
+import importlib.util
 import json
 import logging
 import os
@@ -31,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -70,13 +79,48 @@ def canonical_json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_jsonable)
 
 
-def code_version(*functions: Callable) -> str:
-    """The package version plus a hash of the source of the functions that produce an artifact,
-    so editing a producer invalidates what it produced before."""
+# The project modules whose code decides an artifact's content (see the module docstring).
+TRAINING_CODE = (
+    "trainables.datasets", "trainables.loader", "trainables.models", "trainables.recipe", "trainables.seeding",
+    "trainables.train",
+)
+CODE_BY_KIND = {
+    "teacher": (*TRAINING_CODE, "trainables.teacher"),
+    "scores": (*TRAINING_CODE, "trainables.scores"),
+}
+
+
+def _module_source(module: str) -> str:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"cannot find the source of {module}")
+    return Path(spec.origin).read_text()
+
+
+def normalised_source(text: str) -> str:
+    """The source's syntax tree without docstrings: comments and layout do not change it."""
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(modules: Iterable[str]) -> str:
+    """A hash of the normalised source of ``modules`` (a tuple of module names)."""
     digest = hashlib.sha256()
-    for fn in functions:
-        digest.update(inspect.getsource(fn).encode())
-    return f"{trainables.__version__}+{digest.hexdigest()[:12]}"
+    for module in sorted(modules):
+        digest.update(module.encode() + b"\0" + normalised_source(_module_source(module)).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def code_for(kind: str) -> str:
+    """The code fingerprint of an artifact kind (part of its key's inputs)."""
+    return code_fingerprint(CODE_BY_KIND[kind])
 
 
 def artifact_key(kind: str, inputs: dict) -> str:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.artifacts import ArtifactStore, artifact_key, code_version
+from trainables.artifacts import ArtifactStore, artifact_key, code_for
 from trainables.datasets import Dataset, Split, dataset_fingerprint
 from trainables.loader import make_loader
 from trainables.recipe import Recipe, resolve_device
@@ -222,7 +222,6 @@ class Scorer:
 
     higher_is_harder = True
     uses: tuple[str, ...] = ("arch", "recipe", "seeds", "seed")  # request fields in the key
-    code: tuple[Callable, ...] = ()  # functions whose source is hashed into the key
 
     def num_runs(self, request: ScoreRequest) -> int:
         return request.seeds
@@ -315,18 +314,15 @@ class EarlyCheckpointScorer(Scorer):
 @register_scorer("el2n")
 class El2nScorer(EarlyCheckpointScorer):
     kernel = el2n_scores
-    code = (el2n_scores, train_for_scoring, EarlyCheckpointScorer)
 
 
 @register_scorer("grand")
 class GrandScorer(EarlyCheckpointScorer):
     kernel = grand_scores
-    code = (grand_scores, train_for_scoring, EarlyCheckpointScorer)
 
 
 @register_scorer("forgetting")
 class ForgettingScorer(Scorer):
-    code = (ForgettingTracker, train_for_scoring)
 
     def run(self, dataset, split, request, index, device):
         positions = torch.full((dataset.num_train,), -1, dtype=torch.long, device=device)
@@ -343,7 +339,6 @@ class ForgettingScorer(Scorer):
 @register_scorer("memorization")
 class MemorizationScorer(Scorer):
     uses = ("arch", "recipe", "seeds", "seed", "subset_fraction", "scores_file")
-    code = (memorization_estimate, train_for_scoring)
 
     def num_runs(self, request):
         return 0 if request.scores_file else request.seeds
@@ -408,7 +403,7 @@ def score_inputs(dataset: Dataset, split: Split, request: ScoreRequest) -> dict:
         "fingerprint": dataset_fingerprint(dataset),
         "split": {"val_size": split.val_size, "seed": split.seed},
         "method": request.method,
-        "code": code_version(type(scorer), *scorer.code),
+        "code": code_for("scores"),
     }
     for name in scorer.uses:
         value = getattr(request, name)

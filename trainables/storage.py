@@ -28,3 +28,19 @@ def write_bytes(path: str, data: bytes) -> None:
         fs.makedirs(parent, exist_ok=True)
     with fs.open(local, "wb") as handle:
         handle.write(data)
+
+
+def check_writable(location: str) -> None:
+    """Raise ``PermissionError`` unless a file can be written into the folder ``location`` (created if
+    missing) and removed again: checked before any compute, so a sweep never trains for nothing."""
+    import os
+
+    import fsspec
+
+    probe = f"{location.rstrip('/')}/.kdsweep-write-check-{os.getpid()}"
+    try:
+        write_bytes(probe, b"ok")
+        fs, local = fsspec.core.url_to_fs(probe)
+        fs.rm(local)
+    except Exception as error:  # noqa: BLE001 -- any failure means the location cannot be used
+        raise PermissionError(f"cannot write to {location}: {type(error).__name__}: {error}") from None

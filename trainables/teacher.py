@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import trainables
-from trainables.artifacts import ArtifactStore, code_version
+from trainables.artifacts import ArtifactStore, code_for
 from trainables.datasets import Dataset, Split, dataset_fingerprint, load_dataset, validation_split
 from trainables.models import build_model
 from trainables.recipe import Recipe, resolve_device
@@ -142,7 +142,7 @@ def teacher_inputs(dataset: Dataset, split: Split, *, arch: str, recipe: Recipe,
         "arch": arch,
         "recipe": recipe.to_dict(),
         "seed": seed,
-        "code": code_version(train_teacher, train_on_ids),
+        "code": code_for("teacher"),
     }
 
 

@@ -1,0 +1,176 @@
+"""The one contract every stage shares: the cell, the trial spec, the results schema, the metric.
+
+This module imports nothing heavier than the standard library, so the analysis (pandas + plotly)
+reads a sweep's results on a machine without torch or Ray.
+
+- ``Cell``: one (dataset, method, f, teacher, student, replicate) combination, with its own Optuna
+  study. Its field names are the results table's column names, so a row reads back with
+  ``Cell.from_row`` and nothing is renamed on the way. ``replicate`` is a study replicate (its own
+  teacher, scores, subsets and trial seeds); a trial's own seed is ``TrialSpec.trial_seed``.
+- ``teacher_ref`` / ``scores_ref``: how the plan names a teacher and a score table (the keys of the
+  ``sweep.json`` artifact maps).
+- ``TrialSpec``: everything one Tune trial needs besides the object-store data; the searcher
+  encodes it once (``to_config``) and the trial decodes it once (``from_config``).
+- ``RESULT_COLUMNS``: the columns of ``results.csv``, in order, with their dtypes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+FULL = "full"  # the method name of the f = 1.0 reference cell (every method keeps everything)
+METRIC = "val_acc"  # what Optuna maximises and the scheduler compares: validation accuracy
+MODE = "max"
+
+# The files of an experiment directory.
+SWEEP_FILE = "sweep.json"
+RESULTS_FILE = "results.csv"
+OPTUNA_JOURNAL = "optuna.journal"  # the default Optuna storage, inside the experiment directory
+
+STATUSES = ("completed", "stopped", "error")  # stopped: ended early by the scheduler
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    method: str
+    fraction: float
+    teacher_arch: str
+    student_arch: str
+    replicate: int
+
+    @property
+    def name(self) -> str:
+        """The cell's name: Optuna study names, the report and the results' ``cell`` column."""
+        return (f"{self.dataset}|{self.method}|f={float(self.fraction)}|{self.teacher_arch}->{self.student_arch}"
+                f"|replicate={int(self.replicate)}")
+
+    @property
+    def teacher_ref(self) -> str:
+        return teacher_ref(self.teacher_arch, self.replicate)
+
+    @property
+    def scores_ref(self) -> str | None:
+        """The score table this cell prunes with; None for the full-data cell."""
+        return None if self.method == FULL else scores_ref(self.method, self.replicate)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Cell":
+        """The cell of a results row (or any mapping with the cell's column names)."""
+        return cls(
+            dataset=str(row["dataset"]), method=str(row["method"]), fraction=float(row["fraction"]),
+            teacher_arch=str(row["teacher_arch"]), student_arch=str(row["student_arch"]),
+            replicate=int(row["replicate"]),
+        )
+
+
+CELL_COLUMNS = [f.name for f in fields(Cell)]
+
+
+def teacher_ref(arch: str, replicate: int) -> str:
+    return f"{arch}|replicate={int(replicate)}"
+
+
+def scores_ref(method: str, replicate: int) -> str:
+    return f"{method}|replicate={int(replicate)}"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one trial trains: a cell, its alpha and tau, and how (recipe, split, subset, artifacts).
+
+    ``trial_seed`` seeds the student's initialisation and batch order; it derives from the cell and
+    the Optuna trial number, never from the clock.
+    """
+
+    cell: Cell
+    cell_index: int
+    alpha: float
+    tau: float
+    optuna_trial: int
+    trial_seed: int
+    recipe: dict
+    val_size: int | float
+    split_seed: int
+    selection: str
+    class_balanced: bool
+    teacher_key: str
+    score_key: str | None
+    cpus_per_trial: float
+    profile: str
+    version: str
+
+    def to_config(self) -> dict:
+        """The Tune config: plain JSON-able values (the cell as a nested dict)."""
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "TrialSpec":
+        values = {f.name: config[f.name] for f in fields(cls)}
+        values["cell"] = Cell(**config["cell"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of a sweep shares; ``spec`` completes it into one trial's ``TrialSpec``."""
+
+    recipe: dict
+    val_size: int | float
+    split_seed: int
+    selection: str
+    class_balanced: bool
+    teacher_keys: dict  # teacher_ref -> artifact key
+    score_keys: dict  # scores_ref -> artifact key
+    cpus_per_trial: float
+    profile: str
+    version: str
+
+    def spec(self, cell: Cell, *, cell_index: int, alpha: float, tau: float, optuna_trial: int,
+             trial_seed: int) -> TrialSpec:
+        return TrialSpec(
+            cell=cell, cell_index=cell_index, alpha=float(alpha), tau=float(tau), optuna_trial=int(optuna_trial),
+            trial_seed=int(trial_seed), recipe=self.recipe, val_size=self.val_size, split_seed=self.split_seed,
+            selection=self.selection, class_balanced=self.class_balanced,
+            teacher_key=self.teacher_keys[cell.teacher_ref],
+            score_key=None if cell.scores_ref is None else self.score_keys[cell.scores_ref],
+            cpus_per_trial=self.cpus_per_trial, profile=self.profile, version=self.version,
+        )
+
+
+# results.csv: one row per trial, in this column order. dtype "str" columns may be empty (NaN).
+RESULT_COLUMNS: dict[str, str] = {
+    **{name: ("float" if name == "fraction" else "int" if name == "replicate" else "str") for name in CELL_COLUMNS},
+    "alpha": "float",
+    "tau": "float",
+    "trial_seed": "int",
+    "val_acc": "float",
+    "test_acc": "float",
+    "epochs_run": "int",
+    "status": "str",
+    "error": "str",
+    "optuna_trial": "int",
+    "num_train": "int",
+    "teacher_key": "str",
+    "teacher_val_acc": "float",
+    "teacher_test_acc": "float",
+    "score_key": "str",
+    "selection": "str",
+    "class_balanced": "bool",
+    "wall_time_s": "float",
+    "busy_s": "float",
+    "started_at": "float",
+    "finished_at": "float",
+    "resumed_from_epoch": "int",
+    "node_id": "str",
+    "trial_id": "str",
+    "profile": "str",
+    "recipe": "str",
+    "version": "str",
+}
+# The columns without which a table is not a sweep's results.
+REQUIRED_COLUMNS = [*CELL_COLUMNS, "alpha", METRIC, "test_acc", "status"]
