@@ -31,6 +31,15 @@ OPTUNA_JOURNAL = "optuna.journal"  # the default Optuna storage, inside the expe
 STATUSES = ("completed", "stopped", "error")  # stopped: ended early by the scheduler
 
 
+def subset_digest(ids) -> str:
+    """A short fingerprint of a set of example ids (any iterable of ints), independent of order."""
+    import hashlib
+    import struct
+
+    ordered = sorted(int(i) for i in ids)
+    return hashlib.sha256(struct.pack(f"<{len(ordered)}q", *ordered)).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Cell:
     dataset: str
@@ -155,6 +164,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "error": "str",
     "optuna_trial": "int",
     "num_train": "int",
+    "subset_digest": "str",  # sha256 of the kept ids (sorted, int64): which examples the student saw
     "teacher_key": "str",
     "teacher_val_acc": "float",
     "teacher_test_acc": "float",

@@ -35,6 +35,7 @@ def result_row(spec: TrialSpec, metrics: dict, *, error: str | None, trial_id: s
         "error": error,
         "optuna_trial": spec.optuna_trial,
         "num_train": metrics.get("num_train"),
+        "subset_digest": metrics.get("subset_digest"),
         "teacher_key": spec.teacher_key,
         "teacher_val_acc": teacher.get("val_acc"),
         "teacher_test_acc": teacher.get("test_acc"),

@@ -168,17 +168,17 @@ class PerCellASHA(FIFOScheduler):
         super().__init__()
         self.options = dict(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
                             reduction_factor=reduction_factor)
-        self.metric, self.mode = METRIC, MODE
+        self._metric, self._mode = METRIC, MODE
         self.by_cell: dict[int, AsyncHyperBandScheduler] = {}
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
-        self.metric, self.mode = metric or self.metric, mode or self.mode
+        self._metric, self._mode = metric or self._metric, mode or self._mode
         return True
 
     def _cell(self, trial) -> AsyncHyperBandScheduler:
         index = trial.config["cell_index"]
         if index not in self.by_cell:
-            self.by_cell[index] = AsyncHyperBandScheduler(metric=self.metric, mode=self.mode, **self.options)
+            self.by_cell[index] = AsyncHyperBandScheduler(metric=self._metric, mode=self._mode, **self.options)
         return self.by_cell[index]
 
     def on_trial_add(self, controller, trial) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep import ray_adapter
-from sweep.contract import METRIC, TrialSpec
+from sweep.contract import METRIC, TrialSpec, subset_digest
 from trainables.datasets import validation_split
 from trainables.recipe import Recipe
 from trainables.student import train_student
@@ -49,7 +49,7 @@ def student_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_
     teacher = teacher_from_bytes(teachers[spec.teacher_key], device, recipe.channels_last) if spec.alpha > 0 else None
     resume = ray_adapter.checkpoint_state()
     marker = Path(crash_once_dir) / f"{spec.cell.name}#{spec.optuna_trial}".replace("/", "_") if crash_once_dir else None
-    common = {"node_id": ray_adapter.node_id(), "num_train": int(len(subset))}
+    common = {"node_id": ray_adapter.node_id(), "num_train": int(len(subset)), "subset_digest": subset_digest(subset)}
 
     def on_epoch(report) -> None:
         if report.epoch == report.epochs:

@@ -117,3 +117,75 @@ def test_decode_rejects_garbage():
     for data in (b"", b"\x05\x00", body + bytes(32), body + hashlib.sha256(body).digest()):
         with pytest.raises(CorruptArtifactError):
             decode(data)
+
+
+# ---- keys that follow the code ------------------------------------------------------------------
+
+def _teacher_key(digits, digits_split):
+    from search_spaces.defaults import defaults_for
+    from trainables.teacher import teacher_inputs
+
+    recipe = defaults_for("digits").recipe
+    return artifact_key("teacher", teacher_inputs(digits, digits_split, arch="small_cnn", recipe=recipe, seed=0))
+
+
+@pytest.fixture
+def edited_source(monkeypatch):
+    """Pretend a module's file holds other text: ``edit(module, old, new)``."""
+    from trainables import artifacts
+
+    original = artifacts._module_source
+    edits = {}
+
+    def source(module):
+        text = original(module)
+        for old, new in edits.get(module, []):
+            assert old in text, f"{old!r} not in {module}"
+            text = text.replace(old, new, 1)
+        return text
+
+    monkeypatch.setattr(artifacts, "_module_source", source)
+    artifacts.code_fingerprint.cache_clear()
+    yield lambda module, old, new: (edits.setdefault(module, []).append((old, new)), artifacts.code_fingerprint.cache_clear())
+    artifacts.code_fingerprint.cache_clear()
+
+
+def test_editing_fit_changes_the_teacher_key_and_a_comment_does_not(digits, digits_split, edited_source):
+    import inspect
+
+    from trainables import train
+
+    before = _teacher_key(digits, digits_split)
+    first_line = inspect.getsource(train.fit).splitlines()[0]
+    edited_source("trainables.train", first_line, f"# a comment about fit\n{first_line}")
+    edited_source("trainables.train", '"""', '"""Another docstring. ')  # the module docstring
+    assert _teacher_key(digits, digits_split) == before
+    edited_source("trainables.train", "def fit(", "_BEHAVIOUR_CHANGED = True\n\n\ndef fit(")
+    assert _teacher_key(digits, digits_split) != before
+
+
+@pytest.mark.parametrize("module", ["trainables.loader", "trainables.models", "trainables.teacher"])
+def test_editing_any_module_a_teacher_depends_on_changes_its_key(digits, digits_split, edited_source, module):
+    before = _teacher_key(digits, digits_split)
+    edited_source(module, "\nimport ", "\nCHANGED = 1\nimport ")
+    assert _teacher_key(digits, digits_split) != before
+
+
+def test_every_module_an_artifact_depends_on_is_in_its_code():
+    """The project modules a producer imports, directly or through each other, are all hashed; only
+    those that cannot change an artifact's content are left out, by name."""
+    import ast
+
+    from trainables import artifacts
+
+    # Storage and caching, the registry mechanism and the command lines do not change what is computed;
+    # KD and subset selection act on students only, never on a teacher or a score table.
+    no_content = {"trainables", "trainables.artifacts", "trainables.storage", "trainables.registry", "trainables.cli",
+                  "search_spaces.defaults", "search_spaces", "trainables.kd", "trainables.selection"}
+    for kind, modules in artifacts.CODE_BY_KIND.items():
+        for module in modules:
+            tree = ast.parse(artifacts._module_source(module))
+            imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+            imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+            ours = {name for name in imported if name.split(".")[0] in ("trainables", "search_spaces", "sweep")}
+            assert ours <= set(modules) | no_content, f"{kind}: {module} imports {sorted(ours - set(modules) - no_content)}"

@@ -132,3 +132,60 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_
     for study in found.values():
         assert len(study.trials) == 4  # the full history, no trial asked twice
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+TINY = ["--dataset", "digits", "--profile", "smoke", "--epochs", "1", "--methods", "el2n", "--fractions", "0.3",
+        "--trials-per-cell", "1", "--score-seeds", "1"]
+
+
+def _kept(store_root, score_key, strategy, class_balanced, replicate=0):
+    from sweep.contract import subset_digest
+    from trainables.artifacts import ArtifactStore
+    from trainables.datasets import load_dataset
+    from trainables.scores import ScoreTable
+
+    table = ScoreTable.from_artifact(ArtifactStore(store_root).get("scores", score_key), cached=True)
+    ids = table.select(load_dataset("digits").y_train, 0.3, strategy=strategy, class_balanced=class_balanced,
+                       seed=replicate)
+    return subset_digest(ids)
+
+
+def test_selection_options_and_an_sqlite_optuna_storage_go_through_a_sweep(tmp_path, capsys, monkeypatch):
+    db = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = [*TINY, "--storage", str(tmp_path), "--name", "easy", "--selection", "easy", "--class-balanced",
+            "--optuna-storage", db]
+    assert main(args) == 0
+    row = pd.read_csv(tmp_path / "easy" / "results.csv").iloc[0]
+    assert row["status"] == "completed" and row["selection"] == "easy" and bool(row["class_balanced"])
+    # the student trained on exactly the easy, class-balanced 30 % of the score table the sweep computed
+    store = str(tmp_path / "artifacts")
+    assert row["subset_digest"] == _kept(store, row["score_key"], "easy", True)
+    assert row["subset_digest"] != _kept(store, row["score_key"], "hard", False)
+    summaries = optuna.get_all_study_summaries(open_optuna_storage(db))
+    assert [s.n_trials for s in summaries] == [1] and not (tmp_path / "easy" / "optuna.journal").exists()
+
+    # --resume refuses, before Ray starts, when the code would now compute other artifacts ...
+    from trainables import artifacts
+
+    source = artifacts._module_source
+    monkeypatch.setattr(artifacts, "_module_source", lambda m: source(m) + ("\nCHANGED = 1\n" if m == "trainables.train" else ""))
+    artifacts.code_fingerprint.cache_clear()
+    with pytest.raises(SystemExit):
+        main(["--resume", "--name", "easy", "--storage", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "code that computes teachers or scores changed" in err and "teacher small_cnn|replicate=0" in err
+    monkeypatch.setattr(artifacts, "_module_source", source)
+    artifacts.code_fingerprint.cache_clear()
+    # ... and when an artifact it computed is gone from the cache
+    (tmp_path / "artifacts" / "scores" / f"{row['score_key']}.art").unlink()
+    with pytest.raises(SystemExit):
+        main(["--resume", "--name", "easy", "--storage", str(tmp_path)])
+    assert "gone from" in capsys.readouterr().err
+
+
+def test_ccs_selection_on_a_file_uri_storage(tmp_path):
+    assert main([*TINY, "--storage", f"file://{tmp_path}", "--name", "ccs", "--selection", "ccs"]) == 0
+    row = pd.read_csv(tmp_path / "ccs" / "results.csv").iloc[0]
+    assert row["status"] == "completed" and row["selection"] == "ccs"
+    assert row["subset_digest"] == _kept(f"file://{tmp_path}/artifacts", row["score_key"], "ccs", False)
+    assert (tmp_path / "ccs" / "optuna.journal").exists()  # the default journal, opened as a file, not a database

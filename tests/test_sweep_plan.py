@@ -187,3 +187,48 @@ def test_a_restarted_searcher_does_not_repeat_the_alphas_it_asked_before(tmp_pat
         asked.append(revived.suggest(f"t{i}")["alpha"])
         revived.on_trial_complete(f"t{i}", {"val_acc": 0.5, "done": True})
     assert len(set(asked)) == 8, asked
+
+
+def test_per_cell_asha_stops_weak_trials_only_against_their_own_cell_and_never_the_baseline():
+    """Real Ray Trial objects and Ray's ASHA inside each cell, fed one epoch at a time."""
+    from ray.tune.experiment import Trial
+
+    from sweep.searcher import PerCellASHA
+
+    scheduler = PerCellASHA(max_t=9, grace_period=1, reduction_factor=3)
+
+    def trial(cell_index, alpha, number):
+        made = Trial("student_trial", config={"cell_index": cell_index, "alpha": alpha}, stub=True)
+        made.trial_id = f"c{cell_index}t{number}"
+        scheduler.on_trial_add(None, made)
+        return made
+
+    def first_rung(made, value):
+        return scheduler.on_trial_result(None, made, {"training_iteration": 1, "val_acc": value})
+
+    # Cell 0 (f = 1.0): accuracies near 0.9. Cell 1 (f = 0.1): every accuracy is far below cell 0's.
+    assert first_rung(trial(0, 0.5, 1), 0.85) == PerCellASHA.CONTINUE
+    assert first_rung(trial(0, 0.3, 2), 0.90) == PerCellASHA.CONTINUE
+    assert first_rung(trial(0, 0.9, 3), 0.40) == PerCellASHA.STOP  # weak within its own cell
+    # The best trials of cell 1 are not measured against cell 0's accuracies.
+    assert first_rung(trial(1, 0.5, 1), 0.30) == PerCellASHA.CONTINUE
+    assert first_rung(trial(1, 0.7, 2), 0.31) == PerCellASHA.CONTINUE
+    # The alpha = 0 baseline runs to the end, however weak.
+    baseline = trial(0, 0.0, 4)
+    assert first_rung(baseline, 0.01) == PerCellASHA.CONTINUE
+    assert set(scheduler.by_cell) == {0, 1}
+
+
+def test_per_cell_asha_is_what_a_pooled_asha_is_not():
+    """The control for the test above: one ASHA over both cells stops cell 1's best trial."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    pooled = AsyncHyperBandScheduler(metric="val_acc", mode="max", max_t=9, grace_period=1, reduction_factor=3)
+    decisions = []
+    for number, value in enumerate([0.85, 0.90, 0.30]):
+        made = Trial("student_trial", config={}, stub=True)
+        made.trial_id = f"t{number}"
+        pooled.on_trial_add(None, made)
+        decisions.append(pooled.on_trial_result(None, made, {"training_iteration": 1, "val_acc": value}))
+    assert decisions[-1] == AsyncHyperBandScheduler.STOP

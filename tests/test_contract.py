@@ -1,0 +1,60 @@
+"""The contract between the stages: a cell reads back from a results row, a trial spec survives
+Tune's config, and the analysis runs where torch is not installed."""
+
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+
+from sweep.contract import CELL_COLUMNS, RESULT_COLUMNS, Cell, TrialSettings, TrialSpec, subset_digest
+
+
+def test_a_cell_reads_back_from_its_results_row():
+    cell = Cell("digits", "el2n", 0.3, "resnet20", "small_cnn", 2)
+    row = {**cell.to_dict(), "alpha": 0.5, "val_acc": 0.9}
+    assert Cell.from_row(row) == cell
+    assert list(cell.to_dict()) == CELL_COLUMNS and CELL_COLUMNS == list(RESULT_COLUMNS)[: len(CELL_COLUMNS)]
+    # CSV round trip: a fraction of 1 reads back as 1.0, a replicate as an int, the name unchanged
+    frame = pd.read_csv(pd.io.common.StringIO(pd.DataFrame([Cell("d", "full", 1, "a", "b", 0).to_dict()]).to_csv(index=False)))
+    assert Cell.from_row(frame.iloc[0]).name == "d|full|f=1.0|a->b|replicate=0"
+
+
+def test_a_trial_spec_is_encoded_once_and_decoded_once():
+    cell = Cell("digits", "random", 0.2, "small_cnn", "small_cnn", 0)
+    settings = TrialSettings(recipe={"epochs": 3}, val_size=0.1, split_seed=0, selection="easy", class_balanced=True,
+                             teacher_keys={cell.teacher_ref: "T"}, score_keys={cell.scores_ref: "S"},
+                             cpus_per_trial=1.0, profile="smoke", version="1")
+    spec = settings.spec(cell, cell_index=4, alpha=0.25, tau=4.0, optuna_trial=7, trial_seed=11)
+    assert spec.teacher_key == "T" and spec.score_key == "S"
+    assert TrialSpec.from_config(spec.to_config()) == spec
+    full = Cell("digits", "full", 1.0, "small_cnn", "small_cnn", 0)
+    assert settings.spec(full, cell_index=0, alpha=0, tau=4, optuna_trial=0, trial_seed=1).score_key is None
+
+
+def test_subset_digest_names_a_set_of_ids():
+    assert subset_digest([3, 1, 2]) == subset_digest([1, 2, 3]) != subset_digest([1, 2, 4])
+
+
+def test_the_analysis_runs_without_torch_or_ray(tmp_path):
+    """A laptop with pandas and plotly reads a cluster's results: importing torch or Ray must not happen."""
+    rows = []
+    for method, fraction in (("random", 0.2), ("el2n", 0.2), ("full", 1.0)):
+        for i, alpha in enumerate((0.0, 0.3, 0.6, 0.9)):
+            rows.append({**Cell("digits", method, fraction, "small_cnn", "small_cnn", 0).to_dict(), "alpha": alpha,
+                         "tau": 4.0, "trial_seed": i, "val_acc": 0.8 + 0.05 * alpha, "test_acc": 0.79 + 0.05 * alpha,
+                         "epochs_run": 3, "status": "completed", "optuna_trial": i})
+    pd.DataFrame(rows, columns=list(RESULT_COLUMNS)).to_csv(tmp_path / "results.csv", index=False)
+    script = textwrap.dedent(f"""
+        import sys
+        for blocked in ("torch", "torchvision", "ray"):
+            sys.modules[blocked] = None  # any import of them now raises ImportError
+        import analysis.report
+        sys.argv = ["analysis.report", {str(tmp_path)!r}, "--bootstrap", "50"]
+        analysis.report.main()
+        print("torch" in sys.modules and sys.modules["torch"] is not None)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("False")
+    assert (tmp_path / "report.html").stat().st_size > 0
