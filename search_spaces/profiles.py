@@ -1,16 +1,21 @@
 """Sweep profiles: how much compute one study spends.
 
-- ``smoke``: seconds to minutes on a laptop CPU (small_cnn, a few epochs, 2 scoring runs).
-- ``fast``: minutes per student on a GPU with the airbench net (small_cnn on digits).
+- ``demo``: the README's quickstart, a study that shows what the method does in minutes on a laptop
+  CPU: random against one score-based method (EL2N) at a few fractions, students that train to a
+  minimum number of steps however small their subset, enough trials per cell for intervals.
+- ``smoke``: seconds on a laptop CPU, for checking the plumbing (4 epochs: students barely learn).
+- ``fast``: minutes per student on a GPU with ``airbench_arch`` (airbench94's architecture, trained
+  with this project's one-cycle recipe, not airbench's); small_cnn on digits.
 - ``paper``: the literature's recipe (ResNet-18, 200 epochs, 10 scoring runs; see ``defaults``).
 
 A profile fixes the architectures' defaults, the recipe shared by teacher, scoring models and
-students, the number of scoring runs per method, and the default trials per cell.
+students, the number of scoring runs per method, the default trials per cell and, optionally, the
+default methods and fractions (None: every method, ``sweep.plan.DEFAULT_FRACTIONS``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from search_spaces.defaults import defaults_for
 from trainables.recipe import Recipe
@@ -24,6 +29,8 @@ class ProfileChoice:
     recipe: Recipe
     score_seeds: int
     trials_per_cell: int
+    methods: tuple[str, ...] | None = None
+    fractions: tuple[float, ...] | None = None
 
 
 PROFILES: Registry = Registry("profile")
@@ -37,6 +44,11 @@ def profile_for(name: str, dataset: str) -> ProfileChoice:
     return PROFILES.get(name)(dataset)
 
 
+@PROFILES.register("demo")
+def demo(dataset: str) -> ProfileChoice:
+    return replace(fast(dataset), methods=("random", "el2n"), fractions=(0.1, 0.2, 0.4, 1.0), score_seeds=2)
+
+
 @PROFILES.register("smoke")
 def smoke(dataset: str) -> ProfileChoice:
     base = defaults_for(dataset).recipe
@@ -47,12 +59,15 @@ def smoke(dataset: str) -> ProfileChoice:
 @PROFILES.register("fast")
 def fast(dataset: str) -> ProfileChoice:
     if dataset == "digits":
-        return ProfileChoice("small_cnn", "small_cnn", defaults_for(dataset).recipe.replace(epochs=10), 4, 8)
+        # 10 epochs, and at least 200 steps (f = 0.1 keeps 2 batches per epoch: 4 epochs would be 8 steps).
+        recipe = defaults_for(dataset).recipe.replace(epochs=10, min_steps=200)
+        return ProfileChoice("small_cnn", "small_cnn", recipe, 4, 8)
     if dataset == "imagenet":
         recipe = defaults_for(dataset).recipe.replace(epochs=16, schedule="onecycle")
         return ProfileChoice("resnet50", "resnet18", recipe, 2, 8)
-    recipe = Recipe(epochs=20, batch_size=256, lr=0.1, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.0)
-    return ProfileChoice("airbench", "airbench", recipe, 4, 8)
+    recipe = Recipe(epochs=20, batch_size=256, lr=0.1, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.0,
+                    min_steps=1000)
+    return ProfileChoice("airbench_arch", "airbench_arch", recipe, 4, 8)
 
 
 @PROFILES.register("paper")

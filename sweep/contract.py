@@ -160,6 +160,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "val_acc": "float",
     "test_acc": "float",
     "epochs_run": "int",
+    "steps_run": "int",  # optimisation steps: epochs_run x ceil(num_train / batch size)
     "status": "str",
     "error": "str",
     "optuna_trial": "int",

@@ -32,8 +32,8 @@ class SweepConfig:
     name: str
     storage: str
     profile: str = "fast"
-    methods: list[str] = field(default_factory=list_methods)
-    fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
+    methods: list[str] | None = None  # None: the profile's, else every method
+    fractions: list[float] | None = None  # None: the profile's, else DEFAULT_FRACTIONS
     teachers: list[str] = field(default_factory=list)  # empty: the profile's
     students: list[str] = field(default_factory=list)
     trials_per_cell: int | None = None  # None: the profile's
@@ -43,6 +43,7 @@ class SweepConfig:
     replicates: list[int] = field(default_factory=lambda: [0])
     score_seeds: int | None = None  # None: the profile's
     epochs: int | None = None  # None: the profile's recipe
+    min_steps: int | None = None  # None: the profile's recipe
     selection: str = "hard"
     class_balanced: bool = False
     val_size: int | float | None = None  # None: the dataset's default
@@ -70,14 +71,14 @@ class SweepConfig:
         attempt(check_dataset_spec, self.dataset)
         if self.profile not in list_profiles():
             problems.append(f"unknown profile {self.profile!r}; choose one of {list_profiles()}")
-        for method in self.methods:
+        for method in self.methods or []:
             if method not in list_methods():
                 problems.append(f"unknown method {method!r}; choose from {list_methods()}")
-        if not self.methods and any(f < 1 for f in self.fractions):
+        if self.methods == [] and any(f < 1 for f in self.fractions or []):
             problems.append("no methods given for fractions below 1")
-        if not self.fractions:
+        if self.fractions == []:
             problems.append("no fractions given")
-        for f in self.fractions:
+        for f in self.fractions or []:
             attempt(check_fraction, f)
         for arch in self.teachers + self.students:
             attempt(check_model_name, arch)
@@ -90,6 +91,8 @@ class SweepConfig:
             problems.append(f"--score-seeds must be >= 1, got {self.score_seeds}")
         if self.epochs is not None and self.epochs < 1:
             problems.append(f"--epochs must be >= 1, got {self.epochs}")
+        if self.min_steps is not None and self.min_steps < 0:
+            problems.append(f"--min-steps must be >= 0, got {self.min_steps}")
         if self.selection not in STRATEGIES:
             problems.append(f"unknown selection {self.selection!r}; choose one of {STRATEGIES}")
         if self.scheduler not in SCHEDULERS:
@@ -151,10 +154,20 @@ class SweepPlan:
         """Methods that need a score table (every method of a cell with f < 1)."""
         return sorted({c.method for c in self.cells if c.method != FULL})
 
+    @property
+    def methods(self) -> list[str]:
+        return sorted({c.method for c in self.cells})
+
+    @property
+    def fractions(self) -> list[float]:
+        return sorted({c.fraction for c in self.cells})
+
     def resolved(self) -> dict:
         """What the settings resolved to, recorded in ``sweep.json`` next to them: a resumed sweep
         runs this plan, with these artifacts, or refuses."""
         return {
+            "methods": self.methods,
+            "fractions": self.fractions,
             "recipe": self.recipe.to_dict(),
             "teachers": self.teachers,
             "students": self.students,
@@ -172,15 +185,18 @@ def make_plan(config: SweepConfig) -> SweepPlan:
 
     profile = profile_for(config.profile, config.dataset)
     recipe = profile.recipe if config.epochs is None else profile.recipe.replace(epochs=config.epochs)
+    if config.min_steps is not None:
+        recipe = recipe.replace(min_steps=config.min_steps)
+    methods = list(config.methods or profile.methods or list_methods())
+    fractions = sorted(set(config.fractions or profile.fractions or DEFAULT_FRACTIONS))
     teachers = config.teachers or [profile.teacher_arch]
     students = config.students or [profile.student_arch]
     cells = []
     for replicate in config.replicates:
         for teacher in teachers:
             for student in students:
-                for fraction in sorted(set(config.fractions)):
-                    methods = [FULL] if fraction == 1.0 else config.methods
-                    for method in methods:
+                for fraction in fractions:
+                    for method in [FULL] if fraction == 1.0 else methods:
                         cells.append(Cell(config.dataset, method, float(fraction), teacher, student, replicate))
     return SweepPlan(
         config=config,

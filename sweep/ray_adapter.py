@@ -43,7 +43,8 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
         return ray.cluster_resources()
     kwargs: dict[str, Any] = dict(log_to_driver=True, configure_logging=False)
     if address is None:
-        kwargs.update(_node_ip_address="127.0.0.1", num_cpus=num_cpus, include_dashboard=False)
+        # "local": always a new instance of our own, never a Ray that happens to run on this machine.
+        kwargs.update(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus, include_dashboard=False)
     else:
         kwargs["address"] = address
         host = address.split("://")[-1].rsplit(":", 1)[0]

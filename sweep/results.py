@@ -23,6 +23,8 @@ def result_row(spec: TrialSpec, metrics: dict, *, error: str | None, trial_id: s
     else:
         status = "stopped"  # ended early by the scheduler
     teacher = teacher_meta.get(spec.teacher_key, {})
+    epochs, num_train = metrics.get("epoch", 0), metrics.get("num_train")
+    steps = None if num_train is None else epochs * -(-int(num_train) // int(spec.recipe["batch_size"]))
     return {
         **spec.cell.to_dict(),
         "alpha": spec.alpha,
@@ -30,7 +32,8 @@ def result_row(spec: TrialSpec, metrics: dict, *, error: str | None, trial_id: s
         "trial_seed": spec.trial_seed,
         "val_acc": metrics.get(METRIC),
         "test_acc": metrics.get("test_acc"),
-        "epochs_run": metrics.get("epoch", 0),
+        "epochs_run": epochs,
+        "steps_run": steps,
         "status": status,
         "error": error,
         "optuna_trial": spec.optuna_trial,

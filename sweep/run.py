@@ -40,10 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what = p.add_argument_group("what to sweep")
     what.add_argument("--dataset", help="cifar10, cifar100, svhn, imagenet, digits or npz:PATH (required unless --resume)")
-    what.add_argument("--methods", nargs="+", default=list_methods(), metavar="METHOD",
-                      help=f"pruning methods (default all: {' '.join(list_methods())})")
-    what.add_argument("--fractions", nargs="+", type=float, default=list(DEFAULT_FRACTIONS), metavar="F",
-                      help="kept fractions f in (0, 1]; 1.0 is the full-data reference cell (default %(default)s)")
+    what.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                      help=f"pruning methods (default: the profile's, else all of {' '.join(list_methods())})")
+    what.add_argument("--fractions", nargs="+", type=float, default=None, metavar="F",
+                      help="kept fractions f in (0, 1]; 1.0 is the full-data reference cell (default: the profile's, "
+                      f"else {' '.join(map(str, DEFAULT_FRACTIONS))})")
     what.add_argument("--profile", default="fast", choices=list_profiles(),
                       help="smoke: minutes on a laptop CPU; fast: minutes per student on a GPU; paper: the literature's recipe (default fast)")
     what.add_argument("--trials-per-cell", type=int, default=None, help="Optuna trials per cell, the alpha = 0 baseline included (default: the profile's)")
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="study replicates: each has its own teacher, scores, subsets and trial seeds (default 0)")
     what.add_argument("--score-seeds", type=int, default=None, help="scoring runs per method (default: the profile's)")
     what.add_argument("--epochs", type=int, default=None, help="override the profile recipe's epochs")
+    what.add_argument("--min-steps", type=int, default=None,
+                      help="override the profile recipe's minimum optimisation steps per run (small subsets train more epochs)")
     what.add_argument("--selection", default="hard", choices=STRATEGIES, help="which examples a score keeps (default hard)")
     what.add_argument("--class-balanced", action="store_true", help="keep f of every class")
     what.add_argument("--val-size", type=val_size_arg, default=None, help="validation split: a count or a fraction (default: the dataset's)")
@@ -92,7 +95,7 @@ def config_from_args(args) -> SweepConfig:
         fractions=args.fractions, teachers=args.teachers, students=args.students, trials_per_cell=args.trials_per_cell,
         alpha_range=tuple(args.alpha_range), tau=args.tau, alpha_design=args.alpha_design, replicates=args.replicates,
         score_seeds=args.score_seeds,
-        epochs=args.epochs, selection=args.selection, class_balanced=args.class_balanced,
+        epochs=args.epochs, min_steps=args.min_steps, selection=args.selection, class_balanced=args.class_balanced,
         val_size=args.val_size, data_dir=args.data_dir, download=args.download, artifacts=args.artifacts,
         optuna_storage=args.optuna_storage, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, max_failures=args.max_failures,
@@ -108,7 +111,8 @@ def describe(plan: SweepPlan, status: dict, resources: dict, where: dict) -> str
     config = plan.config
     lines = [
         f"sweep {config.name}: dataset {config.dataset}, profile {config.profile}",
-        f"  recipe: {plan.recipe.epochs} epochs, batch {plan.recipe.batch_size}, lr {plan.recipe.lr}, {plan.recipe.schedule}",
+        f"  recipe: {plan.recipe.epochs} epochs (and at least {plan.recipe.min_steps} steps), batch {plan.recipe.batch_size}, "
+        f"lr {plan.recipe.lr}, {plan.recipe.schedule}",
         f"  cells: {len(plan.cells)} x {plan.trials_per_cell} trials = {plan.num_trials} trials "
         f"(alpha in [{config.alpha_range[0]}, {config.alpha_range[1]}], tau {' to '.join(map(str, config.tau))}, "
         f"design {config.alpha_design}; alpha = 0 first in every cell)",
@@ -257,7 +261,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
     from sweep.results import result_table, write_table
     from sweep.searcher import CellSearcher, PerCellASHA
     from sweep.stages import run_scores, run_teachers
-    from sweep.trial import crash_once_dir_from_env, student_trial
+    from sweep.trial import REPORTS_PER_TRIAL, crash_once_dir_from_env, student_trial
 
     gpus = config.gpus_per_trial if config.gpus_per_trial is not None else (1.0 if ray_adapter.cluster_gpus() > 0 else 0.0)
     resources = {"cpu": config.cpus_per_trial, "gpu": gpus}
@@ -291,7 +295,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
             space=config.alpha_space, optuna_storage=optuna_url, settings=settings,
         )
         if config.scheduler == "asha":
-            scheduler = PerCellASHA(max_t=plan.recipe.epochs, grace_period=max(1, plan.recipe.epochs // 4))
+            scheduler = PerCellASHA(max_t=REPORTS_PER_TRIAL, grace_period=max(1, REPORTS_PER_TRIAL // 4))
         else:
             scheduler = ray_adapter.FIFOScheduler()
         tuner = ray_adapter.build_tuner(

@@ -23,6 +23,11 @@ from trainables.recipe import Recipe
 from trainables.student import train_student
 from trainables.teacher import teacher_from_bytes
 
+# A trial reports (and checkpoints) at most this often, plus its final report: with ``min_steps`` a
+# student on a small subset runs many short epochs, and a checkpoint per epoch would cost more than
+# the training. The per-cell ASHA's rungs count these reports.
+REPORTS_PER_TRIAL = 8
+
 # Test-only fault injection: with this set to a directory, every trial crashes once after its
 # second epoch's checkpoint (a marker file per trial records that it did).
 CRASH_ONCE_ENV = "KDSWEEP_TEST_CRASH_ONCE"
@@ -52,13 +57,14 @@ def student_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_
     common = {"node_id": ray_adapter.node_id(), "num_train": int(len(subset)), "subset_digest": subset_digest(subset)}
 
     def on_epoch(report) -> None:
-        if report.epoch == report.epochs:
+        stride = -(-report.epochs // REPORTS_PER_TRIAL)
+        if report.epoch == report.epochs or report.epoch % stride:
             return  # the final report below carries the last epoch, with the test accuracy
         ray_adapter.report(
             {METRIC: report.val_acc, "epoch": report.epoch, "train_loss": report.train_loss, "done": False, **common},
             state=report.state(),
         )
-        if marker is not None and report.epoch == 2 and not marker.exists():
+        if marker is not None and report.epoch >= 2 and not marker.exists():
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text("crashed once")
             raise RuntimeError("injected crash (KDSWEEP_TEST_CRASH_ONCE)")

@@ -144,3 +144,21 @@ def test_resumed_training_matches_an_uninterrupted_run(digits, digits_split, fas
     assert history[-1].val_acc == full_history[-1].val_acc
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_min_steps_gives_a_small_subset_more_epochs_and_a_schedule_over_all_of_them(digits, digits_split, fast_recipe):
+    """f = 0.1 of digits is 2 batches per epoch: 1 epoch would be 2 steps; min_steps = 11 makes it 6 epochs
+    (12 steps), and the cosine schedule runs to zero over those 12 steps, not over 2."""
+    recipe = fast_recipe.replace(epochs=1, batch_size=64, min_steps=11)
+    subset = digits_split.train_ids[:100]
+    assert recipe.epochs_for(2) == 6 and recipe.epochs_for(50) == 1 and recipe.replace(min_steps=0).epochs_for(2) == 1
+    lrs, steps = [], []
+    run = train_on_ids(digits, arch="small_cnn", train_ids=subset, val_ids=digits_split.val_ids, recipe=recipe, seed=0,
+                       device=CPU, test=False, on_step=lambda batch, logits: steps.append(len(batch.y)),
+                       on_epoch=lambda report: lrs.append(report.lr))
+    assert [report.epoch for report in run.history] == [1, 2, 3, 4, 5, 6]
+    assert {report.epochs for report in run.history} == {6}
+    assert len(steps) == 12 and sum(steps) == 6 * len(subset)
+    assert lrs[0] > 0.5 * recipe.lr and lrs[-1] < 1e-3 * recipe.lr  # one schedule over the 12 steps
+    with pytest.raises(ValueError, match="min_steps"):
+        Recipe(min_steps=-1)

@@ -32,6 +32,7 @@ _RECIPE_FLAGS = {
     "epochs": int, "batch_size": int, "lr": float, "momentum": float, "nesterov": bool,
     "weight_decay": float, "schedule": SCHEDULES, "warmup_epochs": float, "label_smoothing": float,
     "augment": bool, "precision": PRECISIONS, "channels_last": bool, "compile": bool, "eval_batch_size": int,
+    "min_steps": int,
 }
 assert set(_RECIPE_FLAGS) == {f.name for f in fields(Recipe)}, "every recipe field needs a flag"
 

@@ -30,6 +30,10 @@ class Recipe:
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
     eval_batch_size: int = 1024
+    # Pruning shrinks an epoch with f: at f = 0.1 an epoch is a tenth of the steps. A run takes at least
+    # this many optimisation steps (more epochs when the subset is small), so students on the smallest
+    # subsets still train. 0: exactly ``epochs``.
+    min_steps: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -51,6 +55,8 @@ class Recipe:
             problems.append(f"warmup_epochs must lie in [0, epochs), got {self.warmup_epochs}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if self.min_steps < 0:
+            problems.append(f"min_steps must be >= 0, got {self.min_steps}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if problems:
@@ -58,6 +64,11 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """The epochs a run with this many steps per epoch trains: ``epochs``, or more to reach
+        ``min_steps``."""
+        return max(self.epochs, -(-self.min_steps // max(1, steps_per_epoch)))
 
     @classmethod
     def from_dict(cls, values: dict) -> "Recipe":

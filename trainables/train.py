@@ -73,8 +73,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
-    """A per-step learning-rate schedule over ``recipe.epochs * steps_per_epoch`` steps."""
-    total = recipe.epochs * steps_per_epoch
+    """A per-step learning-rate schedule over ``recipe.epochs_for(steps_per_epoch) * steps_per_epoch`` steps."""
+    total = recipe.epochs_for(steps_per_epoch) * steps_per_epoch
     if recipe.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=recipe.lr, total_steps=total, cycle_momentum=False
@@ -102,7 +102,8 @@ def fit(
     on_epoch: Callable[[EpochReport], None] | None = None,
     resume: dict | None = None,
 ) -> list[EpochReport]:
-    """Train ``model`` in place for ``recipe.epochs`` epochs; returns one report per epoch run.
+    """Train ``model`` in place for ``recipe.epochs_for(len(train_loader))`` epochs (``recipe.epochs``, or
+    more to reach ``recipe.min_steps``); returns one report per epoch run.
 
     ``loss_fn(logits, batch)`` defaults to cross-entropy with the recipe's label smoothing; it runs
     inside the same autocast region as the forward pass (so a teacher forward in it is bf16 too).
@@ -120,6 +121,7 @@ def fit(
     forward = torch.compile(model) if recipe.compile else model
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, len(train_loader))
+    epochs = recipe.epochs_for(len(train_loader))
     history: list[EpochReport] = []
     first_epoch = 1
     if resume is not None:
@@ -139,7 +141,7 @@ def fit(
             "history": [report.to_dict() for report in history],
         }
 
-    for epoch in range(first_epoch, recipe.epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         start = time.perf_counter()
         model.train()
         # Sums stay on the device: one host sync per epoch, not per step.
@@ -165,7 +167,7 @@ def fit(
             break
         report = EpochReport(
             epoch=epoch,
-            epochs=recipe.epochs,
+            epochs=epochs,
             train_loss=float(loss_sum) / seen,
             train_acc=float(correct) / seen,
             lr=optimizer.param_groups[0]["lr"],
