@@ -1,7 +1,10 @@
-"""The report's plotly figures. Each takes the tidy trials, the cell optima table and the alpha-f fits.
+"""The report's plotly figures. Each takes the tidy trials, the cell table and the alpha-f fits.
 
-Methods keep one colour across every figure; the f = 1.0 reference cell (method ``full``) is drawn in
-each method's panels, since at f = 1 every method keeps the same data.
+Methods keep one colour across every figure. The f axis is logarithmic and says so; methods that share
+an f are shifted sideways a little (in log f) so that their intervals can be told apart. The f = 1
+reference cell (method ``full``) is one cell shared by every method: it is drawn once, in black, in the
+alpha-f figure, and in each method's panel elsewhere. Legends sit below the plots, clear of plotly's
+toolbar. Model predictions and measured trials are labelled as such.
 """
 
 from __future__ import annotations
@@ -15,12 +18,28 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from analysis.alpha_f import POOLED, AlphaFFit
-from analysis.optimum import GRID_POINTS, quadratic_value
-from sweep.plan import FULL
+from sweep.contract import FULL
 
 TEMPLATE = "plotly_white"
 PANEL_HEIGHT = 230
 MAX_COLUMNS = 3
+GRID_POINTS = 101
+LOG_AXIS = "kept fraction f (log scale)"
+SHIFT = 0.035  # sideways shift between methods at one f, in ln f
+
+
+def quadratic_value(coef: np.ndarray, alpha) -> np.ndarray:
+    alpha = np.asarray(alpha, dtype=float)
+    return coef[..., 0:1] + coef[..., 1:2] * alpha + coef[..., 2:3] * alpha**2
+
+
+def _shifted(fraction, index: int, count: int) -> np.ndarray:
+    """f moved sideways (in log f) for the index-th of count methods that share it."""
+    return np.asarray(fraction, float) * math.exp(SHIFT * (index - (count - 1) / 2))
+
+
+def _legend_below(y: float = -0.16) -> dict:
+    return dict(orientation="h", y=y, yanchor="top", x=0, xanchor="left", font=dict(size=11))
 
 
 def method_colors(methods: list[str]) -> dict[str, str]:
@@ -50,44 +69,65 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 
 def alpha_vs_f(cells: pd.DataFrame, fits: list[AlphaFFit]) -> go.Figure:
-    """Optimal alpha against f per method: optima with 95% intervals, the chosen fitted curve, its band."""
-    colors = method_colors(_methods(cells))
+    """alpha*(f) per method from the pooled model: points with 95 % intervals (hollow: not pinned), the
+    shared f = 1 cell drawn once, each method's curve and band."""
+    methods = _methods(cells)
+    colors = method_colors(methods)
     fig = go.Figure()
     done = cells[cells["alpha_opt"].notna()]
-    for method in _methods(cells):
-        part = _with_full(done, method).sort_values("fraction")
+    pruned = [m for m in methods if m != FULL]
+    for i, method in enumerate(pruned):
+        part = done[done["method"] == method].sort_values("fraction")
+        if part.empty:
+            continue
+        pinned = part["pinned"].astype(bool).to_numpy()
         fig.add_trace(go.Scatter(
-            x=part["fraction"], y=part["alpha_opt"], mode="markers", name=f"{method} optima",
-            legendgroup=method, marker=dict(color=colors[method], size=9),
+            x=_shifted(part["fraction"], i, len(pruned)), y=part["alpha_opt"], mode="markers",
+            name=f"{method}: α* (model)", legendgroup=method,
+            marker=dict(color=colors[method], size=9, symbol=np.where(pinned, "circle", "circle-open").tolist(),
+                        line=dict(color=colors[method], width=1.5)),
             error_y=dict(type="data", symmetric=False, array=part["alpha_hi"] - part["alpha_opt"],
                          arrayminus=part["alpha_opt"] - part["alpha_lo"], thickness=1.2),
-            customdata=np.stack([part["cell"], part["alpha_lo"], part["alpha_hi"], part["n_completed"]], axis=1),
-            hovertemplate="%{customdata[0]}<br>α* = %{y:.3f} [%{customdata[1]:.3f}, %{customdata[2]:.3f}]"
+            customdata=np.stack([part["cell"], part["alpha_lo"], part["alpha_hi"], part["n_completed"],
+                                 np.where(pinned, "", " (not pinned)")], axis=1),
+            hovertemplate="%{customdata[0]}<br>α* = %{y:.3f} [%{customdata[1]:.3f}, %{customdata[2]:.3f}]%{customdata[4]}"
                           "<br>%{customdata[3]} completed trials<extra></extra>",
         ))
+    full = done[done["method"] == FULL]
+    if len(full):
+        fig.add_trace(go.Scatter(
+            x=full["fraction"], y=full["alpha_opt"], mode="markers", name="f = 1: full data, shared by every method",
+            marker=dict(color="#111", size=10, symbol="square"),
+            error_y=dict(type="data", symmetric=False, array=full["alpha_hi"] - full["alpha_opt"],
+                         arrayminus=full["alpha_opt"] - full["alpha_lo"], thickness=1.2, color="#111"),
+            hovertemplate="full data (every method), α* = %{y:.3f}<extra></extra>",
+        ))
     for fit in fits:
-        if fit.best is None:
+        if not fit.fitted or len(fit.f) < 2:
             continue
-        method = fit.group.split(" | ")[0]
+        method = fit.method
         color = colors.get(method, "#222222")
         low, high = fit.f_range
-        grid = np.geomspace(low, high, 80)
+        grid = np.geomspace(low, high, 60)
         curve = fit.curve(grid)
-        label = (f"{fit.group}: α* = {fit.best.formula} ({fit.chosen}, {fit.selected_by}; "
-                 f"ρ = {fit.spearman_rho:.2f}, p = {fit.spearman_p:.3g}, {fit.relation})")
+        label = f"{fit.group}: α*(f) curve and 95 % band (model; {fit.relation})"
         fig.add_trace(go.Scatter(
             x=np.r_[grid, grid[::-1]], y=np.r_[curve["hi"], curve["lo"][::-1]], fill="toself", mode="lines",
-            line=dict(width=0), fillcolor=_rgba(color, 0.12), hoverinfo="skip", showlegend=False, legendgroup=method,
+            line=dict(width=0), fillcolor=_rgba(color, 0.08 if method == POOLED else 0.1), hoverinfo="skip",
+            showlegend=False, legendgroup=method,
         ))
         fig.add_trace(go.Scatter(
             x=grid, y=curve["alpha"], mode="lines", name=label, legendgroup=method,
-            line=dict(color=color, width=2.5 if method == POOLED else 2, dash="dash" if method == POOLED else "solid"),
-            hovertemplate=f"{fit.group}: α = {fit.best.formula}<br>f = %{{x:.3f}}: α = %{{y:.3f}}<extra></extra>",
+            line=dict(color=color, width=2.5 if method == POOLED else 1.8, dash="dash" if method == POOLED else "solid"),
+            hovertemplate=f"{fit.group}<br>f = %{{x:.3f}}: α* = %{{y:.3f}} (model)<extra></extra>",
         ))
+    low, high = (float(cells["alpha_lo"].min()), float(cells["alpha_hi"].max())) if len(done) else (0.0, 1.0)
     fig.update_layout(
-        template=TEMPLATE, height=560, title="Optimal α versus kept fraction f (95% bootstrap intervals, fitted curves)",
-        xaxis=dict(title="kept fraction f", type="log", **_f_ticks(cells)), yaxis=dict(title="optimal α (weight of the KD term)"),
-        legend=dict(orientation="h", y=-0.18, yanchor="top", font=dict(size=11)), margin=dict(b=40),
+        template=TEMPLATE, height=600, margin=dict(t=60, b=40),
+        title="Optimal α versus kept fraction f (pooled model, 95 % intervals; hollow: not pinned)",
+        xaxis=dict(title=LOG_AXIS, type="log", **_f_ticks(cells)),
+        yaxis=dict(title="optimal α (weight of the KD term)", range=[min(0.0, low) - 0.05, max(1.0, high) + 0.05]),
+        legend=_legend_below(-0.14),
     )
     return fig
 
@@ -103,43 +143,53 @@ def _grid_shape(n: int) -> tuple[int, int]:
 
 
 def accuracy_vs_f(cells: pd.DataFrame) -> go.Figure:
-    """Test accuracy against f per method: KD at the optimal alpha, no KD (alpha = 0), the teacher."""
+    """Test accuracy against f per method: KD at alpha* (model prediction, 95 % interval), no KD
+    (alpha = 0, measured mean), the teacher."""
+    from analysis.pooled import t_quantile
+
     methods = _methods(cells)
     colors = method_colors(methods)
     rows, columns = _grid_shape(len(methods))
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=methods, shared_yaxes=True,
                         horizontal_spacing=0.05, vertical_spacing=0.18 if rows > 1 else 0.1)
     teacher = cells["teacher_test_acc"].dropna()
+    t = t_quantile(30)
     for i, method in enumerate(methods):
         row, col = i // columns + 1, i % columns + 1
         part = _with_full(cells, method).groupby("fraction", as_index=False)[
-            ["test_at_opt", "baseline_test_acc", "alpha_opt"]].mean().sort_values("fraction")
+            ["test_at_opt", "test_at_opt_se", "baseline_test_acc", "alpha_opt"]].mean().sort_values("fraction")
         first = i == 0
+        se = part["test_at_opt_se"].fillna(0.0)
         fig.add_trace(go.Scatter(
-            x=part["fraction"], y=part["test_at_opt"], mode="lines+markers", name="KD at optimal α",
+            x=_shifted(part["fraction"], 1, 2), y=part["test_at_opt"], mode="lines+markers",
+            name="KD at α* (model prediction, 95 % interval)",
             legendgroup="kd", showlegend=first, line=dict(color=colors[method]), customdata=part["alpha_opt"],
-            hovertemplate=f"{method}, f = %{{x}}<br>KD (α* = %{{customdata:.2f}}): %{{y:.2%}}<extra></extra>",
+            error_y=dict(type="data", array=np.minimum(t * se, 1 - part["test_at_opt"]),
+                         arrayminus=np.minimum(t * se, part["test_at_opt"]), thickness=1),
+            hovertemplate=f"{method}, f = %{{x:.2g}}<br>KD at α* = %{{customdata:.2f}}: %{{y:.2%}} (model)<extra></extra>",
         ), row=row, col=col)
         fig.add_trace(go.Scatter(
-            x=part["fraction"], y=part["baseline_test_acc"], mode="lines+markers", name="no KD (α = 0)",
+            x=_shifted(part["fraction"], 0, 2), y=part["baseline_test_acc"], mode="lines+markers",
+            name="no KD (α = 0, measured mean)",
             legendgroup="nokd", showlegend=first, line=dict(color=colors[method], dash="dot"),
             marker=dict(symbol="circle-open"),
-            hovertemplate=f"{method}, f = %{{x}}<br>no KD: %{{y:.2%}}<extra></extra>",
+            hovertemplate=f"{method}, f = %{{x:.2g}}<br>no KD: %{{y:.2%}} (measured)<extra></extra>",
         ), row=row, col=col)
         if len(teacher):
             fig.add_trace(go.Scatter(
-                x=[cells["fraction"].min(), 1.0], y=[teacher.mean()] * 2, mode="lines", name="teacher",
+                x=[cells["fraction"].min(), 1.0], y=[teacher.mean()] * 2, mode="lines", name="teacher (measured)",
                 legendgroup="teacher", showlegend=first, line=dict(color="#444", dash="dash", width=1.5),
                 hovertemplate="teacher: %{y:.2%}<extra></extra>",
             ), row=row, col=col)
     fig.update_xaxes(type="log", tickangle=0, **_f_ticks(cells))
     for i in range(len(methods)):  # the axis title under the lowest panel of each column only
         if i + columns >= len(methods):
-            fig.update_xaxes(title_text="kept fraction f", row=i // columns + 1, col=i % columns + 1)
+            fig.update_xaxes(title_text=LOG_AXIS, row=i // columns + 1, col=i % columns + 1)
     fig.update_yaxes(tickformat=".0%")
     fig.update_yaxes(title_text="test accuracy", col=1)
-    fig.update_layout(template=TEMPLATE, height=max(380, PANEL_HEIGHT * rows + 150),
-                      title="Test accuracy versus f: KD at the optimal α against no KD, with the teacher's accuracy")
+    fig.update_layout(template=TEMPLATE, height=max(400, PANEL_HEIGHT * rows + 190), legend=_legend_below(-0.12),
+                      margin=dict(t=70, b=40),
+                      title="Test accuracy versus f: KD at α* against no KD, with the teacher's accuracy")
     return fig
 
 
@@ -161,7 +211,7 @@ def val_vs_alpha(trials: pd.DataFrame, cells: pd.DataFrame) -> go.Figure:
             other = here[here["status"] != "completed"]
             show = r == 1 and c == 1
             fig.add_trace(go.Scatter(
-                x=done["alpha"], y=done["val_acc"], mode="markers", name="completed trial", legendgroup="done",
+                x=done["alpha"], y=done["val_acc"], mode="markers", name="trial (measured)", legendgroup="done",
                 showlegend=show, marker=dict(color=colors[method], size=7),
                 customdata=np.stack([done["test_acc"], done["replicate"]], axis=1) if len(done) else None,
                 hovertemplate="α = %{x:.3f}<br>val %{y:.2%}, test %{customdata[0]:.2%}<br>replicate %{customdata[1]}"
@@ -177,10 +227,10 @@ def val_vs_alpha(trials: pd.DataFrame, cells: pd.DataFrame) -> go.Figure:
                 ), row=r, col=c)
             for _, cell in cell_rows[cell_rows["fraction"] == fraction].iterrows():
                 if isinstance(cell.get("curve"), list):
-                    grid = np.linspace(cell["alpha_min"], cell["alpha_max"], GRID_POINTS // 4)
+                    grid = np.linspace(float(done["alpha"].min()), float(done["alpha"].max()), GRID_POINTS // 4)
                     fig.add_trace(go.Scatter(
                         x=grid, y=quadratic_value(np.asarray(cell["curve"])[None, :], grid)[0], mode="lines",
-                        name="fitted quadratic", legendgroup="fit", showlegend=show,
+                        name="this cell's own peaked curve (diagnostic)", legendgroup="fit", showlegend=show,
                         line=dict(color=colors[method], width=1.5), hoverinfo="skip",
                     ), row=r, col=c)
                 if pd.notna(cell["alpha_opt"]):
@@ -193,10 +243,10 @@ def val_vs_alpha(trials: pd.DataFrame, cells: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(tickformat=".1%", nticks=4)
     fig.update_yaxes(title_text="val accuracy", col=1)
     fig.update_annotations(font_size=11)
-    fig.update_layout(template=TEMPLATE, height=max(360, 200 * len(methods) + 160), showlegend=True,
-                      title="Validation accuracy versus α for every cell: searched points, fitted curve, optimum "
-                            "(dashed) and its 95% interval (band)", margin=dict(t=110),
-                      legend=dict(orientation="h", y=0.98, yanchor="top", x=1, xanchor="right", yref="container"))
+    fig.update_layout(template=TEMPLATE, height=max(380, 200 * len(methods) + 200), showlegend=True,
+                      title="Validation accuracy versus α in every cell: trials, the cell's own curve, and α* of the "
+                            "pooled model (dashed) with its 95 % interval (band)", margin=dict(t=90, b=90),
+                      legend=dict(orientation="h", y=0.005, yanchor="bottom", x=0, xanchor="left", yref="container"))
     return fig
 
 
@@ -244,7 +294,7 @@ def accuracy_heatmap(trials: pd.DataFrame, cells: pd.DataFrame, bins: int = 10) 
         ), row=row, col=col)
         optima = _with_full(cells, method).dropna(subset=["alpha_opt"])
         fig.add_trace(go.Scatter(
-            x=optima["alpha_opt"], y=[f"{f:g}" for f in optima["fraction"]], mode="markers", name="optimal α",
+            x=optima["alpha_opt"], y=[f"{f:g}" for f in optima["fraction"]], mode="markers", name="α* (pooled model)",
             showlegend=i == 0, legendgroup="opt", marker=dict(symbol="star", size=11, color="white",
                                                               line=dict(color="black", width=1)),
             hovertemplate="optimal α = %{x:.3f} at f = %{y}<extra></extra>",
@@ -253,9 +303,9 @@ def accuracy_heatmap(trials: pd.DataFrame, cells: pd.DataFrame, bins: int = 10) 
     for i in range(len(methods)):
         if i + columns >= len(methods):
             fig.update_xaxes(title_text="α", row=i // columns + 1, col=i % columns + 1)
-    fig.update_yaxes(title_text="f", type="category", categoryorder="array", categoryarray=labels, col=1)
+    fig.update_yaxes(title_text="kept fraction f", type="category", categoryorder="array", categoryarray=labels, col=1)
     fig.update_layout(template=TEMPLATE, height=max(360, PANEL_HEIGHT * rows + 150),
                       coloraxis=dict(colorscale="Viridis", colorbar=dict(title="val acc", tickformat=".0%")),
-                      title=f"Mean validation accuracy over (α, f), α in {bins} bins; stars: each cell's optimal α",
-                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+                      title=f"Mean measured validation accuracy over (α, f), α in {bins} bins; stars: α* (model)",
+                      legend=_legend_below(-0.12), margin=dict(t=70, b=40))
     return fig

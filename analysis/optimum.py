@@ -1,190 +1,231 @@
-"""The optimal alpha of every cell, estimated from all of its trials.
+"""Every cell of a sweep: what its trials measured, where its optimum is, and what KD gains there.
 
-Model: a quadratic in alpha fitted by least squares to the completed trials' validation
-accuracy, maximised over the searched span of alpha (never extrapolated past the outermost trials).
+One row per cell. Three kinds of numbers, labelled as such in the report:
 
-Why a quadratic:
-- Near its maximum any smooth accuracy curve is a parabola (second-order Taylor expansion), and
-  accuracy against the distillation weight is smooth and single-peaked in practice.
-- A cell holds few trials (3 to 30). Three parameters pool every trial into the estimate instead of
-  trusting the single luckiest one, and cannot chase the trial-to-trial noise (about 0.5-1 point of
-  accuracy between seeds) the way a spline, a kernel smoother or a Gaussian process with learned
-  length scale do on so few points.
-- When the fitted parabola opens upward or peaks outside the span, the maximiser is the span's edge,
-  which is then flagged (``at_edge``): the optimum lies at or beyond the searched range.
+- measured: the alpha = 0 baseline (mean of its completed trials), the best trial (its alpha and its
+  accuracies). A measurement is an accuracy some trial reached.
+- the cell alone (a diagnostic): the posterior of the peak's location from this cell's trials only
+  (the best concave parabola per candidate peak, ``analysis.pooled.peak_rss``, with the report's noise
+  level). ``cell_pinned`` says whether that interval is narrower than half the searched range; a
+  cell with fewer than three distinct alphas, or a flat or noisy response, cannot pin its optimum
+  and says so in ``note``.
+- the answer: ``alpha_opt`` with ``alpha_lo``/``alpha_hi`` is alpha*(f) of the cell's group from the
+  pooled fit (``analysis.alpha_f``), the estimate to trust; ``pinned`` tells whether its interval is
+  narrower than half the range. At that alpha, ``val_at_opt`` and ``test_at_opt`` are predictions of a
+  least-squares quadratic in alpha through the cell's own trials (``prediction``: "model"), clipped to
+  the range of accuracies the cell's trials measured, so never outside [0, 1] and never beyond what a
+  trial supports; with two distinct alphas they are the mean at the nearest measured alpha
+  ("measured"). The test set never chooses alpha: alpha* comes from validation accuracy only.
 
-Uncertainty: a bootstrap over trials. Each replicate resamples the cell's completed trials with
-replacement and refits; the 2.5 and 97.5 percentiles of the replicate maximisers give the interval and
-their spread the standard error that weights the cell in the alpha-f fit. A replicate (or a cell)
-with fewer than three distinct alphas cannot fix a parabola; it takes its best observed trial instead.
-
-Also per cell: the best observed trial, the alpha = 0 baseline (mean of its completed trials), the
-test accuracy at the chosen alpha (the same quadratic fitted to test accuracy, evaluated there: the
-test set never chooses alpha, it is only read at the validation optimum) and the KD gains, accuracy at
-the optimum minus the baseline, on validation and test.
-
-Each cell's replicates are seeded from the analysis seed and the cell's name, so the numbers do not
-depend on which other cells are in the table.
+KD gain: ``kd_gain_test`` is test accuracy at alpha* minus at alpha = 0, both from the cell's quadratic
+(test accuracy is independent of the choice of alpha*, so the gain is not inflated by that choice),
+with a 95 % interval (t with the noise's degrees of freedom; the noise of test accuracy is pooled
+over the report). ``kd_win`` is true only when the interval's lower end is above 0: a gain of 1e-16
+is not a win. ``kd_gain_val`` is the same on validation accuracy, which chose alpha* and so is
+optimistic; it carries no interval and no verdict.
 """
 
 from __future__ import annotations
 
-import zlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from analysis.results import CELL_KEYS
+from analysis import pooled
+from analysis.pooled import LEVEL, CellStats
+from sweep.contract import CELL_COLUMNS, FULL
 
-GRID_POINTS = 401
+CELL_KEYS = list(CELL_COLUMNS)
+V_POINTS = 601
 MIN_DISTINCT_FOR_CURVE = 3
-LEVEL = 0.95
+ACCURACY_COLUMNS = ("baseline_val_acc", "baseline_test_acc", "best_val_acc", "best_test_acc", "val_at_opt", "test_at_opt")
 
 
 @dataclass
 class CellOptima:
-    """One row per cell (``table``) and each cell's bootstrap maximisers (``draws``: cell -> (B,))."""
+    """One row per cell (``table``), and the noise levels used."""
 
     table: pd.DataFrame
-    draws: dict[str, np.ndarray]
-    n_boot: int
-    seed: int
+    sigma_val: float
+    sigma_test: float
+    noise_df: float
+    n_boot: int = 0
+    seed: int = 0
 
 
-def quadratic_fit(alpha: np.ndarray, y: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
-    """Least-squares coefficients (c0, c1, c2) of y ~ c0 + c1*alpha + c2*alpha^2.
-
-    ``counts`` (B, n) fits B weighted problems at once (bootstrap multiplicities); rows whose design is
-    singular (fewer than three distinct alphas drawn) come back as NaN.
-    """
-    design = np.stack([np.ones_like(alpha), alpha, alpha**2], axis=1)  # (n, 3)
-    if counts is None:
-        counts = np.ones((1, len(alpha)))
-    gram = np.einsum("bn,ni,nj->bij", counts, design, design)
-    moment = np.einsum("bn,ni,n->bi", counts, design, y)
-    coef = np.full((len(counts), 3), np.nan)
-    ok = np.linalg.cond(gram) < 1e10
-    if ok.any():
-        coef[ok] = np.linalg.solve(gram[ok], moment[ok][..., None])[..., 0]
-    return coef
+def _unit(alpha, alpha_range):
+    low, high = alpha_range
+    return (np.asarray(alpha, float) - low) / (high - low)
 
 
-def quadratic_value(coef: np.ndarray, alpha: np.ndarray | float) -> np.ndarray:
-    alpha = np.asarray(alpha, dtype=float)
-    return coef[..., 0:1] + coef[..., 1:2] * alpha + coef[..., 2:3] * alpha**2
+def test_noise(trials: pd.DataFrame) -> tuple[float, float]:
+    """(sd, df) of test accuracy around each cell's least-squares quadratic in alpha (or its means)."""
+    rss = df = 0.0
+    for _, cell in trials.groupby("cell"):
+        cell = cell[cell["test_acc"].notna()]
+        if len(cell) == 0:
+            continue
+        u, y = cell["alpha"].to_numpy(float), cell["test_acc"].to_numpy(float)
+        k = min(3, len(np.unique(np.round(u, 9))))
+        if len(y) <= k:
+            continue
+        design = np.stack([np.ones_like(u), u, u**2], 1)[:, :k] if k == 3 else \
+            (np.round(u, 9)[:, None] == np.unique(np.round(u, 9))[None, :]).astype(float)
+        coef = np.linalg.lstsq(design, y, rcond=None)[0]
+        rss += float(((y - design @ coef) ** 2).sum())
+        df += len(y) - k
+    return (math.sqrt(rss / df), df) if df >= pooled.MIN_NOISE_DF else (float("nan"), df)
 
 
-def _distinct(alpha: np.ndarray) -> int:
-    return len(np.unique(np.round(alpha, 12)))
+def _cell_alone(u: np.ndarray, y: np.ndarray, sigma: float, alpha_range) -> dict:
+    """The cell's own posterior of its peak (unit alpha) and its best concave parabola (alpha units)."""
+    st = CellStats.of([(u, y)])
+    v = np.linspace(*pooled.BOX, V_POINTS)
+    rss = pooled.peak_rss(st, v[:, None])[:, 0]
+    out = {"cell_alpha": np.nan, "cell_alpha_lo": np.nan, "cell_alpha_hi": np.nan, "cell_pinned": False, "curve": None}
+    low, high = alpha_range
+    span = high - low
+    best = float(v[np.argmin(rss)])
+    if math.isfinite(sigma) and sigma > 0:
+        w = np.exp(-(rss - rss.min()) / (2 * sigma**2))
+        tail = (1 - LEVEL) / 2
+        lo, mid, hi = pooled.weighted_quantiles(np.clip(v, 0, 1), w / w.sum(), [tail, 0.5, 1 - tail])
+        out.update(cell_alpha=low + mid * span, cell_alpha_lo=low + lo * span, cell_alpha_hi=low + hi * span,
+                   cell_pinned=bool(st.distinct[0] >= MIN_DISTINCT_FOR_CURVE and hi - lo <= pooled.PINNED_WIDTH))
+    elif st.distinct[0] >= MIN_DISTINCT_FOR_CURVE:  # no noise estimate: the best peak, without an interval
+        out["cell_alpha"] = low + float(np.clip(best, 0, 1)) * span
+    if st.distinct[0] >= MIN_DISTINCT_FOR_CURVE:
+        z = 2 * best * u - u**2
+        dz = z - z.mean()
+        k = max(0.0, float(dz @ (y - y.mean())) / float(dz @ dz)) if dz @ dz > 1e-12 else 0.0
+        c = float(y.mean() - k * z.mean())
+        a, b = 1 / span, -low / span  # u = a * alpha + b
+        out["curve"] = [c + 2 * k * best * b - k * b * b, 2 * k * best * a - 2 * k * a * b, -k * a * a]
+    return out
 
 
-def _cell_rng(seed: int, cell: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(cell.encode())])
+def _clip_to(values, observed):
+    observed = np.asarray(observed, float)
+    observed = observed[np.isfinite(observed)]
+    if len(observed) == 0:
+        return np.full(np.shape(values), np.nan)
+    return np.clip(values, observed.min(), observed.max())
 
 
-def bootstrap_maximisers(alpha: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot,) maximisers of the refitted curve over trials resampled with replacement."""
-    n = len(alpha)
-    picks = rng.integers(0, n, size=(n_boot, n))
-    counts = np.zeros((n_boot, n))
-    np.add.at(counts, (np.arange(n_boot)[:, None], picks), 1.0)
-    grid = np.linspace(alpha.min(), alpha.max(), GRID_POINTS)
-    coef = quadratic_fit(alpha, y, counts)
-    values = quadratic_value(coef, grid)
-    curve_max = grid[np.argmax(np.nan_to_num(values, nan=0.0), axis=1)]
-    drawn_best = alpha[np.argmax(np.where(counts > 0, y, -np.inf), axis=1)]
-    # distinct alphas drawn per replicate: trial multiplicities summed per alpha value
-    _, group = np.unique(np.round(alpha, 12), return_inverse=True)
-    distinct = ((counts @ np.eye(group.max() + 1)[group]) > 0).sum(axis=1)
-    use_curve = (distinct >= MIN_DISTINCT_FOR_CURVE) & ~np.isnan(coef[:, 0])
-    return np.where(use_curve, curve_max, drawn_best)
+def _at_optimum(done: pd.DataFrame, alpha_opt: float, sigma_test: float, t: float, alpha_range) -> dict:
+    out = dict.fromkeys(["val_at_opt", "test_at_opt", "test_at_opt_se", "kd_gain_val", "kd_gain_test", "kd_gain_test_se",
+                         "kd_gain_test_lo", "kd_gain_test_hi"], np.nan)
+    out.update(kd_win=False, prediction="none")
+    if not math.isfinite(alpha_opt) or done.empty:
+        return out
+    u = _unit(done["alpha"].to_numpy(float), alpha_range)
+    u_opt, u_base = float(_unit(alpha_opt, alpha_range)), float(_unit(0.0, alpha_range))
+    has_base = bool(done["is_baseline"].any())
+    at = [u_opt, u_base] if has_base else [u_opt]
+    for metric in ("val_acc", "test_acc"):
+        y = done[metric].to_numpy(float)
+        keep = np.isfinite(y)
+        if not keep.any():
+            continue
+        values, cov, kind = pooled.quadratic_prediction(u[keep], y[keep], at)
+        values = _clip_to(values, y[keep])
+        short = metric.split("_")[0]
+        out[f"{short}_at_opt"] = float(values[0])
+        out["prediction"] = kind
+        if has_base:
+            out[f"kd_gain_{short}"] = float(values[0] - values[1])
+        if metric == "test_acc" and math.isfinite(sigma_test):
+            out["test_at_opt_se"] = float(sigma_test * math.sqrt(max(cov[0, 0], 0.0))) if np.isfinite(cov[0, 0]) else np.nan
+            if has_base and np.isfinite(cov).all():
+                se = sigma_test * math.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0))
+                gain = out["kd_gain_test"]
+                out.update(kd_gain_test_se=se, kd_gain_test_lo=max(-1.0, gain - t * se), kd_gain_test_hi=min(1.0, gain + t * se))
+                out["kd_win"] = bool(out["kd_gain_test_lo"] > 0)
+    return out
 
 
-def _smoothed(alpha: np.ndarray, y: np.ndarray, at: float) -> float:
-    """The quadratic through (alpha, y) at ``at``; the nearest trial's value with too few alphas."""
-    keep = ~np.isnan(y)
-    alpha, y = alpha[keep], y[keep]
-    if len(y) == 0:
-        return float("nan")
-    if _distinct(alpha) >= MIN_DISTINCT_FOR_CURVE:
-        return float(quadratic_value(quadratic_fit(alpha, y), at)[0, 0])
-    nearest = np.abs(alpha - at)
-    return float(y[nearest == nearest.min()].mean())
+def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = (0.0, 1.0), fits: list | None = None,
+                sigma: float | None = None) -> CellOptima:
+    """The row of every cell of a tidy trials table (``analysis.results.tidy``). ``fits`` (from
+    ``analysis.alpha_f.fit_alpha_f``) supply alpha*; without them the cell-alone estimate is used."""
+    from analysis.alpha_f import POOLED, noise_sd
 
+    alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
+    done_all = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
+    noise_df = float("nan")
+    if sigma is None:
+        sigma, noise_df = noise_sd(done_all, alpha_range)
+    sigma_test, test_df = test_noise(done_all)
+    if not math.isfinite(sigma_test):
+        sigma_test, test_df = sigma, noise_df
+    t = pooled.t_quantile(test_df if math.isfinite(test_df) else 1.0)
 
-def _one_cell(cell: pd.DataFrame, n_boot: int, seed: int) -> tuple[dict, np.ndarray]:
-    first = cell.iloc[0]
-    row = {key: first[key] for key in CELL_KEYS}
-    row["cell"] = first["cell"]
-    counts = cell["status"].value_counts()
-    row.update(
-        n_trials=len(cell), n_completed=int(counts.get("completed", 0)), n_stopped=int(counts.get("stopped", 0)),
-        n_error=int(counts.get("error", 0)),
-        teacher_val_acc=cell["teacher_val_acc"].iloc[0], teacher_test_acc=cell["teacher_test_acc"].iloc[0],
-    )
-    done = cell[cell["status"] == "completed"]
-    baseline = done[done["is_baseline"]]
-    row.update(
-        baseline_val_acc=baseline["val_acc"].mean() if len(baseline) else np.nan,
-        baseline_test_acc=baseline["test_acc"].mean() if len(baseline) else np.nan,
-    )
-    nan_fields = dict.fromkeys(
-        ["alpha_opt", "alpha_lo", "alpha_hi", "alpha_se", "val_at_opt", "test_at_opt", "kd_gain_val", "kd_gain_test",
-         "best_alpha", "best_val_acc", "best_test_acc", "alpha_min", "alpha_max"], np.nan)
-    if done.empty:
-        row.update(nan_fields, estimator="none", at_edge=False, best_trial_id=None,
-                   note="no completed trials")
-        return row, np.full(n_boot, np.nan)
+    by_cell: dict[str, tuple] = {}
+    for fit in fits or []:
+        if not fit.fitted:
+            continue
+        for name in fit.cells:
+            if "|" + FULL + "|" in name and fit.method != POOLED and any(
+                    g.method == POOLED and g.fitted and g.context == fit.context for g in fits):
+                continue  # the shared f = 1 cell takes the pooled fit's alpha* when there is one
+            by_cell.setdefault(name, (fit, ))
 
-    alpha = done["alpha"].to_numpy(float)
-    val = done["val_acc"].to_numpy(float)
-    test = done["test_acc"].to_numpy(float)
-    best = done.iloc[int(np.argmax(val))]
-    row.update(best_alpha=best["alpha"], best_val_acc=best["val_acc"], best_test_acc=best["test_acc"],
-               best_trial_id=best.get("trial_id"), alpha_min=alpha.min(), alpha_max=alpha.max())
-
-    draws = bootstrap_maximisers(alpha, val, n_boot, _cell_rng(seed, row["cell"]))
-    if _distinct(alpha) >= MIN_DISTINCT_FOR_CURVE:
-        grid = np.linspace(alpha.min(), alpha.max(), GRID_POINTS)
-        coef = quadratic_fit(alpha, val)
-        values = quadratic_value(coef, grid)[0]
-        alpha_opt, val_at_opt, estimator = float(grid[np.argmax(values)]), float(values.max()), "quadratic"
-        row["curve"] = coef[0].tolist()
-    else:
-        alpha_opt, val_at_opt, estimator = float(best["alpha"]), float(best["val_acc"]), "best observed"
-        row["curve"] = None
-    tail = (1 - LEVEL) / 2
-    span = alpha.max() - alpha.min()
-    at_edge = estimator == "quadratic" and span > 0 and min(alpha_opt - alpha.min(), alpha.max() - alpha_opt) < 1e-9 + span / (GRID_POINTS - 1)
-    test_at_opt = _smoothed(alpha, test, alpha_opt)
-    notes = []
-    if estimator == "best observed":
-        notes.append(f"fewer than {MIN_DISTINCT_FOR_CURVE} distinct alphas: best observed trial")
-    if at_edge:
-        notes.append("optimum at the edge of the searched alphas")
-    if len(baseline) == 0:
-        notes.append("no completed alpha = 0 baseline")
-    if row["n_stopped"] or row["n_error"]:
-        notes.append(f"{row['n_stopped']} stopped, {row['n_error']} errored (not used)")
-    row.update(
-        alpha_opt=alpha_opt, alpha_lo=float(np.quantile(draws, tail)), alpha_hi=float(np.quantile(draws, 1 - tail)),
-        alpha_se=float(draws.std(ddof=1)) if n_boot > 1 else np.nan,
-        val_at_opt=val_at_opt, test_at_opt=test_at_opt,
-        kd_gain_val=val_at_opt - row["baseline_val_acc"], kd_gain_test=test_at_opt - row["baseline_test_acc"],
-        estimator=estimator, at_edge=bool(at_edge), note="; ".join(notes) or "ok",
-    )
-    return row, draws
-
-
-def cell_optima(trials: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> CellOptima:
-    """The optimum of every cell of a tidy trials table (``analysis.results.tidy``)."""
-    if n_boot < 2:
-        raise ValueError("n_boot must be at least 2")
-    rows, draws = [], {}
+    rows = []
     for _, cell in trials.groupby(CELL_KEYS, sort=True):
-        row, cell_draws = _one_cell(cell, n_boot, seed)
+        first = cell.iloc[0]
+        row = {key: first[key] for key in CELL_KEYS}
+        row["cell"] = first["cell"]
+        counts = cell["status"].value_counts()
+        row.update(
+            n_trials=len(cell), n_completed=int(counts.get("completed", 0)), n_stopped=int(counts.get("stopped", 0)),
+            n_error=int(counts.get("error", 0)),
+            teacher_val_acc=cell["teacher_val_acc"].iloc[0], teacher_test_acc=cell["teacher_test_acc"].iloc[0],
+        )
+        done = cell[(cell["status"] == "completed") & cell["val_acc"].notna()]
+        baseline = done[done["is_baseline"]]
+        u = _unit(done["alpha"].to_numpy(float), alpha_range)
+        row.update(
+            n_alphas=len(np.unique(np.round(u, 9))),
+            baseline_val_acc=baseline["val_acc"].mean() if len(baseline) else np.nan,
+            baseline_test_acc=baseline["test_acc"].mean() if len(baseline) else np.nan,
+        )
+        notes = []
+        if done.empty:
+            row.update(dict.fromkeys(["best_alpha", "best_val_acc", "best_test_acc", "cell_alpha", "cell_alpha_lo",
+                                      "cell_alpha_hi", "alpha_opt", "alpha_lo", "alpha_hi"], np.nan),
+                       best_trial_id=None, cell_pinned=False, pinned=False, curve=None, group=None,
+                       **_at_optimum(done, np.nan, sigma_test, t, alpha_range))
+            row["note"] = "no completed trials"
+            rows.append(row)
+            continue
+        best = done.iloc[int(np.argmax(done["val_acc"].to_numpy(float)))]
+        row.update(best_alpha=best["alpha"], best_val_acc=best["val_acc"], best_test_acc=best["test_acc"],
+                   best_trial_id=best.get("trial_id"))
+        row.update(_cell_alone(u, done["val_acc"].to_numpy(float), sigma, alpha_range))
+        fit = by_cell.get(row["cell"], (None,))[0]
+        if fit is not None:
+            i = int(np.argmin(np.abs(fit.f - float(row["fraction"]))))
+            row.update(alpha_opt=float(fit.alpha[i]), alpha_lo=float(fit.lo[i]), alpha_hi=float(fit.hi[i]),
+                       pinned=bool(fit.pinned[i]), group=fit.group)
+        else:
+            row.update(alpha_opt=row["cell_alpha"], alpha_lo=row["cell_alpha_lo"], alpha_hi=row["cell_alpha_hi"],
+                       pinned=row["cell_pinned"], group=None)
+        row.update(_at_optimum(done, row["alpha_opt"], sigma_test, t, alpha_range))
+        if row["n_alphas"] < MIN_DISTINCT_FOR_CURVE:
+            notes.append(f"{row['n_alphas']} distinct α: this cell alone cannot locate its optimum")
+        elif not row["cell_pinned"]:
+            notes.append("flat or noisy response: this cell alone cannot pin its optimum")
+        if not row["pinned"] and math.isfinite(row["alpha_opt"]):
+            notes.append("α* not pinned at this f (interval wider than half the range)")
+        if not math.isfinite(sigma):
+            notes.append("too few trials to estimate the noise: no intervals")
+        if len(baseline) == 0:
+            notes.append("no completed α = 0 baseline")
+        if row["n_stopped"] or row["n_error"]:
+            notes.append(f"{row['n_stopped']} stopped, {row['n_error']} errored (not used)")
+        row["note"] = "; ".join(notes) or "ok"
         rows.append(row)
-        draws[row["cell"]] = cell_draws
     table = pd.DataFrame(rows)
-    return CellOptima(table=table, draws=draws, n_boot=n_boot, seed=seed)
+    return CellOptima(table=table, sigma_val=sigma, sigma_test=sigma_test, noise_df=noise_df)

@@ -4,9 +4,10 @@
     python -m analysis.predict runs/NAME/report.fit.json --f 0.15 --method random
 
 The source is an experiment directory or results CSV (the fit is computed afresh, as the report does)
-or the ``.fit.json`` a report wrote next to itself. The alpha comes from the family the fit chose,
-clipped to the searched alpha range, with its 95% bootstrap interval; an f outside the fitted range
-is flagged as an extrapolation.
+or the ``.fit.json`` a report wrote next to itself. The alpha is the pooled model's alpha*(f) (a model
+prediction: the posterior median, in the searched alpha range) with its 95 % interval; "not pinned"
+marks an interval wider than half the range (the data cannot locate the optimum there), and an f
+outside the fitted range is flagged as an extrapolation.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--f", nargs="+", type=float, required=True, metavar="F", help="kept fractions in (0, 1]")
     p.add_argument("--method", default=None,
                    help=f"the fit of one method, or '{POOLED}' (default: every fit in the source)")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="replicates when fitting afresh (default %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="posterior draws when fitting afresh (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     return p
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no fit for {args.method!r}; the source has: {', '.join(fit.group for fit in fits)}")
         fits = chosen
     for fit in fits:
-        if fit.best is None:
+        if not fit.fitted:
             print(f"{fit.group}: no fit ({fit.message})", file=sys.stderr)
             continue
         for f in args.f:
@@ -67,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             flag = f"  (extrapolated: fitted on f in [{guess['fitted_f_range'][0]:g}, {guess['fitted_f_range'][1]:g}])" \
                 if guess["extrapolated"] else ""
-            print(f"{fit.group:>14}  f = {f:<6g} alpha = {guess['alpha']:.3f}  [{guess['lo']:.3f}, {guess['hi']:.3f}]  "
-                  f"{guess['family']}: alpha = {guess['formula']}{flag}")
+            pinned = "" if guess["pinned"] else "  (not pinned)"
+            print(f"{fit.group:>14}  f = {f:<6g} alpha = {guess['alpha']:.3f}  [{guess['lo']:.3f}, {guess['hi']:.3f}]"
+                  f"{pinned}  relation: {guess['relation']}{flag}")
     return 0
 
 

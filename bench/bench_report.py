@@ -3,7 +3,8 @@
     python bench/bench_report.py --trials 500
 
 A synthetic results table in the sweep's format (5 methods x 7 fractions, the f = 1.0 cell shared, one
-alpha = 0 baseline per cell, accuracy a noisy parabola in alpha peaking at alpha*(f) = 0.2 + 0.08/f)
+alpha = 0 baseline per cell, accuracy a noisy parabola in alpha peaking at alpha*(f) = 0.2 + 0.08/f;
+``--bootstrap`` is the number of posterior draws kept per alpha-f fit)
 is written to a temporary experiment directory; the report is built from it as
 ``python -m analysis.report`` does. Printed: seconds per stage and the sizes of the files, with the
 part of the HTML that is plotly.js itself.
@@ -19,7 +20,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from sweep.results import COLUMNS
+from sweep.contract import RESULT_COLUMNS
+
+COLUMNS = list(RESULT_COLUMNS)
 
 METHODS = ("random", "el2n", "grand", "forgetting", "memorization")
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
@@ -38,7 +41,7 @@ def synthetic_results(trials: int, seed: int = 0) -> pd.DataFrame:
             val = 0.55 + 0.4 * fraction - 0.15 * (alpha - optimum) ** 2 + rng.normal(0, 0.006)
             rows.append({
                 "dataset": "cifar10", "method": method, "fraction": fraction, "teacher_arch": "resnet18_cifar",
-                "student_arch": "resnet18_cifar", "replicate": 0, "alpha": alpha, "tau": 4.0, "seed": int(rng.integers(1 << 31)),
+                "student_arch": "resnet18_cifar", "replicate": 0, "alpha": alpha, "tau": 4.0, "trial_seed": int(rng.integers(1 << 31)),
                 "val_acc": val, "test_acc": val + rng.normal(0, 0.004), "epochs_run": 200, "status": "completed",
                 "optuna_trial": i, "teacher_key": "teacher-0", "teacher_val_acc": 0.95, "teacher_test_acc": 0.948,
                 "score_key": None if method == "full" else f"scores-{method}", "version": "bench",

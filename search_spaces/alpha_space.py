@@ -83,10 +83,14 @@ def spread(n: int) -> list[float]:
 
 
 def _qmc_sampler(seed: int):
+    import warnings
+
     import optuna
 
-    return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed % (2**32),
-                                      warn_independent_sampling=False, warn_asynchronous_seeding=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed % (2**32),
+                                          warn_independent_sampling=False, warn_asynchronous_seeding=False)
 
 
 def _gp_initial(n: int) -> list[float]:
@@ -95,8 +99,11 @@ def _gp_initial(n: int) -> list[float]:
 
 
 def _gp_sampler(seed: int):
+    import warnings
+
     import optuna
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # n_startup_trials=0: the enqueued baseline and grid are the start-up; every later trial is the GP's
     return optuna.samplers.GPSampler(seed=seed % (2**32), n_startup_trials=0, deterministic_objective=False)
 

@@ -1,0 +1,109 @@
+"""Whole sweeps simulated from a known truth, with alphas drawn through the real designs.
+
+Shared by ``bench/bench_calibration.py`` and the tests. A simulated sweep has the cells the sweep plans
+(every method at every f < 1, plus the shared f = 1 cell of method ``full``), one in-memory Optuna study
+per cell driven exactly as ``sweep.searcher`` drives it (``AlphaSpace.initial_points`` enqueued, alpha = 0
+first, then ``AlphaSpace.sampler``; ask, train, tell), and a results table with the columns of
+``results.csv`` (``sweep.contract.RESULT_COLUMNS``).
+
+The response (accuracy of a student trained with weight alpha at kept fraction f):
+
+    acc(alpha) = top_m(f) - k(f) * (alpha - a*(f))^2       clipped to [0, 1]
+    top(f)     = 0.95 - 0.15 * log10(1/f)                  (95 % on full data, 80 % at f = 0.1)
+    top_m(f)   = top(f) + edge_m * (1 - f)                 (random pruning a little better at small f)
+    k(f)       = 0.03 + 0.05 * log10(1/f)                  (how much alpha matters: 3 points over a unit
+                                                            of alpha at f = 1, 8 at f = 0.1; "flat": 0)
+
+so KD gains about 0.3 points at f = 1 and 5.8 points at f = 0.1 under the inverse truth (digits measured
+94 % with KD against 89 % without at f = 0.1). Truths for a*(f):
+
+- ``none``: a* = 0.5 at every f (no relation);
+- ``inverse``: a* = min(0.95, 0.25 + 0.06 / f) (the paper's a + b/f: 0.85 at f = 0.1, 0.31 at f = 1);
+- ``direct``: a* = 0.2 + 0.55 * sqrt(f) (0.37 at f = 0.1, 0.75 at f = 1);
+- ``flat``: no KD effect at all (k = 0): no gain to find and no optimum to pin.
+
+Noise: a trial's training noise (sd 1.3 points, shared by its validation and test accuracy) plus
+evaluation noise (sd 0.75 points on validation, 0.5 on test): validation accuracy varies by about 1.5
+points between trials with the same alpha, the level measured on real replicate trials so far; plus a
+per-cell offset (sd 0.5 points: the cell's subset, teacher and scores, a block effect).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from search_spaces.alpha_space import AlphaSpace
+from sweep.contract import FULL, RESULT_COLUMNS, Cell
+
+METHODS = ("random", "el2n", "grand", "forgetting", "memorization")
+FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+TRUTHS = ("none", "inverse", "direct", "flat")
+TRAIN_SD, VAL_EVAL_SD, TEST_EVAL_SD, CELL_SD = 0.013, 0.0075, 0.005, 0.005
+NOISE_SD = math.sqrt(TRAIN_SD**2 + VAL_EVAL_SD**2)  # trial-to-trial sd of validation accuracy (~0.015)
+EDGE = {"random": 0.01}
+
+
+def a_star(truth: str, f: float) -> float:
+    if truth in ("none", "flat"):
+        return 0.5
+    if truth == "inverse":
+        return min(0.95, 0.25 + 0.06 / f)
+    if truth == "direct":
+        return 0.2 + 0.55 * math.sqrt(f)
+    raise ValueError(f"unknown truth {truth!r}; choose one of {TRUTHS}")
+
+
+def curvature(truth: str, f: float) -> float:
+    return 0.0 if truth == "flat" else 0.03 + 0.05 * math.log10(1 / f)
+
+
+def true_accuracy(truth: str, method: str, f: float, alpha) -> np.ndarray:
+    top = 0.95 - 0.15 * math.log10(1 / f) + EDGE.get(method, 0.0) * (1 - f)
+    return np.clip(top - curvature(truth, f) * (np.asarray(alpha, float) - a_star(truth, f)) ** 2, 0.0, 1.0)
+
+
+def sweep_cells(methods=METHODS, fractions=FRACTIONS, replicates: int = 1) -> list[Cell]:
+    cells = [Cell("sim", m, float(f), "teacher", "student", r) for r in range(replicates) for f in fractions if f < 1
+             for m in methods]
+    return cells + [Cell("sim", FULL, 1.0, "teacher", "student", r) for r in range(replicates)]
+
+
+def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0, methods=METHODS,
+                   fractions=FRACTIONS, replicates: int = 1, noise_scale: float = 1.0) -> pd.DataFrame:
+    """The results table of one simulated sweep."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space = AlphaSpace(design=design)
+    rng = np.random.default_rng([seed, zlib.crc32(truth.encode()), zlib.crc32(design.encode()), trials_per_cell])
+    rows = []
+    for cell_index, cell in enumerate(sweep_cells(methods, fractions, replicates)):
+        offset = rng.normal(0, CELL_SD * noise_scale)
+        name = cell.name
+        study = optuna.create_study(direction="maximize",
+                                    sampler=space.sampler(zlib.crc32(f"{seed}|{name}".encode())))
+        for point in space.initial_points(trials_per_cell):
+            study.enqueue_trial(point, user_attrs={"baseline": point["alpha"] == space.alpha_range[0]})
+        for number in range(trials_per_cell):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trial = study.ask(space.distributions())
+            alpha = float(trial.params["alpha"])
+            mean = float(true_accuracy(truth, cell.method, cell.fraction, alpha)) + offset
+            shared = rng.normal(0, TRAIN_SD * noise_scale)
+            val = float(np.clip(mean + shared + rng.normal(0, VAL_EVAL_SD * noise_scale), 0, 1))
+            test = float(np.clip(mean + shared + rng.normal(0, TEST_EVAL_SD * noise_scale), 0, 1))
+            study.tell(trial, val)
+            rows.append({**cell.to_dict(), "alpha": alpha, "tau": 4.0, "trial_seed": number, "val_acc": val,
+                         "test_acc": test, "epochs_run": 10, "steps_run": 100, "status": "completed", "error": None,
+                         "optuna_trial": trial.number, "num_train": int(1000 * cell.fraction),
+                         "teacher_key": "teacher", "teacher_val_acc": 0.97, "teacher_test_acc": 0.97,
+                         "score_key": None if cell.method == FULL else f"scores-{cell.method}", "selection": "hard",
+                         "class_balanced": False, "trial_id": f"{cell_index}-{number}", "profile": "sim",
+                         "version": "sim"})
+    return pd.DataFrame(rows).reindex(columns=list(RESULT_COLUMNS))

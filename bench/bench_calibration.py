@@ -1,0 +1,166 @@
+"""Calibration of the analysis on simulated sweeps with a known answer, per alpha design and budget.
+
+    python bench/bench_calibration.py                          # tpe and grid, 3/6/8/12 trials, 10 sweeps each
+    python bench/bench_calibration.py --sweeps 100 --trials 8 --designs grid
+    python bench/bench_calibration.py --designs grid+gp --sweeps 5 --truths none inverse   # slow: a GP per ask
+
+Each simulated sweep (``analysis.simulate``: 5 methods x 6 fractions + the shared f = 1 cell, validation
+noise sd 1.5 points between trials, a 0.5-point offset per cell) draws its alphas through the real
+design (one in-memory Optuna study per cell, the design's enqueued points, then its sampler, ask/tell as
+the sweep does), and the real analysis (``analysis.results.tidy``, ``analysis.alpha_f.fit_alpha_f``,
+``analysis.optimum.cell_optima``) reads the results table. Printed, per design and trials per cell:
+
+- FWER: share of sweeps with any alpha-f finding (any method or the pooled fit, after Holm) when the
+  truth has no relation ("none": a* = 0.5 everywhere) or no KD effect at all ("flat");
+- power: share of fits that find "inverse" under the paper-like inverse truth, per method and pooled;
+  "direct" likewise under the direct truth (mean over methods); "wrong": a direction opposite to the truth;
+- coverage of the 95 % alpha* intervals of every cell (under none, inverse and direct), the median
+  |alpha* error| and the share of cells with |error| <= 0.1; "pinned": share of cells whose interval the
+  analysis calls narrow enough to pin alpha*, and the share of those with |error| <= 0.1;
+- gain cov.: coverage of the 95 % KD-gain intervals (truth: expected test accuracy at the reported
+  alpha* minus at alpha = 0); false wins: share of cells called a KD win under the flat truth;
+- impossible: reported accuracies outside [0, 1] or alphas outside the searched range (all truths).
+
+Targets at the default budget: FWER <= 5 %, coverage in [90 %, 98 %], |error| <= 0.1 in >= 80 % of
+cells, power >= 80 % for the inverse relation, zero impossible values. Monte Carlo error: with S sweeps
+a rate near 5 % has a standard error of about sqrt(0.05 * 0.95 / S) (7 points at S = 10, 2 at S = 100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
+from analysis.simulate import METHODS, a_star, simulate_sweep, true_accuracy  # noqa: E402
+
+TRUTHS = ("none", "flat", "inverse", "direct")
+
+
+def one_sweep(args: tuple) -> dict:
+    """Metrics of one simulated sweep (run in a worker process)."""
+    truth, design, trials, seed = args
+    warnings.filterwarnings("ignore")
+    from analysis.alpha_f import POOLED, fit_alpha_f
+    from analysis.optimum import cell_optima
+    from analysis.results import tidy
+
+    frame = tidy(simulate_sweep(truth, design, trials, seed=seed))
+    fits = fit_alpha_f(frame, seed=seed, n_draws=200)
+    cells = cell_optima(frame, fits=fits).table
+    found = {fit.method: fit.relation for fit in fits}
+    out = {"truth": truth, "design": design, "trials": trials, "seed": seed,
+           "any_finding": any(r in ("inverse", "direct") for r in found.values()),
+           "relations": {m: found.get(m, "not tested") for m in (*METHODS, POOLED)}}
+    bad = 0
+    for column in ACCURACY_COLUMNS:
+        values = cells[column].to_numpy(float)
+        bad += int(((values < 0) | (values > 1)).sum())
+    for column in ("alpha_opt", "alpha_lo", "alpha_hi", "cell_alpha", "cell_alpha_lo", "cell_alpha_hi"):
+        values = cells[column].to_numpy(float)
+        bad += int(((values < 0) | (values > 1)).sum())
+    out["impossible"] = bad
+    if truth != "flat":
+        truth_alpha = np.array([a_star(truth, f) for f in cells["fraction"]])
+        out["covered"] = ((cells["alpha_lo"] <= truth_alpha + 1e-9) & (truth_alpha - 1e-9 <= cells["alpha_hi"])).to_numpy().tolist()
+        out["error"] = np.abs(cells["alpha_opt"].to_numpy(float) - truth_alpha).tolist()
+        out["pinned"] = cells["pinned"].astype(bool).tolist()
+    gains = []
+    for _, c in cells.iterrows():
+        if not math.isfinite(c["kd_gain_test_lo"]):
+            continue
+        method = "random" if c["method"] == "full" else c["method"]
+        true_gain = float(true_accuracy(truth, method, c["fraction"], c["alpha_opt"]) - true_accuracy(truth, method, c["fraction"], 0.0))
+        gains.append((c["kd_gain_test_lo"] <= true_gain <= c["kd_gain_test_hi"], bool(c["kd_win"])))
+    out["gain_covered"] = [g[0] for g in gains]
+    out["wins"] = [g[1] for g in gains]
+    return out
+
+
+def _rate(values) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def summarise(results: list[dict], design: str, trials: int) -> dict:
+    mine = [r for r in results if r["design"] == design and r["trials"] == trials]
+    by = {t: [r for r in mine if r["truth"] == t] for t in TRUTHS}
+    row = {"design": design, "trials": trials, "sweeps": len(by["none"]) or len(by["inverse"])}
+    row["fwer_none"] = _rate(r["any_finding"] for r in by["none"])
+    row["fwer_flat"] = _rate(r["any_finding"] for r in by["flat"])
+    for method in (*METHODS, "pooled"):
+        row[f"power_{method}"] = _rate(r["relations"][method] == "inverse" for r in by["inverse"])
+    row["power_mean"] = _rate(r["relations"][m] == "inverse" for r in by["inverse"] for m in METHODS)
+    row["power_direct"] = _rate(r["relations"][m] == "direct" for r in by["direct"] for m in METHODS)
+    row["wrong"] = _rate([r["relations"][m] == "direct" for r in by["inverse"] for m in (*METHODS, "pooled")]
+                         + [r["relations"][m] == "inverse" for r in by["direct"] for m in (*METHODS, "pooled")])
+    located = [r for t in ("none", "inverse", "direct") for r in by[t]]
+    covered = [c for r in located for c in r["covered"]]
+    errors = np.array([e for r in located for e in r["error"]], float)
+    errors = errors[np.isfinite(errors)]
+    row["coverage"] = _rate(covered)
+    row["median_error"] = float(np.median(errors)) if len(errors) else float("nan")
+    row["within_0.1"] = _rate(errors <= 0.1)
+    pinned_err = np.array([e for r in located for e, p in zip(r["error"], r["pinned"]) if p], float)
+    row["pinned_share"] = _rate(p for r in located for p in r["pinned"])
+    row["pinned_within_0.1"] = _rate(pinned_err <= 0.1)
+    row["gain_coverage"] = _rate(c for r in mine for c in r["gain_covered"])
+    row["false_wins"] = _rate(w for r in by["flat"] for w in r["wins"])
+    row["impossible"] = int(sum(r["impossible"] for r in mine))
+    return row
+
+
+def _pct(value) -> str:
+    return "  –  " if value is None or not math.isfinite(value) else f"{100 * value:4.0f}%"
+
+
+def print_table(rows: list[dict]) -> None:
+    head = ("design", "n/cell", "sweeps", "FWER none", "FWER flat", *(f"pw {m[:5]}" for m in METHODS), "pw pooled",
+            "pw direct", "wrong", "coverage", "med|err|", "err<=.1", "pinned", "err<=.1 pinned", "gain cov", "false wins", "impossible")
+    print(" | ".join(head))
+    print("|".join("---" for _ in head))
+    for r in rows:
+        cells = [r["design"], str(r["trials"]), str(r["sweeps"]), _pct(r["fwer_none"]), _pct(r["fwer_flat"]),
+                 *(_pct(r[f"power_{m}"]) for m in METHODS), _pct(r["power_pooled"]), _pct(r["power_direct"]),
+                 _pct(r["wrong"]), _pct(r["coverage"]),
+                 f"{r['median_error']:.3f}" if math.isfinite(r["median_error"]) else "–", _pct(r["within_0.1"]),
+                 _pct(r["pinned_share"]), _pct(r["pinned_within_0.1"]), _pct(r["gain_coverage"]), _pct(r["false_wins"]), str(r["impossible"])]
+        print(" | ".join(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--designs", nargs="+", default=["tpe", "grid"], help="alpha designs (default %(default)s)")
+    parser.add_argument("--trials", nargs="+", type=int, default=[3, 6, 8, 12], help="trials per cell")
+    parser.add_argument("--sweeps", type=int, default=10, help="simulated sweeps per truth, design and budget")
+    parser.add_argument("--truths", nargs="+", default=list(TRUTHS), choices=TRUTHS)
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    tasks = [(truth, design, trials, args.seed * 100_003 + s) for design in args.designs for trials in args.trials
+             for truth in args.truths for s in range(args.sweeps)]
+    start = time.perf_counter()
+    print(f"{len(tasks)} simulated sweeps on {args.jobs} processes "
+          f"(noise: validation sd 1.5 points between trials, 0.5 per cell)", flush=True)
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(one_sweep, tasks, chunksize=2))
+    else:
+        results = [one_sweep(task) for task in tasks]
+    rows = [summarise(results, d, n) for d in args.designs for n in args.trials]
+    print_table(rows)
+    print(f"({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
