@@ -28,7 +28,9 @@ SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.csv"
 OPTUNA_JOURNAL = "optuna.journal"  # the default Optuna storage, inside the experiment directory
 
-STATUSES = ("completed", "stopped", "error")  # stopped: ended early by the scheduler
+# stopped: ended early by the scheduler; interrupted: the sweep stopped (Ctrl-C, a killed driver)
+# before the trial finished, and ``--resume`` continues it.
+STATUSES = ("completed", "stopped", "error", "interrupted")
 
 
 def subset_digest(ids) -> str:

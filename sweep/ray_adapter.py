@@ -14,19 +14,21 @@ import tempfile
 from typing import Any, Callable, Iterable
 
 import ray
+import ray._private.ray_constants
 from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
-    "connect", "shutdown", "put", "run_tasks", "cluster_gpus", "build_tuner", "restore_tuner",
+    "connect", "shutdown", "put", "run_tasks", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
     "can_restore", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus",
 ]
 
 FINISHED = Searcher.FINISHED
 CONTINUE = TrialScheduler.CONTINUE
 CHECKPOINT_FILE = "state.pt"
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a Ray of one node, on 127.0.0.1
 
 
 class ClusterUnreachableError(ConnectionError):
@@ -43,6 +45,11 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
         return ray.cluster_resources()
     kwargs: dict[str, Any] = dict(log_to_driver=True, configure_logging=False)
     if address is None:
+        # Loopback only: Ray's processes otherwise bind to the machine's routable address, whatever
+        # _node_ip_address says. Its children read the environment; this process read the constant
+        # when it imported Ray.
+        os.environ[LOOPBACK_ENV] = "0"
+        ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
         # "local": always a new instance of our own, never a Ray that happens to run on this machine.
         kwargs.update(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus, include_dashboard=False)
     else:
@@ -51,11 +58,39 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
         if host in ("127.0.0.1", "localhost"):
             # A cluster on this machine's loopback: the driver must be reachable there too.
             kwargs["_node_ip_address"] = "127.0.0.1"
+        _check_reachable(address)
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ClusterUnreachableError(f"cannot reach the Ray cluster at {address!r}: {error}") from None
     return ray.cluster_resources()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when a ``host:port`` address does not
+    answer. ``auto`` and ``ray://`` addresses are left to Ray, which answers those quickly."""
+    import socket
+
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as error:
+        raise ClusterUnreachableError(
+            f"cannot reach the Ray cluster at {address!r}: {error}. Is the head node running (`ray status` on it), "
+            "and is the address the one `ray start --head` printed?"
+        ) from None
+
+
+def unfit_resources(cpus: float, gpus: float) -> str | None:
+    """Why no node of the connected cluster can run a trial asking for ``cpus`` and ``gpus``, or None."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if any(node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus for node in nodes):
+        return None
+    largest = ", ".join(f"{n.get('CPU', 0):g} CPU / {n.get('GPU', 0):g} GPU" for n in nodes) or "no nodes"
+    return f"a trial asks for {cpus:g} CPU and {gpus:g} GPU, but the nodes have {largest}"
 
 
 def shutdown() -> None:
@@ -167,15 +202,20 @@ def restore_tuner(path: str, fn: Callable, *, parameters: dict, resources: dict)
 
 
 def result_rows(grid) -> list[dict]:
-    """One dict per trial: its config, last metrics, error (or None) and trial id."""
+    """One dict per trial: its config, last metrics, error (or None), trial id and Tune's status
+    (TERMINATED, ERROR, or PENDING/RUNNING/PAUSED for a run that was interrupted)."""
     rows = []
-    for result in grid:
+    # The trials' statuses are not on the public Result objects; the grid's analysis holds them,
+    # in the same order as the grid's results.
+    trials = grid._experiment_analysis.trials
+    for result, trial in zip(grid, trials):
         metrics = dict(result.metrics or {})
         rows.append({
             "config": dict(result.config or {}),
             "metrics": metrics,
             "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
-            "trial_id": metrics.get("trial_id"),
+            "trial_id": metrics.get("trial_id") or trial.trial_id,
+            "tune_status": trial.status,
         })
     return rows
 

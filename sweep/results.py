@@ -13,15 +13,20 @@ from sweep.contract import CELL_COLUMNS, METRIC, RESULT_COLUMNS, RESULTS_FILE, T
 from trainables.storage import write_bytes
 
 
-def result_row(spec: TrialSpec, metrics: dict, *, error: str | None, trial_id: str | None,
+def trial_status(metrics: dict, error: str | None, tune_status: str) -> str | None:
+    """How a trial ended (``sweep.contract.STATUSES``); None for one that never started."""
+    if error:
+        return "error"
+    if metrics.get("done"):
+        return "completed"
+    if METRIC not in metrics:
+        return None  # never reported anything: the sweep stopped before it began
+    return "stopped" if tune_status == "TERMINATED" else "interrupted"  # TERMINATED early: the scheduler
+
+
+def result_row(spec: TrialSpec, metrics: dict, *, status: str, error: str | None, trial_id: str | None,
                teacher_meta: dict) -> dict:
     """One trial's row: its spec, what it reported last, and how it ended."""
-    if error:
-        status = "error"
-    elif metrics.get("done"):
-        status = "completed"
-    else:
-        status = "stopped"  # ended early by the scheduler
     teacher = teacher_meta.get(spec.teacher_key, {})
     epochs, num_train = metrics.get("epoch", 0), metrics.get("num_train")
     steps = None if num_train is None else epochs * -(-int(num_train) // int(spec.recipe["batch_size"]))
@@ -61,11 +66,12 @@ def result_row(spec: TrialSpec, metrics: dict, *, error: str | None, trial_id: s
 def result_table(grid, teacher_meta: dict | None = None) -> pd.DataFrame:
     """One row per trial of a finished Tune run; ``teacher_meta`` maps a teacher key to its artifact
     metadata (``val_acc``, ``test_acc``), which the report draws as the reference line."""
-    rows = [
-        result_row(TrialSpec.from_config(row["config"]), row["metrics"], error=row["error"],
-                   trial_id=row["trial_id"], teacher_meta=teacher_meta or {})
-        for row in ray_adapter.result_rows(grid)
-    ]
+    rows = []
+    for row in ray_adapter.result_rows(grid):
+        status = trial_status(row["metrics"], row["error"], row["tune_status"])
+        if status is not None:
+            rows.append(result_row(TrialSpec.from_config(row["config"]), row["metrics"], status=status,
+                                   error=row["error"], trial_id=row["trial_id"], teacher_meta=teacher_meta or {}))
     frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     return frame.sort_values([*CELL_COLUMNS, "optuna_trial"], ignore_index=True)
 

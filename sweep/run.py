@@ -195,12 +195,23 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         ray_adapter.connect(args.address)
-    except ray_adapter.ClusterUnreachableError as error:
+        if config.gpus_per_trial is not None or config.cpus_per_trial > 1:
+            unfit = ray_adapter.unfit_resources(config.cpus_per_trial, config.gpus_per_trial or 0.0)
+            if unfit is not None and args.address is None:  # nothing will ever join an embedded Ray
+                raise ValueError(f"{unfit}: lower --cpus-per-trial / --gpus-per-trial")
+            if unfit is not None:
+                print(f"warning: {unfit}; waiting for the autoscaler to add a node that fits", flush=True)
+    except (ray_adapter.ClusterUnreachableError, ValueError) as error:
+        ray_adapter.shutdown()
         parser.error(str(error))
     try:
         return _run(args, config, plan, dataset, split, store, optuna_url, exp_dir)
     finally:
         ray_adapter.shutdown()
+
+
+def resume_command(config: SweepConfig) -> str:
+    return f"python -m sweep.run --resume --name {config.name} --storage {config.storage}"
 
 
 def versions() -> dict:
@@ -223,12 +234,23 @@ def write_sweep_file(plan: SweepPlan, exp_dir: str, *, artifacts_ready: bool) ->
         **plan.config.to_dict(),
         "resolved": {
             **plan.resolved(),
+            "score_epochs": score_epochs(plan),
             "code": {kind: code_for(kind) for kind in CODE_BY_KIND},
             "versions": versions(),
             "artifacts_ready": artifacts_ready,
         },
     }
     write_bytes(f"{exp_dir}/{SWEEP_FILE}", json.dumps(record, indent=2).encode())
+
+
+def score_epochs(plan: SweepPlan) -> dict:
+    """The training epoch each method scores at (EL2N/GraNd early, forgetting at the end; None for
+    random and precomputed scores)."""
+    from sweep.stages import score_request
+    from trainables.scores import SCORERS
+
+    replicate = plan.config.replicates[0]
+    return {m: SCORERS.get(m).score_epoch(score_request(plan, m, replicate)) for m in plan.scored_methods}
 
 
 def check_recorded_plan(plan: SweepPlan, recorded: dict, store: ArtifactStore) -> None:
@@ -304,14 +326,23 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
             storage_path=config.storage if "://" in config.storage else os.path.abspath(config.storage),
             name=config.name, max_failures=config.max_failures, verbose=1,
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished trials are kept. Continue with: {resume_command(config)}", flush=True)
+        return 130
     frame = result_table(grid, {key: artifact.meta for key, artifact in teacher_artifacts.items()})
     path = write_table(frame, exp_dir)
     counts = frame["status"].value_counts().to_dict()
-    print(f"{len(frame)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
+    print(f"{len(frame)} of {plan.num_trials} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
     print(f"results: {path}", flush=True)
-    report_ok = _write_report(exp_dir)
+    report_ok = not frame.empty and _write_report(exp_dir)
+    unfinished = plan.num_trials - sum(counts.get(s, 0) for s in ("completed", "stopped", "error"))
+    if unfinished:
+        print(f"the sweep stopped with {unfinished} of {plan.num_trials} trials unfinished. Continue with: "
+              f"{resume_command(config)}", flush=True)
+        return 130
     return 0 if counts.get("error", 0) == 0 and report_ok else 1
 
 

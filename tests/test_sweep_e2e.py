@@ -189,3 +189,23 @@ def test_ccs_selection_on_a_file_uri_storage(tmp_path):
     assert row["status"] == "completed" and row["selection"] == "ccs"
     assert row["subset_digest"] == _kept(f"file://{tmp_path}/artifacts", row["score_key"], "ccs", False)
     assert (tmp_path / "ccs" / "optuna.journal").exists()  # the default journal, opened as a file, not a database
+
+
+def test_a_trial_no_node_can_fit_is_refused_instead_of_waiting_forever(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*TINY, "--storage", str(tmp_path), "--name", "big", "--cpus-per-trial", "64"])
+    assert exit_.value.code == 2
+    assert "a trial asks for 64 CPU and 0 GPU" in capsys.readouterr().err
+
+
+def test_the_embedded_ray_listens_on_loopback_only():
+    """Run as a user's laptop would: without the test suite's environment, every Ray process is on 127.0.0.1."""
+    script = ("from sweep import ray_adapter; import ray\n"
+              "ray_adapter.connect(None, num_cpus=1)\n"
+              "@ray.remote\ndef where(): return ray.util.get_node_ip_address()\n"
+              "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}), ray.get(where.remote()))\n"
+              "ray_adapter.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "['127.0.0.1'] 127.0.0.1"

@@ -232,3 +232,11 @@ def test_per_cell_asha_is_what_a_pooled_asha_is_not():
         pooled.on_trial_add(None, made)
         decisions.append(pooled.on_trial_result(None, made, {"training_iteration": 1, "val_acc": value}))
     assert decisions[-1] == AsyncHyperBandScheduler.STOP
+
+
+def test_an_unreachable_cluster_address_is_refused_at_once(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--dataset", "digits", "--profile", "smoke", "--methods", "random", "--fractions", "0.5",
+              "--storage", str(tmp_path), "--name", "x", "--address", "127.0.0.1:1"])
+    assert exit_.value.code == 2
+    assert "cannot reach the Ray cluster at '127.0.0.1:1'" in capsys.readouterr().err
