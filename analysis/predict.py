@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--f", nargs="+", type=float, required=True, metavar="F", help="kept fractions in (0, 1]")
     p.add_argument("--method", default=None,
                    help=f"the fit of one method, or '{POOLED}' (default: every fit in the source)")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="posterior draws when fitting afresh (default %(default)s)")
+    p.add_argument("--draws", "--bootstrap", dest="bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="posterior draws when fitting afresh (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     return p
 

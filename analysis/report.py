@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment directory (local path or URI such as s3://bucket/runs/NAME) or a results CSV")
     p.add_argument("--out", default=None, help="the HTML file to write (default EXPERIMENT/report.html); "
                    "the tidy trials (.trials.csv/.parquet), cell optima (.cells.csv) and fits (.fit.json) go next to it")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="posterior draws kept per alpha-f fit (default %(default)s)")
+    p.add_argument("--draws", "--bootstrap", dest="bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="posterior draws kept per alpha-f fit (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior draws (default 0)")
     return p
 

@@ -22,7 +22,7 @@ from ray.tune.search import Searcher
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
     "connect", "shutdown", "put", "run_tasks", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
-    "can_restore", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus",
+    "can_restore", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus", "quiet_trial_logs",
 ]
 
 FINISHED = Searcher.FINISHED
@@ -258,6 +258,15 @@ def task_cpus() -> float:
 
 def node_id() -> str:
     return ray.get_runtime_context().get_node_id()
+
+
+def quiet_trial_logs() -> None:
+    """No "Checkpoint successfully created" line per report from every trial (Ray's INFO log in the
+    worker); warnings and errors still reach the driver."""
+    import logging
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
 
 
 def set_trial_threads(cpus: float) -> None:

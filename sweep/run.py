@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--scheduler", default="fifo", choices=SCHEDULERS, help="fifo, or asha: early stopping within each cell (default fifo)")
     where.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial, from its last checkpoint (default 2)")
     where.add_argument("--resume", action="store_true", help="continue the experiment --name: finished trials are kept")
+    where.add_argument("--verbose", action="store_true",
+                       help="Ray Tune's trial tables and every trial's log lines (default: one line per finished trial)")
     where.add_argument("--dry-run", action="store_true", help="print the plan (cells, trials, artifacts to compute or reuse, resources) and stop")
     return p
 
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for noisy in ("optuna", "ray", "trainables.artifacts"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study created
 
     # ---- everything that can be wrong is found here, before Ray starts ----------------------
     try:
@@ -298,7 +303,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
     teachers = {key: artifact.payload for key, artifact in teacher_artifacts.items()}
     parameters = dict(
         dataset=dataset, teachers=teachers, tables={t.key: t for t in tables.values()},
-        crash_once_dir=crash_once_dir_from_env(),
+        crash_once_dir=crash_once_dir_from_env(), verbose=args.verbose,
     )
     trial_resources = {"cpu": resources["cpu"], "gpu": resources["gpu"]}
 
@@ -324,7 +329,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
             student_trial, parameters=parameters, resources=trial_resources, searcher=searcher, scheduler=scheduler,
             num_samples=plan.num_trials, max_concurrent=config.max_concurrent, metric=METRIC, mode=MODE,
             storage_path=config.storage if "://" in config.storage else os.path.abspath(config.storage),
-            name=config.name, max_failures=config.max_failures, verbose=1,
+            name=config.name, max_failures=config.max_failures, verbose=1 if args.verbose else 0,
         )
     try:
         grid = tuner.fit()

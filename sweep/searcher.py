@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 
 import optuna
 
@@ -30,6 +31,11 @@ from sweep.ray_adapter import CONTINUE, FINISHED, AsyncHyperBandScheduler, FIFOS
 from trainables.seeding import derive_seed
 
 log = logging.getLogger(__name__)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def study_name(experiment: str, cell: Cell) -> str:
@@ -60,6 +66,7 @@ class CellSearcher(Searcher):
         self.cursor = 0
         self._studies: dict[int, optuna.Study] = {}
         self._storage = None
+        self._started, self._finished_here = time.monotonic(), 0  # for the progress line's estimate
 
     # -- state saved with the experiment (studies live in their own storage) -------------------
 
@@ -80,9 +87,14 @@ class CellSearcher(Searcher):
         with open(checkpoint_path, "rb") as handle:
             self.set_state(pickle.load(handle))
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._started, self._finished_here = time.monotonic(), 0  # a restored searcher times what it runs
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_studies"], state["_storage"] = {}, None  # reopened from the storage URL
+
         return state
 
     # -- Optuna ----------------------------------------------------------------------------------
@@ -152,13 +164,22 @@ class CellSearcher(Searcher):
         else:  # stopped early by the scheduler
             study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         self.finished[index] += 1
+        self._finished_here += 1
+        log.info("%s", self.progress_line(index, study))
+
+    def progress_line(self, index: int, study: optuna.Study) -> str:
+        """One line per finished trial: the sweep's progress, then the cell's, compactly."""
+        done, total = sum(self.finished), self.trials_per_cell * len(self.cells)
+        elapsed = time.monotonic() - self._started
+        rate = elapsed / max(1, self._finished_here)
+        left = f", ~{_duration(rate * (total - done))} left" if done < total else ""
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
         best = max(complete, key=lambda t: t.value, default=None)
-        best_text = f", best {METRIC} {best.value:.4f} at alpha {best.params['alpha']:.3f}" if best else ""
-        log.info(
-            "cell %d/%d %s: %d/%d trials done%s", index + 1, len(self.cells), self.cells[index].name,
-            self.finished[index], self.trials_per_cell, best_text,
-        )
+        best_text = f", best {METRIC} {best.value:.3f} at alpha {best.params['alpha']:.2f}" if best else ""
+        cell = self.cells[index]
+        return (f"[{done}/{total} trials, {_duration(elapsed)}{left}] {cell.method} f={cell.fraction:g} "
+                f"{cell.teacher_arch}->{cell.student_arch} r{cell.replicate}: {self.finished[index]}/{self.trials_per_cell}"
+                f"{best_text}")
 
 
 class PerCellASHA(FIFOScheduler):

@@ -43,9 +43,12 @@ def kept_ids(spec: TrialSpec, dataset, split, tables: dict) -> np.ndarray:
     )
 
 
-def student_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_once_dir: str | None = None) -> None:
+def student_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_once_dir: str | None = None,
+                  verbose: bool = False) -> None:
     start, started_at = time.perf_counter(), time.time()
     spec = TrialSpec.from_config(config)
+    if not verbose:
+        ray_adapter.quiet_trial_logs()
     ray_adapter.set_trial_threads(spec.cpus_per_trial)
     device = ray_adapter.trial_device()
     recipe = Recipe.from_dict(spec.recipe)
