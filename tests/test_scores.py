@@ -94,7 +94,32 @@ def test_el2n_matches_a_hand_computation():
     # x2: logits (0, 2, 0): p - onehot = (-(1 + e^2), e^2, 1) / (e^2 + 2)
     second = math.sqrt((1 + e**2) ** 2 + e**4 + 1) / (e**2 + 2)
     assert el2n_scores(model, x, torch.tensor([0, 0])) == pytest.approx([first, second], rel=1e-6)
-    assert first == pytest.approx(0.51915, abs=1e-5) and second == pytest.approx(1.19542, abs=1e-5)
+
+
+def test_el2n_matches_numpy_in_eval_mode_across_batches():
+    """EL2N = || softmax(f(x)) - onehot(y) ||_2, written out in float64 NumPy for a random linear model.
+    The model is followed by dropout and left in training mode: the scores must be those of the eval-mode
+    model (no dropout), the same whatever the batch size, in the examples' order, and the model's mode
+    is restored afterwards."""
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(4, 5)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(5, 4, generator=generator))
+        linear.bias.copy_(torch.randn(5, generator=generator))
+    model = torch.nn.Sequential(linear, torch.nn.Dropout(0.5)).train()
+    x = torch.randn(11, 4, generator=generator)
+    y = torch.randint(0, 5, (11,), generator=generator)
+
+    logits = x.double().numpy() @ linear.weight.detach().double().numpy().T + linear.bias.detach().double().numpy()
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    expected = np.sqrt(((probs - np.eye(5)[y.numpy()]) ** 2).sum(1))
+
+    for batch_size in (1024, 3):
+        scores = el2n_scores(model, x, y, batch_size=batch_size)
+        assert scores.shape == (11,) and scores.dtype == np.float64
+        assert np.allclose(scores, expected, rtol=1e-5, atol=1e-7), batch_size
+        assert model.training
 
 
 @pytest.mark.parametrize("arch", ["small_cnn", "resnet20"])

@@ -42,7 +42,7 @@ def kd_loss(
         raise ValueError("alpha > 0 needs teacher logits")
     kl = F.kl_div(
         F.log_softmax(student / tau, dim=1),
-        F.log_softmax(teacher_logits.float() / tau, dim=1),
+        F.log_softmax(teacher_logits.detach().float() / tau, dim=1),
         reduction="batchmean",
         log_target=True,
     )

@@ -126,10 +126,6 @@ class DeviceLoader:
     def __len__(self) -> int:
         return math.ceil(len(self.ids) / self.batch_size)
 
-    @property
-    def num_examples(self) -> int:
-        return len(self.ids)
-
     def _epoch_randomness(self, epoch: int):
         n = len(self.ids)
         generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
@@ -231,10 +227,6 @@ class StreamingLoader:
 
     def __len__(self) -> int:
         return math.ceil(len(self.examples) / self.batch_size)
-
-    @property
-    def num_examples(self) -> int:
-        return len(self.examples)
 
     def __iter__(self) -> Iterator[Batch]:
         self.generator.manual_seed(derive_seed(self.seed, self.epoch))

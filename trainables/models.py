@@ -6,7 +6,9 @@ the CIFAR-style nets end in global pooling, so they also run on 8x8 digits.
 
 - ``resnet20/32/56/110``: He et al. (2016)'s CIFAR ResNets, 16-32-64 channels, option-A shortcuts.
 - ``resnet18_cifar``: ResNet-18 with a 3x3 stem and no max-pool (the data-pruning literature's model).
-- ``airbench``: the fast airbench-style net (conv groups of conv-pool-BN-GELU, 64-256-256 wide).
+- ``airbench_arch``: airbench94's architecture only (conv groups of conv-pool-BN-GELU, 64-256-256
+  wide); trained with this project's recipe, not airbench's, so do not expect airbench's speed or
+  accuracy from it.
 - ``small_cnn``: a three-conv net that trains on digits in seconds on a CPU.
 - ``resnet18``/``resnet50``: torchvision's ImageNet ResNets, no pretrained weights.
 """
@@ -121,7 +123,7 @@ def resnet18_cifar(num_classes: int, in_channels: int) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------
-# airbench-style fast net
+# airbench94's architecture (not its training recipe)
 
 
 class _ConvGroup(nn.Module):
@@ -139,8 +141,13 @@ class _ConvGroup(nn.Module):
         return F.gelu(self.bn2(self.conv2(x)))
 
 
-class AirbenchNet(nn.Module):
-    """airbench94's architecture: a 2x2 stem conv, three conv groups, global max pool, a scaled head."""
+class AirbenchArch(nn.Module):
+    """airbench94's architecture: a 2x2 stem conv, three conv groups, global max pool, a scaled head.
+
+    The architecture only. airbench's training recipe (whitening initialisation of the stem, label
+    smoothing, lookahead/EMA of the weights, test-time flips, decoupled learning rates and weight
+    decay) is not part of it: this net is trained with this project's recipe like every other model.
+    """
 
     def __init__(self, num_classes: int, in_channels: int, widths=(64, 256, 256)):
         super().__init__()
@@ -156,9 +163,10 @@ class AirbenchNet(nn.Module):
         return self.head(torch.flatten(F.adaptive_max_pool2d(x, 1), 1)) * self.head_scale
 
 
-@register_model("airbench")
-def airbench(num_classes: int, in_channels: int) -> nn.Module:
-    return AirbenchNet(num_classes, in_channels)
+@register_model("airbench_arch")
+def airbench_arch(num_classes: int, in_channels: int) -> nn.Module:
+    """airbench94's architecture only; trained with this project's recipe, not airbench's."""
+    return AirbenchArch(num_classes, in_channels)
 
 
 # --------------------------------------------------------------------------------------------

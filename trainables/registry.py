@@ -1,7 +1,9 @@
-"""One small registry class, used for every kind of thing (datasets, models, later scorers).
+"""One small registry class for every kind of thing a user picks by name: datasets, models, pruning
+methods (scorers), sweep profiles, alpha designs, among others.
 
-Each kind gets its own ``Registry`` instance; entries are added with the instance's
-``register`` decorator, in the style of timm's ``register_model``.
+Each kind gets its own ``Registry`` instance; entries are added with the instance's ``register``
+decorator, in the style of timm's ``register_model``. Registering a name twice is an error, and an
+unknown name raises ``UnknownEntryError`` listing the registered ones.
 """
 
 from __future__ import annotations
