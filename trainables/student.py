@@ -3,7 +3,7 @@
     python -m trainables.student --dataset digits --teacher teacher.pt --fraction 0.1 --alpha 0.8
 
 ``alpha`` weights the distillation term (``trainables.kd.kd_loss``); ``alpha = 0`` is plain training
-and runs no teacher forward at all.
+and runs no teacher forward at all. A student is a cohort of one (``trainables.cohort``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from trainables.cohort import STATE_FORMAT, Member, check_subset, train_cohort
 from trainables.datasets import Dataset, Split, load_dataset, validation_split
 from trainables.kd import check_alpha_tau, kd_loss
-from trainables.loader import Batch
 from trainables.recipe import Recipe, resolve_device
 from trainables.teacher import Teacher, load_teacher, print_epoch
-from trainables.train import EpochReport, train_on_ids
+from trainables.train import single_to_many_state
+
+__all__ = ["StudentResult", "check_subset", "train_student", "read_ids", "main"]
 
 
 @dataclass
@@ -38,22 +40,6 @@ class StudentResult:
         return asdict(self)
 
 
-def check_subset(subset_ids: np.ndarray, split: Split) -> np.ndarray:
-    """The subset must be distinct training-split ids: never a validation example."""
-    subset_ids = np.asarray(subset_ids, dtype=np.int64)
-    if subset_ids.ndim != 1 or len(subset_ids) == 0:
-        raise ValueError("the student's subset must be a non-empty 1-D array of example ids")
-    if len(np.unique(subset_ids)) != len(subset_ids):
-        raise ValueError("the student's subset repeats example ids")
-    outside = np.setdiff1d(subset_ids, split.train_ids)
-    if len(outside):
-        raise ValueError(
-            f"{len(outside)} subset ids are not in the training split (validation examples or out of "
-            f"range), for example {outside[:5].tolist()}"
-        )
-    return subset_ids
-
-
 def train_student(
     dataset: Dataset,
     subset_ids: np.ndarray,
@@ -69,36 +55,30 @@ def train_student(
     on_epoch=None,
     resume: dict | None = None,
 ) -> StudentResult:
-    """Train ``arch`` on ``subset_ids`` with ``kd_loss`` (alpha, tau) from ``teacher``.
+    """Train ``arch`` on ``subset_ids`` with ``kd_loss`` (alpha, tau) from ``teacher``: a cohort of one
+    (``trainables.cohort.train_cohort``).
 
     Reports per-epoch validation accuracy through ``on_epoch`` and returns the final validation and
     test accuracy. The teacher sees the same augmented batch as the student, in eval mode.
-    ``resume`` continues from an epoch's ``report.state()`` (see ``trainables.train.fit``).
+    ``resume`` continues from an epoch's ``report.state()`` (``trainables.train.fit``'s format; a
+    cohort-of-one state from ``train_cohort`` is accepted too).
     """
     check_alpha_tau(alpha, tau)
-    subset_ids = check_subset(subset_ids, split)
-    device = resolve_device(device) if isinstance(device, str) else device
-    if alpha > 0:
-        if teacher is None:
-            raise ValueError(f"alpha={alpha} needs a teacher")
-        teacher.check_compatible(dataset, split)
-        teacher_model = teacher.model.to(device).eval()
-
-    def loss_fn(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        if alpha == 0:  # plain training: no teacher forward at all
-            return kd_loss(logits, None, batch.y, 0.0, tau, label_smoothing=recipe.label_smoothing)
-        with torch.no_grad():
-            teacher_logits = teacher_model(batch.x)
-        return kd_loss(logits, teacher_logits, batch.y, alpha, tau, label_smoothing=recipe.label_smoothing)
-
-    run = train_on_ids(
-        dataset, arch=arch, train_ids=subset_ids, val_ids=split.val_ids, recipe=recipe, seed=seed,
-        device=device, loss_fn=loss_fn, on_epoch=on_epoch, resume=resume,
+    member = Member(alpha, tau)
+    if resume is not None and "format" not in resume:  # fit's state of one model -> the cohort's
+        resume = {
+            "format": STATE_FORMAT, "arch": arch, "seed": seed, "member_specs": [{"alpha": alpha, "tau": tau}],
+            **single_to_many_state(resume),
+        }
+    cohort = train_cohort(
+        dataset, subset_ids, arch=arch, recipe=recipe, split=split, teacher=teacher, members=[member], seed=seed,
+        device=device, on_report=None if on_epoch is None else lambda report: on_epoch(report.members[0]),
+        resume=resume, loss=kd_loss,  # looked up here, so that kd_loss can be watched in this module
     )
+    (result,) = cohort.members
     return StudentResult(
-        arch=arch, alpha=alpha, tau=tau, seed=seed, num_train=len(subset_ids),
-        val_acc=run.val.acc if run.val else None, test_acc=run.test.acc,
-        history=[report.to_dict() for report in run.history],
+        arch=arch, alpha=alpha, tau=tau, seed=seed, num_train=cohort.num_train,
+        val_acc=result.val_acc, test_acc=result.test_acc, history=result.history,
     )
 
 

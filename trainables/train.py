@@ -4,6 +4,10 @@
 ``on_step`` after every optimiser step (scores such as forgetting need per-batch predictions with
 their example ids) and ``on_epoch`` after every epoch (the sweep reports to Ray Tune from there).
 Raising ``StopTraining`` from a callback ends training after that step or epoch.
+
+``fit`` is ``fit_many`` of one model: ``fit_many`` trains several models on one stream of batches,
+each with its own loss, optimiser and schedule (the cohorts of ``trainables.cohort``); it is the only
+implementation of the training step.
 """
 
 from __future__ import annotations
@@ -90,6 +94,197 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_e
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@dataclass
+class EpochReports:
+    """One epoch of ``fit_many``: a report per model, ``None`` for a model stopped before this epoch.
+
+    ``state()`` is everything needed to resume all the models after this epoch (see
+    ``fit_many(resume=...)``); ``stop(i, reason)`` stops model ``i`` after this epoch: it trains no more
+    and its history ends here.
+    """
+
+    epoch: int  # 1-based
+    epochs: int
+    reports: list[EpochReport | None]
+    seconds: float  # wall time of the epoch for all the models, evaluation included
+    state: Callable[[], dict] = field(repr=False, compare=False)
+    stop: Callable[..., None] = field(repr=False, compare=False)
+    is_stopped: Callable[[int], bool] = field(repr=False, compare=False)
+
+    def active(self) -> list[int]:
+        """The models trained this epoch and not stopped (so far) after it."""
+        return [i for i, report in enumerate(self.reports) if report is not None and not self.is_stopped(i)]
+
+
+@dataclass
+class Fitted:
+    """What ``fit_many`` returns for each model."""
+
+    history: list[EpochReport]
+    stopped_epoch: int | None = None  # the epoch after which it was stopped; None: never stopped
+    stop_reason: str | None = None
+
+
+class _Trainee:
+    """One model of ``fit_many`` with its optimiser, schedule, loss and history."""
+
+    def __init__(self, model: nn.Module, recipe: Recipe, steps_per_epoch: int, loss_fn: LossFn | None):
+        if loss_fn is None:
+
+            def loss_fn(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+                return F.cross_entropy(logits.float(), batch.y, label_smoothing=recipe.label_smoothing)
+
+        self.model = model
+        self.forward = torch.compile(model) if recipe.compile else model
+        self.loss_fn = loss_fn
+        self.optimizer = make_optimizer(model, recipe)
+        self.scheduler = make_scheduler(self.optimizer, recipe, steps_per_epoch)
+        self.history: list[EpochReport] = []
+        self.stopped_epoch: int | None = None
+        self.stop_reason: str | None = None
+
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = [EpochReport(**report) for report in state["history"]]
+        self.stopped_epoch = state.get("stopped_epoch")
+        self.stop_reason = state.get("stop_reason")
+
+    def state(self, epoch: int) -> dict:
+        """``fit``'s resume state (plus when and why the model was stopped)."""
+        return {
+            "epoch": epoch,
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": [report.to_dict() for report in self.history],
+            "stopped_epoch": self.stopped_epoch,
+            "stop_reason": self.stop_reason,
+        }
+
+
+def fit_many(
+    models: list[nn.Module],
+    train_loader: Loader,
+    recipe: Recipe,
+    *,
+    device: torch.device,
+    loss_fns: list[LossFn | None] | None = None,
+    val_loader: Loader | None = None,
+    on_step: Callable[[int, Batch, torch.Tensor], None] | None = None,
+    on_epoch: Callable[[EpochReports], None] | None = None,
+    resume: dict | None = None,
+) -> list[Fitted]:
+    """Train several models on ONE stream of batches: every batch of ``train_loader`` (the same ids
+    and augmentation) trains every model still running, one after another, each with its own loss,
+    optimiser and schedule (all from ``recipe``). The training step of ``fit`` (which is
+    ``fit_many`` of one model).
+
+    ``loss_fns[i](logits, batch)`` is model ``i``'s loss (default cross-entropy with the recipe's
+    label smoothing); it runs inside the autocast region of that model's forward. Work shared by the
+    models on a batch (a teacher forward) can be cached on the batch object, which is the same for all.
+    ``on_step(i, batch, logits)`` runs after model ``i``'s optimiser step, ``on_epoch(reports)``
+    after every epoch; ``reports.stop(i)`` from there stops model ``i`` (it costs nothing afterwards).
+    Raising ``StopTraining`` from either ends the training of every model.
+
+    ``resume``: an ``EpochReports.state()`` of an earlier run of the same call,
+    ``{"epoch": e, "members": [per-model state]}`` where a per-model state is ``fit``'s
+    (``epoch, model, optimizer, scheduler, history``) plus ``stopped_epoch`` and ``stop_reason``;
+    training continues after epoch ``e`` with the same batch order, so it matches an uninterrupted run.
+    """
+    if not models:
+        raise ValueError("fit_many needs at least one model")
+    loss_fns = [None] * len(models) if loss_fns is None else list(loss_fns)
+    if len(loss_fns) != len(models):
+        raise ValueError(f"{len(models)} models but {len(loss_fns)} loss functions")
+    steps_per_epoch = len(train_loader)
+    trainees = [_Trainee(model, recipe, steps_per_epoch, loss_fn) for model, loss_fn in zip(models, loss_fns)]
+    epochs = recipe.epochs_for(steps_per_epoch)
+    first_epoch = 1
+    if resume is not None:
+        if len(resume["members"]) != len(trainees):
+            raise ValueError(f"the resume state has {len(resume['members'])} models, this run {len(trainees)}")
+        for trainee, state in zip(trainees, resume["members"]):
+            trainee.load(state)
+        first_epoch = resume["epoch"] + 1
+        train_loader.epoch = resume["epoch"]  # the loader's own epoch counter: the next batch order
+
+    def group_state(epoch: int) -> dict:
+        return {"epoch": epoch, "members": [trainee.state(epoch) for trainee in trainees]}
+
+    def stop(index: int, reason: str = "stopped", *, epoch: int) -> None:
+        trainee = trainees[index]
+        if trainee.stopped_epoch is None:
+            trainee.stopped_epoch, trainee.stop_reason = epoch, reason
+
+    for epoch in range(first_epoch, epochs + 1):
+        running = [(i, t) for i, t in enumerate(trainees) if t.stopped_epoch is None]
+        if not running:
+            break
+        start = time.perf_counter()
+        # Sums stay on the device: one host sync per epoch, not per step.
+        sums = {}
+        for i, trainee in running:
+            trainee.model.train()
+            sums[i] = (torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
+        seen = 0
+        try:
+            for batch in train_loader:
+                n = len(batch.y)
+                for i, trainee in running:
+                    with autocast(recipe.precision, device):
+                        logits = trainee.forward(batch.x)
+                        loss = trainee.loss_fn(logits, batch)
+                    trainee.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    trainee.optimizer.step()
+                    trainee.scheduler.step()
+                    loss_sum, correct = sums[i]
+                    loss_sum += loss.detach() * n
+                    correct += (logits.detach().argmax(1) == batch.y).sum()
+                    if on_step is not None:
+                        on_step(i, batch, logits.detach())
+                seen += n
+        except StopTraining:
+            break
+        reports: list[EpochReport | None] = [None] * len(trainees)
+        for i, trainee in running:
+            loss_sum, correct = sums[i]
+            reports[i] = EpochReport(
+                epoch=epoch,
+                epochs=epochs,
+                train_loss=float(loss_sum) / seen,
+                train_acc=float(correct) / seen,
+                lr=trainee.optimizer.param_groups[0]["lr"],
+                seconds=0.0,
+            )
+        if val_loader is not None:
+            results = evaluate_many([trainee.model for _, trainee in running], val_loader, recipe, device=device)
+            for (i, _), result in zip(running, results):
+                reports[i].val_acc, reports[i].val_loss = result.acc, result.loss
+        seconds = time.perf_counter() - start
+        for i, trainee in running:
+            reports[i].seconds = seconds
+            reports[i].state = lambda epoch=epoch, trainee=trainee: trainee.state(epoch)
+            trainee.history.append(reports[i])
+        if on_epoch is not None:
+            try:
+                on_epoch(
+                    EpochReports(
+                        epoch=epoch, epochs=epochs, reports=reports, seconds=seconds,
+                        state=lambda epoch=epoch: group_state(epoch),
+                        stop=lambda index, reason="stopped", epoch=epoch: stop(index, reason, epoch=epoch),
+                        is_stopped=lambda index: trainees[index].stopped_epoch is not None,
+                    )
+                )
+            except StopTraining:
+                break
+    for trainee in trainees:
+        trainee.model.eval()
+    return [Fitted(t.history, t.stopped_epoch, t.stop_reason) for t in trainees]
+
+
 def fit(
     model: nn.Module,
     train_loader: Loader,
@@ -103,7 +298,7 @@ def fit(
     resume: dict | None = None,
 ) -> list[EpochReport]:
     """Train ``model`` in place for ``recipe.epochs_for(len(train_loader))`` epochs (``recipe.epochs``, or
-    more to reach ``recipe.min_steps``); returns one report per epoch run.
+    more to reach ``recipe.min_steps``); returns one report per epoch run. ``fit_many`` of one model.
 
     ``loss_fn(logits, batch)`` defaults to cross-entropy with the recipe's label smoothing; it runs
     inside the same autocast region as the forward pass (so a teacher forward in it is bf16 too).
@@ -113,79 +308,18 @@ def fit(
     that epoch with the same model, optimiser, schedule and batch order (each epoch's batches derive
     from (seed, epoch)), so a resumed run matches an uninterrupted one.
     """
-    if loss_fn is None:
+    (fitted,) = fit_many(
+        [model], train_loader, recipe, device=device, loss_fns=[loss_fn], val_loader=val_loader,
+        on_step=None if on_step is None else lambda _, batch, logits: on_step(batch, logits),
+        on_epoch=None if on_epoch is None else lambda reports: on_epoch(reports.reports[0]),
+        resume=None if resume is None else single_to_many_state(resume),
+    )
+    return fitted.history
 
-        def loss_fn(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-            return F.cross_entropy(logits.float(), batch.y, label_smoothing=recipe.label_smoothing)
 
-    forward = torch.compile(model) if recipe.compile else model
-    optimizer = make_optimizer(model, recipe)
-    scheduler = make_scheduler(optimizer, recipe, len(train_loader))
-    epochs = recipe.epochs_for(len(train_loader))
-    history: list[EpochReport] = []
-    first_epoch = 1
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        history = [EpochReport(**report) for report in resume["history"]]
-        first_epoch = resume["epoch"] + 1
-        train_loader.epoch = resume["epoch"]  # the loader's own epoch counter: the next batch order
-
-    def training_state(epoch: int) -> dict:
-        return {
-            "epoch": epoch,
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "history": [report.to_dict() for report in history],
-        }
-
-    for epoch in range(first_epoch, epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        # Sums stay on the device: one host sync per epoch, not per step.
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        try:
-            for batch in train_loader:
-                with autocast(recipe.precision, device):
-                    logits = forward(batch.x)
-                    loss = loss_fn(logits, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                n = len(batch.y)
-                loss_sum += loss.detach() * n
-                correct += (logits.detach().argmax(1) == batch.y).sum()
-                seen += n
-                if on_step is not None:
-                    on_step(batch, logits.detach())
-        except StopTraining:
-            break
-        report = EpochReport(
-            epoch=epoch,
-            epochs=epochs,
-            train_loss=float(loss_sum) / seen,
-            train_acc=float(correct) / seen,
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=0.0,
-        )
-        if val_loader is not None:
-            result = evaluate(model, val_loader, recipe, device=device)
-            report.val_acc, report.val_loss = result.acc, result.loss
-        report.seconds = time.perf_counter() - start
-        report.state = lambda epoch=epoch: training_state(epoch)
-        history.append(report)
-        if on_epoch is not None:
-            try:
-                on_epoch(report)
-            except StopTraining:
-                break
-    model.eval()
-    return history
+def single_to_many_state(state: dict) -> dict:
+    """``fit``'s resume state as ``fit_many``'s state of one model."""
+    return {"epoch": state["epoch"], "members": [state]}
 
 
 @torch.no_grad()
@@ -205,14 +339,33 @@ def predict(
     return torch.cat(ids).cpu().numpy(), torch.cat(logits), torch.cat(labels)
 
 
+def evaluate_many(
+    models: list[nn.Module], loader: Loader, recipe: Recipe, *, device: torch.device
+) -> list[EvalResult]:
+    """``evaluate`` for several models over one pass of ``loader`` (each batch is gathered once)."""
+    states = [model.training for model in models]
+    for model in models:
+        model.eval()
+    logits: list[list[torch.Tensor]] = [[] for _ in models]
+    labels = []
+    with torch.no_grad(), autocast(recipe.precision, device):
+        for batch in loader:
+            labels.append(batch.y)
+            for i, model in enumerate(models):
+                logits[i].append(model(batch.x).float())
+    for model, training in zip(models, states):
+        model.train(training)
+    y = torch.cat(labels)
+    results = []
+    for parts in logits:
+        z = torch.cat(parts)
+        results.append(EvalResult(acc=float((z.argmax(1) == y).float().mean()), loss=float(F.cross_entropy(z, y)), n=len(y)))
+    return results
+
+
 def evaluate(model: nn.Module, loader: Loader, recipe: Recipe, *, device: torch.device) -> EvalResult:
     """Accuracy and mean cross-entropy of ``model`` over ``loader``."""
-    _, logits, labels = predict(model, loader, recipe, device=device)
-    return EvalResult(
-        acc=float((logits.argmax(1) == labels).float().mean()),
-        loss=float(F.cross_entropy(logits, labels)),
-        n=len(labels),
-    )
+    return evaluate_many([model], loader, recipe, device=device)[0]
 
 
 @dataclass
@@ -221,6 +374,58 @@ class RunResult:
     history: list[EpochReport]
     val: EvalResult | None
     test: EvalResult | None
+    stopped_epoch: int | None = None  # see ``Fitted``
+    stop_reason: str | None = None
+
+
+def train_many_on_ids(
+    dataset,
+    *,
+    arch: str,
+    train_ids: np.ndarray,
+    val_ids: np.ndarray,
+    recipe: Recipe,
+    seed: int,
+    device: torch.device,
+    loss_fns: list[LossFn | None],
+    on_epoch: Callable[[EpochReports], None] | None = None,
+    on_step: Callable[[int, Batch, torch.Tensor], None] | None = None,
+    test: bool = True,
+    resume: dict | None = None,
+) -> list[RunResult]:
+    """``len(loss_fns)`` models of ``arch``, all initialised from ``seed`` (identical weights), trained
+    together by ``fit_many`` on one stream of batches of ``train_ids`` (its order and augmentation from
+    ``seed``), validated each epoch on ``val_ids`` (when there are any) and, with ``test``, tested on
+    the whole test set. ``train_on_ids`` is this with one model."""
+    models = []
+    for _ in loss_fns:  # the same seed before each build: identical weights and memory layout
+        torch.manual_seed(derive_seed("init", seed))
+        models.append(prepare_model(build_model(arch, dataset.num_classes, dataset.in_channels), recipe, device))
+    common = dict(device=device, channels_last=recipe.channels_last)
+    train_loader = make_loader(
+        dataset, "train", train_ids, recipe.batch_size, train=True, seed=derive_seed("batches", seed),
+        augment=recipe.augment, **common,
+    )
+    val_loader = (
+        make_loader(dataset, "train", val_ids, recipe.eval_batch_size, train=False, **common)
+        if len(val_ids)
+        else None
+    )
+    fitted = fit_many(
+        models, train_loader, recipe, device=device, loss_fns=loss_fns, val_loader=val_loader,
+        on_step=on_step, on_epoch=on_epoch, resume=resume,
+    )
+    vals = evaluate_many(models, val_loader, recipe, device=device) if val_loader is not None else [None] * len(models)
+    tests = [None] * len(models)
+    if test:
+        test_loader = make_loader(
+            dataset, "test", np.arange(len(dataset.y_test)), recipe.eval_batch_size, train=False, **common
+        )
+        tests = evaluate_many(models, test_loader, recipe, device=device)
+    return [
+        RunResult(model, f.history, val, test_result, f.stopped_epoch, f.stop_reason)
+        for model, f, val, test_result in zip(models, fitted, vals, tests)
+    ]
 
 
 def train_on_ids(
@@ -240,28 +445,12 @@ def train_on_ids(
 ) -> RunResult:
     """Build ``arch`` (initialised from ``seed``), train it on ``train_ids``, validate each epoch on
     ``val_ids`` (when there are any) and, with ``test``, test on the whole test set. Teachers,
-    students and scoring runs all go through here."""
-    torch.manual_seed(derive_seed("init", seed))
-    model = prepare_model(build_model(arch, dataset.num_classes, dataset.in_channels), recipe, device)
-    common = dict(device=device, channels_last=recipe.channels_last)
-    train_loader = make_loader(
-        dataset, "train", train_ids, recipe.batch_size, train=True, seed=derive_seed("batches", seed),
-        augment=recipe.augment, **common,
+    students and scoring runs all go through here (``train_many_on_ids`` of one model)."""
+    (run,) = train_many_on_ids(
+        dataset, arch=arch, train_ids=train_ids, val_ids=val_ids, recipe=recipe, seed=seed, device=device,
+        loss_fns=[loss_fn],
+        on_epoch=None if on_epoch is None else lambda reports: on_epoch(reports.reports[0]),
+        on_step=None if on_step is None else lambda _, batch, logits: on_step(batch, logits),
+        test=test, resume=None if resume is None else single_to_many_state(resume),
     )
-    val_loader = (
-        make_loader(dataset, "train", val_ids, recipe.eval_batch_size, train=False, **common)
-        if len(val_ids)
-        else None
-    )
-    history = fit(
-        model, train_loader, recipe, device=device, loss_fn=loss_fn, val_loader=val_loader,
-        on_step=on_step, on_epoch=on_epoch, resume=resume,
-    )
-    val = evaluate(model, val_loader, recipe, device=device) if val_loader is not None else None
-    test_result = None
-    if test:
-        test_loader = make_loader(
-            dataset, "test", np.arange(len(dataset.y_test)), recipe.eval_batch_size, train=False, **common
-        )
-        test_result = evaluate(model, test_loader, recipe, device=device)
-    return RunResult(model, history, val, test_result)
+    return run
