@@ -122,6 +122,10 @@ def alpha_vs_f(cells: pd.DataFrame, fits: list[AlphaFFit]) -> go.Figure:
             hovertemplate=f"{fit.group}<br>f = %{{x:.3f}}: α* = %{{y:.3f}} (model)<extra></extra>",
         ))
     low, high = (float(cells["alpha_lo"].min()), float(cells["alpha_hi"].max())) if len(done) else (0.0, 1.0)
+    if done.empty:  # say why the figure is empty instead of showing bare axes
+        reasons = sorted({fit.message for fit in fits if fit.message}) or ["no completed trials"]
+        fig.add_annotation(text="No α* can be estimated from these trials: " + "; ".join(reasons) + ".",
+                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=14))
     fig.update_layout(
         template=TEMPLATE, height=600, margin=dict(t=60, b=40),
         title="Optimal α versus kept fraction f (pooled model, 95 % intervals; hollow: not pinned)",

@@ -10,7 +10,9 @@ reads a sweep's results on a machine without torch or Ray.
 - ``teacher_ref`` / ``scores_ref``: how the plan names a teacher and a score table (the keys of the
   ``sweep.json`` artifact maps).
 - ``TrialSpec``: everything one Tune trial needs besides the object-store data; the searcher
-  encodes it once (``to_config``) and the trial decodes it once (``from_config``).
+  encodes it once (``to_config``) and the trial decodes it once (``from_config``). A trial trains a
+  cohort: the students of one cell that differ only in alpha (``MemberSpec``), on one stream of
+  batches; ``results.csv`` has one row per student.
 - ``RESULT_COLUMNS``: the columns of ``results.csv``, in order, with their dtypes.
 """
 
@@ -91,19 +93,29 @@ def scores_ref(method: str, replicate: int) -> str:
 
 
 @dataclass(frozen=True)
-class TrialSpec:
-    """What one trial trains: a cell, its alpha and tau, and how (recipe, split, subset, artifacts).
+class MemberSpec:
+    """One student of a cohort: its alpha and tau, and the Optuna trial that proposed them."""
 
-    ``trial_seed`` seeds the student's initialisation and batch order; it derives from the cell and
-    the Optuna trial number, never from the clock.
+    alpha: float
+    tau: float
+    optuna_trial: int
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one Tune trial trains: a cohort of students of one cell, differing only in alpha and tau,
+    and how (recipe, split, subset, artifacts).
+
+    The members share one initialisation and one stream of batches, seeded by ``trial_seed``, which
+    derives from the cell and the first member's Optuna trial number, never from the clock. With
+    ``halving`` the weaker members stop early (successive halving; the alpha = 0 member never does).
     """
 
     cell: Cell
     cell_index: int
-    alpha: float
-    tau: float
-    optuna_trial: int
+    members: tuple[MemberSpec, ...]
     trial_seed: int
+    halving: bool
     recipe: dict
     val_size: int | float
     split_seed: int
@@ -115,14 +127,19 @@ class TrialSpec:
     profile: str
     version: str
 
+    @property
+    def has_baseline(self) -> bool:
+        return any(m.alpha == 0 for m in self.members)
+
     def to_config(self) -> dict:
-        """The Tune config: plain JSON-able values (the cell as a nested dict)."""
+        """The Tune config: plain JSON-able values (the cell as a nested dict, members as a list)."""
         return asdict(self)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "TrialSpec":
         values = {f.name: config[f.name] for f in fields(cls)}
         values["cell"] = Cell(**config["cell"])
+        values["members"] = tuple(MemberSpec(**m) for m in config["members"])
         return cls(**values)
 
 
@@ -140,12 +157,12 @@ class TrialSettings:
     cpus_per_trial: float
     profile: str
     version: str
+    halving: bool = False
 
-    def spec(self, cell: Cell, *, cell_index: int, alpha: float, tau: float, optuna_trial: int,
-             trial_seed: int) -> TrialSpec:
+    def spec(self, cell: Cell, *, cell_index: int, members: list[MemberSpec], trial_seed: int) -> TrialSpec:
         return TrialSpec(
-            cell=cell, cell_index=cell_index, alpha=float(alpha), tau=float(tau), optuna_trial=int(optuna_trial),
-            trial_seed=int(trial_seed), recipe=self.recipe, val_size=self.val_size, split_seed=self.split_seed,
+            cell=cell, cell_index=cell_index, members=tuple(members), trial_seed=int(trial_seed), halving=self.halving,
+            recipe=self.recipe, val_size=self.val_size, split_seed=self.split_seed,
             selection=self.selection, class_balanced=self.class_balanced,
             teacher_key=self.teacher_keys[cell.teacher_ref],
             score_key=None if cell.scores_ref is None else self.score_keys[cell.scores_ref],
@@ -158,7 +175,10 @@ RESULT_COLUMNS: dict[str, str] = {
     **{name: ("float" if name == "fraction" else "int" if name == "replicate" else "str") for name in CELL_COLUMNS},
     "alpha": "float",
     "tau": "float",
-    "trial_seed": "int",
+    "cohort": "str",  # the Tune trial that trained this student with the other members of its cohort
+    "member": "int",  # the student's place in its cohort
+    "cohort_size": "int",
+    "trial_seed": "int",  # the cohort's initialisation and batch-order seed
     "val_acc": "float",
     "test_acc": "float",
     "epochs_run": "int",
@@ -180,7 +200,6 @@ RESULT_COLUMNS: dict[str, str] = {
     "finished_at": "float",
     "resumed_from_epoch": "int",
     "node_id": "str",
-    "trial_id": "str",
     "profile": "str",
     "recipe": "str",
     "version": "str",

@@ -37,6 +37,8 @@ class SweepConfig:
     teachers: list[str] = field(default_factory=list)  # empty: the profile's
     students: list[str] = field(default_factory=list)
     trials_per_cell: int | None = None  # None: the profile's
+    cohort_size: int | None = None  # students per Tune trial; None: every trial of a cell in one cohort
+    halving: bool = False  # successive halving inside each cohort
     alpha_range: tuple[float, float] = (0.0, 1.0)
     tau: list[float] = field(default_factory=lambda: [DEFAULT_TAU])  # one value: fixed; two: searched (log scale)
     alpha_design: str = DEFAULT_DESIGN
@@ -82,6 +84,8 @@ class SweepConfig:
             attempt(check_fraction, f)
         for arch in self.teachers + self.students:
             attempt(check_model_name, arch)
+        if self.cohort_size is not None and self.cohort_size < 1:
+            problems.append(f"--cohort-size must be >= 1, got {self.cohort_size}")
         if self.trials_per_cell is not None and self.trials_per_cell < 1:
             problems.append(f"--trials-per-cell must be >= 1, got {self.trials_per_cell}")
         problems.extend(self.alpha_space.problems())
@@ -147,7 +151,17 @@ class SweepPlan:
 
     @property
     def num_trials(self) -> int:
+        """Students trained in all (each an Optuna trial of its cell's study)."""
         return len(self.cells) * self.trials_per_cell
+
+    @property
+    def cohort_size(self) -> int:
+        return min(self.config.cohort_size or self.trials_per_cell, self.trials_per_cell)
+
+    @property
+    def num_cohorts(self) -> int:
+        """Tune trials: each cell's students in cohorts of ``cohort_size``."""
+        return len(self.cells) * -(-self.trials_per_cell // self.cohort_size)
 
     @property
     def scored_methods(self) -> list[str]:
@@ -172,6 +186,7 @@ class SweepPlan:
             "teachers": self.teachers,
             "students": self.students,
             "trials_per_cell": self.trials_per_cell,
+            "cohort_size": self.cohort_size,
             "score_seeds": self.score_seeds,
             "val_size": self.val_size,
             "teacher_keys": self.teacher_keys,

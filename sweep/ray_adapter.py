@@ -132,7 +132,9 @@ def _trainable(fn: Callable, parameters: dict, resources: dict):
 
 def _trial_name(trial) -> str:
     config = trial.config
-    return f"{trial.trial_id}-cell{config.get('cell_index')}-t{config.get('optuna_trial')}"
+    numbers = [member["optuna_trial"] for member in config.get("members", [])]
+    span = f"t{numbers[0]}" + (f"-{numbers[-1]}" if len(numbers) > 1 else "") if numbers else "t"
+    return f"{trial.trial_id}-cell{config.get('cell_index')}-{span}"
 
 
 def _reporter():
@@ -145,7 +147,7 @@ def _reporter():
     return tune.CLIReporter(
         metric_columns={"val_acc": "val_acc", "test_acc": "test_acc", "epoch": "epoch"},
         parameter_columns={"cell/method": "method", "cell/fraction": "f", "cell/teacher_arch": "teacher",
-                           "cell/replicate": "replicate", "alpha": "alpha", "tau": "tau"},
+                           "cell/replicate": "replicate"},
         max_report_frequency=30,
         sort_by_metric=False,
     )

@@ -13,8 +13,8 @@ from sweep.contract import CELL_COLUMNS, METRIC, RESULT_COLUMNS, RESULTS_FILE, T
 from trainables.storage import write_bytes
 
 
-def trial_status(metrics: dict, error: str | None, tune_status: str) -> str | None:
-    """How a trial ended (``sweep.contract.STATUSES``); None for one that never started."""
+def cohort_status(metrics: dict, error: str | None, tune_status: str) -> str | None:
+    """How a cohort trial ended (``sweep.contract.STATUSES``); None for one that never started."""
     if error:
         return "error"
     if metrics.get("done"):
@@ -24,54 +24,68 @@ def trial_status(metrics: dict, error: str | None, tune_status: str) -> str | No
     return "stopped" if tune_status == "TERMINATED" else "interrupted"  # TERMINATED early: the scheduler
 
 
-def result_row(spec: TrialSpec, metrics: dict, *, status: str, error: str | None, trial_id: str | None,
-               teacher_meta: dict) -> dict:
-    """One trial's row: its spec, what it reported last, and how it ended."""
+def member_rows(spec: TrialSpec, metrics: dict, *, status: str, error: str | None, cohort: str | None,
+                teacher_meta: dict) -> list[dict]:
+    """One row per student of a cohort: its spec, what it reported last, and how it ended."""
     teacher = teacher_meta.get(spec.teacher_key, {})
-    epochs, num_train = metrics.get("epoch", 0), metrics.get("num_train")
-    steps = None if num_train is None else epochs * -(-int(num_train) // int(spec.recipe["batch_size"]))
-    return {
-        **spec.cell.to_dict(),
-        "alpha": spec.alpha,
-        "tau": spec.tau,
-        "trial_seed": spec.trial_seed,
-        "val_acc": metrics.get(METRIC),
-        "test_acc": metrics.get("test_acc"),
-        "epochs_run": epochs,
-        "steps_run": steps,
-        "status": status,
-        "error": error,
-        "optuna_trial": spec.optuna_trial,
-        "num_train": metrics.get("num_train"),
-        "subset_digest": metrics.get("subset_digest"),
-        "teacher_key": spec.teacher_key,
-        "teacher_val_acc": teacher.get("val_acc"),
-        "teacher_test_acc": teacher.get("test_acc"),
-        "score_key": spec.score_key,
-        "selection": spec.selection,
-        "class_balanced": spec.class_balanced,
-        "wall_time_s": metrics.get("time_total_s"),
-        "busy_s": metrics.get("busy_s"),
-        "started_at": metrics.get("started_at"),
-        "finished_at": metrics.get("finished_at"),
-        "resumed_from_epoch": metrics.get("resumed_from_epoch"),
-        "node_id": metrics.get("node_id"),
-        "trial_id": trial_id,
-        "profile": spec.profile,
-        "recipe": json.dumps(spec.recipe, sort_keys=True),
-        "version": spec.version,
-    }
+    num_train = metrics.get("num_train")
+    steps_per_epoch = None if num_train is None else -(-int(num_train) // int(spec.recipe["batch_size"]))
+
+    def member_value(name: str, i: int):
+        values = metrics.get(name)
+        return values[i] if isinstance(values, (list, tuple)) and i < len(values) else None
+
+    rows = []
+    for i, member in enumerate(spec.members):
+        member_status = status
+        if status == "completed" and member_value("member_status", i) == "stopped":
+            member_status = "stopped"  # successive halving inside the cohort
+        epochs = member_value("member_epochs", i) or metrics.get("epoch", 0)
+        rows.append({
+            **spec.cell.to_dict(),
+            "alpha": member.alpha,
+            "tau": member.tau,
+            "cohort": cohort,
+            "member": i,
+            "cohort_size": len(spec.members),
+            "trial_seed": spec.trial_seed,
+            "val_acc": member_value("member_val_acc", i),
+            "test_acc": member_value("member_test_acc", i),
+            "epochs_run": epochs,
+            "steps_run": member_value("member_steps", i) or (None if steps_per_epoch is None else epochs * steps_per_epoch),
+            "status": member_status,
+            "error": error,
+            "optuna_trial": member.optuna_trial,
+            "num_train": num_train,
+            "subset_digest": metrics.get("subset_digest"),
+            "teacher_key": spec.teacher_key,
+            "teacher_val_acc": teacher.get("val_acc"),
+            "teacher_test_acc": teacher.get("test_acc"),
+            "score_key": spec.score_key,
+            "selection": spec.selection,
+            "class_balanced": spec.class_balanced,
+            "wall_time_s": metrics.get("time_total_s"),
+            "busy_s": metrics.get("busy_s"),
+            "started_at": metrics.get("started_at"),
+            "finished_at": metrics.get("finished_at"),
+            "resumed_from_epoch": metrics.get("resumed_from_epoch"),
+            "node_id": metrics.get("node_id"),
+            "profile": spec.profile,
+            "recipe": json.dumps(spec.recipe, sort_keys=True),
+            "version": spec.version,
+        })
+    return rows
 
 
 def result_table(grid, teacher_meta: dict | None = None) -> pd.DataFrame:
-    """One row per trial of a finished Tune run; ``teacher_meta`` maps a teacher key to its artifact
-    metadata (``val_acc``, ``test_acc``), which the report draws as the reference line."""
+    """One row per student of a finished (or stopped) Tune run; ``teacher_meta`` maps a teacher key to
+    its artifact metadata (``val_acc``, ``test_acc``), which the report draws as the reference line."""
     rows = []
     for row in ray_adapter.result_rows(grid):
-        status = trial_status(row["metrics"], row["error"], row["tune_status"])
+        status = cohort_status(row["metrics"], row["error"], row["tune_status"])
         if status is not None:
-            rows.append(result_row(TrialSpec.from_config(row["config"]), row["metrics"], status=status,
-                                   error=row["error"], trial_id=row["trial_id"], teacher_meta=teacher_meta or {}))
+            rows.extend(member_rows(TrialSpec.from_config(row["config"]), row["metrics"], status=status,
+                                    error=row["error"], cohort=row["trial_id"], teacher_meta=teacher_meta or {}))
     frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     return frame.sort_values([*CELL_COLUMNS, "optuna_trial"], ignore_index=True)
 

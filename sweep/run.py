@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--profile", default="fast", choices=list_profiles(),
                       help="smoke: minutes on a laptop CPU; fast: minutes per student on a GPU; paper: the literature's recipe (default fast)")
     what.add_argument("--trials-per-cell", type=int, default=None, help="Optuna trials per cell, the alpha = 0 baseline included (default: the profile's)")
+    what.add_argument("--cohort-size", type=int, default=None, metavar="K",
+                      help="students trained together in one trial (one upload, one batch stream, one teacher forward "
+                      "per batch, paired comparisons); default: all trials of a cell in one cohort")
+    what.add_argument("--halving", action="store_true",
+                      help="successive halving inside each cohort: weak members stop early (never the alpha = 0 one)")
     what.add_argument("--teacher", nargs="+", default=[], metavar="ARCH", dest="teachers",
                       help="teacher architectures; several for the capacity study (default: the profile's)")
     what.add_argument("--student", nargs="+", default=[], metavar="ARCH", dest="students",
@@ -94,7 +99,7 @@ def config_from_args(args) -> SweepConfig:
     name = args.name or f"{(args.dataset or 'sweep').replace(':', '_').replace('/', '_')}-{args.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     return SweepConfig(
         dataset=args.dataset, name=name, storage=args.storage, profile=args.profile, methods=args.methods,
-        fractions=args.fractions, teachers=args.teachers, students=args.students, trials_per_cell=args.trials_per_cell,
+        fractions=args.fractions, cohort_size=args.cohort_size, halving=args.halving, teachers=args.teachers, students=args.students, trials_per_cell=args.trials_per_cell,
         alpha_range=tuple(args.alpha_range), tau=args.tau, alpha_design=args.alpha_design, replicates=args.replicates,
         score_seeds=args.score_seeds,
         epochs=args.epochs, min_steps=args.min_steps, selection=args.selection, class_balanced=args.class_balanced,
@@ -115,7 +120,8 @@ def describe(plan: SweepPlan, status: dict, resources: dict, where: dict) -> str
         f"sweep {config.name}: dataset {config.dataset}, profile {config.profile}",
         f"  recipe: {plan.recipe.epochs} epochs (and at least {plan.recipe.min_steps} steps), batch {plan.recipe.batch_size}, "
         f"lr {plan.recipe.lr}, {plan.recipe.schedule}",
-        f"  cells: {len(plan.cells)} x {plan.trials_per_cell} trials = {plan.num_trials} trials "
+        f"  cells: {len(plan.cells)} x {plan.trials_per_cell} trials = {plan.num_trials} trials in {plan.num_cohorts} "
+        f"cohorts of up to {plan.cohort_size}{' with halving' if config.halving else ''} "
         f"(alpha in [{config.alpha_range[0]}, {config.alpha_range[1]}], tau {' to '.join(map(str, config.tau))}, "
         f"design {config.alpha_design}; alpha = 0 first in every cell)",
     ]
@@ -288,7 +294,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
     from sweep.results import result_table, write_table
     from sweep.searcher import CellSearcher, PerCellASHA
     from sweep.stages import run_scores, run_teachers
-    from sweep.trial import REPORTS_PER_TRIAL, crash_once_dir_from_env, student_trial
+    from sweep.trial import REPORTS_PER_TRIAL, crash_once_dir_from_env, cohort_trial
 
     gpus = config.gpus_per_trial if config.gpus_per_trial is not None else (1.0 if ray_adapter.cluster_gpus() > 0 else 0.0)
     resources = {"cpu": config.cpus_per_trial, "gpu": gpus}
@@ -309,25 +315,25 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
 
     if args.resume and ray_adapter.can_restore(exp_dir):
         print(f"resuming {exp_dir}", flush=True)
-        tuner = ray_adapter.restore_tuner(exp_dir, student_trial, parameters=parameters, resources=trial_resources)
+        tuner = ray_adapter.restore_tuner(exp_dir, cohort_trial, parameters=parameters, resources=trial_resources)
     else:
         settings = TrialSettings(
             recipe=plan.recipe.to_dict(), val_size=plan.val_size, split_seed=config.split_seed,
             selection=config.selection, class_balanced=config.class_balanced, teacher_keys=plan.teacher_keys,
             score_keys=plan.score_keys, cpus_per_trial=resources["cpu"], profile=config.profile,
-            version=trainables.__version__,
+            version=trainables.__version__, halving=config.halving,
         )
         searcher = CellSearcher(
             experiment=config.name, cells=plan.cells, trials_per_cell=plan.trials_per_cell,
-            space=config.alpha_space, optuna_storage=optuna_url, settings=settings,
+            space=config.alpha_space, optuna_storage=optuna_url, settings=settings, cohort_size=plan.cohort_size,
         )
         if config.scheduler == "asha":
             scheduler = PerCellASHA(max_t=REPORTS_PER_TRIAL, grace_period=max(1, REPORTS_PER_TRIAL // 4))
         else:
             scheduler = ray_adapter.FIFOScheduler()
         tuner = ray_adapter.build_tuner(
-            student_trial, parameters=parameters, resources=trial_resources, searcher=searcher, scheduler=scheduler,
-            num_samples=plan.num_trials, max_concurrent=config.max_concurrent, metric=METRIC, mode=MODE,
+            cohort_trial, parameters=parameters, resources=trial_resources, searcher=searcher, scheduler=scheduler,
+            num_samples=plan.num_cohorts, max_concurrent=config.max_concurrent, metric=METRIC, mode=MODE,
             storage_path=config.storage if "://" in config.storage else os.path.abspath(config.storage),
             name=config.name, max_failures=config.max_failures, verbose=1 if args.verbose else 0,
         )

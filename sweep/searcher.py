@@ -1,7 +1,9 @@
 """One Tune searcher over every cell, one Optuna study per cell; and a per-cell ASHA scheduler.
 
 ``CellSearcher`` hands out trials round-robin over the cells that still have budget, so every worker
-stays busy with a mix of cells instead of one cell after another. Each cell's Optuna study (in a real
+stays busy with a mix of cells instead of one cell after another. A Tune trial is a cohort: up to
+``cohort_size`` students of one cell, each an Optuna trial of the cell's study (a batch ask), told its
+own result when the cohort ends. Each cell's Optuna study (in a real
 Optuna storage, ``sweep.optuna_storage``) starts with the alpha design's enqueued points, the
 alpha = 0 baseline first, so "KD vs no KD" comes out of every cell; later alphas come from the
 design's sampler (``search_spaces.alpha_space``). The sampler is re-seeded before every ask from the
@@ -12,8 +14,9 @@ that was asked but whose Tune trial was lost with the driver is handed out again
 running forever.
 
 ``PerCellASHA`` runs one ASHA bracket per cell: accuracies at f = 0.1 and f = 1.0 are not
-comparable, so trials only compete with trials of their own cell. The alpha = 0 baseline is never
-stopped early: it is every cell's reference.
+comparable, so trials only compete with trials of their own cell. A cohort holding the alpha = 0
+baseline is never stopped early: it is every cell's reference. (Within a cohort, ``--halving`` stops
+weak members instead.)
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 import optuna
 
 from search_spaces.alpha_space import AlphaSpace
-from sweep.contract import METRIC, MODE, Cell, TrialSettings
+from sweep.contract import METRIC, MODE, Cell, MemberSpec, TrialSettings
 from sweep.optuna_storage import open_optuna_storage
 from sweep.ray_adapter import CONTINUE, FINISHED, AsyncHyperBandScheduler, FIFOScheduler, Searcher
 from trainables.seeding import derive_seed
@@ -52,17 +55,19 @@ class CellSearcher(Searcher):
         space: AlphaSpace,
         optuna_storage: str,
         settings: TrialSettings,
+        cohort_size: int = 1,
     ):
         super().__init__(metric=METRIC, mode=MODE)
         self.experiment = experiment
         self.cells = list(cells)
         self.trials_per_cell = trials_per_cell
+        self.cohort_size = max(1, cohort_size)
         self.space = space
         self.optuna_storage = optuna_storage
         self.settings = settings
         self.asked = [0] * len(cells)
         self.finished = [0] * len(cells)
-        self.live: dict[str, tuple[int, int]] = {}  # Tune trial id -> (cell index, Optuna trial number)
+        self.live: dict[str, tuple[int, list[int]]] = {}  # Tune trial id -> (cell index, Optuna trial numbers)
         self.cursor = 0
         self._studies: dict[int, optuna.Study] = {}
         self._storage = None
@@ -124,13 +129,12 @@ class CellSearcher(Searcher):
         study.sampler = self.space.sampler(derive_seed("sampler", study.study_name, len(study.trials)))
         return study.ask(self.space.distributions())
 
-    def _orphan(self, index: int):
-        """An Optuna trial of this cell that was asked but belongs to no live Tune trial."""
-        mine = {number for cell, number in self.live.values() if cell == index}
-        for trial in self.study(index).get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if trial.number not in mine:
-                return trial
-        return None
+    def _orphans(self, index: int) -> list:
+        """Optuna trials of this cell that were asked but belong to no live Tune trial (lost with a
+        driver that stopped before Tune saved them): handed out again, not left running forever."""
+        mine = {number for cell, numbers in self.live.values() if cell == index for number in numbers}
+        running = self.study(index).get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        return [trial for trial in running if trial.number not in mine]
 
     # -- Tune's searcher interface -----------------------------------------------------------------
 
@@ -141,30 +145,37 @@ class CellSearcher(Searcher):
         # Round-robin: the next open cell after the last one served.
         index = min(open_cells, key=lambda i: (i - self.cursor) % len(self.cells))
         self.cursor = (index + 1) % len(self.cells)
-        trial = self._orphan(index) or self._ask(index)
-        params = trial.params
-        self.asked[index] += 1
-        self.live[trial_id] = (index, trial.number)
+        size = min(self.cohort_size, self.trials_per_cell - self.asked[index])
+        trials = self._orphans(index)[:size]
+        while len(trials) < size:  # a batch ask: every member is an Optuna trial of the cell's study
+            trials.append(self._ask(index))
+        self.asked[index] += len(trials)
+        self.live[trial_id] = (index, [t.number for t in trials])
         cell = self.cells[index]
-        spec = self.settings.spec(
-            cell, cell_index=index, alpha=params["alpha"], tau=params.get("tau", self.space.tau[0]),
-            optuna_trial=trial.number, trial_seed=derive_seed("trial", cell.name, trial.number),
-        )
+        members = [MemberSpec(alpha=float(t.params["alpha"]), tau=float(t.params.get("tau", self.space.tau[0])),
+                              optuna_trial=t.number) for t in trials]
+        spec = self.settings.spec(cell, cell_index=index, members=members,
+                                  trial_seed=derive_seed("trial", cell.name, trials[0].number))
         return spec.to_config()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Tell every member's Optuna trial how it ended: its validation accuracy, pruned (stopped
+        early by halving or the scheduler) or failed."""
         if trial_id not in self.live:
             return
-        index, number = self.live.pop(trial_id)
+        index, numbers = self.live.pop(trial_id)
         study = self.study(index)
-        if error or not result or METRIC not in result:
-            study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        elif result.get("done"):
-            study.tell(number, result[METRIC], skip_if_finished=True)
-        else:  # stopped early by the scheduler
-            study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
-        self.finished[index] += 1
-        self._finished_here += 1
+        statuses = (result or {}).get("member_status") or []
+        values = (result or {}).get("member_val_acc") or []
+        for i, number in enumerate(numbers):
+            if error or not result or i >= len(statuses):
+                study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            elif result.get("done") and statuses[i] == "completed":
+                study.tell(number, values[i], skip_if_finished=True)
+            else:
+                study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+        self.finished[index] += len(numbers)
+        self._finished_here += len(numbers)
         log.info("%s", self.progress_line(index, study))
 
     def progress_line(self, index: int, study: optuna.Study) -> str:
@@ -207,7 +218,8 @@ class PerCellASHA(FIFOScheduler):
 
     def on_trial_result(self, controller, trial, result):
         decision = self._cell(trial).on_trial_result(controller, trial, result)
-        return CONTINUE if trial.config["alpha"] == 0 else decision
+        baseline = any(member["alpha"] == 0 for member in trial.config["members"])
+        return CONTINUE if baseline else decision
 
     def on_trial_complete(self, controller, trial, result) -> None:
         self._cell(trial).on_trial_complete(controller, trial, result)

@@ -1,7 +1,7 @@
-"""The student trial: what one Tune trial runs on a worker.
+"""The cohort trial: what one Tune trial runs on a worker.
 
-Its config is a ``sweep.contract.TrialSpec`` (the cell, alpha, tau, the trial's seed, the recipe and
-the artifact keys), decoded once here; the dataset, the teachers' checkpoints and the score tables
+Its config is a ``sweep.contract.TrialSpec`` (the cell, the members' alpha and tau, the cohort's
+seed, the recipe and the artifact keys), decoded once here; the dataset, the teachers' checkpoints and the score tables
 arrive through the object store (``tune.with_parameters``), looked up by the spec's keys. The trial
 reports validation accuracy every epoch with a checkpoint of the training state, resumes from that
 checkpoint after a crash or a driver restart, and ends with one report holding the final validation
@@ -20,7 +20,6 @@ from sweep import ray_adapter
 from sweep.contract import METRIC, TrialSpec, subset_digest
 from trainables.datasets import validation_split
 from trainables.recipe import Recipe
-from trainables.student import train_student
 from trainables.teacher import teacher_from_bytes
 
 # A trial reports (and checkpoints) at most this often, plus its final report: with ``min_steps`` a
@@ -43,8 +42,15 @@ def kept_ids(spec: TrialSpec, dataset, split, tables: dict) -> np.ndarray:
     )
 
 
-def student_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_once_dir: str | None = None,
-                  verbose: bool = False) -> None:
+def cohort_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_once_dir: str | None = None,
+                 verbose: bool = False) -> None:
+    """Train the trial's cohort (``trainables.cohort.train_cohort``) and report it to Tune.
+
+    Every report carries each member's validation accuracy (``member_val_acc``, ``member_status``) and,
+    as the trial's metric, the best member's; the final one adds each member's test accuracy, epochs
+    and steps, and ``done``."""
+    from trainables.cohort import Halving, Member, train_cohort
+
     start, started_at = time.perf_counter(), time.time()
     spec = TrialSpec.from_config(config)
     if not verbose:
@@ -54,17 +60,21 @@ def student_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_
     recipe = Recipe.from_dict(spec.recipe)
     split = validation_split(dataset.y_train, spec.val_size, spec.split_seed)
     subset = kept_ids(spec, dataset, split, tables)
-    teacher = teacher_from_bytes(teachers[spec.teacher_key], device, recipe.channels_last) if spec.alpha > 0 else None
+    needs_teacher = any(m.alpha > 0 for m in spec.members)
+    teacher = teacher_from_bytes(teachers[spec.teacher_key], device, recipe.channels_last) if needs_teacher else None
     resume = ray_adapter.checkpoint_state()
-    marker = Path(crash_once_dir) / f"{spec.cell.name}#{spec.optuna_trial}".replace("/", "_") if crash_once_dir else None
+    marker = Path(crash_once_dir) / f"{spec.cell.name}#{spec.members[0].optuna_trial}".replace("/", "_") if crash_once_dir else None
     common = {"node_id": ray_adapter.node_id(), "num_train": int(len(subset)), "subset_digest": subset_digest(subset)}
 
-    def on_epoch(report) -> None:
+    def on_report(report) -> None:
         stride = -(-report.epochs // REPORTS_PER_TRIAL)
         if report.epoch == report.epochs or report.epoch % stride:
-            return  # the final report below carries the last epoch, with the test accuracy
+            return  # the final report below carries the last epoch, with the test accuracies
+        values = [None if v is None else float(v) for v in report.val_acc]
         ray_adapter.report(
-            {METRIC: report.val_acc, "epoch": report.epoch, "train_loss": report.train_loss, "done": False, **common},
+            {METRIC: max(v for v in values if v is not None), "epoch": report.epoch, "done": False,
+             "member_val_acc": values, "member_status": ["training" if v is not None else "stopped" for v in values],
+             **common},
             state=report.state(),
         )
         if marker is not None and report.epoch >= 2 and not marker.exists():
@@ -75,21 +85,27 @@ def student_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_
     final_state = {}
 
     def keep_final_state(report) -> None:
-        on_epoch(report)
+        on_report(report)
         if report.epoch == report.epochs:
             final_state["state"] = report.state()
 
-    result = train_student(
-        dataset, subset, arch=spec.cell.student_arch, recipe=recipe, split=split, teacher=teacher, alpha=spec.alpha,
-        tau=spec.tau, seed=spec.trial_seed, device=device, on_epoch=keep_final_state, resume=resume,
+    result = train_cohort(
+        dataset, subset, arch=spec.cell.student_arch, recipe=recipe, split=split, teacher=teacher,
+        members=[Member(m.alpha, m.tau) for m in spec.members], seed=spec.trial_seed, device=device,
+        on_report=keep_final_state, resume=resume, halving=Halving() if spec.halving else None,
     )
+    members = result.members
     ray_adapter.report(
         {
-            METRIC: result.val_acc,
-            "test_acc": result.test_acc,
-            "epoch": len(result.history),
-            "train_loss": result.history[-1]["train_loss"],
+            METRIC: max(m.val_acc for m in members if m.val_acc is not None),
             "done": True,
+            "epoch": result.epochs,
+            "member_val_acc": [m.val_acc for m in members],
+            "member_test_acc": [m.test_acc for m in members],
+            "member_status": [m.status for m in members],
+            "member_epochs": [m.epochs_run for m in members],
+            "member_steps": [m.steps_run for m in members],
+            "teacher_forwards": result.teacher_forwards,
             "resumed_from_epoch": resume["epoch"] if resume else 0,
             "busy_s": time.perf_counter() - start,
             "started_at": started_at,

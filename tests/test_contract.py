@@ -7,7 +7,7 @@ import textwrap
 
 import pandas as pd
 
-from sweep.contract import CELL_COLUMNS, RESULT_COLUMNS, Cell, TrialSettings, TrialSpec, subset_digest
+from sweep.contract import CELL_COLUMNS, RESULT_COLUMNS, Cell, MemberSpec, TrialSettings, TrialSpec, subset_digest
 
 
 def test_a_cell_reads_back_from_its_results_row():
@@ -25,11 +25,12 @@ def test_a_trial_spec_is_encoded_once_and_decoded_once():
     settings = TrialSettings(recipe={"epochs": 3}, val_size=0.1, split_seed=0, selection="easy", class_balanced=True,
                              teacher_keys={cell.teacher_ref: "T"}, score_keys={cell.scores_ref: "S"},
                              cpus_per_trial=1.0, profile="smoke", version="1")
-    spec = settings.spec(cell, cell_index=4, alpha=0.25, tau=4.0, optuna_trial=7, trial_seed=11)
-    assert spec.teacher_key == "T" and spec.score_key == "S"
+    members = [MemberSpec(0.0, 4.0, 7), MemberSpec(0.25, 2.0, 8)]
+    spec = settings.spec(cell, cell_index=4, members=members, trial_seed=11)
+    assert spec.teacher_key == "T" and spec.score_key == "S" and spec.has_baseline
     assert TrialSpec.from_config(spec.to_config()) == spec
     full = Cell("digits", "full", 1.0, "small_cnn", "small_cnn", 0)
-    assert settings.spec(full, cell_index=0, alpha=0, tau=4, optuna_trial=0, trial_seed=1).score_key is None
+    assert settings.spec(full, cell_index=0, members=members[1:], trial_seed=1).score_key is None
 
 
 def test_subset_digest_names_a_set_of_ids():

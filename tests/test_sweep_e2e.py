@@ -40,7 +40,10 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
     assert results["teacher_key"].nunique() == 1 and results["teacher_key"].notna().all()
     assert results.loc[results["method"] != "full", "score_key"].notna().all()
     assert (results["epochs_run"] == 3).all() and results["test_acc"].between(0, 1).all()
-    assert results["trial_seed"].nunique() == 6
+    # every cell's two students trained as one cohort: one seed, one subset, one stream of batches
+    assert results.groupby(["method", "fraction"])["trial_seed"].nunique().eq(1).all() and results["trial_seed"].nunique() == 3
+    assert results.groupby(["method", "fraction"])["cohort"].nunique().eq(1).all()
+    assert (results["cohort_size"] == 2).all() and sorted(results["member"].unique()) == [0, 1]
 
     found = studies(tmp_path / "first" / "optuna.journal")
     assert len(found) == 3
@@ -90,7 +93,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(two_nodes, tmp_path, mon
     args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.5",
             "--trials-per-cell", "2", "--storage", str(tmp_path), "--name", "crash", "--address", two_nodes]
     assert main(args) == 0
-    assert len(os.listdir(crashes)) == 2  # every trial crashed once ...
+    assert len(os.listdir(crashes)) == 1  # the cell's cohort crashed once ...
     results = pd.read_csv(tmp_path / "crash" / "results.csv")
     assert (results["status"] == "completed").all()  # ... and was retried to completion
     assert (results["resumed_from_epoch"] == 2).all()  # from its epoch-2 checkpoint, not from scratch
@@ -110,7 +113,8 @@ def _completed(journal):
 
 def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_path):
     args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
-            "1.0", "--trials-per-cell", "4", "--storage", str(tmp_path), "--name", "killed", "--address", two_nodes]
+            "1.0", "--trials-per-cell", "4", "--cohort-size", "1", "--storage", str(tmp_path), "--name", "killed",
+            "--address", two_nodes]
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     journal = tmp_path / "killed" / "optuna.journal"

@@ -95,11 +95,21 @@ SETTINGS = TrialSettings(
 )
 
 
-def _searcher(tmp_path, cells=3, trials=3, tau=(4.0,), design="tpe"):
+def _searcher(tmp_path, cells=3, trials=3, tau=(4.0,), design="tpe", cohort_size=1):
     return CellSearcher(
         experiment="exp", cells=CELLS[:cells], trials_per_cell=trials, space=AlphaSpace((0.0, 1.0), tuple(tau), design),
-        optuna_storage=str(tmp_path / "optuna.journal"), settings=SETTINGS,
+        optuna_storage=str(tmp_path / "optuna.journal"), settings=SETTINGS, cohort_size=cohort_size,
     )
+
+
+def _one(config):
+    """The single member of a cohort of one: its alpha, tau and Optuna trial."""
+    (member,) = config["members"]
+    return member
+
+
+def _done(value, members=1):
+    return {"val_acc": value, "done": True, "member_val_acc": [value] * members, "member_status": ["completed"] * members}
 
 
 def _study(tmp_path, index):
@@ -110,13 +120,13 @@ def test_searcher_interleaves_cells_and_starts_each_with_the_baseline(tmp_path):
     searcher = _searcher(tmp_path)
     configs = [searcher.suggest(f"trial{i}") for i in range(9)]
     assert [c["cell_index"] for c in configs] == [0, 1, 2] * 3  # round-robin, not cell after cell
-    assert [c["alpha"] for c in configs[:3]] == [0.0, 0.0, 0.0]  # alpha = 0 first in every cell
-    assert all(0 < c["alpha"] <= 1 for c in configs[3:])
-    assert all(c["tau"] == 4.0 and c["recipe"] == {"epochs": 1} and c["teacher_key"] == "teacher-key" for c in configs)
+    assert [_one(c)["alpha"] for c in configs[:3]] == [0.0, 0.0, 0.0]  # alpha = 0 first in every cell
+    assert all(0 < _one(c)["alpha"] <= 1 for c in configs[3:])
+    assert all(_one(c)["tau"] == 4.0 and c["recipe"] == {"epochs": 1} and c["teacher_key"] == "teacher-key" for c in configs)
     assert len({c["trial_seed"] for c in configs}) == 9
     assert searcher.suggest("trial9") == CellSearcher.FINISHED
     for i, c in enumerate(configs):
-        searcher.on_trial_complete(f"trial{i}", {"val_acc": 0.5 + c["alpha"] / 10, "done": True})
+        searcher.on_trial_complete(f"trial{i}", _done(0.5 + _one(c)["alpha"] / 10))
     for cell in range(3):
         study = _study(tmp_path, cell)
         assert study.user_attrs["tau"] == 4.0 and study.user_attrs["cell"] == CELLS[cell].to_dict()
@@ -131,8 +141,8 @@ def test_searcher_is_seeded(tmp_path):
         got = []
         for i in range(6):
             config = searcher.suggest(f"t{i}")
-            searcher.on_trial_complete(f"t{i}", {"val_acc": 0.5, "done": True})
-            got.append(config["alpha"])
+            searcher.on_trial_complete(f"t{i}", _done(0.5))
+            got.append(_one(config)["alpha"])
         alphas.append(got)
     assert alphas[0] == alphas[1]  # same study names, same sampler seeds, same suggestions
     assert alphas[0][0] == 0.0 and len(set(alphas[0])) > 2
@@ -141,9 +151,9 @@ def test_searcher_is_seeded(tmp_path):
 def test_searcher_records_failures_and_early_stops(tmp_path):
     searcher = _searcher(tmp_path, cells=1, trials=3, tau=(1.0, 10.0))
     configs = [searcher.suggest(f"t{i}") for i in range(3)]
-    assert 1.0 <= configs[1]["tau"] <= 10.0
-    searcher.on_trial_complete("t0", {"val_acc": 0.9, "done": True})
-    searcher.on_trial_complete("t1", {"val_acc": 0.4, "done": False})  # stopped by ASHA
+    assert 1.0 <= _one(configs[1])["tau"] <= 10.0
+    searcher.on_trial_complete("t0", _done(0.9))
+    searcher.on_trial_complete("t1", {"val_acc": 0.4, "done": False, "member_val_acc": [0.4], "member_status": ["training"]})  # stopped by ASHA
     searcher.on_trial_complete("t2", None, error=True)
     study = _study(tmp_path, 0)
     states = [t.state for t in study.trials]
@@ -156,18 +166,18 @@ def test_searcher_state_survives_a_restart_and_reuses_lost_trials(tmp_path):
     searcher = _searcher(tmp_path, cells=1, trials=4)
     for i in range(3):
         searcher.suggest(f"t{i}")
-    searcher.on_trial_complete("t0", {"val_acc": 0.7, "done": True})
+    searcher.on_trial_complete("t0", _done(0.7))
     searcher.save(tmp_path / "state.pkl")
     # a trial asked after the last save is lost with the driver
     lost = searcher.suggest("t3")
 
     revived = pickle.loads(pickle.dumps(searcher))  # as Tune pickles the tuner
     revived.restore(tmp_path / "state.pkl")
-    assert revived.live == {"t1": (0, 1), "t2": (0, 2)}
+    assert revived.live == {"t1": (0, [1]), "t2": (0, [2])}
     again = revived.suggest("t3-new")
-    assert again["optuna_trial"] == lost["optuna_trial"] and again["alpha"] == lost["alpha"]  # not a new Optuna trial
+    assert _one(again) == _one(lost)  # the lost Optuna trial again, not a new one
     for trial_id in ("t1", "t2", "t3-new"):
-        revived.on_trial_complete(trial_id, {"val_acc": 0.6, "done": True})
+        revived.on_trial_complete(trial_id, _done(0.6))
     assert revived.suggest("t5") == CellSearcher.FINISHED
     study = _study(tmp_path, 0)
     assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
@@ -178,14 +188,14 @@ def test_a_restarted_searcher_does_not_repeat_the_alphas_it_asked_before(tmp_pat
     searcher = _searcher(tmp_path, cells=1, trials=8)
     asked = []
     for i in range(4):
-        asked.append(searcher.suggest(f"t{i}")["alpha"])
-        searcher.on_trial_complete(f"t{i}", {"val_acc": 0.5 + asked[-1] / 10, "done": True})
+        asked.append(_one(searcher.suggest(f"t{i}"))["alpha"])
+        searcher.on_trial_complete(f"t{i}", _done(0.5 + asked[-1] / 10))
     searcher.save(tmp_path / "state.pkl")
     revived = _searcher(tmp_path, cells=1, trials=8)  # a new driver, the same storage
     revived.restore(tmp_path / "state.pkl")
     for i in range(4, 8):
-        asked.append(revived.suggest(f"t{i}")["alpha"])
-        revived.on_trial_complete(f"t{i}", {"val_acc": 0.5, "done": True})
+        asked.append(_one(revived.suggest(f"t{i}"))["alpha"])
+        revived.on_trial_complete(f"t{i}", _done(0.5))
     assert len(set(asked)) == 8, asked
 
 
@@ -198,7 +208,7 @@ def test_per_cell_asha_stops_weak_trials_only_against_their_own_cell_and_never_t
     scheduler = PerCellASHA(max_t=9, grace_period=1, reduction_factor=3)
 
     def trial(cell_index, alpha, number):
-        made = Trial("student_trial", config={"cell_index": cell_index, "alpha": alpha}, stub=True)
+        made = Trial("cohort_trial", config={"cell_index": cell_index, "members": [{"alpha": alpha}]}, stub=True)
         made.trial_id = f"c{cell_index}t{number}"
         scheduler.on_trial_add(None, made)
         return made
@@ -227,7 +237,7 @@ def test_per_cell_asha_is_what_a_pooled_asha_is_not():
     pooled = AsyncHyperBandScheduler(metric="val_acc", mode="max", max_t=9, grace_period=1, reduction_factor=3)
     decisions = []
     for number, value in enumerate([0.85, 0.90, 0.30]):
-        made = Trial("student_trial", config={}, stub=True)
+        made = Trial("cohort_trial", config={}, stub=True)
         made.trial_id = f"t{number}"
         pooled.on_trial_add(None, made)
         decisions.append(pooled.on_trial_result(None, made, {"training_iteration": 1, "val_acc": value}))
@@ -240,3 +250,23 @@ def test_an_unreachable_cluster_address_is_refused_at_once(capsys, tmp_path):
               "--storage", str(tmp_path), "--name", "x", "--address", "127.0.0.1:1"])
     assert exit_.value.code == 2
     assert "cannot reach the Ray cluster at '127.0.0.1:1'" in capsys.readouterr().err
+
+
+def test_a_cohort_is_a_batch_of_optuna_trials_each_told_its_own_result(tmp_path):
+    searcher = _searcher(tmp_path, cells=2, trials=5, design="grid", cohort_size=3)
+    first, second, third = (searcher.suggest(f"c{i}") for i in range(3))
+    assert [c["cell_index"] for c in (first, second, third)] == [0, 1, 0]
+    assert [m["optuna_trial"] for m in first["members"]] == [0, 1, 2]
+    assert first["members"][0]["alpha"] == 0.0 and len({m["alpha"] for m in first["members"]}) == 3
+    assert [m["optuna_trial"] for m in third["members"]] == [3, 4]  # the rest of cell 0's budget
+    assert first["trial_seed"] != third["trial_seed"]
+    # a member stopped by halving is pruned in Optuna, the others told their accuracy
+    searcher.on_trial_complete("c0", {"val_acc": 0.9, "done": True, "member_val_acc": [0.8, 0.9, 0.5],
+                                      "member_status": ["completed", "completed", "stopped"]})
+    searcher.on_trial_complete("c2", None, error=True)
+    study = _study(tmp_path, 0)
+    states = [t.state for t in study.trials]
+    T = optuna.trial.TrialState
+    assert states == [T.COMPLETE, T.COMPLETE, T.PRUNED, T.FAIL, T.FAIL]
+    assert [t.value for t in study.trials[:2]] == [0.8, 0.9]
+    assert searcher.suggest("c3")["cell_index"] == 1 and searcher.suggest("c4") == CellSearcher.FINISHED
