@@ -35,6 +35,12 @@ OPTUNA_JOURNAL = "optuna.journal"  # the default Optuna storage, inside the expe
 STATUSES = ("completed", "stopped", "error", "interrupted")
 
 
+def member_statuses(value) -> list[str]:
+    """A cohort reports its members' statuses as one string, "completed|stopped|..." (Tune's loggers
+    take numbers and lists of numbers, not lists of strings); this reads it back."""
+    return [] if not value else str(value).split("|")
+
+
 def subset_digest(ids) -> str:
     """A short fingerprint of a set of example ids (any iterable of ints), independent of order."""
     import hashlib

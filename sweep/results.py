@@ -9,7 +9,7 @@ import json
 import pandas as pd
 
 from sweep import ray_adapter
-from sweep.contract import CELL_COLUMNS, METRIC, RESULT_COLUMNS, RESULTS_FILE, TrialSpec
+from sweep.contract import CELL_COLUMNS, METRIC, RESULT_COLUMNS, RESULTS_FILE, TrialSpec, member_statuses
 from trainables.storage import write_bytes
 
 
@@ -38,7 +38,8 @@ def member_rows(spec: TrialSpec, metrics: dict, *, status: str, error: str | Non
     rows = []
     for i, member in enumerate(spec.members):
         member_status = status
-        if status == "completed" and member_value("member_status", i) == "stopped":
+        statuses = member_statuses(metrics.get("member_status"))
+        if status == "completed" and i < len(statuses) and statuses[i] == "stopped":
             member_status = "stopped"  # successive halving inside the cohort
         epochs = member_value("member_epochs", i) or metrics.get("epoch", 0)
         rows.append({

@@ -28,7 +28,7 @@ import time
 import optuna
 
 from search_spaces.alpha_space import AlphaSpace
-from sweep.contract import METRIC, MODE, Cell, MemberSpec, TrialSettings
+from sweep.contract import METRIC, MODE, Cell, MemberSpec, TrialSettings, member_statuses
 from sweep.optuna_storage import open_optuna_storage
 from sweep.ray_adapter import CONTINUE, FINISHED, AsyncHyperBandScheduler, FIFOScheduler, Searcher
 from trainables.seeding import derive_seed
@@ -165,7 +165,7 @@ class CellSearcher(Searcher):
             return
         index, numbers = self.live.pop(trial_id)
         study = self.study(index)
-        statuses = (result or {}).get("member_status") or []
+        statuses = member_statuses((result or {}).get("member_status"))
         values = (result or {}).get("member_val_acc") or []
         for i, number in enumerate(numbers):
             if error or not result or i >= len(statuses):

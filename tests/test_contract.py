@@ -64,3 +64,29 @@ def test_the_analysis_runs_without_torch_or_ray(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("False")
     assert (tmp_path / "report.html").stat().st_size > 0
+
+
+def test_a_cohort_becomes_one_results_row_per_student():
+    from sweep.results import cohort_status, member_rows
+
+    cell = Cell("digits", "el2n", 0.1, "small_cnn", "small_cnn", 0)
+    settings = TrialSettings(recipe={"epochs": 3, "batch_size": 64}, val_size=0.1, split_seed=0, selection="hard",
+                             class_balanced=False, teacher_keys={cell.teacher_ref: "T"}, score_keys={cell.scores_ref: "S"},
+                             cpus_per_trial=1.0, profile="demo", version="1", halving=True)
+    spec = settings.spec(cell, cell_index=0, members=[MemberSpec(0.0, 4.0, 0), MemberSpec(0.5, 4.0, 1),
+                                                      MemberSpec(1.0, 4.0, 2)], trial_seed=9)
+    metrics = {"val_acc": 0.9, "done": True, "epoch": 3, "num_train": 130, "member_val_acc": [0.8, 0.9, 0.6],
+               "member_test_acc": [0.79, 0.88, 0.61], "member_status": "completed|completed|stopped",
+               "member_epochs": [3, 3, 1], "member_steps": [9, 9, 3]}
+    status = cohort_status(metrics, None, "TERMINATED")
+    rows = pd.DataFrame(member_rows(spec, metrics, status=status, error=None, cohort="abc", teacher_meta={"T": {"test_acc": 0.99}}))
+    assert list(rows["status"]) == ["completed", "completed", "stopped"]  # halving stopped the third
+    assert list(rows["alpha"]) == [0.0, 0.5, 1.0] and list(rows["optuna_trial"]) == [0, 1, 2]
+    assert list(rows["test_acc"]) == [0.79, 0.88, 0.61] and list(rows["steps_run"]) == [9, 9, 3]
+    assert set(rows["cohort"]) == {"abc"} and set(rows["trial_seed"]) == {9} and set(rows["cohort_size"]) == {3}
+    assert set(rows["teacher_test_acc"]) == {0.99} and set(rows["score_key"]) == {"S"}
+    # a trial that never reported leaves no row; one cut short by a stopped sweep reads "interrupted"
+    assert cohort_status({}, None, "PENDING") is None
+    assert cohort_status({"val_acc": 0.5}, None, "RUNNING") == "interrupted"
+    assert cohort_status({"val_acc": 0.5}, None, "TERMINATED") == "stopped"
+    assert cohort_status({}, "RuntimeError: boom", "ERROR") == "error"

@@ -109,7 +109,7 @@ def _one(config):
 
 
 def _done(value, members=1):
-    return {"val_acc": value, "done": True, "member_val_acc": [value] * members, "member_status": ["completed"] * members}
+    return {"val_acc": value, "done": True, "member_val_acc": [value] * members, "member_status": "|".join(["completed"] * members)}
 
 
 def _study(tmp_path, index):
@@ -153,7 +153,7 @@ def test_searcher_records_failures_and_early_stops(tmp_path):
     configs = [searcher.suggest(f"t{i}") for i in range(3)]
     assert 1.0 <= _one(configs[1])["tau"] <= 10.0
     searcher.on_trial_complete("t0", _done(0.9))
-    searcher.on_trial_complete("t1", {"val_acc": 0.4, "done": False, "member_val_acc": [0.4], "member_status": ["training"]})  # stopped by ASHA
+    searcher.on_trial_complete("t1", {"val_acc": 0.4, "done": False, "member_val_acc": [0.4], "member_status": "training"})  # stopped by ASHA
     searcher.on_trial_complete("t2", None, error=True)
     study = _study(tmp_path, 0)
     states = [t.state for t in study.trials]
@@ -262,7 +262,7 @@ def test_a_cohort_is_a_batch_of_optuna_trials_each_told_its_own_result(tmp_path)
     assert first["trial_seed"] != third["trial_seed"]
     # a member stopped by halving is pruned in Optuna, the others told their accuracy
     searcher.on_trial_complete("c0", {"val_acc": 0.9, "done": True, "member_val_acc": [0.8, 0.9, 0.5],
-                                      "member_status": ["completed", "completed", "stopped"]})
+                                      "member_status": "completed|completed|stopped"})
     searcher.on_trial_complete("c2", None, error=True)
     study = _study(tmp_path, 0)
     states = [t.state for t in study.trials]
