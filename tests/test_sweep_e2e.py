@@ -113,7 +113,7 @@ def _completed(journal):
 
 def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_path):
     args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
-            "1.0", "--trials-per-cell", "4", "--cohort-size", "1", "--storage", str(tmp_path), "--name", "killed",
+            "1.0", "--trials-per-cell", "4", "--cohort-size", "2", "--storage", str(tmp_path), "--name", "killed",
             "--address", two_nodes]
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
@@ -130,11 +130,13 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_
     assert main(["--resume", "--name", "killed", "--storage", str(tmp_path), "--address", two_nodes]) == 0
     results = pd.read_csv(tmp_path / "killed" / "results.csv")
     assert len(results) == 8 and (results["status"] == "completed").all()
-    assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()  # every trial exactly once
+    assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()  # every member exactly once
+    assert results.groupby("cohort").size().eq(2).all() and results["cohort"].nunique() == 4
     found = studies(journal)
     assert len(found) == 2
     for study in found.values():
         assert len(study.trials) == 4  # the full history, no trial asked twice
+        assert len({t.params["alpha"] for t in study.trials}) == 4  # and no alpha asked twice
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
