@@ -27,7 +27,10 @@ def load_fits(source: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> li
         text = read_text(source)
         if text is None:
             raise ResultsError(f"no fit file at {source}")
-        return [AlphaFFit.from_dict(fit) for fit in json.loads(text)["fits"]]
+        try:
+            return [AlphaFFit.from_dict(fit) for fit in json.loads(text)["fits"]]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ResultsError(f"{source} is not a report's fit file ({type(error).__name__}: {error})") from None
     return analyse(source, n_boot=n_boot, seed=seed).fits
 
 

@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"nothing to resume: no {SWEEP_FILE} in {resumed_dir}")
             values = json.loads(saved)
             config = SweepConfig.from_dict(values)
+            check_resume_flags(parser, argv, config)
             recorded = values.get("resolved")
             # Where and how it runs may change on resume (the directory may have moved with its
             # results); what it sweeps may not.
@@ -219,6 +220,34 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, config, plan, dataset, split, store, optuna_url, exp_dir)
     finally:
         ray_adapter.shutdown()
+
+
+# What a sweep sweeps: fixed once it started. (Where and how it runs may change on --resume.)
+SWEEP_DEFINING = (
+    "dataset", "profile", "methods", "fractions", "cohort_size", "halving", "teachers", "students", "trials_per_cell",
+    "alpha_range", "tau", "alpha_design", "replicates", "score_seeds", "epochs", "min_steps", "selection",
+    "class_balanced", "val_size", "scheduler",
+)
+
+
+def check_resume_flags(parser: argparse.ArgumentParser, argv: list[str] | None, recorded: SweepConfig) -> None:
+    """Refuse ``--resume`` with sweep-defining flags whose values differ from the recorded ones,
+    listing every difference (silently ignoring them would run another sweep than the user asked for)."""
+    given = build_parser()
+    for action in given._actions:
+        action.default = argparse.SUPPRESS  # parse again, keeping only what was typed
+    typed = vars(given.parse_args(argv))
+    asked = config_from_args(parser.parse_args(argv))
+    differences = []
+    for name in SWEEP_DEFINING:
+        if name in typed:
+            now, then = getattr(asked, name), getattr(recorded, name)
+            if (list(now) if isinstance(now, (list, tuple)) else now) != (list(then) if isinstance(then, (list, tuple)) else then):
+                flag = {"teachers": "teacher", "students": "student"}.get(name, name).replace("_", "-")
+                differences.append(f"--{flag}: {now} (the sweep has {then})")
+    if differences:
+        raise ValueError("--resume continues the recorded sweep; these flags would change what it sweeps:\n  - "
+                         + "\n  - ".join(differences) + "\nDrop them, or start a new sweep with another --name.")
 
 
 def resume_command(config: SweepConfig) -> str:

@@ -63,5 +63,5 @@ def usage_errors(parser: argparse.ArgumentParser):
 
     try:
         yield
-    except (ValueError, TypeError, UnknownEntryError, FileNotFoundError) as error:
+    except (ValueError, TypeError, UnknownEntryError, FileNotFoundError, PermissionError) as error:
         parser.error(str(error))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -432,17 +433,46 @@ def _load_npz(path: Path, name: str) -> InMemoryDataset:
     """
     if not path.is_file():
         raise DatasetNotFoundError(f"npz dataset file not found: {path}")
-    with np.load(path, allow_pickle=False) as archive:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {sorted(archive.files)})")
-        arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
+            if missing:
+                raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {sorted(archive.files)})")
+            arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:  # not an npz, or a damaged one
+        if str(error).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
     for key in ("x_train", "x_test"):
         x = arrays[key]
         if x.dtype != np.uint8:
             raise ValueError(f"{path}: {key} must be uint8 images, got {x.dtype}")
+        if x.ndim not in (3, 4):
+            raise ValueError(f"{path}: {key} must be NHW or NHWC images, got shape {x.shape}")
         arrays[key] = x[..., None] if x.ndim == 3 else x
-    num_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise ValueError(f"{path}: train images {arrays['x_train'].shape[1:]} and test images "
+                         f"{arrays['x_test'].shape[1:]} differ in shape")
+    for part in ("train", "test"):
+        y = arrays[f"y_{part}"]
+        if y.ndim != 1 or len(y) != len(arrays[f"x_{part}"]):
+            raise ValueError(f"{path}: y_{part} must hold one label per image ({len(arrays[f'x_{part}'])}), got shape {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+                raise ValueError(f"{path}: y_{part} must hold integer class labels, got {y.dtype} values such as {y[:3].tolist()}")
+            arrays[f"y_{part}"] = y.astype(np.int64)
+        if len(y) and y.min() < 0:
+            raise ValueError(f"{path}: y_{part} has negative labels")
+    # Classes are 0..C-1, every one present in training: a stray label (say 250 among 0-9) is an error,
+    # not 251 classes.
+    train_classes = np.unique(arrays["y_train"])
+    num_classes = len(train_classes)
+    if train_classes[-1] != num_classes - 1:
+        absent = sorted(set(range(int(train_classes[-1]) + 1)) - set(train_classes.tolist()))
+        raise ValueError(f"{path}: labels must be 0..C-1 with every class in y_train; missing {absent[:10]}"
+                         f"{' ...' if len(absent) > 10 else ''} below the largest label {int(train_classes[-1])}")
+    if len(arrays["y_test"]) and arrays["y_test"].max() >= num_classes:
+        raise ValueError(f"{path}: y_test has labels up to {int(arrays['y_test'].max())}, y_train only 0..{num_classes - 1}")
     side = arrays["x_train"].shape[1]
     return InMemoryDataset(
         name=name,

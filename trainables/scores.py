@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from trainables.loader import make_loader
 from trainables.recipe import Recipe, resolve_device
 from trainables.registry import Registry
 from trainables.seeding import derive_seed
+from trainables.storage import check_writable
 from trainables.train import StopTraining, train_on_ids
 
 # --------------------------------------------------------------------------------------------
@@ -367,16 +369,29 @@ class MemorizationScorer(Scorer):
 def read_precomputed(path: str, train_ids: np.ndarray) -> np.ndarray:
     """Scores for ``train_ids`` from a ``.npz`` (arrays ``ids``, ``scores``) or a ``.csv`` (columns
     ``id``, ``score``); the file may hold more ids (the whole training set), never fewer."""
-    if str(path).endswith(".npz"):
-        with np.load(path, allow_pickle=False) as arrays:
-            ids, values = arrays["ids"], arrays["scores"]
-    else:
-        import pandas as pd
+    try:
+        if str(path).endswith(".npz"):
+            with np.load(path, allow_pickle=False) as arrays:
+                if not {"ids", "scores"} <= set(arrays.files):
+                    raise ValueError(f"{path}: a scores .npz needs arrays 'ids' and 'scores', has {sorted(arrays.files)}")
+                ids, values = arrays["ids"], arrays["scores"]
+        else:
+            import pandas as pd
 
-        frame = pd.read_csv(path)
-        if not {"id", "score"} <= set(frame.columns):
-            raise ValueError(f"{path}: a scores CSV needs columns 'id' and 'score', has {list(frame.columns)}")
-        ids, values = frame["id"].to_numpy(), frame["score"].to_numpy()
+            frame = pd.read_csv(path)
+            if not {"id", "score"} <= set(frame.columns):
+                raise ValueError(f"{path}: a scores CSV needs columns 'id' and 'score', has {list(frame.columns)}")
+            ids, values = frame["id"].to_numpy(), frame["score"].to_numpy()
+        ids = np.asarray(ids, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64)
+    except ValueError as error:
+        if str(path) in str(error):
+            raise
+        raise ValueError(f"{path}: not a readable scores file (ids must be integers, scores numbers): {error}") from None
+    except (OSError, EOFError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable scores file ({type(error).__name__}: {error})") from None
+    if ids.shape != values.shape or ids.ndim != 1:
+        raise ValueError(f"{path}: ids and scores must be 1-D and of one length, got {ids.shape} and {values.shape}")
     lookup = dict(zip(np.asarray(ids, dtype=np.int64).tolist(), np.asarray(values, dtype=np.float64).tolist()))
     missing = [i for i in train_ids.tolist() if i not in lookup]
     if missing:
@@ -516,6 +531,10 @@ def main(argv: list[str] | None = None) -> dict:
         dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
         split = validation_split(dataset.y_train, defaults.val_size if args.val_size is None else args.val_size, args.split_seed)
         store = ArtifactStore(args.store)
+        if request.scores_file:  # a malformed file is refused now, with its reason
+            read_precomputed(request.scores_file, split.train_ids)
+        if args.out:
+            check_writable(os.path.dirname(os.path.abspath(args.out)))
     start = time.perf_counter()
     table = compute_scores(dataset, split, request, device=device, store=store)
     summary = {**table.summary(), "seconds": round(time.perf_counter() - start, 3), "store": store.root}

@@ -14,7 +14,7 @@ def read_text(path: str) -> str | None:
     try:
         with fsspec.open(path, "r") as handle:
             return handle.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a file where a folder should be: nothing there either
         return None
 
 

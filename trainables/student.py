@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ from trainables.cohort import STATE_FORMAT, Member, check_subset, train_cohort
 from trainables.datasets import Dataset, Split, load_dataset, validation_split
 from trainables.kd import check_alpha_tau, kd_loss
 from trainables.recipe import Recipe, resolve_device
+from trainables.storage import check_writable
 from trainables.teacher import Teacher, load_teacher, print_epoch
 from trainables.train import single_to_many_state
 
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
             subset_ids = random_subset(split.train_ids, args.fraction, args.subset_seed)
         if teacher is not None:
             teacher.check_compatible(dataset, split)
+        if args.out:  # found unwritable now, not after the training
+            check_writable(os.path.dirname(os.path.abspath(args.out)))
     result = train_student(
         dataset, subset_ids, arch=arch, recipe=recipe, split=split, teacher=teacher, alpha=args.alpha,
         tau=args.tau, seed=args.seed, device=device, on_epoch=print_epoch,

@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from trainables.models import check_model_name
 
+    from trainables.storage import check_writable
+
     # Bad input is reported as a usage error before any training starts.
     with usage_errors(parser):
         if not (args.out or args.store):
@@ -213,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
         dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
         val_size = defaults.val_size if args.val_size is None else args.val_size
         split = validation_split(dataset.y_train, val_size, args.split_seed)
+        if args.out:  # found unwritable now, not after the training it would have lost
+            check_writable(os.path.dirname(os.path.abspath(args.out)))
     if args.store:
         teacher, cached = get_or_train_teacher(
             dataset, split, arch=arch, recipe=recipe, seed=args.seed, device=device, store=ArtifactStore(args.store),
