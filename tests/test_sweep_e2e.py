@@ -1,5 +1,6 @@
 """End-to-end sweeps on digits with real Ray (embedded, and a two-node cluster on this machine)."""
 
+import ast
 import os
 import signal
 import subprocess
@@ -205,13 +206,24 @@ def test_a_trial_no_node_can_fit_is_refused_instead_of_waiting_forever(tmp_path,
 
 
 def test_the_embedded_ray_listens_on_loopback_only():
-    """Run as a user's laptop would: without the test suite's environment, every Ray process is on 127.0.0.1."""
-    script = ("from sweep import ray_adapter; import ray\n"
+    """Run as a user's laptop would: without the test suite's environment, every Ray process is on
+    127.0.0.1 and listens on loopback only."""
+    script = ("from sweep import ray_adapter; import ray, os\n"
               "ray_adapter.connect(None, num_cpus=1)\n"
+              "import psutil  # Ray ships it\n"
               "@ray.remote\ndef where(): return ray.util.get_node_ip_address()\n"
-              "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}), ray.get(where.remote()))\n"
+              "here = ray.get(where.remote())\n"
+              "ours = {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)} | {os.getpid()}\n"
+              "listening = {c.laddr.ip for c in psutil.net_connections(kind='inet')\n"
+              "             if c.status == psutil.CONN_LISTEN and c.pid in ours}\n"
+              "print(sorted(listening))\n"
+              "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}), here)\n"
               "ray_adapter.shutdown()\n")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "['127.0.0.1'] 127.0.0.1"
+    *_, sockets, nodes = done.stdout.strip().splitlines()
+    assert nodes == "['127.0.0.1'] 127.0.0.1"
+    # every socket the GCS, the raylet, the agents and the workers listen on is a loopback address
+    listening = ast.literal_eval(sockets)
+    assert listening and set(listening) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
