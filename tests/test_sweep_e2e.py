@@ -114,11 +114,11 @@ def _completed(journal):
 
 def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_path):
     args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
-            "1.0", "--trials-per-cell", "4", "--cohort-size", "2", "--storage", str(tmp_path), "--name", "killed",
+            "1.0", "--trials-per-cell", "4", "--cohort-size", "2", "--storage", str(tmp_path / "old"), "--name", "killed",
             "--address", two_nodes]
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
-    journal = tmp_path / "killed" / "optuna.journal"
+    journal = tmp_path / "old" / "killed" / "optuna.journal"
     deadline = time.time() + 240
     while _completed(journal) < 2 and time.time() < deadline and driver.poll() is None:
         time.sleep(0.5)
@@ -128,8 +128,8 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_
     done_before = _completed(journal)
     assert 2 <= done_before < 8
 
-    assert main(["--resume", "--name", "killed", "--storage", str(tmp_path), "--address", two_nodes]) == 0
-    results = pd.read_csv(tmp_path / "killed" / "results.csv")
+    assert main(["--resume", "--name", "killed", "--storage", str(tmp_path / "old"), "--address", two_nodes]) == 0
+    results = pd.read_csv(tmp_path / "old" / "killed" / "results.csv")
     assert len(results) == 8 and (results["status"] == "completed").all()
     assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()  # every member exactly once
     assert results.groupby("cohort").size().eq(2).all() and results["cohort"].nunique() == 4
@@ -227,3 +227,28 @@ def test_the_embedded_ray_listens_on_loopback_only():
     # every socket the GCS, the raylet, the agents and the workers listen on is a loopback address
     listening = ast.literal_eval(sockets)
     assert listening and set(listening) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
+
+
+def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(tmp_path):
+    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
+            "1.0", "--trials-per-cell", "2", "--cohort-size", "1", "--storage", str(tmp_path), "--name", "interrupted",
+            "--max-concurrent", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    journal = tmp_path / "interrupted" / "optuna.journal"
+    deadline = time.time() + 240
+    while _completed(journal) < 1 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    assert driver.poll() is None, "the sweep finished before Ctrl-C"
+    os.kill(driver.pid, signal.SIGINT)  # what Ctrl-C sends the driver
+    out, _ = driver.communicate(timeout=240)
+    assert driver.returncode == 130, out[-3000:]
+    assert f"python -m sweep.run --resume --name interrupted --storage {tmp_path}" in out
+    results = pd.read_csv(tmp_path / "interrupted" / "results.csv")
+    assert 1 <= len(results) < 4 and results["val_acc"].notna().all()  # no blank row for a trial that never ran
+    assert set(results["status"]) <= {"completed", "interrupted"} and (results["status"] == "completed").any()
+    assert (tmp_path / "interrupted" / "report.html").exists()  # a report of what finished
+
+    assert main(["--resume", "--name", "interrupted", "--storage", str(tmp_path)]) == 0
+    results = pd.read_csv(tmp_path / "interrupted" / "results.csv")
+    assert len(results) == 4 and (results["status"] == "completed").all()
