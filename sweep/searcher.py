@@ -168,12 +168,15 @@ class CellSearcher(Searcher):
         statuses = member_statuses((result or {}).get("member_status"))
         values = (result or {}).get("member_val_acc") or []
         for i, number in enumerate(numbers):
-            if error or not result or i >= len(statuses):
-                study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            elif result.get("done") and statuses[i] == "completed":
-                study.tell(number, values[i], skip_if_finished=True)
-            else:
-                study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+            try:
+                if error or not result or i >= len(statuses):
+                    study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                elif result.get("done") and statuses[i] == "completed":
+                    study.tell(number, values[i], skip_if_finished=True)
+                else:
+                    study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+            except ValueError as problem:  # the study no longer holds it as running: results.csv still has it
+                log.warning("cell %s: Optuna trial %d not told (%s)", self.cells[index].name, number, problem)
         self.finished[index] += len(numbers)
         self._finished_here += len(numbers)
         log.info("%s", self.progress_line(index, study))
