@@ -44,8 +44,6 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-import trainables
-
 log = logging.getLogger(__name__)
 
 ARTIFACTS_ENV = "KDSWEEP_ARTIFACTS"
