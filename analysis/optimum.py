@@ -37,7 +37,6 @@ from analysis import pooled
 from analysis.pooled import LEVEL, CellStats
 from sweep.contract import CELL_COLUMNS, FULL
 
-CELL_KEYS = list(CELL_COLUMNS)
 V_POINTS = 601
 MIN_DISTINCT_FOR_CURVE = 3
 ACCURACY_COLUMNS = ("baseline_val_acc", "baseline_test_acc", "best_val_acc", "best_test_acc", "val_at_opt", "test_at_opt")
@@ -173,9 +172,9 @@ def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = (0.0, 1
             by_cell.setdefault(name, (fit, ))
 
     rows = []
-    for _, cell in trials.groupby(CELL_KEYS, sort=True):
+    for _, cell in trials.groupby(CELL_COLUMNS, sort=True):
         first = cell.iloc[0]
-        row = {key: first[key] for key in CELL_KEYS}
+        row = {key: first[key] for key in CELL_COLUMNS}
         row["cell"] = first["cell"]
         counts = cell["status"].value_counts()
         row.update(

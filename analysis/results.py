@@ -23,9 +23,6 @@ import pandas as pd
 from sweep.contract import CELL_COLUMNS, METRIC, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, Cell
 from trainables.storage import read_text
 
-# A cell is everything a study holds fixed; alpha (and tau) vary inside it.
-CELL_KEYS = CELL_COLUMNS
-
 
 class ResultsError(ValueError):
     """The results cannot be read or do not look like a sweep's results table."""
@@ -100,6 +97,6 @@ def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     for column in ("teacher_val_acc", "teacher_test_acc"):
         if column not in frame:
             frame[column] = np.nan
-    frame["cell"] = [Cell.from_row(row).name for row in frame[CELL_KEYS].to_dict("records")]  # the plan's names
+    frame["cell"] = [Cell.from_row(row).name for row in frame[CELL_COLUMNS].to_dict("records")]  # the plan's names
     frame["is_baseline"] = frame["alpha"] == 0.0
-    return frame.sort_values([*CELL_KEYS, "alpha"], kind="stable", ignore_index=True)
+    return frame.sort_values([*CELL_COLUMNS, "alpha"], kind="stable", ignore_index=True)

@@ -35,9 +35,14 @@ OPTUNA_JOURNAL = "optuna.journal"  # the default Optuna storage, inside the expe
 STATUSES = ("completed", "stopped", "error", "interrupted")
 
 
-def member_statuses(value) -> list[str]:
+def join_member_statuses(statuses) -> str:
     """A cohort reports its members' statuses as one string, "completed|stopped|..." (Tune's loggers
-    take numbers and lists of numbers, not lists of strings); this reads it back."""
+    take numbers and lists of numbers, not lists of strings)."""
+    return "|".join(statuses)
+
+
+def member_statuses(value) -> list[str]:
+    """The members' statuses back from ``join_member_statuses``'s string."""
     return [] if not value else str(value).split("|")
 
 

@@ -303,7 +303,7 @@ def check_recorded_plan(plan: SweepPlan, recorded: dict, store: ArtifactStore) -
         for ref, key in then.items():
             if now.get(ref) != key:
                 changed.append(f"{kind} {ref}: recorded {key}, this code gives {now.get(ref)}")
-            elif recorded.get("artifacts_ready") and store.get(kind, key) is None:
+            elif recorded.get("artifacts_ready") and not store.exists(kind, key):
                 gone.append(f"{kind} {ref} ({key})")
     if changed:
         raise ValueError(

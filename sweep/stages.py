@@ -72,8 +72,8 @@ def resolve_artifacts(plan: SweepPlan, dataset, split: Split) -> None:
 def artifact_status(plan: SweepPlan, store: ArtifactStore) -> dict:
     """{"teachers": {ref: (key, present)}, "scores": {...}}: which artifacts the store already holds."""
     return {
-        "teachers": {ref: (key, store.get("teacher", key) is not None) for ref, key in plan.teacher_keys.items()},
-        "scores": {ref: (key, store.get("scores", key) is not None) for ref, key in plan.score_keys.items()},
+        "teachers": {ref: (key, store.exists("teacher", key)) for ref, key in plan.teacher_keys.items()},
+        "scores": {ref: (key, store.exists("scores", key)) for ref, key in plan.score_keys.items()},
     }
 
 

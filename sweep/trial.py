@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep import ray_adapter
-from sweep.contract import METRIC, TrialSpec, subset_digest
+from sweep.contract import METRIC, TrialSpec, join_member_statuses, subset_digest
 from trainables.datasets import validation_split
 from trainables.recipe import Recipe
 from trainables.teacher import teacher_from_bytes
@@ -73,7 +73,7 @@ def cohort_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_o
         values = [None if v is None else float(v) for v in report.val_acc]
         ray_adapter.report(
             {METRIC: max(v for v in values if v is not None), "epoch": report.epoch, "done": False,
-             "member_val_acc": values, "member_status": "|".join("training" if v is not None else "stopped" for v in values),
+             "member_val_acc": values, "member_status": join_member_statuses("training" if v is not None else "stopped" for v in values),
              **common},
             state=report.state(),
         )
@@ -102,7 +102,7 @@ def cohort_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_o
             "epoch": result.epochs,
             "member_val_acc": [m.val_acc for m in members],
             "member_test_acc": [m.test_acc for m in members],
-            "member_status": "|".join(m.status for m in members),
+            "member_status": join_member_statuses(m.status for m in members),
             "member_epochs": [m.epochs_run for m in members],
             "member_steps": [m.steps_run for m in members],
             "teacher_forwards": result.teacher_forwards,

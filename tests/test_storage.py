@@ -39,11 +39,12 @@ def test_a_writable_location_passes_the_check_and_is_left_clean(location):
 
 def test_artifacts_round_trip_on_every_backend(location):
     store = ArtifactStore(f"{location}/artifacts")
+    assert not store.exists("teacher", "0" * 32)
     made, cached = store.get_or_create("teacher", {"arch": "small_cnn"}, lambda: (b"weights", {"val_acc": 0.9}))
     assert not cached
     again, cached = store.get_or_create("teacher", {"arch": "small_cnn"}, lambda: (b"other", {}))
     assert cached and again.payload == b"weights" and again.meta == {"val_acc": 0.9}
-    assert store.keys("teacher") == [made.key]
+    assert store.keys("teacher") == [made.key] and store.exists("teacher", made.key)
 
 
 def test_an_unwritable_location_is_refused_before_compute(tmp_path):

@@ -210,6 +210,11 @@ class ArtifactStore:
             return None
         return Artifact(key, kind, payload, header)
 
+    def exists(self, kind: str, key: str) -> bool:
+        """Whether the store holds a file for this key (not read or verified: ``get`` does that when the
+        artifact is used, and recomputes a corrupt one)."""
+        return self.fs.exists(self.path(kind, key))
+
     def put(self, kind: str, key: str, inputs: dict, payload: bytes, meta: dict) -> Artifact:
         header, data = encode(kind, key, inputs, payload, meta)
         path = self.path(kind, key)
