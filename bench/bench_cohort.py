@@ -23,14 +23,21 @@ What it measures, in one process, on one device (the CPU by default):
    val_acc(alpha = 0.5) - val_acc(alpha = 0) when both are members of one cohort (same seed: same
    initialisation and batches) versus when alpha = 0 is a separate student with its own seed; the
    standard deviation of each across seeds, and their ratio (test accuracy too).
-3. Fused versus loop (``--fused``, on by default): milliseconds per member-step (forward, backward and
-   SGD step on one batch) of K copies of small_cnn on digits batches trained by a loop over the
-   members versus one ``torch.func.stack_module_state`` + ``vmap`` model.
+3. Fused versus loop (``--fused``, on by default; ``--fused-ks``, default 1 and 8): the fused path
+   (``trainables.fused``) against the loop over members, both sides alternating (best of
+   max(``--repeats``, 3) on digits, ``--repeats`` on the CIFAR-10 subset), milliseconds per
+   member-step, CPU and wall: (a) the training steps (``fit_fused`` versus ``fit_many`` on the
+   cohort's batches and KD losses, the teacher's forward shared), (b) whole ``train_cohort`` calls
+   (model building, validation every epoch and the test included); then alpha evaluations per
+   CPU-second, K = max(``--fused-ks``) fused (and looped) versus K = 1. digits with the smoke recipe
+   and small_cnn; the CIFAR-10 subset with ``--cifar-arch`` and ``--cifar-epochs``. ``--device cuda``
+   runs every part on a GPU (compare wall times there).
 
 Run from the repository root::
 
     python bench/bench_cohort.py                      # a few minutes on a 2-core CPU
     python bench/bench_cohort.py --ks 1 8 --repeats 3 --seeds 12 --cifar-epochs 2 --threads 2
+    python bench/bench_cohort.py --parts fused --fused-ks 1 2 4 8 --cifar-epochs 2   # fused vs loop only
 
 On a shared or noisy machine the absolute numbers mean little; the ratios are the result. The torch
 thread count is ``--threads`` (1 by default: on a small shared machine more threads than free cores
@@ -44,7 +51,6 @@ import copy
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,17 +61,21 @@ DEFAULT_NPZ = REPO_ROOT.parent / "shared" / "data" / "cifar10_subset.npz"
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from search_spaces.defaults import defaults_for  # noqa: E402
 from search_spaces.profiles import profile_for  # noqa: E402
-from trainables.cohort import Member, train_cohort  # noqa: E402
+from trainables.cohort import Member, SharedTeacher, train_cohort  # noqa: E402
 from trainables.datasets import load_dataset, validation_split  # noqa: E402
+from trainables.fused import fit_fused  # noqa: E402
+from trainables.kd import kd_loss  # noqa: E402
+from trainables.loader import make_loader  # noqa: E402
 from trainables.models import build_model  # noqa: E402
+from trainables.recipe import autocast_dtype, resolve_device  # noqa: E402
+from trainables.seeding import derive_seed  # noqa: E402
 from trainables.selection import random_subset  # noqa: E402
 from trainables.student import train_student  # noqa: E402
 from trainables.teacher import Teacher, train_teacher  # noqa: E402
-from trainables.train import prepare_model  # noqa: E402
+from trainables.train import fit_many, prepare_model  # noqa: E402
 
 
 def alphas_for(k: int) -> list[float]:
@@ -154,54 +164,77 @@ def paired(dataset, split, subset, teacher, recipe, seeds, device):
     return diffs
 
 
-def fused_vs_loop(dataset, ks, steps, batch_size):
-    from torch.func import functional_call, stack_module_state, vmap
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    print(f"\n== fused (stack_module_state + vmap) vs loop: small_cnn on digits, batch {batch_size}, fp32, "
-          "ms per member-step (forward + backward + SGD step), best of 3")
-    x = torch.from_numpy(dataset.x_train[:batch_size]).permute(0, 3, 1, 2).float() / 16.0
-    y = torch.from_numpy(np.asarray(dataset.y_train[:batch_size], dtype=np.int64))
+
+def _steps_only(dataset, subset, teacher, arch, recipe, members, device, fused):
+    """The cohort's training steps (with building its K models and loader; no validation, no test): ``fit_many``
+    (the loop) or ``fit_fused`` over the cohort's batches and losses, the teacher's forward shared.
+    Returns the optimiser steps taken by each member."""
+    torch.manual_seed(derive_seed("init", 0))
+    base = prepare_model(build_model(arch, dataset.num_classes, dataset.in_channels), recipe, device)
+    models = [copy.deepcopy(base) for _ in members]
+    loader = make_loader(dataset, "train", subset, recipe.batch_size, train=True, seed=0, augment=recipe.augment,
+                         device=device, channels_last=recipe.channels_last)
+    shared = SharedTeacher(teacher.model.to(device).eval())
+
+    def loss_fn(member):
+        return lambda logits, batch: kd_loss(logits, shared.logits(batch) if member.alpha > 0 else None, batch.y,
+                                             member.alpha, member.tau, label_smoothing=recipe.label_smoothing)
+
+    (fit_fused if fused else fit_many)(models, loader, recipe, device=device, loss_fns=[loss_fn(m) for m in members])
+    return recipe.epochs_for(len(loader)) * len(loader)
+
+
+def fused_vs_loop(name, dataset, split, subset, teacher, arch, recipe, ks, repeats, device):
+    """Part 3: the fused path (``trainables.fused``) against the loop over members, both sides
+    alternating, for (a) the training steps alone and (b) whole ``train_cohort`` calls (validation
+    every epoch and the test included); then alpha evaluations per CPU-second, K = max(ks) fused
+    versus K = 1 (the loop: a cohort of one is never fused by default)."""
+    print(f"\n== fused vs loop: {name}, {arch}, {len(subset)} training examples, {recipe.epochs} epochs, batch "
+          f"{recipe.batch_size}, precision {recipe.precision} (autocast {autocast_dtype(recipe.precision, device)}), "
+          f"channels_last {recipe.channels_last}, device {device}; best of {repeats}, sides alternating")
+    print(f"{'K':>2} {'part':>12} {'loop cpu':>9} {'fused cpu':>9} {'loop wall':>9} {'fused wall':>10}   "
+          f"(ms per member-step) {'speed cpu':>9} {'wall':>6}")
+    common = dict(arch=arch, recipe=recipe, split=split, teacher=teacher, seed=0, device=device)
+    for fused in (False, True):  # warm-up: first-call allocations, oneDNN primitives
+        train_cohort(dataset, subset, members=[Member(0.0), Member(0.5)], fused=fused,
+                     **{**common, "recipe": recipe.replace(epochs=1)})
+    whole = {}
     for k in ks:
-        torch.manual_seed(0)
-        base = build_model("small_cnn", dataset.num_classes, dataset.in_channels)
-        models = [copy.deepcopy(base) for _ in range(k)]
-        optimizers = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in models]
-
-        def loop():
-            for model, optimizer in zip(models, optimizers):
-                loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-
-        params, buffers = stack_module_state([copy.deepcopy(base) for _ in range(k)])
-        params = {name: p.detach().requires_grad_() for name, p in params.items()}
-        skeleton = copy.deepcopy(base).to("meta")
-        optimizer = torch.optim.SGD(list(params.values()), lr=0.01, momentum=0.9)
-
-        def one(p, b, images):
-            return functional_call(skeleton, (p, b), (images,))
-
-        def fused():
-            logits = vmap(one, in_dims=(0, 0, None), randomness="same")(params, buffers, x)  # (K, B, classes)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="sum") / len(y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-        times = {"loop": [], "fused": []}
-        # vmap has no batching rule for adaptive_avg_pool2d's as_strided_ (a warning, and a slower fallback)
-        warnings.filterwarnings("ignore", message=".*batching rule.*")
-        for fn in (loop, fused):
-            fn()
-        for _ in range(3):
-            for name, fn in (("loop", loop), ("fused", fused)):
-                start = time.process_time()
-                for _ in range(steps):
-                    fn()
-                times[name].append((time.process_time() - start) / steps / k * 1e3)
-        lo, fu = min(times["loop"]), min(times["fused"])
-        print(f"K={k}: loop {lo:.2f} ms, fused {fu:.2f} ms per member-step (CPU time): fused / loop speed {lo / fu:.2f}x")
+        members = [Member(a) for a in alphas_for(k)]
+        for part in ("train steps", "whole cohort"):
+            times = {False: [], True: []}
+            for repeat in range(repeats):
+                for fused in ((False, True) if repeat % 2 == 0 else (True, False)):
+                    _sync(device)
+                    with Clock() as clock:
+                        if part == "train steps":
+                            steps = _steps_only(dataset, subset, teacher, arch, recipe, members, device, fused)
+                        else:
+                            result = train_cohort(dataset, subset, members=members, fused=fused, **common)
+                            assert result.fused == fused
+                            steps = result.epochs * result.steps_per_epoch
+                        _sync(device)
+                    times[fused].append((clock.wall, clock.cpu))
+            best = {f: (min(t[0] for t in times[f]), min(t[1] for t in times[f])) for f in times}
+            per = {f: (best[f][1] / k / steps * 1e3, best[f][0] / k / steps * 1e3) for f in best}  # (cpu, wall) ms
+            if part == "whole cohort":
+                whole[k] = best
+            print(f"{k:>2} {part:>12} {per[False][0]:>8.2f}  {per[True][0]:>8.2f}  {per[False][1]:>8.2f}  "
+                  f"{per[True][1]:>9.2f}   {'':>20} {per[False][0] / per[True][0]:>8.2f}x "
+                  f"{per[False][1] / per[True][1]:>5.2f}x")
+    print("speed: fused / loop (member-steps per second); 'whole cohort' counts validation, test, teacher and "
+          "model building in the member-steps' time")
+    if 1 in whole and max(ks) > 1:
+        k = max(ks)
+        base = 1 / whole[1][False][1]  # a cohort of one, the loop (the default for K = 1)
+        for label, fused in (("fused", True), ("loop", False)):
+            rate = k / whole[k][fused][1]
+            print(f"alpha evaluations per CPU-second: K={k} {label} {rate:.2f} vs K=1 {base:.2f}: {rate / base:.2f}x")
+    return whole
 
 
 def main(argv=None):
@@ -220,11 +253,13 @@ def main(argv=None):
     parser.add_argument("--cifar-fraction", type=float, default=0.1)
     parser.add_argument("--cifar-ks", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--fused-ks", type=int, nargs="+", default=[1, 8], help="cohort sizes of the fused part")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--precision", default=None, help="override the recipes' precision (auto/bf16/fp32)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
+    device = resolve_device(args.device)
     print(f"torch {torch.__version__}, {args.threads} thread(s), device {device}")
 
     digits = load_dataset("digits")
@@ -247,15 +282,23 @@ def main(argv=None):
             fast = fast.replace(precision=args.precision)
         paired(digits, split, subset, teacher, fast, args.seeds, device)
     if "fused" in args.parts and args.fused:
-        fused_vs_loop(digits, [1, 8], steps=10, batch_size=64)
+        fused_vs_loop("digits (smoke recipe)", digits, split, subset, teacher, "small_cnn", smoke, args.fused_ks,
+                      max(args.repeats, 3), device)
+        cifar = cifar_setup(args, device)
+        if cifar is not None:
+            cifar_data, csplit, csubset, cteacher, crecipe = cifar
+            fused_vs_loop("CIFAR-10 subset", cifar_data, csplit, csubset, cteacher, args.cifar_arch, crecipe,
+                          args.fused_ks, args.repeats, device)
 
 
-def cifar_throughput(args, device):
+def cifar_setup(args, device):
+    """(dataset, split, subset, teacher, recipe) of the CIFAR-10 subset, or None when skipped. Its
+    teacher is a randomly initialised ``--cifar-arch``: it costs what a trained one does."""
     if args.no_cifar:
-        return
+        return None
     if not Path(args.npz).is_file():
         print(f"\n(no {args.npz}: CIFAR-10 subset skipped)")
-        return
+        return None
     spec = f"npz:{args.npz}"
     cifar = load_dataset(spec)
     defaults = defaults_for(spec)
@@ -268,8 +311,15 @@ def cifar_throughput(args, device):
     model = prepare_model(build_model(args.cifar_arch, cifar.num_classes, cifar.in_channels), recipe, device).eval()
     meta = {"dataset": cifar.name, "arch": args.cifar_arch, "num_classes": cifar.num_classes,
             "split": {"val_size": csplit.val_size, "seed": csplit.seed}}
-    throughput("CIFAR-10 subset", cifar, csplit, csubset, Teacher(model, meta), args.cifar_arch, recipe,
-               args.cifar_ks, 1, args.trial_overhead, device)
+    return cifar, csplit, csubset, Teacher(model, meta), recipe
+
+
+def cifar_throughput(args, device):
+    cifar = cifar_setup(args, device)
+    if cifar is not None:
+        data, csplit, csubset, teacher, recipe = cifar
+        throughput("CIFAR-10 subset", data, csplit, csubset, teacher, args.cifar_arch, recipe, args.cifar_ks, 1,
+                   args.trial_overhead, device)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,24 @@ batches (the same ids, order and augmentation: one loader, each batch used by ev
 members differ only in (alpha, tau) and their differences are paired comparisons. Each member has its
 own optimiser and schedule. The teacher runs once per batch for all the members with alpha > 0 that
 are still training, and not at all when none is. ``trainables.train.fit_many`` runs the training
-step (the same one as every other run); a student alone (``trainables.student.train_student``) is a
+step (the same one as every other run; ``trainables.fused.fit_fused`` when fused); a student alone (``trainables.student.train_student``) is a
 cohort of one.
 
-The members are trained one after another on each batch (a loop). A horizontally fused model
-(``torch.func.stack_module_state`` + ``vmap``) was slower on this CPU (0.8x the loop's speed per
-member-step for small_cnn, K = 1 and 8: ``bench/bench_cohort.py --parts fused``), so there is no fused
-path yet.
+The members are trained one after another on each batch (a loop: ``trainables.train.fit_many``) or
+as one horizontally fused model (``trainables.fused``, as HFTA does: grouped convolutions, K*C-channel
+batch norms, batched linear heads, one forward, backward and SGD step for all): the same results to
+float tolerance and the same checkpoints either way (``tests/test_fused.py``). ``fused=None`` (the
+default) fuses a cohort of two or more on CUDA and never on a CPU. On the CPU (2 cores, one thread),
+``bench/bench_cohort.py --parts fused`` measured fused / loop speed (CPU time per member-step of whole
+cohorts, validation and test included) of 1.04x, 1.08x and 1.06x at K = 2, 4 and 8 for small_cnn on
+digits (smoke recipe, bf16 autocast; 1.04x at K = 8 in fp32), but 0.94x, 0.90x and 0.90x for resnet20
+on the CIFAR-10 subset: a CPU's convolutions are compute-bound, fusing saves only per-operation
+overhead, and grouped convolutions can be slower than K plain ones (an earlier ``stack_module_state``
++ ``vmap`` model ran at 0.84x). On a GPU a small model leaves most of the device idle between
+kernels, which is HFTA's case for fusing; that default is not yet measured here
+(``bench/bench_cohort.py --parts fused --device cuda``; the rule is ``fused_by_default``). A fused
+cohort holds the activations of all its members at once (K times the loop's peak). Architectures the
+fused path does not support (torchvision's ResNets) train in the loop.
 
 Successive halving (``halving=Halving(...)``): after the rung epochs, the members with alpha > 0 that
 are still training are ranked by validation accuracy and only the best ``keep`` fraction of them goes
@@ -36,6 +47,7 @@ import torch
 from torch import nn
 
 from trainables.datasets import Dataset, Split
+from trainables.fused import arch_fusion_problem, fit_fused
 from trainables.kd import check_alpha_tau, kd_loss
 from trainables.loader import Batch
 from trainables.recipe import Recipe, resolve_device
@@ -118,6 +130,7 @@ class CohortResult:
     teacher_forwards: int  # teacher forwards on training batches in this call (not before a resume)
     seconds: float  # wall time of this call
     models: list[nn.Module] = field(default_factory=list, repr=False, compare=False)
+    fused: bool = False  # trained as one fused model (trainables.fused), else one member after another
 
     def to_dict(self) -> dict:
         """Everything but the models (``asdict`` would deep-copy them)."""
@@ -192,6 +205,18 @@ def as_members(members: Sequence[Member | tuple[float, float]]) -> list[Member]:
     return members
 
 
+# Devices where a cohort of two or more is fused by default (``train_cohort(fused=None)``); see the
+# module docstring for the measurements behind it.
+FUSED_BY_DEFAULT_ON = frozenset({"cuda"})
+
+
+def fused_by_default(device: torch.device, k: int) -> bool:
+    """Whether ``train_cohort(fused=None)`` fuses a cohort of ``k`` on ``device`` (when the architecture
+    allows it): on the devices of ``FUSED_BY_DEFAULT_ON`` from two members up; a cohort of one is
+    never fused (nothing to share)."""
+    return k > 1 and device.type in FUSED_BY_DEFAULT_ON
+
+
 def _check_resume(resume: dict, arch: str, seed: int, members: list[Member]) -> None:
     if resume.get("format") != STATE_FORMAT:
         raise ValueError(f"not a cohort state (format {resume.get('format')!r}, expected {STATE_FORMAT!r})")
@@ -221,6 +246,7 @@ def train_cohort(
     on_step: Callable[[int, Batch, torch.Tensor], None] | None = None,
     test: bool = True,
     loss: Callable = kd_loss,
+    fused: bool | None = None,
 ) -> CohortResult:
     """Train one student of ``arch`` per member on ``subset_ids``, together (see the module docstring).
 
@@ -228,8 +254,11 @@ def train_cohort(
     after member i's optimiser step. ``resume``: a ``CohortReport.state()`` of the same call (same arch,
     seed and members); training continues after that epoch and ends as an uninterrupted run would.
     ``halving``: successive halving over the members (off by default). ``loss``: the distillation loss
-    (``kd_loss``'s signature). Returns every member's status, final validation and test accuracy and
-    history, and the trained models.
+    (``kd_loss``'s signature). ``fused``: train the members as one horizontally fused model
+    (``trainables.fused``; True), one after another (False), or choose (None: ``fused_by_default``);
+    an architecture the fused path does not support is trained by the loop whatever ``fused`` says
+    (``CohortResult.fused`` tells which ran). Both give the same results, to float tolerance. Returns
+    every member's status, final validation and test accuracy and history, and the trained models.
     """
     start = time.perf_counter()
     members = as_members(members)
@@ -295,9 +324,14 @@ def train_cohort(
         )
         on_report(report)
 
+    if fused is None:
+        fused = fused_by_default(device, len(members))
+    if fused and arch_fusion_problem(arch, dataset.num_classes, dataset.in_channels) is not None:
+        fused = False  # not fusable: the loop
     runs = train_many_on_ids(
         dataset, arch=arch, train_ids=subset_ids, val_ids=split.val_ids, recipe=recipe, seed=seed, device=device,
         loss_fns=[loss_fn(m) for m in members], on_epoch=on_epoch, on_step=on_step, test=test, resume=resume,
+        fit=fit_fused if fused else None,
     )
     results = []
     for index, (member, run) in enumerate(zip(members, runs)):
@@ -317,5 +351,5 @@ def train_cohort(
     return CohortResult(
         arch=arch, seed=seed, num_train=len(subset_ids), epochs=epochs, steps_per_epoch=steps_per_epoch,
         members=results, teacher_forwards=shared.forwards if shared else 0,
-        seconds=time.perf_counter() - start, models=[run.model for run in runs],
+        seconds=time.perf_counter() - start, models=[run.model for run in runs], fused=fused,
     )

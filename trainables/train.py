@@ -392,11 +392,14 @@ def train_many_on_ids(
     on_step: Callable[[int, Batch, torch.Tensor], None] | None = None,
     test: bool = True,
     resume: dict | None = None,
+    fit: Callable | None = None,
 ) -> list[RunResult]:
     """``len(loss_fns)`` models of ``arch``, all initialised from ``seed`` (identical weights), trained
-    together by ``fit_many`` on one stream of batches of ``train_ids`` (its order and augmentation from
-    ``seed``), validated each epoch on ``val_ids`` (when there are any) and, with ``test``, tested on
-    the whole test set. ``train_on_ids`` is this with one model."""
+    together by ``fit`` (default ``fit_many``, the members one after another on each batch;
+    ``trainables.fused.fit_fused`` trains them as one fused model) on one stream of batches of
+    ``train_ids`` (its order and augmentation from ``seed``), validated each epoch on ``val_ids`` (when
+    there are any) and, with ``test``, tested on the whole test set. ``train_on_ids`` is this with one
+    model."""
     models = []
     for _ in loss_fns:  # the same seed before each build: identical weights and memory layout
         torch.manual_seed(derive_seed("init", seed))
@@ -411,7 +414,7 @@ def train_many_on_ids(
         if len(val_ids)
         else None
     )
-    fitted = fit_many(
+    fitted = (fit or fit_many)(
         models, train_loader, recipe, device=device, loss_fns=loss_fns, val_loader=val_loader,
         on_step=on_step, on_epoch=on_epoch, resume=resume,
     )
