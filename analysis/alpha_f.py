@@ -1,7 +1,8 @@
 """The alpha-f relation: how the optimal distillation weight depends on the kept fraction f.
 
-One fit per (dataset, method, teacher, student) group, the shared f = 1 reference cell included (at
-f = 1 every method keeps the same data), and one pooled over the methods when there are several. Each
+One fit per (dataset, method, teacher, student, label noise) group, the shared f = 1 reference cell
+included (at f = 1 every method keeps the same data), and one pooled over the methods when there are
+several. Each
 fit is the pooled model of ``analysis.pooled`` (the peak's location a smooth curve in ln f, an offset
 and a curvature per cell) estimated from all of the group's completed trials at once; see that
 module for the model, why it was chosen and how its intervals are computed.
@@ -39,7 +40,7 @@ class AlphaFFit:
 
     group: str
     method: str  # the method, or "pooled"
-    context: dict  # dataset, teacher_arch, student_arch
+    context: dict  # dataset, teacher_arch, student_arch, label_noise
     cells: list[str]
     alpha_range: tuple[float, float]
     f: np.ndarray  # distinct fractions of the group
@@ -171,11 +172,14 @@ def _group_cells(data: dict, names: list[str]) -> tuple[CellStats, np.ndarray]:
 def groups_of(trials: pd.DataFrame) -> list[tuple[str, str, dict, list[str]]]:
     """(group label, method, context, cell names) of every fit, in report order."""
     out = []
-    contexts = trials.groupby(["dataset", "teacher_arch", "student_arch"], sort=True)
-    several = contexts.ngroups > 1
-    for (dataset, teacher, student), part in contexts:
-        context = {"dataset": dataset, "teacher_arch": teacher, "student_arch": student}
-        suffix = f" | {dataset} {teacher}->{student}" if several else ""
+    if "label_noise" not in trials:  # a table from before the label noise axis: clean labels
+        trials = trials.assign(label_noise=0.0)
+    archs_vary = trials[["dataset", "teacher_arch", "student_arch"]].drop_duplicates().shape[0] > 1
+    noise_varies = trials["label_noise"].nunique() > 1
+    contexts = trials.groupby(["dataset", "teacher_arch", "student_arch", "label_noise"], sort=True)
+    for (dataset, teacher, student, noise), part in contexts:
+        context = {"dataset": dataset, "teacher_arch": teacher, "student_arch": student, "label_noise": float(noise)}
+        suffix = (f" | {dataset} {teacher}->{student}" if archs_vary else "") + (f" | noise {noise:g}" if noise_varies else "")
         cells = part.drop_duplicates("cell")
         full = sorted(cells.loc[cells["method"] == FULL, "cell"])
         methods = sorted(set(cells["method"]) - {FULL})
@@ -206,7 +210,7 @@ def noise_sd(trials: pd.DataFrame, alpha_range=(0.0, 1.0)) -> tuple[float, float
 
 def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = (0.0, 1.0), seed: int = 0,
                 n_draws: int = DEFAULT_DRAWS, sigma: float | None = None) -> list[AlphaFFit]:
-    """Every group's pooled fit, with Holm's procedure applied across the fits of one context."""
+    """Every group's pooled fit, with Holm's procedure applied across the fits of one context (``apply_holm``)."""
     alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
     done = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
     if sigma is None:
@@ -247,10 +251,11 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = (0.0, 1
 
 
 def apply_holm(fits: list[AlphaFFit], level: float = SIGNIFICANCE) -> None:
-    """Holm's procedure over the tested fits of each context: sets p_adjusted and relation."""
+    """Holm's procedure over the tested fits of each context: sets p_adjusted and relation. The label
+    noise levels of one (dataset, teacher, student) are one family: their fits are tested together."""
     by_context: dict[tuple, list[AlphaFFit]] = {}
     for fit in fits:
-        by_context.setdefault(tuple(sorted(fit.context.items())), []).append(fit)
+        by_context.setdefault(tuple(sorted((k, v) for k, v in fit.context.items() if k != "label_noise")), []).append(fit)
     for family in by_context.values():
         tested = [fit for fit in family if math.isfinite(fit.p_value)]
         rejected, adjusted = pooled.holm([fit.p_value for fit in tested], level)

@@ -62,6 +62,18 @@ def _with_full(table: pd.DataFrame, method: str) -> pd.DataFrame:
     return pd.concat([table[table["method"] == method], table[table["method"] == FULL]])
 
 
+def _noise_levels(table: pd.DataFrame) -> list[float]:
+    """The label noise rates P of a table ([0.0] without the column)."""
+    return sorted(float(p) for p in table["label_noise"].unique()) if "label_noise" in table and len(table) else [0.0]
+
+
+def _at_level(table: pd.DataFrame, level: float) -> pd.DataFrame:
+    return table[table["label_noise"] == level] if "label_noise" in table else table
+
+
+NOISE_SYMBOLS = ["circle", "diamond", "square", "triangle-up", "cross", "star"]
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     hex_color = hex_color.lstrip("#")
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (0, 2, 4))
@@ -76,15 +88,18 @@ def alpha_vs_f(cells: pd.DataFrame, fits: list[AlphaFFit]) -> go.Figure:
     fig = go.Figure()
     done = cells[cells["alpha_opt"].notna()]
     pruned = [m for m in methods if m != FULL]
-    for i, method in enumerate(pruned):
-        part = done[done["method"] == method].sort_values("fraction")
+    levels = _noise_levels(cells)
+    series = [(method, level) for method in pruned for level in levels]  # one marker series per (method, P)
+    for i, (method, level) in enumerate(series):
+        part = _at_level(done[done["method"] == method], level).sort_values("fraction")
         if part.empty:
             continue
         pinned = part["pinned"].astype(bool).to_numpy()
+        symbol = NOISE_SYMBOLS[levels.index(level) % len(NOISE_SYMBOLS)]
         fig.add_trace(go.Scatter(
-            x=_shifted(part["fraction"], i, len(pruned)), y=part["alpha_opt"], mode="markers",
-            name=f"{method}: α* (model)", legendgroup=method,
-            marker=dict(color=colors[method], size=9, symbol=np.where(pinned, "circle", "circle-open").tolist(),
+            x=_shifted(part["fraction"], i, len(series)), y=part["alpha_opt"], mode="markers",
+            name=f"{method}: α* (model)" + (f", label noise {level:g}" if len(levels) > 1 else ""), legendgroup=method,
+            marker=dict(color=colors[method], size=9, symbol=np.where(pinned, symbol, f"{symbol}-open").tolist(),
                         line=dict(color=colors[method], width=1.5)),
             error_y=dict(type="data", symmetric=False, array=part["alpha_hi"] - part["alpha_opt"],
                          arrayminus=part["alpha_opt"] - part["alpha_lo"], thickness=1.2),
@@ -156,42 +171,48 @@ def accuracy_vs_f(cells: pd.DataFrame) -> go.Figure:
     rows, columns = _grid_shape(len(methods))
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=methods, shared_yaxes=True,
                         horizontal_spacing=0.05, vertical_spacing=0.18 if rows > 1 else 0.1)
-    teacher = cells["teacher_test_acc"].dropna()
+    levels = _noise_levels(cells)  # with several label noise levels: one set of lines per level
     t = t_quantile(30)
     for i, method in enumerate(methods):
         row, col = i // columns + 1, i % columns + 1
-        part = _with_full(cells, method).groupby("fraction", as_index=False)[
-            ["test_at_opt", "test_at_opt_se", "baseline_test_acc", "alpha_opt"]].mean().sort_values("fraction")
-        first = i == 0
-        se = part["test_at_opt_se"].fillna(0.0)
-        fig.add_trace(go.Scatter(
-            x=_shifted(part["fraction"], 1, 2), y=part["test_at_opt"], mode="lines+markers",
-            name="KD at α* (model prediction, 95 % interval)",
-            legendgroup="kd", showlegend=first, line=dict(color=colors[method]), customdata=part["alpha_opt"],
-            error_y=dict(type="data", array=np.minimum(t * se, 1 - part["test_at_opt"]),
-                         arrayminus=np.minimum(t * se, part["test_at_opt"]), thickness=1),
-            hovertemplate=f"{method}, f = %{{x:.2g}}<br>KD at α* = %{{customdata:.2f}}: %{{y:.2%}} (model)<extra></extra>",
-        ), row=row, col=col)
-        fig.add_trace(go.Scatter(
-            x=_shifted(part["fraction"], 0, 2), y=part["baseline_test_acc"], mode="lines+markers",
-            name="no KD (α = 0, measured mean)",
-            legendgroup="nokd", showlegend=first, line=dict(color=colors[method], dash="dot"),
-            marker=dict(symbol="circle-open"),
-            hovertemplate=f"{method}, f = %{{x:.2g}}<br>no KD: %{{y:.2%}} (measured)<extra></extra>",
-        ), row=row, col=col)
-        if len(teacher):
+        for j, level in enumerate(levels):
+            here = _at_level(cells, level)
+            teacher = here["teacher_test_acc"].dropna()
+            part = _with_full(here, method).groupby("fraction", as_index=False)[
+                ["test_at_opt", "test_at_opt_se", "baseline_test_acc", "alpha_opt"]].mean().sort_values("fraction")
+            first = i == 0
+            noise = f", label noise {level:g}" if len(levels) > 1 else ""
+            symbol = NOISE_SYMBOLS[j % len(NOISE_SYMBOLS)]
+            se = part["test_at_opt_se"].fillna(0.0)
             fig.add_trace(go.Scatter(
-                x=[cells["fraction"].min(), 1.0], y=[teacher.mean()] * 2, mode="lines", name="teacher (measured)",
-                legendgroup="teacher", showlegend=first, line=dict(color="#444", dash="dash", width=1.5),
-                hovertemplate="teacher: %{y:.2%}<extra></extra>",
+                x=_shifted(part["fraction"], 2 * j + 1, 2 * len(levels)), y=part["test_at_opt"], mode="lines+markers",
+                name=f"KD at α* (model prediction, 95 % interval){noise}", marker=dict(symbol=symbol),
+                legendgroup=f"kd{j}", showlegend=first, line=dict(color=colors[method]), customdata=part["alpha_opt"],
+                error_y=dict(type="data", array=np.minimum(t * se, 1 - part["test_at_opt"]),
+                             arrayminus=np.minimum(t * se, part["test_at_opt"]), thickness=1),
+                hovertemplate=f"{method}{noise}, f = %{{x:.2g}}<br>KD at α* = %{{customdata:.2f}}: %{{y:.2%}} (model)<extra></extra>",
             ), row=row, col=col)
+            fig.add_trace(go.Scatter(
+                x=_shifted(part["fraction"], 2 * j, 2 * len(levels)), y=part["baseline_test_acc"], mode="lines+markers",
+                name=f"no KD (α = 0, measured mean){noise}",
+                legendgroup=f"nokd{j}", showlegend=first, line=dict(color=colors[method], dash="dot"),
+                marker=dict(symbol=f"{symbol}-open"),
+                hovertemplate=f"{method}{noise}, f = %{{x:.2g}}<br>no KD: %{{y:.2%}} (measured)<extra></extra>",
+            ), row=row, col=col)
+            if len(teacher):
+                fig.add_trace(go.Scatter(
+                    x=[cells["fraction"].min(), 1.0], y=[teacher.mean()] * 2, mode="lines", name=f"teacher (measured){noise}",
+                    legendgroup=f"teacher{j}", showlegend=first,
+                    line=dict(color="#444", dash=("dash", "dashdot", "longdash", "longdashdot")[j % 4], width=1.5),
+                    hovertemplate=f"teacher{noise}: %{{y:.2%}}<extra></extra>",
+                ), row=row, col=col)
     fig.update_xaxes(type="log", tickangle=0, **_f_ticks(cells))
     for i in range(len(methods)):  # the axis title under the lowest panel of each column only
         if i + columns >= len(methods):
             fig.update_xaxes(title_text=LOG_AXIS, row=i // columns + 1, col=i % columns + 1)
     fig.update_yaxes(tickformat=".0%")
     fig.update_yaxes(title_text="test accuracy", col=1)
-    fig.update_layout(template=TEMPLATE, height=max(400, PANEL_HEIGHT * rows + 190), legend=_legend_below(-0.12),
+    fig.update_layout(template=TEMPLATE, height=max(400, PANEL_HEIGHT * rows + 190), legend=_legend_below(-0.12 if len(levels) == 1 else -0.17),
                       margin=dict(t=70, b=40),
                       title="Test accuracy versus f: KD at α* against no KD, with the teacher's accuracy")
     return fig
@@ -312,4 +333,49 @@ def accuracy_heatmap(trials: pd.DataFrame, cells: pd.DataFrame, bins: int = 10) 
                       coloraxis=dict(colorscale="Viridis", colorbar=dict(title="val acc", tickformat=".0%")),
                       title=f"Mean measured validation accuracy over (α, f), α in {bins} bins; stars: α* (model)",
                       legend=_legend_below(-0.12), margin=dict(t=70, b=40))
+    return fig
+
+
+def kd_gain_vs_noise(gains: pd.DataFrame) -> go.Figure:
+    """KD gain (test accuracy at alpha* minus at alpha = 0, model) against the label noise rate P, one
+    line per (method, f), with 95 % intervals. ``gains``: ``analysis.report.kd_gain_by_noise`` by
+    (method, fraction, label_noise)."""
+    methods = _methods(gains) if len(gains) else [FULL]
+    colors = method_colors(methods)
+    fig = go.Figure()
+    fractions = sorted(gains["fraction"].unique()) if len(gains) else []
+    dashes = ["solid", "dot", "dash", "longdash", "dashdot", "longdashdot"]
+    symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
+    groups = list(gains.groupby(["method", "fraction"], sort=True)) if len(gains) else []
+    levels = sorted(gains["label_noise"].unique()) if len(gains) else []
+    step = (max(levels) - min(levels)) / 80 if len(levels) > 1 else 0.0  # sideways shift so intervals separate
+    for i, ((method, fraction), part) in enumerate(groups):
+        part = part.sort_values("label_noise")
+        k = fractions.index(fraction)
+        color = colors.get(method, "#222222")
+        name = "full data, f = 1" if method == FULL else f"{method}, f = {fraction:g}"
+        lo, hi = part["lo"].to_numpy(float), part["hi"].to_numpy(float)
+        gain = part["gain"].to_numpy(float)
+        fig.add_trace(go.Scatter(
+            x=part["label_noise"] + step * (i - (len(groups) - 1) / 2), y=gain, mode="lines+markers", name=name,
+            line=dict(color=color, dash=dashes[k % len(dashes)], width=1.8),
+            marker=dict(color=color, size=8, symbol=symbols[k % len(symbols)]),
+            error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi - gain), arrayminus=np.nan_to_num(gain - lo),
+                         thickness=1.2),
+            customdata=np.stack([part["label_noise"], lo, hi, part["cells"]], axis=1),
+            hovertemplate=f"{name}<br>P = %{{customdata[0]:g}}: KD gain %{{y:+.2%}} [%{{customdata[1]:+.2%}}, "
+                          "%{customdata[2]:+.2%}] (model)<br>%{customdata[3]} cell(s)<extra></extra>",
+        ))
+    fig.add_hline(y=0, line=dict(color="#888", width=1, dash="dash"))
+    if not groups:
+        fig.add_annotation(text="No cell has a KD gain estimate yet: a cell needs completed α = 0 trials and an α*.",
+                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=14))
+    fig.update_layout(
+        template=TEMPLATE, height=480, margin=dict(t=60, b=40),
+        title="KD gain versus label noise: test accuracy at α* minus at α = 0 (model, 95 % intervals)",
+        xaxis=dict(title="label noise rate P (fraction of training labels flipped)", tickvals=levels,
+                   ticktext=[f"{p:g}" for p in levels]),
+        yaxis=dict(title="KD gain in test accuracy (percentage points)", tickformat="+.1%"),
+        legend=_legend_below(-0.18),
+    )
     return fig

@@ -52,6 +52,7 @@ class CellOptima:
     noise_df: float
     n_boot: int = 0
     seed: int = 0
+    t_test: float = float("nan")  # the t quantile of the test-accuracy intervals (kd_gain_test_lo/hi)
 
 
 def _unit(alpha, alpha_range):
@@ -227,4 +228,4 @@ def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = (0.0, 1
         row["note"] = "; ".join(notes) or "ok"
         rows.append(row)
     table = pd.DataFrame(rows)
-    return CellOptima(table=table, sigma_val=sigma, sigma_test=sigma_test, noise_df=noise_df)
+    return CellOptima(table=table, sigma_val=sigma, sigma_test=sigma_test, noise_df=noise_df, t_test=t)

@@ -83,6 +83,7 @@ STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1400px;
        padding: 0 24px 48px; color: #222; }
 header { border-bottom: 1px solid #ddd; margin-bottom: 12px; }
+.in-progress { background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 12px; border-radius: 4px; }
 h1 { font-size: 1.6em; margin: 20px 0 4px; } h2 { margin-top: 36px; font-size: 1.25em; }
 nav a { margin-right: 14px; } .muted { color: #666; } .figure { margin: 8px 0 4px; }
 p.how { margin: 0 0 20px; color: #444; font-size: 14px; } p.how b { color: #222; }
@@ -182,6 +183,28 @@ def kd_gain_by_f(cells: pd.DataFrame, t: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def noise_levels(cells: pd.DataFrame) -> list[float]:
+    """The label noise rates P of the report's cells ([0.0] for a sweep without the axis)."""
+    return sorted(float(p) for p in cells["label_noise"].unique()) if "label_noise" in cells else [0.0]
+
+
+def kd_gain_by_noise(cells: pd.DataFrame, t: float, by=("method", "fraction", "label_noise")) -> pd.DataFrame:
+    """Mean KD gain (test, at alpha*) over the cells of each ``by`` group (by default each (method, f,
+    label noise P)), with a 95 % interval: gain ± t·se, the se of the mean of independent cells; a group
+    of one cell keeps that cell's own interval (``kd_gain_test_lo``/``_hi``) when ``t`` is the cells'
+    (``CellOptima.t_test``). No interval where a cell has none."""
+    rows = []
+    scored = cells[cells["kd_gain_test"].notna()]
+    for key, part in scored.groupby(list(by), sort=True):
+        gain = float(part["kd_gain_test"].mean())
+        se = float(np.sqrt((part["kd_gain_test_se"] ** 2).sum()) / len(part)) if part["kd_gain_test_se"].notna().all() else np.nan
+        finite = np.isfinite(se) and np.isfinite(t)
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "cells": len(part), "gain": gain, "se": se,
+                     "lo": max(-1.0, gain - t * se) if finite else np.nan, "hi": min(1.0, gain + t * se) if finite else np.nan,
+                     "wins": int(part["kd_win"].sum())})
+    return pd.DataFrame(rows, columns=[*by, "cells", "gain", "se", "lo", "hi", "wins"])
+
+
 def random_vs_scored(cells: pd.DataFrame, t: float) -> tuple[float | None, pd.DataFrame]:
     """At the smallest f below 1: test accuracy with KD at alpha* of random minus each score-based
     method, with a 95 % interval; and without KD (alpha = 0, measured means)."""
@@ -218,6 +241,8 @@ def _findings(analysis: Analysis) -> str:
             "<b>KD gain</b> (test accuracy at α* minus at α = 0, points, mean over the cells at each f, "
             f"{LEVEL:.0%} interval): " + "; ".join(parts) + f". A cell counts as a win only when its own interval "
             f"excludes 0: <b>{wins} of {scored}</b> cells (per-cell intervals, not adjusted for multiplicity).")
+    if len(noise_levels(cells)) > 1:
+        items.append(_noise_finding(cells, optima.t_test))
     fraction, versus = random_vs_scored(cells, t)
     if fraction is not None and len(versus):
         parts = [f"vs {_e(r.method)}: <b>{_ci_pts(r.diff, r.lo, r.hi)}</b> (without KD {_pts(r.diff_no_kd)})"
@@ -246,6 +271,29 @@ def _findings(analysis: Analysis) -> str:
     return _settings(analysis) + '<ul class="findings">' + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
 
 
+def _noise_finding(cells: pd.DataFrame, t: float) -> str:
+    """The findings line of a sweep over label noise: the mean KD gain at each P, and the highest P's
+    minus the lowest's with its interval."""
+    by_p = kd_gain_by_noise(cells, t, by=("label_noise",))
+    if by_p.empty:
+        return ("<b>KD gain versus label noise</b>: no cell has a KD gain estimate yet (a cell needs completed "
+                "α = 0 trials and an α* from its trials).")
+    parts = [f"P = {r.label_noise:g}: <b>{_ci_pts(r.gain, r.lo, r.hi)}</b> ({r.wins} of {r.cells} cells a win)"
+             for r in by_p.itertuples()]
+    text = ("<b>KD gain versus label noise</b> (test accuracy at α* minus at α = 0, points, mean over the cells at "
+            f"each noise rate P, {LEVEL:.0%} interval; see the figure for each method and f): " + "; ".join(parts))
+    if len(by_p) > 1:
+        low, high = by_p.iloc[0], by_p.iloc[-1]
+        diff = high["gain"] - low["gain"]
+        se = float(np.hypot(high["se"], low["se"]))
+        lo, hi = (diff - t * se, diff + t * se) if np.isfinite(se) and np.isfinite(t) else (np.nan, np.nan)
+        verdict = ("" if not np.isfinite(lo) else " (the interval excludes 0)" if lo > 0 or hi < 0
+                   else " (the interval includes 0: no evidence of a difference at this budget)")
+        text += (f". The gain at P = {high['label_noise']:g} minus at P = {low['label_noise']:g}: "
+                 f"<b>{_ci_pts(diff, lo, hi)}</b>{verdict}")
+    return text + "."
+
+
 def _fits_table(fits: list[AlphaFFit]) -> str:
     rows, classes = [], []
     for fit in fits:
@@ -265,11 +313,13 @@ def _fits_table(fits: list[AlphaFFit]) -> str:
 def _cells_table(cells: pd.DataFrame) -> str:
     rows = []
     several = cells["replicate"].nunique() > 1 or cells[["teacher_arch", "student_arch"]].drop_duplicates().shape[0] > 1
-    for _, c in cells.sort_values(["method", "fraction", "teacher_arch", "student_arch", "replicate"]).iterrows():
+    noisy = noise_levels(cells) != [0.0]  # the label noise column, for a sweep with noisy labels
+    order = ["method", "fraction", *(["label_noise"] if noisy else []), "teacher_arch", "student_arch", "replicate"]
+    for _, c in cells.sort_values(order).iterrows():
         note = _e(c["note"])
         win = "win" if c["kd_win"] else ""
         rows.append([
-            _e(c["method"]), f"{c['fraction']:g}",
+            _e(c["method"]), f"{c['fraction']:g}", *([f"{c['label_noise']:g}"] if noisy else []),
             _e(f"{c['teacher_arch']}→{c['student_arch']}" + (f", seed {c['replicate']}" if several else "")),
             f"{_num(c['alpha_opt'])} [{_num(c['alpha_lo'])}, {_num(c['alpha_hi'])}]" + ("" if c["pinned"] else " (not pinned)"),
             f"{_num(c['cell_alpha'])} [{_num(c['cell_alpha_lo'])}, {_num(c['cell_alpha_hi'])}]",
@@ -280,10 +330,11 @@ def _cells_table(cells: pd.DataFrame) -> str:
             f"{c['n_completed']}/{c['n_trials']}, {c['n_alphas']} α",
             f'<span class="{"warn" if note != "ok" else ""}">{note}</span>',
         ])
-    return _table(["method", "f", "teacher→student", f"α* (pooled model) [{LEVEL:.0%}]", "α* from this cell alone (diagnostic)",
+    return _table(["method", "f", *(["label noise P"] if noisy else []), "teacher→student",
+                   f"α* (pooled model) [{LEVEL:.0%}]", "α* from this cell alone (diagnostic)",
                    "best trial α: val / test (measured)", "no KD val / test (measured)",
                    "at α* val / test (model, within the trials' range)", "KD gain, test (pts, model) [95%]",
-                   "completed / trials", "status"], rows, left=3)
+                   "completed / trials", "status"], rows, left=4 if noisy else 3)
 
 
 def _provenance(analysis: Analysis) -> str:
@@ -298,24 +349,32 @@ def _provenance(analysis: Analysis) -> str:
         ("alpha range", f"{analysis.experiment.alpha_range[0]:g} to {analysis.experiment.alpha_range[1]:g}"),
         ("tau", ", ".join(f"{t:g}" for t in sorted(trials["tau"].dropna().unique())) if "tau" in trials else "–"),
         ("replicate seeds", ", ".join(map(str, sorted(trials["replicate"].unique())))),
+        *([("label noise P", ", ".join(f"{p:g}" for p in noise_levels(trials))
+            + " (symmetric, training split only; validation and test labels clean)")] if noise_levels(trials) != [0.0] else []),
         ("package version", ", ".join(sorted(trials["version"].dropna().astype(str).unique())) if "version" in trials else "–"),
         ("analysis", f"pooled model (analysis.pooled), {analysis.optima.n_boot} posterior draws per fit, seed "
                      f"{analysis.optima.seed}, {LEVEL:.0%} intervals, Holm at {SIGNIFICANCE:.0%}"),
     ]
     out = [_table(None, [[_e(k), _e(v)] for k, v in facts], left=2)]
 
-    teacher_cols = [c for c in ("teacher_arch", "replicate", "teacher_key", "teacher_val_acc", "teacher_test_acc") if c in trials]
-    teachers = trials[teacher_cols].drop_duplicates().sort_values(["teacher_arch", "replicate"])
+    noisy = noise_levels(trials) != [0.0]
+    noise_col = ["label_noise"] if noisy else []
+    teacher_cols = [c for c in ("teacher_arch", "replicate", *noise_col, "teacher_key", "teacher_val_acc", "teacher_test_acc")
+                    if c in trials]
+    teachers = trials[teacher_cols].drop_duplicates().sort_values(["teacher_arch", "replicate", *noise_col])
     out.append("<h3>Teachers</h3>" + _table(
-        ["architecture", "seed", "artifact key", "val acc", "test acc"],
-        [[_e(t["teacher_arch"]), _e(t["replicate"]), f"<code>{_e(t.get('teacher_key'))}</code>",
-          _pct(t.get("teacher_val_acc")), _pct(t.get("teacher_test_acc"))] for _, t in teachers.iterrows()], left=3))
+        ["architecture", "seed", *(["label noise P"] if noisy else []), "artifact key", "val acc (clean labels)" if noisy else "val acc",
+         "test acc"],
+        [[_e(t["teacher_arch"]), _e(t["replicate"]), *([f"{t['label_noise']:g}"] if noisy else []),
+          f"<code>{_e(t.get('teacher_key'))}</code>", _pct(t.get("teacher_val_acc")), _pct(t.get("teacher_test_acc"))]
+         for _, t in teachers.iterrows()], left=4 if noisy else 3))
     if "score_key" in trials:
-        scores = trials[trials["method"] != FULL][["method", "replicate", "score_key"]].drop_duplicates()
+        scores = trials[trials["method"] != FULL][["method", "replicate", *noise_col, "score_key"]].drop_duplicates()
         out.append("<h3>Pruning scores</h3>" + _table(
-            ["method", "seed", "artifact key"],
-            [[_e(s["method"]), _e(s["replicate"]), f"<code>{_e(s['score_key'])}</code>"] for _, s in scores.iterrows()],
-            left=3))
+            ["method", "seed", *(["label noise P"] if noisy else []), "artifact key"],
+            [[_e(s["method"]), _e(s["replicate"]), *([f"{s['label_noise']:g}"] if noisy else []),
+              f"<code>{_e(s['score_key'])}</code>"] for _, s in scores.iterrows()],
+            left=4 if noisy else 3))
     if "recipe" in trials:
         for recipe in trials["recipe"].dropna().unique():
             try:
@@ -342,6 +401,10 @@ HOW = {
                  "are α* and its 95 % interval from the pooled model.",
     "heatmap": "colour is the mean measured validation accuracy of the trials in each (α bin, f) box, blank where "
                "no trial fell; stars mark α* from the pooled model, so a diagonal of stars is an α-f relation.",
+    "kd-noise": "each line is one method at one kept fraction f, each point its KD gain (test accuracy at α* minus "
+                "at α = 0, model predictions of the cell's trials, mean over its replicates and teachers) at one "
+                "label noise rate P with its 95 % interval, points shifted sideways a little to separate them; a "
+                "line that rises to the right means KD helps more where the kept data carry more noisy labels.",
 }
 
 
@@ -351,12 +414,21 @@ def render_html(analysis: Analysis) -> str:
     from analysis import figures
 
     trials, cells = analysis.experiment.trials, analysis.cells
+    levels = (" Each label noise level P has its own markers (their shape, named in the legend) and lines."
+              if len(noise_levels(cells)) > 1 else "")
     parts = {
-        "alpha-f": _figure_html(figures.alpha_vs_f(cells, analysis.fits), "fig-alpha-f", HOW["alpha-f"]),
-        "accuracy": _figure_html(figures.accuracy_vs_f(cells), "fig-accuracy-f", HOW["accuracy"]),
+        "alpha-f": _figure_html(figures.alpha_vs_f(cells, analysis.fits), "fig-alpha-f", HOW["alpha-f"] + levels),
+        "accuracy": _figure_html(figures.accuracy_vs_f(cells), "fig-accuracy-f", HOW["accuracy"] + levels),
         "val-alpha": _figure_html(figures.val_vs_alpha(trials, cells), "fig-val-alpha", HOW["val-alpha"]),
         "heatmap": _figure_html(figures.accuracy_heatmap(trials, cells), "fig-heatmap", HOW["heatmap"]),
     }
+    noise_section = noise_nav = ""
+    if len(noise_levels(cells)) > 1:  # a sweep over label noise: KD gain against P
+        figure = figures.kd_gain_vs_noise(kd_gain_by_noise(cells, analysis.optima.t_test))
+        noise_section = (f'<section id="kd-noise"><h2>KD gain versus label noise</h2>'
+                         f'{_figure_html(figure, "fig-kd-noise", HOW["kd-noise"])}</section>')
+        noise_nav = '<a href="#kd-noise">KD gain versus label noise</a>'
+
     title = f"KD on pruned data: {analysis.experiment.name}"
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -365,12 +437,12 @@ def render_html(analysis: Analysis) -> str:
 <style>{STYLE}</style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>
-<header><h1>{_e(title)}</h1>
-<p class="muted">{len(trials)} trials, {len(cells)} cells, generated {generated}.
+<header><h1>{_e(title)}</h1>{_progress_banner(analysis.experiment)}
+<p class="muted">{_count(len(trials), "trial")}, {_count(len(cells), "cell")}, generated {generated}.
 α weights the distillation term: L = (1 − α)·CE + α·τ²·KL. Measured numbers are trials; model numbers are
 predictions of the pooled model (analysis.pooled) and are labelled as such.</p>
 <nav><a href="#alpha-f">α versus f</a><a href="#accuracy">accuracy versus f</a><a href="#val-alpha">accuracy versus α</a>
-<a href="#heatmap">heatmap</a><a href="#cells">cells</a><a href="#provenance">provenance</a></nav></header>
+<a href="#heatmap">heatmap</a>{noise_nav}<a href="#cells">cells</a><a href="#provenance">provenance</a></nav></header>
 <section id="findings"><h2>Findings</h2>{_findings(analysis)}</section>
 <section id="alpha-f"><h2>Optimal α versus f</h2>{parts["alpha-f"]}
 <p class="muted">α*(f) comes from one model per method fitted to all of its trials at once: in every cell accuracy is
@@ -381,10 +453,28 @@ shrinks); its test is controlled across the methods of this report by Holm's pro
 <section id="accuracy"><h2>Test accuracy versus f</h2>{parts["accuracy"]}</section>
 <section id="val-alpha"><h2>Validation accuracy versus α</h2>{parts["val-alpha"]}</section>
 <section id="heatmap"><h2>Accuracy over (α, f)</h2>{parts["heatmap"]}</section>
+{noise_section}
 <section id="cells"><h2>Cells</h2>{_cells_table(cells)}</section>
 <section id="provenance"><h2>Provenance</h2>{_provenance(analysis)}</section>
 </body></html>
 """
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _progress_banner(experiment) -> str:
+    """For a sweep that has not finished every planned trial: say so first, since every number below
+    may still move."""
+    if not experiment.in_progress:
+        return ""
+    name = experiment.sweep.get("name", experiment.name)
+    storage = experiment.sweep.get("storage")
+    resume = f"python -m sweep.run --resume --name {name}" + (f" --storage {storage}" if storage else "")
+    return (f'<p class="in-progress"><b>In progress: {experiment.finished_trials} of {experiment.planned_trials} '
+            "trials finished.</b> The sweep rewrites this report as cells finish, so every number below may still "
+            f"change; a stopped sweep continues with <code>{_e(resume)}</code>.</p>")
 
 
 # ---- files ------------------------------------------------------------------------------------
@@ -453,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     except ResultsError as error:
         parser.error(str(error))
     paths = write_report(analyse(experiment, n_boot=args.bootstrap, seed=args.seed), args.out or default_out(args.experiment))
+    if experiment.in_progress:
+        print(f"in progress: {experiment.finished_trials} of {experiment.planned_trials} trials finished; the report "
+              "shows those (the sweep is running, or continues with --resume)")
     print(f"report: {paths['html']} ({time.perf_counter() - start:.1f} s)")
     for key in ("trials_csv", "trials_parquet", "cells_csv", "fit_json"):
         print(f"  {paths[key]}")

@@ -7,6 +7,9 @@
 
 The location is an experiment directory (local, NFS, or any fsspec URI such as ``s3://``) holding
 ``results.csv`` and ``sweep.json`` as ``sweep.run`` writes them, or the path of a results CSV itself.
+A sweep that is still running, or was stopped, may have no ``results.csv`` yet, or an older one than
+what its trials have reported: the table is then read from the records Tune keeps in the experiment
+directory (``sweep.results.tune_dir_records``), whichever holds more finished trials.
 Stopped and errored trials stay in the table (``status``) so a report can show them; the estimators
 in ``analysis.optimum`` use only ``status == "completed"``.
 """
@@ -21,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.contract import CELL_COLUMNS, METRIC, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, Cell
+from sweep.results import FINISHED, table_from_records, tune_dir_records
 from trainables.storage import read_text
 
 
@@ -43,6 +47,21 @@ class Experiment:
         low, high = self.sweep.get("alpha_range", (0.0, 1.0))
         return float(low), float(high)
 
+    @property
+    def finished_trials(self) -> int:
+        return int(self.trials["status"].isin(FINISHED).sum())
+
+    @property
+    def planned_trials(self) -> int | None:
+        """The sweep's planned number of trials (students), from ``sweep.json``; None if unknown."""
+        planned = self.sweep.get("resolved", {}).get("num_trials")
+        return None if planned is None else int(planned)
+
+    @property
+    def in_progress(self) -> bool:
+        """Fewer trials finished than planned: the sweep is running, or stopped and resumable."""
+        return self.planned_trials is not None and self.finished_trials < self.planned_trials
+
 
 def load_experiment(location: str) -> Experiment:
     """The tidy trials table and the sweep settings of an experiment directory or results CSV."""
@@ -52,19 +71,43 @@ def load_experiment(location: str) -> Experiment:
     else:
         folder = location.rstrip("/")
         csv_path = f"{folder}/{RESULTS_FILE}"
-    text = read_text(csv_path)
-    if text is None:
-        raise ResultsError(
-            f"no results table at {csv_path}. A sweep writes it when it ends; for an interrupted sweep run "
-            "`python -m sweep.run --resume --name NAME --storage STORAGE` to finish it and write the table."
-        )
-    try:
-        raw = pd.read_csv(io.StringIO(text))
-    except (ValueError, pd.errors.ParserError) as error:
-        raise ResultsError(f"{csv_path} is not a readable CSV: {error}") from None
     sweep_text = read_text(f"{folder}/{SWEEP_FILE}")
-    sweep = json.loads(sweep_text) if sweep_text else {}
-    return Experiment(location=location, trials=tidy(raw, source=csv_path), sweep=sweep)
+    try:
+        sweep = json.loads(sweep_text) if sweep_text else {}
+    except json.JSONDecodeError:
+        raise ResultsError(f"{folder}/{SWEEP_FILE} is not readable JSON") from None
+    text = read_text(csv_path)
+    table, source = None, csv_path
+    if text is not None:
+        try:
+            table = pd.read_csv(io.StringIO(text))
+        except (ValueError, pd.errors.ParserError) as error:
+            raise ResultsError(f"{csv_path} is not a readable CSV: {error}") from None
+    if not location.endswith(".csv"):
+        live = _table_from_tune(folder, sweep)
+        finished = (lambda t: 0 if t is None or "status" not in t else int(t["status"].isin(FINISHED).sum()))
+        if live is not None and finished(live) > finished(table):
+            table, source = live, f"the trial records in {folder}"
+    if table is None:
+        raise ResultsError(
+            f"no results at {csv_path}, and no trial has reported yet. A sweep writes its results as cells "
+            "finish; an interrupted one continues with `python -m sweep.run --resume --name NAME --storage STORAGE`."
+        )
+    return Experiment(location=location, trials=tidy(table, source=source), sweep=sweep)
+
+
+def _table_from_tune(folder: str, sweep: dict) -> pd.DataFrame | None:
+    """The results table from Tune's records in the experiment directory, or None if it has none."""
+    records = tune_dir_records(folder)
+    if not records:
+        return None
+    teachers = sweep.get("resolved", {}).get("teacher_metrics", {})
+    return table_from_records(records, teachers)
+
+
+def experiment_from_table(location: str, table: pd.DataFrame, sweep: dict) -> Experiment:
+    """An experiment from a results table in memory (the driver's live report)."""
+    return Experiment(location=str(location), trials=tidy(table, source="the live results"), sweep=sweep)
 
 
 def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
@@ -79,6 +122,9 @@ def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["replicate"] = pd.to_numeric(frame["replicate"], errors="coerce").fillna(0).astype(int)
+    # label noise P: results of sweeps before the axis existed have no column, or empty fields: P = 0
+    noise = frame["label_noise"] if "label_noise" in frame else pd.Series(0.0, index=frame.index)
+    frame["label_noise"] = pd.to_numeric(noise, errors="coerce").fillna(0.0).astype(float)
     for column in ("dataset", "method", "teacher_arch", "student_arch", "status"):
         frame[column] = frame[column].astype(str)
 
@@ -88,6 +134,8 @@ def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     fraction = frame["fraction"]
     if fraction.isna().any() or not ((fraction > 0) & (fraction <= 1)).all():
         raise ResultsError(f"{source}: every fraction must be a number in (0, 1]")
+    if not frame["label_noise"].between(0, 1, inclusive="left").all():
+        raise ResultsError(f"{source}: every label_noise must be a number in [0, 1)")
     if frame["alpha"].isna().any():
         raise ResultsError(f"{source}: {int(frame['alpha'].isna().sum())} trials have no alpha")
     done = frame["status"] == "completed"

@@ -3,21 +3,26 @@
 This module imports nothing heavier than the standard library, so the analysis (pandas + plotly)
 reads a sweep's results on a machine without torch or Ray.
 
-- ``Cell``: one (dataset, method, f, teacher, student, replicate) combination, with its own Optuna
-  study. Its field names are the results table's column names, so a row reads back with
+- ``Cell``: one (dataset, method, f, teacher, student, replicate, label noise) combination, with its
+  own Optuna study. Its field names are the results table's column names, so a row reads back with
   ``Cell.from_row`` and nothing is renamed on the way. ``replicate`` is a study replicate (its own
   teacher, scores, subsets and trial seeds); a trial's own seed is ``TrialSpec.trial_seed``.
+  ``label_noise`` is the rate P of symmetric label noise on the training split (its own teachers and
+  scores); P = 0 (clean labels) leaves every name as it was before the axis existed.
 - ``teacher_ref`` / ``scores_ref``: how the plan names a teacher and a score table (the keys of the
   ``sweep.json`` artifact maps).
 - ``TrialSpec``: everything one Tune trial needs besides the object-store data; the searcher
   encodes it once (``to_config``) and the trial decodes it once (``from_config``). A trial trains a
   cohort: the students of one cell that differ only in alpha (``MemberSpec``), on one stream of
   batches; ``results.csv`` has one row per student.
-- ``RESULT_COLUMNS``: the columns of ``results.csv``, in order, with their dtypes.
+- ``RESULT_COLUMNS``: the columns of ``results.csv``, in order, with their dtypes; ``member_rows``
+  writes a cohort's rows from what its Tune trial reported (``cohort_status``: how it ended), whether
+  the driver reads them from Tune or the analysis from Tune's files on disk.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
@@ -63,21 +68,22 @@ class Cell:
     teacher_arch: str
     student_arch: str
     replicate: int
+    label_noise: float = 0.0  # symmetric label noise rate P on the training split; 0: clean labels
 
     @property
     def name(self) -> str:
         """The cell's name: Optuna study names, the report and the results' ``cell`` column."""
         return (f"{self.dataset}|{self.method}|f={float(self.fraction)}|{self.teacher_arch}->{self.student_arch}"
-                f"|replicate={int(self.replicate)}")
+                f"|replicate={int(self.replicate)}{_noise_suffix(self.label_noise)}")
 
     @property
     def teacher_ref(self) -> str:
-        return teacher_ref(self.teacher_arch, self.replicate)
+        return teacher_ref(self.teacher_arch, self.replicate, self.label_noise)
 
     @property
     def scores_ref(self) -> str | None:
         """The score table this cell prunes with; None for the full-data cell."""
-        return None if self.method == FULL else scores_ref(self.method, self.replicate)
+        return None if self.method == FULL else scores_ref(self.method, self.replicate, self.label_noise)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,19 +94,33 @@ class Cell:
         return cls(
             dataset=str(row["dataset"]), method=str(row["method"]), fraction=float(row["fraction"]),
             teacher_arch=str(row["teacher_arch"]), student_arch=str(row["student_arch"]),
-            replicate=int(row["replicate"]),
+            replicate=int(row["replicate"]), label_noise=_noise_of(row),
         )
 
 
 CELL_COLUMNS = [f.name for f in fields(Cell)]
 
 
-def teacher_ref(arch: str, replicate: int) -> str:
-    return f"{arch}|replicate={int(replicate)}"
+def _noise_of(row: Mapping[str, Any]) -> float:
+    """A row's label noise: 0.0 where the column is missing or empty (results of older sweeps)."""
+    value = row.get("label_noise")
+    if value is None or value == "":
+        return 0.0
+    value = float(value)
+    return 0.0 if value != value else value  # NaN: an empty CSV field
 
 
-def scores_ref(method: str, replicate: int) -> str:
-    return f"{method}|replicate={int(replicate)}"
+def _noise_suffix(label_noise: float) -> str:
+    """``|noise=P`` for P > 0, else nothing: names at P = 0 are those of sweeps without the axis."""
+    return f"|noise={float(label_noise)}" if float(label_noise) > 0 else ""
+
+
+def teacher_ref(arch: str, replicate: int, label_noise: float = 0.0) -> str:
+    return f"{arch}|replicate={int(replicate)}{_noise_suffix(label_noise)}"
+
+
+def scores_ref(method: str, replicate: int, label_noise: float = 0.0) -> str:
+    return f"{method}|replicate={int(replicate)}{_noise_suffix(label_noise)}"
 
 
 @dataclass(frozen=True)
@@ -183,7 +203,8 @@ class TrialSettings:
 
 # results.csv: one row per trial, in this column order. dtype "str" columns may be empty (NaN).
 RESULT_COLUMNS: dict[str, str] = {
-    **{name: ("float" if name == "fraction" else "int" if name == "replicate" else "str") for name in CELL_COLUMNS},
+    **{name: ("float" if name in ("fraction", "label_noise") else "int" if name == "replicate" else "str")
+       for name in CELL_COLUMNS},
     "alpha": "float",
     "tau": "float",
     "cohort": "str",  # the Tune trial that trained this student with the other members of its cohort
@@ -215,5 +236,71 @@ RESULT_COLUMNS: dict[str, str] = {
     "recipe": "str",
     "version": "str",
 }
-# The columns without which a table is not a sweep's results.
-REQUIRED_COLUMNS = [*CELL_COLUMNS, "alpha", METRIC, "test_acc", "status"]
+# The columns without which a table is not a sweep's results (``label_noise`` is optional: results
+# written before the axis existed lack it, and read as P = 0).
+REQUIRED_COLUMNS = [*(c for c in CELL_COLUMNS if c != "label_noise"), "alpha", METRIC, "test_acc", "status"]
+
+
+def cohort_status(metrics: dict, error: str | None, tune_status: str) -> str | None:
+    """How a cohort trial ended (``sweep.contract.STATUSES``); None for one that never started."""
+    if error:
+        return "error"
+    if metrics.get("done"):
+        return "completed"
+    if METRIC not in metrics:
+        return None  # never reported anything: the sweep stopped before it began
+    return "stopped" if tune_status == "TERMINATED" else "interrupted"  # TERMINATED early: the scheduler
+
+
+def member_rows(spec: TrialSpec, metrics: dict, *, status: str, error: str | None, cohort: str | None,
+                teacher_meta: dict) -> list[dict]:
+    """One row per student of a cohort: its spec, what it reported last, and how it ended."""
+    teacher = teacher_meta.get(spec.teacher_key, {})
+    num_train = metrics.get("num_train")
+    steps_per_epoch = None if num_train is None else -(-int(num_train) // int(spec.recipe["batch_size"]))
+
+    def member_value(name: str, i: int):
+        values = metrics.get(name)
+        return values[i] if isinstance(values, (list, tuple)) and i < len(values) else None
+
+    rows = []
+    for i, member in enumerate(spec.members):
+        member_status = status
+        statuses = member_statuses(metrics.get("member_status"))
+        if status == "completed" and i < len(statuses) and statuses[i] == "stopped":
+            member_status = "stopped"  # successive halving inside the cohort
+        epochs = member_value("member_epochs", i) or metrics.get("epoch", 0)
+        rows.append({
+            **spec.cell.to_dict(),
+            "alpha": member.alpha,
+            "tau": member.tau,
+            "cohort": cohort,
+            "member": i,
+            "cohort_size": len(spec.members),
+            "trial_seed": spec.trial_seed,
+            "val_acc": member_value("member_val_acc", i),
+            "test_acc": member_value("member_test_acc", i),
+            "epochs_run": epochs,
+            "steps_run": member_value("member_steps", i) or (None if steps_per_epoch is None else epochs * steps_per_epoch),
+            "status": member_status,
+            "error": error,
+            "optuna_trial": member.optuna_trial,
+            "num_train": num_train,
+            "subset_digest": metrics.get("subset_digest"),
+            "teacher_key": spec.teacher_key,
+            "teacher_val_acc": teacher.get("val_acc"),
+            "teacher_test_acc": teacher.get("test_acc"),
+            "score_key": spec.score_key,
+            "selection": spec.selection,
+            "class_balanced": spec.class_balanced,
+            "wall_time_s": metrics.get("time_total_s"),
+            "busy_s": metrics.get("busy_s"),
+            "started_at": metrics.get("started_at"),
+            "finished_at": metrics.get("finished_at"),
+            "resumed_from_epoch": metrics.get("resumed_from_epoch"),
+            "node_id": metrics.get("node_id"),
+            "profile": spec.profile,
+            "recipe": json.dumps(spec.recipe, sort_keys=True),
+            "version": spec.version,
+        })
+    return rows

@@ -1,9 +1,11 @@
 """The plan of a sweep: its settings, validated, and the cells they expand to.
 
-A cell (``sweep.contract.Cell``) is one (dataset, method, f, teacher, student, replicate) combination
-with its own Optuna study over alpha (and tau when searched). f = 1.0 is the full-data reference:
-every method keeps everything, so it is one cell with method ``full`` per (teacher, student,
-replicate). A replicate has its own teacher, scores, subsets, trial seeds and sampler seeds.
+A cell (``sweep.contract.Cell``) is one (dataset, method, f, teacher, student, replicate, label noise)
+combination with its own Optuna study over alpha (and tau when searched). f = 1.0 is the full-data
+reference: every method keeps everything, so it is one cell with method ``full`` per (teacher,
+student, replicate, label noise). A replicate has its own teacher, scores, subsets, trial seeds and
+sampler seeds; a label noise level P its own noisy training labels
+(``trainables.datasets.with_label_noise``), teachers and scores.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class SweepConfig:
     tau: list[float] = field(default_factory=lambda: [DEFAULT_TAU])  # one value: fixed; two: searched (log scale)
     alpha_design: str = DEFAULT_DESIGN
     replicates: list[int] = field(default_factory=lambda: [0])
+    label_noise: list[float] = field(default_factory=lambda: [0.0])  # symmetric label noise rates P in [0, 1)
     score_seeds: int | None = None  # None: the profile's
     epochs: int | None = None  # None: the profile's recipe
     min_steps: int | None = None  # None: the profile's recipe
@@ -51,7 +54,7 @@ class SweepConfig:
     val_size: int | float | None = None  # None: the dataset's default
     split_seed: int = 0
     data_dir: str | None = None
-    download: bool = False
+    offline: bool = False  # never download a missing dataset (older sweep.json files say "download": ignored)
     artifacts: str | None = None  # None: STORAGE/artifacts
     optuna_storage: str | None = None  # None: a journal file in the experiment directory
     scheduler: str = "fifo"
@@ -91,6 +94,10 @@ class SweepConfig:
         problems.extend(self.alpha_space.problems())
         if not self.replicates or len(set(self.replicates)) != len(self.replicates) or min(self.replicates) < 0:
             problems.append(f"--replicates must be distinct integers >= 0, got {self.replicates}")
+        noise = [float(p) for p in self.label_noise or []]
+        if not noise or len(set(noise)) != len(noise) or not all(0 <= p < 1 for p in noise):
+            problems.append(f"--label-noise must be distinct rates in [0, 1) (the fraction of training labels "
+                            f"flipped to another class), got {self.label_noise}")
         if self.score_seeds is not None and self.score_seeds < 1:
             problems.append(f"--score-seeds must be >= 1, got {self.score_seeds}")
         if self.epochs is not None and self.epochs < 1:
@@ -131,6 +138,7 @@ class SweepConfig:
         known = {f.name for f in fields(cls)}
         config = cls(**{k: v for k, v in values.items() if k in known})
         config.alpha_range = tuple(config.alpha_range)
+        config.label_noise = [float(p) for p in config.label_noise]  # older sweep.json files: [0.0]
         return config
 
 
@@ -176,6 +184,11 @@ class SweepPlan:
     def fractions(self) -> list[float]:
         return sorted({c.fraction for c in self.cells})
 
+    @property
+    def label_noise(self) -> list[float]:
+        """The label noise rates P of the sweep, as floats, in the order given."""
+        return [float(p) for p in self.config.label_noise]
+
     def resolved(self) -> dict:
         """What the settings resolved to, recorded in ``sweep.json`` next to them: a resumed sweep
         runs this plan, with these artifacts, or refuses."""
@@ -186,6 +199,8 @@ class SweepPlan:
             "teachers": self.teachers,
             "students": self.students,
             "trials_per_cell": self.trials_per_cell,
+            "num_cells": len(self.cells),
+            "num_trials": self.num_trials,
             "cohort_size": self.cohort_size,
             "score_seeds": self.score_seeds,
             "val_size": self.val_size,
@@ -208,11 +223,13 @@ def make_plan(config: SweepConfig) -> SweepPlan:
     students = config.students or [profile.student_arch]
     cells = []
     for replicate in config.replicates:
-        for teacher in teachers:
-            for student in students:
-                for fraction in fractions:
-                    for method in [FULL] if fraction == 1.0 else methods:
-                        cells.append(Cell(config.dataset, method, float(fraction), teacher, student, replicate))
+        for noise in config.label_noise:
+            for teacher in teachers:
+                for student in students:
+                    for fraction in fractions:
+                        for method in [FULL] if fraction == 1.0 else methods:
+                            cells.append(Cell(config.dataset, method, float(fraction), teacher, student, replicate,
+                                              float(noise)))
     return SweepPlan(
         config=config,
         recipe=recipe,

@@ -21,8 +21,9 @@ from ray.tune.search import Searcher
 
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
-    "connect", "shutdown", "put", "run_tasks", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
-    "can_restore", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus", "quiet_trial_logs",
+    "connect", "shutdown", "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
+    "can_restore", "trial_records", "TrialsCallback", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus", "quiet_trial_logs",
+    "GpuNotUsableError", "gpu_memory_share", "cpu_fallback_from_env", "wait_for_fit",
 ]
 
 FINISHED = Searcher.FINISHED
@@ -50,20 +51,52 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
         # when it imported Ray.
         os.environ[LOOPBACK_ENV] = "0"
         ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+        # Token authentication stays on (Ray's default); its notice that it is on is expected on
+        # every laptop run and not shown. Its warning that authentication is *off* still is.
+        _hide_message("ray._private.authentication.authentication_token_setup", "Token authentication is enabled")
         # "local": always a new instance of our own, never a Ray that happens to run on this machine.
         kwargs.update(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus, include_dashboard=False)
     else:
         kwargs["address"] = address
         host = address.split("://")[-1].rsplit(":", 1)[0]
         if host in ("127.0.0.1", "localhost"):
-            # A cluster on this machine's loopback: the driver must be reachable there too.
+            # A cluster on this machine's loopback (`ray start --head --node-ip-address 127.0.0.1`, a
+            # rehearsal of the cluster loop): the driver must be reachable there too, and Ray must not
+            # swap 127.0.0.1 for the machine's routable address.
             kwargs["_node_ip_address"] = "127.0.0.1"
+            os.environ[LOOPBACK_ENV] = "0"
+            ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+            _use_local_token()
         _check_reachable(address)
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ClusterUnreachableError(f"cannot reach the Ray cluster at {address!r}: {error}") from None
     return ray.cluster_resources()
+
+
+def _use_local_token() -> None:
+    """Authenticate with this machine's Ray token (``~/.ray/auth_token``) when there is one, as Ray
+    does for ``--address auto``: a `ray start` on this machine turned token authentication on with it.
+    Ray never sends it to an explicit address; a loopback one is this machine, so the token stays here."""
+    from ray._private.authentication import authentication_token_setup as tokens
+
+    _hide_message(tokens.__name__, "Token authentication is enabled")
+    tokens.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _hide_message(logger: str, prefix: str) -> None:
+    import logging
+
+    class _Hide(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.getMessage()).startswith(prefix)
+
+    target = logging.getLogger(logger)
+    if not any(getattr(f, "prefix", None) == prefix for f in target.filters):
+        hide = _Hide()
+        hide.prefix = prefix
+        target.addFilter(hide)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -93,6 +126,39 @@ def unfit_resources(cpus: float, gpus: float) -> str | None:
     return f"a trial asks for {cpus:g} CPU and {gpus:g} GPU, but the nodes have {largest}"
 
 
+def wait_for_fit(cpus: float, gpus: float, timeout_s: float, *, poll_s: float = 2.0,
+                 on_poll: Callable[[float, str], None] | None = None) -> str | None:
+    """Wait up to ``timeout_s`` for a node that fits a trial (``unfit_resources`` is None); returns
+    None once one is alive, else why none fits at the deadline.
+
+    An autoscaler adds nodes for demand only, and before the sweep there is none (the head runs no
+    work): while waiting, the bundle of one trial is asked for (``request_resources``), so the
+    autoscaler launches a node type that holds it; the request is withdrawn afterwards, and the
+    sweep's own tasks and trials keep the nodes busy. On a cluster without an autoscaler the
+    request is a no-op. ``on_poll(elapsed_s, why)`` sees every poll that still finds no fit."""
+    import time
+
+    from ray.autoscaler.sdk import request_resources
+
+    unfit = unfit_resources(cpus, gpus)
+    if unfit is None:
+        return None
+    bundle = {name: amount for name, amount in (("CPU", cpus), ("GPU", gpus)) if amount > 0}
+    start = time.monotonic()
+    try:
+        if bundle:
+            request_resources(bundles=[bundle])
+        while unfit is not None and time.monotonic() - start < timeout_s:
+            time.sleep(max(0.0, min(poll_s, timeout_s - (time.monotonic() - start))))
+            unfit = unfit_resources(cpus, gpus)
+            if unfit is not None and on_poll is not None:
+                on_poll(time.monotonic() - start, unfit)
+    finally:
+        if bundle:
+            request_resources(bundles=[])
+    return unfit
+
+
 def shutdown() -> None:
     if ray.is_initialized():
         ray.shutdown()
@@ -107,22 +173,85 @@ def put(value: Any):
 
 
 def run_tasks(
-    fn: Callable, calls: Iterable[dict], *, num_cpus: float, num_gpus: float, on_done: Callable[[Any], None] | None = None
+    fn: Callable, calls: Iterable[dict], *, num_cpus: float, num_gpus: float, on_done: Callable[[int, Any], None] | None = None,
+    progress=None, on_progress: Callable[[dict], None] | None = None, on_node: Callable[[int, str], None] | None = None,
 ) -> list:
     """Run ``fn(**kwargs)`` for every kwargs as Ray tasks with the given resources, in parallel
-    across the cluster; results in call order. ``on_done`` sees each result as it finishes."""
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2)(fn)
+    across the cluster; results in call order. ``on_done(i, result)`` sees each result as it
+    finishes, after ``on_node(i, node_id)`` heard which node ran it; ``on_progress`` sees what the
+    tasks ``send`` to ``progress`` (a ``progress_channel``). A task's ``GpuNotUsableError`` is raised
+    here as itself."""
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2)(_with_node(fn))
     refs = [remote.remote(**kwargs) for kwargs in calls]
     index = {ref: i for i, ref in enumerate(refs)}
     results: list = [None] * len(refs)
     pending = list(refs)
+
+    def drain() -> None:
+        if progress is not None and on_progress is not None:
+            for event in progress.get_nowait_batch(progress.qsize()):
+                on_progress(event)
+
     while pending:
-        done, pending = ray.wait(pending, num_returns=1)
+        done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+        drain()
         for ref in done:
-            results[index[ref]] = ray.get(ref)
+            try:
+                where, results[index[ref]] = ray.get(ref)
+            except ray.exceptions.RayTaskError as error:
+                if isinstance(error.cause, GpuNotUsableError):
+                    raise error.cause from None  # its message says it all; no remote traceback
+                raise
+            if on_node is not None:
+                on_node(index[ref], where)
             if on_done is not None:
-                on_done(results[index[ref]])
+                on_done(index[ref], results[index[ref]])
     return results
+
+
+def _with_node(fn: Callable) -> Callable:
+    """``fn`` returning ``(the id of the node it ran on, its result)``, under ``fn``'s name."""
+    import functools
+
+    @functools.wraps(fn)
+    def on_a_node(**kwargs):
+        return node_id(), fn(**kwargs)
+
+    return on_a_node
+
+
+def progress_channel():
+    """A queue that stage tasks ``send`` progress events to and ``run_tasks`` drains on the driver
+    (an actor needing no CPU, so it lives on a head that runs no work)."""
+    from ray.util.queue import Queue
+
+    return Queue(actor_options={"num_cpus": 0})
+
+
+def close_channel(channel) -> None:
+    if channel is not None:
+        channel.shutdown()
+
+
+def send(channel, event: dict) -> None:
+    """A task's progress event to the driver; a lost channel never fails the task."""
+    if channel is None:
+        return
+    try:
+        channel.put_nowait(event)
+    except Exception:  # noqa: BLE001 -- progress is a courtesy, the task's result is not
+        pass
+
+
+def stage_cpus(tasks: int, at_least: float) -> float:
+    """CPUs for each of ``tasks`` stage tasks: the cluster's CPUs shared among them when fewer tasks
+    than trial slots run (a lone teacher gets the node's threads, not one trial's), never less than
+    a trial's and never more than the largest node has."""
+    nodes = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node.get("Alive")]
+    if tasks <= 0 or not nodes or max(nodes) <= at_least:
+        return at_least
+    share = sum(nodes) // tasks
+    return float(max(at_least, min(share, max(nodes))))
 
 
 def _trainable(fn: Callable, parameters: dict, resources: dict):
@@ -168,7 +297,9 @@ def build_tuner(
     name: str,
     max_failures: int,
     verbose: int,
+    callbacks: list | None = None,
 ):
+    _allow_pending_trials(max_concurrent or num_samples)
     return tune.Tuner(
         _trainable(fn, parameters, resources),
         tune_config=tune.TuneConfig(
@@ -189,18 +320,88 @@ def build_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=verbose,
             progress_reporter=_reporter(),
+            callbacks=callbacks,
         ),
     )
+
+
+PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+_PENDING_TRIALS_GIVEN = os.environ.get(PENDING_TRIALS_ENV)  # a setting of the user's own wins
+MAX_PENDING_TRIALS = 200  # Tune's own floor for its built-in searchers, "to trigger fast autoscaling"
+
+
+def _allow_pending_trials(count: int | None) -> None:
+    """Let Tune hold up to ``count`` trials waiting for resources (read when ``fit`` starts).
+
+    With a custom searcher Tune's default is one, so it starts trials one at a time: a trial is
+    created only once the previous one runs, and trials meant to share a GPU start a trial's start-up
+    apart (short ones never overlap), while an autoscaler sees the demand of one trial and adds nodes
+    one by one. With every cohort of the sweep allowed to wait (at most ``MAX_PENDING_TRIALS``), each
+    gets its resource request at once: trials fill every GPU share from the start and the autoscaler
+    sees the whole demand. The searcher still hands out each cohort only when Tune asks for it."""
+    os.environ[PENDING_TRIALS_ENV] = _PENDING_TRIALS_GIVEN or str(max(1, min(count or MAX_PENDING_TRIALS, MAX_PENDING_TRIALS)))
 
 
 def can_restore(path: str) -> bool:
     return tune.Tuner.can_restore(path)
 
 
-def restore_tuner(path: str, fn: Callable, *, parameters: dict, resources: dict):
+def restore_tuner(path: str, fn: Callable, *, parameters: dict, resources: dict, callbacks: list | None = None,
+                  verbose: int | None = None):
     """Continue an experiment: finished trials are kept, unfinished and errored ones resume from
     their last checkpoint; the searcher's state is restored by Tune."""
-    return tune.Tuner.restore(path, trainable=_trainable(fn, parameters, resources), resume_errored=True)
+    _allow_pending_trials(None)
+    tuner = tune.Tuner.restore(path, trainable=_trainable(fn, parameters, resources), resume_errored=True)
+    # Tune restores the run config the experiment started with, callbacks included; this run's
+    # callbacks (which write to where the experiment is now) and verbosity replace them.
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = callbacks
+    if verbose is not None:
+        run_config.verbose = verbose
+    return tuner
+
+
+def trial_records(trials) -> list[dict]:
+    """The trial records (``sweep.results``) of Tune's live ``Trial`` objects, while the run goes on."""
+    records = []
+    for trial in trials:
+        error = None
+        if trial.status == "ERROR":
+            problem = trial.get_error()
+            error = "error" if problem is None else (str(problem).strip().splitlines() or ["error"])[-1]
+        records.append({"config": dict(trial.config or {}), "metrics": dict(trial.last_result or {}), "error": error,
+                        "trial_id": trial.trial_id, "tune_status": trial.status})
+    return records
+
+
+class TrialsCallback(tune.Callback):
+    """Calls ``on_trial_end(records)`` on the driver with every trial's record whenever a trial ends
+    (completed or errored): the sweep's live results and report. Whatever it raises is logged, never
+    passed to Tune: a live report must not stop a sweep."""
+
+    def __init__(self, on_trial_end: Callable[[list[dict]], None]):
+        self.on_trial_end = on_trial_end
+
+    def __getstate__(self):
+        # Tune saves its run config with the experiment; the function (and the live state it holds)
+        # belongs to this driver only: ``restore_tuner`` installs the resumed driver's own.
+        return {"on_trial_end": None}
+
+    def _ended(self, trials) -> None:
+        if self.on_trial_end is None:
+            return
+        try:
+            self.on_trial_end(trial_records(trials))
+        except Exception:  # noqa: BLE001
+            import logging
+
+            logging.getLogger(__name__).exception("the live results update failed (the sweep goes on)")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._ended(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._ended(trials)
 
 
 def result_rows(grid) -> list[dict]:
@@ -249,8 +450,77 @@ def checkpoint_state() -> dict | None:
         return torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
 
 
-def trial_device() -> str:
-    return "cuda" if ray.get_gpu_ids() else "cpu"
+def trial_device(allow_cpu_fallback: bool = False) -> str:
+    """The device of the running trial or stage task: ``cuda`` when Ray assigned it a GPU, else ``cpu``.
+
+    A GPU that Ray assigned but CUDA cannot see (a node whose driver is broken, a rehearsal cluster
+    whose GPUs are declared, not real) is a ``GpuNotUsableError`` naming the node and what to do,
+    unless the CPU fallback was asked for (``allow_cpu_fallback``, from ``--allow-cpu-fallback``, or
+    ``KDSWEEP_ALLOW_CPU_FALLBACK=1`` on the node): then it runs on the CPU, with a warning once per
+    process, never silently. On part of a GPU (``--gpus-per-trial 0.25``) the process may use only
+    that share of the GPU's memory (``torch.cuda.set_per_process_memory_fraction``), so one trial
+    cannot starve the others on the same GPU."""
+    gpus = ray.get_gpu_ids()
+    if not gpus:
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        problem = (f"Ray assigned GPU {', '.join(map(str, gpus))} to a trial or stage task on node {_node_description()}, "
+                   f"but CUDA cannot use a GPU there (torch.cuda.is_available() is False; CUDA_VISIBLE_DEVICES="
+                   f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}; torch {torch.__version__}, CUDA build "
+                   f"{torch.version.cuda or 'none'})")
+        if not (allow_cpu_fallback or cpu_fallback_from_env()):
+            raise GpuNotUsableError(
+                f"{problem}. Check that node's NVIDIA driver (`nvidia-smi` on it) and that its torch is a CUDA build, "
+                "or run without GPUs (--gpus-per-trial 0). To run on that node's CPUs instead (much slower), pass "
+                f"--allow-cpu-fallback to sweep.run or set {CPU_FALLBACK_ENV}=1."
+            )
+        global _fallback_warned
+        if not _fallback_warned:
+            _fallback_warned = True
+            import sys
+
+            print(f"warning: {problem}; running on the CPU as asked (--allow-cpu-fallback / {CPU_FALLBACK_ENV}), "
+                  "much slower than on a GPU", file=sys.stderr, flush=True)
+        return "cpu"
+    share = gpu_memory_share(_assigned_resources())
+    if share is not None:
+        # Ray makes the assigned GPU the process's only visible one: device 0.
+        torch.cuda.set_per_process_memory_fraction(share, 0)
+    return "cuda"
+
+
+CPU_FALLBACK_ENV = "KDSWEEP_ALLOW_CPU_FALLBACK"
+_fallback_warned = False
+
+
+class GpuNotUsableError(RuntimeError):
+    """Ray assigned a trial or task a GPU that CUDA cannot see on its node."""
+
+
+def cpu_fallback_from_env() -> bool:
+    """``KDSWEEP_ALLOW_CPU_FALLBACK`` is set to 1 (or true/yes/on) in this process's environment."""
+    return os.environ.get(CPU_FALLBACK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def gpu_memory_share(assigned: dict) -> float | None:
+    """The fraction of its GPU's memory a trial or task may use, from the resources Ray assigned it:
+    its share of the GPU when it has part of one (0.25 of a GPU: 0.25), None with a whole GPU or more
+    (nothing to share) or none."""
+    share = float(assigned.get("GPU", 0.0) or 0.0)
+    return share if 0.0 < share < 1.0 else None
+
+
+def _assigned_resources() -> dict:
+    return dict(ray.get_runtime_context().get_assigned_resources())
+
+
+def _node_description() -> str:
+    """The running process's node: its id, IP address and host name."""
+    import socket
+
+    return f"{node_id()} ({ray.util.get_node_ip_address()}, host {socket.gethostname()})"
 
 
 def task_cpus() -> float:

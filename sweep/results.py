@@ -1,5 +1,13 @@
-"""The results table: one row per trial, with the provenance that produced it (columns and types:
-``sweep.contract.RESULT_COLUMNS``)."""
+"""The results table: one row per student, with the provenance that produced it (columns and types:
+``sweep.contract.RESULT_COLUMNS``).
+
+Every table is built from the same *trial records*, one per Tune trial (a cohort): its config, the
+metrics it reported last, its error (or None), its trial id and Tune's status for it. The driver
+gets them from Tune (``ray_adapter.result_rows`` when the run ends, ``ray_adapter.trial_records``
+while it runs); the analysis reads them from the files Tune keeps in the experiment directory
+(``tune_dir_records``), so a report works on a running or interrupted sweep whose driver never
+wrote ``results.csv``. This module imports neither torch nor Ray.
+"""
 
 from __future__ import annotations
 
@@ -8,87 +16,32 @@ import json
 
 import pandas as pd
 
-from sweep import ray_adapter
-from sweep.contract import CELL_COLUMNS, METRIC, RESULT_COLUMNS, RESULTS_FILE, TrialSpec, member_statuses
-from trainables.storage import write_bytes
+from sweep.contract import CELL_COLUMNS, RESULT_COLUMNS, RESULTS_FILE, TrialSpec, cohort_status, member_rows
+from trainables.storage import read_text, write_bytes
+
+# The statuses of a student that will not change any more (``interrupted`` continues on --resume).
+FINISHED = ("completed", "stopped", "error")
 
 
-def cohort_status(metrics: dict, error: str | None, tune_status: str) -> str | None:
-    """How a cohort trial ended (``sweep.contract.STATUSES``); None for one that never started."""
-    if error:
-        return "error"
-    if metrics.get("done"):
-        return "completed"
-    if METRIC not in metrics:
-        return None  # never reported anything: the sweep stopped before it began
-    return "stopped" if tune_status == "TERMINATED" else "interrupted"  # TERMINATED early: the scheduler
-
-
-def member_rows(spec: TrialSpec, metrics: dict, *, status: str, error: str | None, cohort: str | None,
-                teacher_meta: dict) -> list[dict]:
-    """One row per student of a cohort: its spec, what it reported last, and how it ended."""
-    teacher = teacher_meta.get(spec.teacher_key, {})
-    num_train = metrics.get("num_train")
-    steps_per_epoch = None if num_train is None else -(-int(num_train) // int(spec.recipe["batch_size"]))
-
-    def member_value(name: str, i: int):
-        values = metrics.get(name)
-        return values[i] if isinstance(values, (list, tuple)) and i < len(values) else None
-
+def table_from_records(records, teacher_meta: dict | None = None) -> pd.DataFrame:
+    """One row per student of the given trial records; ``teacher_meta`` maps a teacher key to its
+    artifact metadata (``val_acc``, ``test_acc``), which the report draws as the reference line.
+    A trial that never reported anything has no rows."""
     rows = []
-    for i, member in enumerate(spec.members):
-        member_status = status
-        statuses = member_statuses(metrics.get("member_status"))
-        if status == "completed" and i < len(statuses) and statuses[i] == "stopped":
-            member_status = "stopped"  # successive halving inside the cohort
-        epochs = member_value("member_epochs", i) or metrics.get("epoch", 0)
-        rows.append({
-            **spec.cell.to_dict(),
-            "alpha": member.alpha,
-            "tau": member.tau,
-            "cohort": cohort,
-            "member": i,
-            "cohort_size": len(spec.members),
-            "trial_seed": spec.trial_seed,
-            "val_acc": member_value("member_val_acc", i),
-            "test_acc": member_value("member_test_acc", i),
-            "epochs_run": epochs,
-            "steps_run": member_value("member_steps", i) or (None if steps_per_epoch is None else epochs * steps_per_epoch),
-            "status": member_status,
-            "error": error,
-            "optuna_trial": member.optuna_trial,
-            "num_train": num_train,
-            "subset_digest": metrics.get("subset_digest"),
-            "teacher_key": spec.teacher_key,
-            "teacher_val_acc": teacher.get("val_acc"),
-            "teacher_test_acc": teacher.get("test_acc"),
-            "score_key": spec.score_key,
-            "selection": spec.selection,
-            "class_balanced": spec.class_balanced,
-            "wall_time_s": metrics.get("time_total_s"),
-            "busy_s": metrics.get("busy_s"),
-            "started_at": metrics.get("started_at"),
-            "finished_at": metrics.get("finished_at"),
-            "resumed_from_epoch": metrics.get("resumed_from_epoch"),
-            "node_id": metrics.get("node_id"),
-            "profile": spec.profile,
-            "recipe": json.dumps(spec.recipe, sort_keys=True),
-            "version": spec.version,
-        })
-    return rows
+    for record in records:
+        status = cohort_status(record["metrics"], record["error"], record["tune_status"])
+        if status is not None:
+            rows.extend(member_rows(TrialSpec.from_config(record["config"]), record["metrics"], status=status,
+                                    error=record["error"], cohort=record["trial_id"], teacher_meta=teacher_meta or {}))
+    frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    return frame.sort_values([*CELL_COLUMNS, "optuna_trial"], ignore_index=True)
 
 
 def result_table(grid, teacher_meta: dict | None = None) -> pd.DataFrame:
-    """One row per student of a finished (or stopped) Tune run; ``teacher_meta`` maps a teacher key to
-    its artifact metadata (``val_acc``, ``test_acc``), which the report draws as the reference line."""
-    rows = []
-    for row in ray_adapter.result_rows(grid):
-        status = cohort_status(row["metrics"], row["error"], row["tune_status"])
-        if status is not None:
-            rows.extend(member_rows(TrialSpec.from_config(row["config"]), row["metrics"], status=status,
-                                    error=row["error"], cohort=row["trial_id"], teacher_meta=teacher_meta or {}))
-    frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-    return frame.sort_values([*CELL_COLUMNS, "optuna_trial"], ignore_index=True)
+    """The table of a finished (or stopped) Tune run."""
+    from sweep import ray_adapter
+
+    return table_from_records(ray_adapter.result_rows(grid), teacher_meta)
 
 
 def write_table(frame: pd.DataFrame, experiment_dir: str) -> str:
@@ -98,3 +51,58 @@ def write_table(frame: pd.DataFrame, experiment_dir: str) -> str:
     frame.to_csv(buffer, index=False)
     write_bytes(path, buffer.getvalue().encode())
     return path
+
+
+def tune_dir_records(experiment_dir: str) -> list[dict]:
+    """The trial records Tune has written to an experiment directory so far: each trial folder's
+    last ``result.json`` line (metrics and config) and its ``error.txt``; the status comes from Tune's
+    latest experiment-state file when it names the trial. Trials that reported nothing are skipped."""
+    import fsspec
+
+    folder = experiment_dir.rstrip("/")
+    fs, root = fsspec.core.url_to_fs(folder)
+    statuses = _tune_statuses(fs, root)
+    records = []
+    for result_path in sorted(fs.glob(f"{root}/*/result.json")):
+        trial_dir = result_path.rsplit("/", 1)[0]
+        lines = [line for line in (read_text(_url(folder, fs, result_path)) or "").splitlines() if line.strip()]
+        if not lines:
+            continue
+        try:
+            metrics = json.loads(lines[-1])
+        except json.JSONDecodeError:  # a line cut short by a killed driver: the one before is whole
+            if len(lines) < 2:
+                continue
+            metrics = json.loads(lines[-2])
+        config = metrics.pop("config", None)
+        if not config or "members" not in config:
+            continue
+        error_text = read_text(_url(folder, fs, f"{trial_dir}/error.txt"))
+        error = error_text.strip().splitlines()[-1] if error_text and error_text.strip() else None
+        trial_id = metrics.get("trial_id") or trial_dir.rsplit("/", 1)[-1]
+        records.append({"config": config, "metrics": metrics, "error": error, "trial_id": trial_id,
+                        "tune_status": statuses.get(trial_id, "RUNNING")})
+    return records
+
+
+def _url(folder: str, fs, path: str) -> str:
+    """``path`` from ``fs`` as the URL ``read_text`` takes (local paths stay paths)."""
+    return path if "://" not in folder else fs.unstrip_protocol(path)
+
+
+def _tune_statuses(fs, root: str) -> dict[str, str]:
+    """Trial id -> Tune's status, from Tune's newest experiment-state file (Tune's own format: read
+    defensively, and an unreadable one only costs the distinction between stopped and interrupted)."""
+    paths = sorted(fs.glob(f"{root}/experiment_state-*.json"))
+    if not paths:
+        return {}
+    try:
+        with fs.open(paths[-1], "r") as handle:
+            state = json.load(handle)
+        found = {}
+        for entry in state.get("trial_data", []):
+            trial = json.loads(entry[0]) if isinstance(entry, list) else entry
+            found[str(trial["trial_id"])] = str(trial["status"])
+        return found
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return {}

@@ -19,15 +19,26 @@ import time
 
 import trainables
 from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
-from sweep import ray_adapter
+from sweep import console, ray_adapter
+from sweep.console import say
 from sweep.contract import METRIC, MODE, SWEEP_FILE, TrialSettings
 from sweep.optuna_storage import check_optuna_storage, default_optuna_url
 from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan, make_plan
 from trainables.artifacts import CODE_BY_KIND, ArtifactStore, code_for
-from trainables.cli import val_size_arg
+from trainables.cli import add_download_args, val_size_arg
 from trainables.scores import list_methods
 from trainables.selection import STRATEGIES
 from trainables.storage import check_writable, read_text, write_bytes
+
+
+EXAMPLES = """examples:
+  on a laptop (an embedded local Ray; about three minutes on 2 CPU cores):
+    python -m sweep.run --dataset digits --profile demo --name demo
+  on a cluster (after `ray up cluster.yaml`; results on the shared file system):
+    python -m sweep.run --dataset svhn --address auto --gpus-per-trial 0.25 --storage /mnt/shared/runs --name svhn-fast
+  continue a stopped sweep (finished trials are kept; same --storage):
+    python -m sweep.run --resume --name svhn-fast --storage /mnt/shared/runs
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sweep.run",
         description="Sweep the distillation weight alpha over every (method, f) cell of a dataset with "
         "Ray Tune + Optuna: teachers and pruning scores first (cached), then one experiment over all cells.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = p.add_argument_group("what to sweep")
     what.add_argument("--dataset", help="cifar10, cifar100, svhn, imagenet, digits or npz:PATH (required unless --resume)")
@@ -65,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"how each cell's alphas are chosen (default {DEFAULT_DESIGN}; see search_spaces/alpha_space.py)")
     what.add_argument("--replicates", "--seeds", nargs="+", type=int, default=[0], dest="replicates", metavar="R",
                       help="study replicates: each has its own teacher, scores, subsets and trial seeds (default 0)")
+    what.add_argument("--label-noise", nargs="+", type=float, default=[0.0], metavar="P",
+                      help="symmetric label noise rates P in [0, 1): each level flips P of the training split's labels "
+                      "to another class (seeded from the split seed and P; validation and test labels stay clean) and "
+                      "has its own teachers, scores and cells (default 0: clean labels)")
     what.add_argument("--score-seeds", type=int, default=None, help="scoring runs per method (default: the profile's)")
     what.add_argument("--epochs", type=int, default=None, help="override the profile recipe's epochs")
     what.add_argument("--min-steps", type=int, default=None,
@@ -73,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--class-balanced", action="store_true", help="keep f of every class")
     what.add_argument("--val-size", type=val_size_arg, default=None, help="validation split: a count or a fraction (default: the dataset's)")
     what.add_argument("--data-dir", default=None, help="dataset files (default $KDSWEEP_DATA_DIR or ./data)")
-    what.add_argument("--download", action="store_true", help="download the dataset if missing")
+    add_download_args(what)
 
     where = p.add_argument_group("where and how")
     where.add_argument("--name", default=None, help="experiment name (default DATASET-PROFILE-TIMESTAMP; required with --resume)")
@@ -85,12 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--gpus-per-trial", type=float, default=None,
                        help="GPUs per trial, fractions allowed (0.25: four trials per GPU); default 1 if the cluster has GPUs, else 0")
     where.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    where.add_argument("--wait-for-nodes", type=float, default=600.0, metavar="SECONDS",
+                       help="with --address: when no node fits a trial yet, ask the autoscaler for one and wait this long "
+                       "before refusing (default 600)")
+    where.add_argument("--allow-cpu-fallback", action="store_true",
+                       default=ray_adapter.cpu_fallback_from_env(),
+                       help="a trial or stage task given a GPU that CUDA cannot see (a broken driver; a rehearsal "
+                       "cluster's declared GPUs) runs on the CPU with a warning instead of failing with an error "
+                       f"(default: off, or on with {ray_adapter.CPU_FALLBACK_ENV}=1)")
     where.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once (default: as resources allow)")
     where.add_argument("--scheduler", default="fifo", choices=SCHEDULERS, help="fifo, or asha: early stopping within each cell (default fifo)")
     where.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial, from its last checkpoint (default 2)")
     where.add_argument("--resume", action="store_true", help="continue the experiment --name: finished trials are kept")
     where.add_argument("--verbose", action="store_true",
                        help="Ray Tune's trial tables and every trial's log lines (default: one line per finished trial)")
+    where.add_argument("--report-every", type=float, default=120.0, metavar="SECONDS",
+                       help="while the sweep runs, rewrite results.csv and the report when a cell finishes, at most this "
+                       "often (default 120; the first finished cell at once)")
     where.add_argument("--dry-run", action="store_true", help="print the plan (cells, trials, artifacts to compute or reuse, resources) and stop")
     return p
 
@@ -101,9 +129,10 @@ def config_from_args(args) -> SweepConfig:
         dataset=args.dataset, name=name, storage=args.storage, profile=args.profile, methods=args.methods,
         fractions=args.fractions, cohort_size=args.cohort_size, halving=args.halving, teachers=args.teachers, students=args.students, trials_per_cell=args.trials_per_cell,
         alpha_range=tuple(args.alpha_range), tau=args.tau, alpha_design=args.alpha_design, replicates=args.replicates,
+        label_noise=[float(p) for p in args.label_noise],
         score_seeds=args.score_seeds,
         epochs=args.epochs, min_steps=args.min_steps, selection=args.selection, class_balanced=args.class_balanced,
-        val_size=args.val_size, data_dir=args.data_dir, download=args.download, artifacts=args.artifacts,
+        val_size=args.val_size, data_dir=args.data_dir, offline=args.offline, artifacts=args.artifacts,
         optuna_storage=args.optuna_storage, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, max_failures=args.max_failures,
     )
@@ -125,6 +154,9 @@ def describe(plan: SweepPlan, status: dict, resources: dict, where: dict) -> str
         f"(alpha in [{config.alpha_range[0]}, {config.alpha_range[1]}], tau {' to '.join(map(str, config.tau))}, "
         f"design {config.alpha_design}; alpha = 0 first in every cell)",
     ]
+    if plan.label_noise != [0.0]:
+        lines.append(f"  label noise: {', '.join(f'P = {p:g}' for p in plan.label_noise)} (symmetric, training split "
+                     f"only, seeded from split seed {config.split_seed} and P; each level its own teachers and scores)")
     for cell in plan.cells:
         lines.append(f"    {cell.name}")
     lines.append("  artifacts:")
@@ -145,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for noisy in ("optuna", "ray", "trainables.artifacts"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    console.setup()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study created
@@ -170,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             config.optuna_storage = args.optuna_storage or config.optuna_storage
             config.gpus_per_trial, config.cpus_per_trial = args.gpus_per_trial, args.cpus_per_trial
             config.max_concurrent = args.max_concurrent
+            config.offline = args.offline
         else:
             if not args.dataset:
                 raise ValueError("--dataset is required")
@@ -180,19 +214,26 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"experiment {config.name!r} already exists in {config.storage}; use --resume or another --name")
         plan = make_plan(config)
         from sweep.stages import resolve_artifacts
-        from trainables.datasets import load_dataset, validation_split
+        from trainables.datasets import label_noise_seed, load_dataset, validation_split, with_label_noise
 
-        dataset = load_dataset(config.dataset, config.data_dir, download=config.download)
+        dataset = load_dataset(config.dataset, config.data_dir, download=not config.offline)
+        # The validation split comes from the clean labels, once: every noise level and every trial uses it.
         split = validation_split(dataset.y_train, plan.val_size, config.split_seed)
+        datasets = {p: with_label_noise(dataset, split.train_ids, p, label_noise_seed(config.split_seed, p))
+                    for p in plan.label_noise}  # {P: the dataset with that level's training labels}
         store = ArtifactStore(config.artifacts or f"{config.storage.rstrip('/')}/artifacts")
         optuna_url = config.optuna_storage or default_optuna_url(exp_dir)
-        resolve_artifacts(plan, dataset, split)
+        resolve_artifacts(plan, datasets, split)
         if recorded is not None:
             check_recorded_plan(plan, recorded, store)
         if not args.dry_run:
             check_writable(exp_dir)
             check_writable(store.root)
             check_optuna_storage(optuna_url)
+        if args.wait_for_nodes < 0:
+            raise ValueError(f"--wait-for-nodes must be >= 0 seconds, got {args.wait_for_nodes:g}")
+        if args.report_every < 0:
+            raise ValueError(f"--report-every must be >= 0 seconds, got {args.report_every:g}")
     except (ValueError, KeyError, FileNotFoundError, PermissionError) as error:
         parser.error(str(error))
     where = {"experiment": exp_dir, "artifacts": store.root, "optuna storage": optuna_url,
@@ -207,25 +248,54 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         ray_adapter.connect(args.address)
-        if config.gpus_per_trial is not None or config.cpus_per_trial > 1:
-            unfit = ray_adapter.unfit_resources(config.cpus_per_trial, config.gpus_per_trial or 0.0)
-            if unfit is not None and args.address is None:  # nothing will ever join an embedded Ray
-                raise ValueError(f"{unfit}: lower --cpus-per-trial / --gpus-per-trial")
-            if unfit is not None:
-                print(f"warning: {unfit}; waiting for the autoscaler to add a node that fits", flush=True)
+        wait_for_nodes(args, config.cpus_per_trial, config.gpus_per_trial or 0.0)
     except (ray_adapter.ClusterUnreachableError, ValueError) as error:
         ray_adapter.shutdown()
         parser.error(str(error))
+    log_path = console.log_to(exp_dir)
+    if log_path:
+        say(f"sweep {config.name}: {len(plan.cells)} cells x {plan.trials_per_cell} trials; log: {log_path}")
     try:
-        return _run(args, config, plan, dataset, split, store, optuna_url, exp_dir)
+        return _run(args, config, plan, datasets, split, store, optuna_url, exp_dir)
+    except ray_adapter.GpuNotUsableError as error:  # a stage task's; a trial's is in its row of results.csv
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
     finally:
         ray_adapter.shutdown()
+        console.close_log()
+
+
+def wait_for_nodes(args, cpus: float, gpus: float) -> None:
+    """Before anything runs, a node must fit a trial (and so a stage task). An embedded Ray never
+    grows: refuse at once. A cluster may be autoscaling from no workers (the head runs none): ask its
+    autoscaler for a node that fits and wait up to ``--wait-for-nodes`` seconds, then refuse naming
+    what the cluster has (ValueError)."""
+    unfit = ray_adapter.unfit_resources(cpus, gpus)
+    if unfit is None:
+        return
+    if args.address is None:  # nothing will ever join an embedded Ray
+        raise ValueError(f"{unfit}: lower --cpus-per-trial / --gpus-per-trial")
+    say(f"{unfit}; asking the cluster's autoscaler for a node that fits and waiting up to {args.wait_for_nodes:g} s "
+        "(--wait-for-nodes)")
+    shown = [time.monotonic()]
+
+    def still_waiting(elapsed: float, why: str) -> None:
+        if time.monotonic() - shown[0] >= 30:
+            shown[0] = time.monotonic()
+            say(f"still waiting for a node ({elapsed:.0f} s): {why}")
+
+    unfit = ray_adapter.wait_for_fit(cpus, gpus, args.wait_for_nodes, on_poll=still_waiting)
+    if unfit is not None:
+        raise ValueError(f"{unfit}, and no node that fits joined within {args.wait_for_nodes:g} s (--wait-for-nodes). "
+                         "Lower --cpus-per-trial / --gpus-per-trial, add a node type that holds a trial to the cluster "
+                         "(an autoscaler never launches a node larger than its node types), or wait longer")
+    say("a node that fits a trial joined the cluster")
 
 
 # What a sweep sweeps: fixed once it started. (Where and how it runs may change on --resume.)
 SWEEP_DEFINING = (
     "dataset", "profile", "methods", "fractions", "cohort_size", "halving", "teachers", "students", "trials_per_cell",
-    "alpha_range", "tau", "alpha_design", "replicates", "score_seeds", "epochs", "min_steps", "selection",
+    "alpha_range", "tau", "alpha_design", "replicates", "label_noise", "score_seeds", "epochs", "min_steps", "selection",
     "class_balanced", "val_size", "scheduler",
 )
 
@@ -267,7 +337,7 @@ def versions() -> dict:
     return found
 
 
-def write_sweep_file(plan: SweepPlan, exp_dir: str, *, artifacts_ready: bool) -> None:
+def write_sweep_file(plan: SweepPlan, exp_dir: str, *, artifacts_ready: bool, teacher_metrics: dict | None = None) -> None:
     """``sweep.json``: the settings as given, then what they resolved to (recipe, artifact keys, code
     fingerprints, versions), so a resumed sweep runs exactly this plan or refuses."""
     record = {
@@ -278,6 +348,7 @@ def write_sweep_file(plan: SweepPlan, exp_dir: str, *, artifacts_ready: bool) ->
             "code": {kind: code_for(kind) for kind in CODE_BY_KIND},
             "versions": versions(),
             "artifacts_ready": artifacts_ready,
+            "teacher_metrics": teacher_metrics or {},  # the report's reference line, read without the artifacts
         },
     }
     write_bytes(f"{exp_dir}/{SWEEP_FILE}", json.dumps(record, indent=2).encode())
@@ -319,7 +390,7 @@ def check_recorded_plan(plan: SweepPlan, recorded: dict, store: ArtifactStore) -
         )
 
 
-def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optuna_url: str, exp_dir: str) -> int:
+def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, store, optuna_url: str, exp_dir: str) -> int:
     from sweep.results import result_table, write_table
     from sweep.searcher import CellSearcher, PerCellASHA
     from sweep.stages import run_scores, run_teachers
@@ -330,21 +401,24 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
     write_sweep_file(plan, exp_dir, artifacts_ready=False)
     start = time.perf_counter()
 
-    dataset_ref = ray_adapter.put(dataset)
-    run_teachers(plan, dataset_ref, split, store, resources)
-    tables = run_scores(plan, dataset, dataset_ref, split, store, resources)
-    write_sweep_file(plan, exp_dir, artifacts_ready=True)
+    dataset_refs = {p: ray_adapter.put(d) for p, d in datasets.items()}  # each noise level's dataset, once
+    teacher_metrics = run_teachers(plan, dataset_refs, split, store, resources, allow_cpu_fallback=args.allow_cpu_fallback)
+    tables = run_scores(plan, datasets, dataset_refs, split, store, resources, allow_cpu_fallback=args.allow_cpu_fallback)
+    write_sweep_file(plan, exp_dir, artifacts_ready=True, teacher_metrics=teacher_metrics)
+    live = LiveResults(exp_dir, plan, teacher_metrics, every_s=args.report_every)
+    callbacks = [ray_adapter.TrialsCallback(live.on_trial_end)]
     teacher_artifacts = {key: store.get("teacher", key) for key in set(plan.teacher_keys.values())}
     teachers = {key: artifact.payload for key, artifact in teacher_artifacts.items()}
     parameters = dict(
-        dataset=dataset, teachers=teachers, tables={t.key: t for t in tables.values()},
-        crash_once_dir=crash_once_dir_from_env(), verbose=args.verbose,
+        datasets=datasets, split=split, teachers=teachers, tables={t.key: t for t in tables.values()},
+        crash_once_dir=crash_once_dir_from_env(), verbose=args.verbose, allow_cpu_fallback=args.allow_cpu_fallback,
     )
     trial_resources = {"cpu": resources["cpu"], "gpu": resources["gpu"]}
 
     if args.resume and ray_adapter.can_restore(exp_dir):
-        print(f"resuming {exp_dir}", flush=True)
-        tuner = ray_adapter.restore_tuner(exp_dir, cohort_trial, parameters=parameters, resources=trial_resources)
+        say(f"resuming {exp_dir}")
+        tuner = ray_adapter.restore_tuner(exp_dir, cohort_trial, parameters=parameters, resources=trial_resources,
+                                          callbacks=callbacks, verbose=1 if args.verbose else 0)
     else:
         settings = TrialSettings(
             recipe=plan.recipe.to_dict(), val_size=plan.val_size, split_seed=config.split_seed,
@@ -365,23 +439,26 @@ def _run(args, config: SweepConfig, plan: SweepPlan, dataset, split, store, optu
             num_samples=plan.num_cohorts, max_concurrent=config.max_concurrent, metric=METRIC, mode=MODE,
             storage_path=config.storage if "://" in config.storage else os.path.abspath(config.storage),
             name=config.name, max_failures=config.max_failures, verbose=1 if args.verbose else 0,
+            callbacks=callbacks,
         )
     try:
         grid = tuner.fit()
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished trials are kept. Continue with: {resume_command(config)}", flush=True)
+        live.wait()
+        say(f"\ninterrupted; finished trials are kept. Continue with: {resume_command(config)}")
         return 130
+    live.wait()  # a live report still being written must not overwrite the final one
     frame = result_table(grid, {key: artifact.meta for key, artifact in teacher_artifacts.items()})
     path = write_table(frame, exp_dir)
     counts = frame["status"].value_counts().to_dict()
-    print(f"{len(frame)} of {plan.num_trials} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
-          f"{time.perf_counter() - start:.0f} s", flush=True)
-    print(f"results: {path}", flush=True)
+    say(f"{len(frame)} of {plan.num_trials} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
+        f"{time.perf_counter() - start:.0f} s")
+    say(f"results: {path}")
     report_ok = not frame.empty and _write_report(exp_dir)
     unfinished = plan.num_trials - sum(counts.get(s, 0) for s in ("completed", "stopped", "error"))
     if unfinished:
-        print(f"the sweep stopped with {unfinished} of {plan.num_trials} trials unfinished. Continue with: "
-              f"{resume_command(config)}", flush=True)
+        say(f"the sweep stopped with {unfinished} of {plan.num_trials} trials unfinished. Continue with: "
+            f"{resume_command(config)}")
         return 130
     return 0 if counts.get("error", 0) == 0 and report_ok else 1
 
@@ -396,11 +473,65 @@ def _write_report(exp_dir: str) -> bool:
         paths = build_report(exp_dir)
     except Exception as error:  # noqa: BLE001 -- the sweep's results must survive any report bug
         logging.getLogger(__name__).exception("the report failed")
-        print(f"report failed ({type(error).__name__}: {error}); the results are safe. Build it again with: "
-              f"python -m analysis.report {exp_dir}", flush=True)
+        say(f"report failed ({type(error).__name__}: {error}); the results are safe. Build it again with: "
+            f"python -m analysis.report {exp_dir}")
         return False
-    print(f"report: {paths['html']} ({time.perf_counter() - start:.1f} s)", flush=True)
+    say(f"report: {paths['html']} ({time.perf_counter() - start:.1f} s)")
     return True
+
+
+class LiveResults:
+    """``results.csv`` and the report, rewritten while the sweep runs: when a cell has finished all
+    its trials, at most every ``every_s`` seconds (the first finished cell at once). They hold the
+    finished trials only and the report says "in progress"; the final ones replace them at the end.
+    Written on a thread of their own, so Tune's loop does not wait for a report."""
+
+    def __init__(self, exp_dir: str, plan: SweepPlan, teacher_metrics: dict, *, every_s: float):
+        self.exp_dir, self.every_s = exp_dir, every_s
+        self.trials_per_cell, self.num_trials = plan.trials_per_cell, plan.num_trials
+        self.teacher_metrics = teacher_metrics
+        self.cells_written, self.last_write = 0, None
+        self.thread = None
+
+    def on_trial_end(self, records: list[dict]) -> None:
+        from sweep.contract import CELL_COLUMNS
+        from sweep.results import FINISHED, table_from_records
+
+        frame = table_from_records(records, self.teacher_metrics)
+        finished = frame[frame["status"].isin(FINISHED)]
+        if finished.empty:
+            return
+        cells_done = int((finished.groupby(CELL_COLUMNS).size() >= self.trials_per_cell).sum())
+        now = time.monotonic()
+        if cells_done <= self.cells_written or len(finished) >= self.num_trials:
+            return  # no newly finished cell, or the last one: the final results follow at once
+        if self.last_write is not None and now - self.last_write < self.every_s:
+            return
+        if self.thread is not None and self.thread.is_alive():
+            return  # the next finished cell tries again
+        self.cells_written, self.last_write = cells_done, now
+        import threading
+
+        self.thread = threading.Thread(target=self._write, args=(finished.reset_index(drop=True),), daemon=True)
+        self.thread.start()
+
+    def _write(self, finished) -> None:
+        from analysis.report import analyse, default_out, write_report
+        from analysis.results import experiment_from_table
+        from sweep.results import write_table
+
+        try:
+            write_table(finished, self.exp_dir)
+            record = json.loads(read_text(f"{self.exp_dir}/{SWEEP_FILE}") or "{}")
+            experiment = experiment_from_table(self.exp_dir, finished, record)
+            paths = write_report(analyse(experiment), default_out(self.exp_dir))
+            say(f"live report ({len(finished)} of {self.num_trials} trials finished): {paths['html']}")
+        except Exception as error:  # noqa: BLE001 -- the sweep goes on; the final report follows
+            say(f"live report skipped ({type(error).__name__}: {error})")
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
 
 
 if __name__ == "__main__":

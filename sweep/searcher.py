@@ -13,6 +13,12 @@ experiment state, so a resumed sweep tells each Optuna trial its result exactly 
 that was asked but whose Tune trial was lost with the driver is handed out again rather than left
 running forever.
 
+The studies are a full record of the sweep, for optuna-dashboard: every report of a cohort gives each
+member's Optuna trial an intermediate value (its validation accuracy, step = the report's epoch), so
+the learning curves and the pruning view fill in while the sweep runs; and every member's trial
+carries the user attributes ``cell`` (``Cell.name``, the results' cell), ``cohort`` (its Tune trial
+id, results.csv's ``cohort``), ``trial_seed`` and ``tau``.
+
 ``PerCellASHA`` runs one ASHA bracket per cell: accuracies at f = 0.1 and f = 1.0 are not
 comparable, so trials only compete with trials of their own cell. A cohort holding the alpha = 0
 baseline is never stopped early: it is every cell's reference. (Within a cohort, ``--halving`` stops
@@ -28,17 +34,13 @@ import time
 import optuna
 
 from search_spaces.alpha_space import AlphaSpace
+from sweep.console import duration
 from sweep.contract import METRIC, MODE, Cell, MemberSpec, TrialSettings, member_statuses
 from sweep.optuna_storage import open_optuna_storage
 from sweep.ray_adapter import CONTINUE, FINISHED, AsyncHyperBandScheduler, FIFOScheduler, Searcher
 from trainables.seeding import derive_seed
 
 log = logging.getLogger(__name__)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def study_name(experiment: str, cell: Cell) -> str:
@@ -129,6 +131,41 @@ class CellSearcher(Searcher):
         study.sampler = self.space.sampler(derive_seed("sampler", study.study_name, len(study.trials)))
         return study.ask(self.space.distributions())
 
+    @staticmethod
+    def _trial_id(study: optuna.Study, number: int) -> int:
+        # Optuna has no public route from a trial number to its storage id; the study's own storage
+        # object is used (for a database, Optuna wraps it in a cache that must see every write).
+        return study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+
+    def _record(self, index: int, numbers: list[int], result: dict) -> None:
+        """Each member's validation accuracy in ``result`` as an intermediate value of its Optuna trial
+        at step = the member's epoch (the report's ``epoch``; the final report's ``member_epochs``,
+        where a member stopped by halving says when it stopped). Members without a value (stopped)
+        are skipped; a step already recorded (a resumed trial reports it again) keeps its first value,
+        as ``optuna.Trial.report`` does; a finished Optuna trial is left as it is. Problems are
+        logged, never raised into Tune."""
+        step, values = result.get("epoch"), result.get("member_val_acc") or []
+        epochs = result.get("member_epochs") or []
+        if step is None:
+            return
+        for i, number in enumerate(numbers):
+            value = values[i] if i < len(values) else None
+            if value is None:
+                continue
+            member_step = epochs[i] if i < len(epochs) and epochs[i] is not None else step
+            try:
+                member_step = int(member_step)
+                study = self.study(index)
+                storage = study._storage
+                trial_id = self._trial_id(study, number)
+                trial = storage.get_trial(trial_id)
+                if trial.state != optuna.trial.TrialState.RUNNING or member_step in trial.intermediate_values:
+                    continue
+                storage.set_trial_intermediate_value(trial_id, member_step, float(value))
+            except Exception as problem:  # noqa: BLE001 -- the record is a view; the sweep goes on
+                log.warning("cell %s: Optuna trial %d: no intermediate value at step %s (%s: %s)",
+                            self.cells[index].name, number, member_step, type(problem).__name__, problem)
+
     def _orphans(self, index: int) -> list:
         """Optuna trials of this cell that were asked but belong to no live Tune trial (lost with a
         driver that stopped before Tune saved them): handed out again, not left running forever."""
@@ -156,7 +193,21 @@ class CellSearcher(Searcher):
                               optuna_trial=t.number) for t in trials]
         spec = self.settings.spec(cell, cell_index=index, members=members,
                                   trial_seed=derive_seed("trial", cell.name, trials[0].number))
+        # What results.csv will say of each member, on its Optuna trial too (a re-handed orphan gets
+        # its new cohort's). ``trials`` mixes asked Trials and orphaned FrozenTrials: both write here.
+        storage = self.study(index)._storage
+        for trial, member in zip(trials, members):
+            for key, value in (("cell", cell.name), ("cohort", trial_id), ("trial_seed", spec.trial_seed),
+                               ("tau", member.tau)):
+                storage.set_trial_user_attr(trial._trial_id, key, value)
         return spec.to_config()
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """A cohort's report: each member's validation accuracy becomes an intermediate value of its
+        Optuna trial (Tune calls this for every report but the last, which ``on_trial_complete`` gets)."""
+        if trial_id in self.live:
+            index, numbers = self.live[trial_id]
+            self._record(index, numbers, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Tell every member's Optuna trial how it ended: its validation accuracy, pruned (stopped
@@ -165,6 +216,8 @@ class CellSearcher(Searcher):
             return
         index, numbers = self.live.pop(trial_id)
         study = self.study(index)
+        if result:
+            self._record(index, numbers, result)  # the last report: the final epoch's accuracies
         statuses = member_statuses((result or {}).get("member_status"))
         values = (result or {}).get("member_val_acc") or []
         for i, number in enumerate(numbers):
@@ -186,13 +239,17 @@ class CellSearcher(Searcher):
         done, total = sum(self.finished), self.trials_per_cell * len(self.cells)
         elapsed = time.monotonic() - self._started
         rate = elapsed / max(1, self._finished_here)
-        left = f", ~{_duration(rate * (total - done))} left" if done < total else ""
+        left = f", ~{duration(rate * (total - done))} left" if done < total else ""
+        running = sum(len(numbers) for _, numbers in self.live.values())
+        queued = total - sum(self.asked)
+        state = f", {running} running, {queued} queued" if done < total else ""
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
         best = max(complete, key=lambda t: t.value, default=None)
         best_text = f", best {METRIC} {best.value:.3f} at alpha {best.params['alpha']:.2f}" if best else ""
         cell = self.cells[index]
-        return (f"[{done}/{total} trials, {_duration(elapsed)}{left}] {cell.method} f={cell.fraction:g} "
-                f"{cell.teacher_arch}->{cell.student_arch} r{cell.replicate}: {self.finished[index]}/{self.trials_per_cell}"
+        return (f"[{done}/{total} trials{state}, {duration(elapsed)}{left}] {cell.method} f={cell.fraction:g} "
+                f"{cell.teacher_arch}->{cell.student_arch} r{cell.replicate}"
+                f"{f' noise {cell.label_noise:g}' if cell.label_noise else ''}: {self.finished[index]}/{self.trials_per_cell}"
                 f"{best_text}")
 
 

@@ -1,18 +1,23 @@
 """The stages before the student trials: teachers and pruning scores, as Ray tasks, cached.
 
-Every teacher (one per architecture and replicate) and every scoring run (one per method, replicate
-and run) is a Ray task with the trials' resources, so they spread over the cluster; each task reads
+Every teacher (one per architecture, replicate and label noise level) and every scoring run (one per
+method, replicate, label noise level and run) is a Ray task with the trials' resources, so they
+spread over the cluster; each task reads
 from or writes to the shared artifact store, so a later sweep (or a resumed one) reuses them. The
 driver knows every artifact's key before anything runs (``resolve_artifacts``), records them in
 ``sweep.json``, then reads the finished artifacts and hands them to the trials through the object
 store.
+
+Label noise: the driver builds one dataset per noise level P (``trainables.datasets.with_label_noise``,
+P = 0 the clean one) and puts each in the object store once; the stages take the mappings
+{P: dataset} and {P: object-store reference}, and a job of level P runs on that level's dataset.
+The validation split is the clean one for every level.
 """
 
 from __future__ import annotations
 
-import sys
-
 from sweep import ray_adapter
+from sweep.console import StageProgress, say
 from sweep.contract import scores_ref, teacher_ref
 from sweep.plan import SweepPlan
 from trainables.artifacts import ArtifactStore, artifact_key
@@ -21,24 +26,29 @@ from trainables.scores import SCORERS, ScoreRequest, ScoreTable, combine_runs, s
 from trainables.teacher import get_or_train_teacher, teacher_inputs
 
 
-def _progress(total: int, description: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="task", file=sys.stdout, disable=total == 0)
-
-
-def teacher_task(*, dataset, split: Split, arch: str, recipe, replicate: int, store_root: str) -> tuple[str, bool]:
+def teacher_task(*, dataset, split: Split, arch: str, recipe, replicate: int, store_root: str,
+                 progress=None, allow_cpu_fallback: bool = False, label_noise: float = 0.0) -> tuple[str, bool, dict]:
+    """Train (or read from the cache) one teacher; its epochs go to the driver's progress line.
+    ``dataset`` already carries the labels of noise level ``label_noise`` (which only names the task)."""
     ray_adapter.set_trial_threads(ray_adapter.task_cpus())
+    name = teacher_ref(arch, replicate, label_noise)
+
+    def on_epoch(report) -> None:
+        ray_adapter.send(progress, {"task": name, "epoch": report.epoch, "epochs": report.epochs, "val_acc": report.val_acc})
+
     teacher, cached = get_or_train_teacher(
-        dataset, split, arch=arch, recipe=recipe, seed=replicate, device=ray_adapter.trial_device(),
-        store=ArtifactStore(store_root),
+        dataset, split, arch=arch, recipe=recipe, seed=replicate, device=ray_adapter.trial_device(allow_cpu_fallback),
+        store=ArtifactStore(store_root), on_epoch=on_epoch,
     )
-    return teacher.meta["key"], cached
+    metrics = {k: teacher.meta.get(k) for k in ("val_acc", "test_acc")}
+    return teacher.meta["key"], cached, metrics
 
 
-def score_run_task(*, dataset, split: Split, request: ScoreRequest, index: int, store_root: str) -> dict:
+def score_run_task(*, dataset, split: Split, request: ScoreRequest, index: int, store_root: str,
+                   allow_cpu_fallback: bool = False) -> dict:
     ray_adapter.set_trial_threads(ray_adapter.task_cpus())
-    return score_run(dataset, split, request, index, device=ray_adapter.trial_device(), store=ArtifactStore(store_root))
+    return score_run(dataset, split, request, index, device=ray_adapter.trial_device(allow_cpu_fallback),
+                     store=ArtifactStore(store_root))
 
 
 def score_request(plan: SweepPlan, method: str, replicate: int) -> ScoreRequest:
@@ -47,25 +57,31 @@ def score_request(plan: SweepPlan, method: str, replicate: int) -> ScoreRequest:
     )
 
 
-def _teacher_jobs(plan: SweepPlan) -> list[tuple[str, int]]:
-    return [(arch, replicate) for replicate in plan.config.replicates for arch in plan.teachers]
+def _teacher_jobs(plan: SweepPlan) -> list[tuple[str, int, float]]:
+    """(arch, replicate, label noise) of every teacher."""
+    return [(arch, replicate, noise) for replicate in plan.config.replicates for noise in plan.label_noise
+            for arch in plan.teachers]
 
 
-def _score_jobs(plan: SweepPlan) -> list[tuple[str, int]]:
-    return [(method, replicate) for replicate in plan.config.replicates for method in plan.scored_methods]
+def _score_jobs(plan: SweepPlan) -> list[tuple[str, int, float]]:
+    """(method, replicate, label noise) of every score table."""
+    return [(method, replicate, noise) for replicate in plan.config.replicates for noise in plan.label_noise
+            for method in plan.scored_methods]
 
 
-def resolve_artifacts(plan: SweepPlan, dataset, split: Split) -> None:
-    """Fill ``plan.teacher_keys`` and ``plan.score_keys``: the key every artifact has with this code."""
+def resolve_artifacts(plan: SweepPlan, datasets: dict, split: Split) -> None:
+    """Fill ``plan.teacher_keys`` and ``plan.score_keys``: the key every artifact has with this code.
+    ``datasets``: {label noise: dataset}; a noisy dataset's labels are in its fingerprint, so every
+    noise level has its own keys."""
     plan.teacher_keys = {
-        teacher_ref(arch, replicate): artifact_key(
-            "teacher", teacher_inputs(dataset, split, arch=arch, recipe=plan.recipe, seed=replicate))
-        for arch, replicate in _teacher_jobs(plan)
+        teacher_ref(arch, replicate, noise): artifact_key(
+            "teacher", teacher_inputs(datasets[noise], split, arch=arch, recipe=plan.recipe, seed=replicate))
+        for arch, replicate, noise in _teacher_jobs(plan)
     }
     plan.score_keys = {
-        scores_ref(method, replicate): artifact_key(
-            "scores", score_inputs(dataset, split, score_request(plan, method, replicate)))
-        for method, replicate in _score_jobs(plan)
+        scores_ref(method, replicate, noise): artifact_key(
+            "scores", score_inputs(datasets[noise], split, score_request(plan, method, replicate)))
+        for method, replicate, noise in _score_jobs(plan)
     }
 
 
@@ -77,47 +93,72 @@ def artifact_status(plan: SweepPlan, store: ArtifactStore) -> dict:
     }
 
 
-def run_teachers(plan: SweepPlan, dataset_ref, split: Split, store: ArtifactStore, resources: dict) -> None:
-    """Train the missing teachers as parallel Ray tasks (each reuses its cached artifact if present)."""
+def run_teachers(plan: SweepPlan, dataset_refs: dict, split: Split, store: ArtifactStore, resources: dict, *,
+                 allow_cpu_fallback: bool = False) -> dict:
+    """Train the missing teachers as parallel Ray tasks (each reuses its cached artifact if present);
+    returns {teacher key: {"val_acc", "test_acc"}}. Each finished teacher's line names its node.
+    ``dataset_refs``: {label noise: the object-store reference of that level's dataset}."""
     jobs = _teacher_jobs(plan)
-    with _progress(len(jobs), "teachers") as bar:
+    progress = StageProgress("teachers", len(jobs))
+    training = any(not store.exists("teacher", plan.teacher_keys[teacher_ref(*job)]) for job in jobs)
+    channel = ray_adapter.progress_channel() if training else None  # epochs to show only when one trains
+
+    nodes: dict[int, str] = {}
+
+    def finished(i: int, result) -> None:
+        _, cached, metrics = result
+        accuracy = f"test acc {metrics['test_acc']:.3f}" if metrics.get("test_acc") is not None else ""
+        progress.done(teacher_ref(*jobs[i]), ", ".join(
+            part for part in ("reused from the artifact cache" if cached else accuracy, f"node {nodes.get(i)}") if part))
+
+    try:
         results = ray_adapter.run_tasks(
             teacher_task,
-            [dict(dataset=dataset_ref, split=split, arch=arch, recipe=plan.recipe, replicate=replicate,
-                  store_root=store.root) for arch, replicate in jobs],
-            num_cpus=resources["cpu"], num_gpus=resources["gpu"], on_done=lambda _: bar.update(),
+            [dict(dataset=dataset_refs[noise], split=split, arch=arch, recipe=plan.recipe, replicate=replicate,
+                  store_root=store.root, progress=channel, allow_cpu_fallback=allow_cpu_fallback, label_noise=noise)
+             for arch, replicate, noise in jobs],
+            num_cpus=ray_adapter.stage_cpus(len(jobs), resources["cpu"]), num_gpus=resources["gpu"], on_done=finished,
+            progress=channel, on_progress=progress.event, on_node=nodes.__setitem__,
         )
-    for (arch, replicate), (key, _) in zip(jobs, results):
-        expected = plan.teacher_keys[teacher_ref(arch, replicate)]
+    finally:
+        ray_adapter.close_channel(channel)
+    for job, (key, _, _) in zip(jobs, results):
+        expected = plan.teacher_keys[teacher_ref(*job)]
         if key != expected:  # the worker runs other code than the driver
-            raise RuntimeError(f"teacher {teacher_ref(arch, replicate)}: the worker produced key {key}, the driver "
+            raise RuntimeError(f"teacher {teacher_ref(*job)}: the worker produced key {key}, the driver "
                                f"expected {expected}; every node must run the same version of the code")
-    cached = sum(c for _, c in results)
-    print(f"teachers: {len(results)} ({cached} reused from the artifact cache)", flush=True)
+    cached = sum(c for _, c, _ in results)
+    say(f"teachers: {len(results)} ({cached} reused from the artifact cache)")
+    return {key: metrics for key, _, metrics in results}
 
 
-def run_scores(plan: SweepPlan, dataset, dataset_ref, split: Split, store: ArtifactStore, resources: dict) -> dict:
-    """{scores ref: ScoreTable}: cached tables are read; missing runs are parallel Ray tasks."""
-    tables, missing = {}, []
-    for method, replicate in _score_jobs(plan):
-        ref = scores_ref(method, replicate)
+def run_scores(plan: SweepPlan, datasets: dict, dataset_refs: dict, split: Split, store: ArtifactStore,
+               resources: dict, *, allow_cpu_fallback: bool = False) -> dict:
+    """{scores ref: ScoreTable}: cached tables are read; missing runs are parallel Ray tasks (each
+    finished run's line names its node). ``datasets`` / ``dataset_refs``: {label noise: dataset} and
+    {label noise: its object-store reference}."""
+    tables, missing = {}, []  # missing: (scores ref, label noise, request)
+    for method, replicate, noise in _score_jobs(plan):
+        ref = scores_ref(method, replicate, noise)
         found = store.get("scores", plan.score_keys[ref])
         if found is not None:
             tables[ref] = ScoreTable.from_artifact(found, cached=True)
         else:
-            missing.append(score_request(plan, method, replicate))
-    calls = [
-        dict(dataset=dataset_ref, split=split, request=request, index=i, store_root=store.root)
-        for request in missing
-        for i in range(SCORERS.get(request.method).num_runs(request))
-    ]
-    with _progress(len(calls), "scoring runs") as bar:
-        runs = ray_adapter.run_tasks(
-            score_run_task, calls, num_cpus=resources["cpu"], num_gpus=resources["gpu"], on_done=lambda _: bar.update()
-        )
-    for request in missing:
+            missing.append((ref, noise, score_request(plan, method, replicate)))
+    calls, labels = [], []
+    for _, noise, request in missing:
+        for i in range(SCORERS.get(request.method).num_runs(request)):
+            calls.append(dict(dataset=dataset_refs[noise], split=split, request=request, index=i, store_root=store.root,
+                              allow_cpu_fallback=allow_cpu_fallback))
+            labels.append(f"{request.method}{f'|noise={noise}' if noise > 0 else ''} run {i}")
+    progress = StageProgress("scoring runs", len(calls))
+    runs = ray_adapter.run_tasks(
+        score_run_task, calls, num_cpus=ray_adapter.stage_cpus(len(calls), resources["cpu"]), num_gpus=resources["gpu"],
+        on_node=lambda i, node: progress.done(labels[i], f"node {node}"),
+    )
+    for ref, noise, request in missing:
         mine = [run for call, run in zip(calls, runs) if call["request"] is request]
-        tables[scores_ref(request.method, request.seed)] = combine_runs(dataset, split, request, mine, store=store)
-    print(f"scores: {len(tables)} tables ({len(tables) - len(missing)} reused from the artifact cache, "
-          f"{len(calls)} scoring runs computed)", flush=True)
+        tables[ref] = combine_runs(datasets[noise], split, request, mine, store=store)
+    say(f"scores: {len(tables)} tables ({len(tables) - len(missing)} reused from the artifact cache, "
+        f"{len(calls)} scoring runs computed)")
     return tables

@@ -1,8 +1,9 @@
 """The cohort trial: what one Tune trial runs on a worker.
 
 Its config is a ``sweep.contract.TrialSpec`` (the cell, the members' alpha and tau, the cohort's
-seed, the recipe and the artifact keys), decoded once here; the dataset, the teachers' checkpoints and the score tables
-arrive through the object store (``tune.with_parameters``), looked up by the spec's keys. The trial
+seed, the recipe and the artifact keys), decoded once here; the datasets (one per label noise level),
+the driver's validation split, the teachers' checkpoints and the score tables arrive through the object
+store (``tune.with_parameters``), looked up by the spec's cell and keys. The trial
 reports validation accuracy every epoch with a checkpoint of the training state, resumes from that
 checkpoint after a crash or a driver restart, and ends with one report holding the final validation
 and test accuracy and ``done``.
@@ -18,7 +19,6 @@ import numpy as np
 
 from sweep import ray_adapter
 from sweep.contract import METRIC, TrialSpec, join_member_statuses, subset_digest
-from trainables.datasets import validation_split
 from trainables.recipe import Recipe
 from trainables.teacher import teacher_from_bytes
 
@@ -42,9 +42,13 @@ def kept_ids(spec: TrialSpec, dataset, split, tables: dict) -> np.ndarray:
     )
 
 
-def cohort_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_once_dir: str | None = None,
-                 verbose: bool = False) -> None:
+def cohort_trial(config: dict, *, datasets: dict, split, teachers: dict, tables: dict, crash_once_dir: str | None = None,
+                 verbose: bool = False, allow_cpu_fallback: bool = False) -> None:
     """Train the trial's cohort (``trainables.cohort.train_cohort``) and report it to Tune.
+
+    ``datasets``: {label noise P: the dataset with that level's training labels}; the trial trains on
+    ``datasets[cell.label_noise]``. ``split``: the driver's validation split, carved once from the
+    clean labels (recomputing it from noisy labels would stratify by them and give another split).
 
     Every report carries each member's validation accuracy (``member_val_acc``, ``member_status``) and,
     as the trial's metric, the best member's; the final one adds each member's test accuracy, epochs
@@ -56,9 +60,12 @@ def cohort_trial(config: dict, *, dataset, teachers: dict, tables: dict, crash_o
     if not verbose:
         ray_adapter.quiet_trial_logs()
     ray_adapter.set_trial_threads(spec.cpus_per_trial)
-    device = ray_adapter.trial_device()
+    device = ray_adapter.trial_device(allow_cpu_fallback)  # a GPU that CUDA cannot see: an error, or the CPU if asked
     recipe = Recipe.from_dict(spec.recipe)
-    split = validation_split(dataset.y_train, spec.val_size, spec.split_seed)
+    dataset = datasets[float(spec.cell.label_noise)]
+    if (split.val_size, split.seed) != (spec.val_size, spec.split_seed):
+        raise ValueError(f"the driver's validation split ({split.val_size}, seed {split.seed}) is not the trial's "
+                         f"({spec.val_size}, seed {spec.split_seed})")
     subset = kept_ids(spec, dataset, split, tables)
     needs_teacher = any(m.alpha > 0 for m in spec.members)
     teacher = teacher_from_bytes(teachers[spec.teacher_key], device, recipe.channels_last) if needs_teacher else None

@@ -185,6 +185,39 @@ def test_results_do_not_depend_on_the_order_of_the_rows():
     pd.testing.assert_series_equal(a["alpha_opt"], b.loc[a.index, "alpha_opt"])
 
 
+def test_label_noise_levels_are_fitted_apart_and_the_report_shows_the_kd_gain_against_p(tmp_path):
+    from analysis.report import kd_gain_by_noise
+
+    fractions = (0.2, 0.5, 1.0)
+    clean = synthetic(lambda f: 0.2, fractions=fractions, seed=1)  # an older table: no label_noise values
+    noisy = synthetic(lambda f: 0.8, fractions=fractions, seed=2).assign(label_noise=0.4)
+    frame = pd.concat([clean, noisy], ignore_index=True)
+    trials, fits, cells = analysed(frame)
+    assert trials["label_noise"].dtype == float and set(trials["label_noise"]) == {0.0, 0.4}
+    assert len(cells) == 6 and cells["cell"].nunique() == 6 and cells["cell"].str.endswith("|noise=0.4").sum() == 3
+    # alpha*(f) is fitted per noise level, never across them
+    assert {fit.group: fit.context["label_noise"] for fit in fits} == {"random | noise 0": 0.0, "random | noise 0.4": 0.4}
+    for noise, optimum in ((0.0, 0.2), (0.4, 0.8)):
+        assert (abs(cells.loc[cells["label_noise"] == noise, "alpha_opt"] - optimum) < 0.1).all()
+    # KD gain (0.1 * alpha*^2 here) against P: one row per (method, f, P), larger at the noisier level
+    gains = kd_gain_by_noise(cells, 2.0)
+    assert len(gains) == 6 and gains["lo"].le(gains["gain"]).all()
+    by_p = gains.pivot_table(index=["method", "fraction"], columns="label_noise", values="gain")
+    assert len(by_p) == 3 and (by_p[0.4] > by_p[0.0] + 0.03).all()
+
+    folder = write_experiment(tmp_path / "noise", frame)
+    page = (tmp_path / "noise.html")
+    build_report(str(folder), out=str(page), n_boot=100)
+    html = page.read_text()
+    assert "fig-kd-noise" in html and "KD gain versus label noise" in html and "label noise P" in html
+    assert html.count('class="plotly-graph-div"') == 5 and html.count("How to read it") == 5
+    assert "The gain at P = 0.4 minus at P = 0: " in html
+    # one noise level (clean): the report looks as before the axis existed
+    build_report(str(write_experiment(tmp_path / "clean", clean)), out=str(tmp_path / "clean.html"), n_boot=50)
+    plain = (tmp_path / "clean.html").read_text()
+    assert "fig-kd-noise" not in plain and "label noise" not in plain and plain.count('class="plotly-graph-div"') == 4
+
+
 # ---- loading ----------------------------------------------------------------------------------
 
 def test_load_from_a_directory_a_csv_path_and_an_fsspec_uri(tmp_path):
@@ -204,7 +237,7 @@ def test_load_from_a_directory_a_csv_path_and_an_fsspec_uri(tmp_path):
 
 
 def test_bad_results_get_clear_errors(tmp_path):
-    with pytest.raises(ResultsError, match="no results table .* --resume"):
+    with pytest.raises(ResultsError, match="no results at .* --resume"):
         load_experiment(str(tmp_path / "missing"))
     frame = synthetic(lambda f: 0.4, trials=3)
     with pytest.raises(ResultsError, match="lacks the columns val_acc"):
@@ -259,7 +292,7 @@ def test_default_report_location_is_the_experiment_directory(tmp_path):
 def test_commands_reject_bad_input_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         report_main([str(tmp_path / "nothing")])
-    assert exit_info.value.code == 2 and "no results table" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "no results at" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         report_main([str(tmp_path), "--out", "report.pdf"])
     assert "--out must name an .html file" in capsys.readouterr().err

@@ -45,6 +45,8 @@ CASES = [
     ("sweep", [*SWEEP, "--tau", "-1"], "--tau"),
     ("sweep", [*SWEEP, "--replicates", "-5"], "--replicates"),
     ("sweep", [*SWEEP, "--replicates", "1", "1"], "--replicates"),
+    ("sweep", [*SWEEP, "--label-noise", "1.5"], "--label-noise must be distinct rates in [0, 1)"),
+    ("sweep", [*SWEEP, "--label-noise", "0.2", "0.2"], "--label-noise must be distinct rates in [0, 1)"),
     ("sweep", [*SWEEP, "--max-failures", "-3"], "--max-failures"),
     ("sweep", [*SWEEP, "--val-size", "0"], "--val-size"),
     ("sweep", [*SWEEP, "--name", ".."], "--name"),
@@ -68,12 +70,16 @@ CASES = [
     ("sweep", ["--dataset", "npz:{tmp}/stray.npz", "--methods", "random"], "labels must be 0..C-1"),
     ("sweep", ["--dataset", "npz:{tmp}/fractional.npz", "--methods", "random"], "integer class labels"),
     ("sweep", [*SWEEP, "--address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
+    ("sweep", ["--dataset", "cifar10", "--offline", "--data-dir", "{tmp}/nodata"],
+     "put the release's files there: {tmp}/nodata/cifar-10-batches-py/ holding data_batch_1"),
+    ("sweep", ["--dataset", "svhn", "--offline", "--data-dir", "{tmp}/nodata"], "{tmp}/nodata/train_32x32.mat and"),
     # trainables.teacher / student / scores
     ("teacher", ["--dataset", "digits"], "give --out PATH, --store DIR, or both"),
     ("teacher", ["--dataset", "digits", "--out", "{tmp}/a-file/teacher.pt"], "cannot write to"),
     ("teacher", ["--dataset", "digits", "--out", "t.pt", "--arch", "resnet19"], "unknown model"),
     ("teacher", ["--dataset", "digits", "--out", "t.pt", "--epochs", "0"], "epochs"),
-    ("teacher", ["--dataset", "cifar10", "--out", "t.pt", "--data-dir", "{tmp}/nodata"], "--download"),
+    ("teacher", ["--dataset", "cifar10", "--out", "t.pt", "--data-dir", "{tmp}/nodata", "--offline"],
+     "put the release's files there: {tmp}/nodata/cifar-10-batches-py/ holding data_batch_1"),
     ("student", ["--dataset", "digits", "--alpha", "1.5"], "alpha"),
     ("student", ["--dataset", "digits", "--alpha", "0.5"], "needs --teacher"),
     ("student", ["--dataset", "digits", "--alpha", "0", "--fraction", "0"], "(0, 1]"),
@@ -87,7 +93,7 @@ CASES = [
     ("scores", ["--dataset", "digits", "--method", "memorization", "--scores-file", "{tmp}/noids.npz"], "needs arrays 'ids' and 'scores'"),
     ("scores", ["--dataset", "digits", "--method", "el2n", "--out", "{tmp}/a-file/s.csv"], "cannot write to"),
     # analysis
-    ("report", ["{tmp}/nothing-here"], "no results table"),
+    ("report", ["{tmp}/nothing-here"], "no results at"),
     ("report", ["{tmp}/results.csv"], "results.csv"),
     ("predict", ["{tmp}/fit.json", "--f", "0.2"], "fit.json"),
 ]
@@ -115,6 +121,7 @@ def test_a_mistake_gets_one_clear_line_before_any_compute(kind, args, message, t
     monkeypatch.chdir(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     args = [a.format(tmp=tmp_path) for a in args]
+    message = message.format(tmp=tmp_path)
     if kind == "sweep" and "--storage" not in args and "--resume" not in args:
         args += ["--storage", str(tmp_path / "runs")]
     if kind == "sweep" and "--resume" in args:

@@ -20,6 +20,39 @@ def test_a_cell_reads_back_from_its_results_row():
     assert Cell.from_row(frame.iloc[0]).name == "d|full|f=1.0|a->b|replicate=0"
 
 
+def test_label_noise_is_part_of_the_cell_and_its_refs_only_when_above_zero():
+    from sweep.contract import REQUIRED_COLUMNS, scores_ref, teacher_ref
+
+    clean = Cell("digits", "el2n", 0.3, "resnet20", "small_cnn", 2)
+    assert clean.label_noise == 0.0 and CELL_COLUMNS[-1] == "label_noise" and RESULT_COLUMNS["label_noise"] == "float"
+    # P = 0: the names of sweeps before the axis (Optuna study names, results' cell column, artifact refs)
+    assert clean.name == "digits|el2n|f=0.3|resnet20->small_cnn|replicate=2"
+    assert clean.teacher_ref == teacher_ref("resnet20", 2) == "resnet20|replicate=2"
+    assert clean.scores_ref == scores_ref("el2n", 2) == "el2n|replicate=2"
+    noisy = Cell("digits", "el2n", 0.3, "resnet20", "small_cnn", 2, 0.4)
+    assert noisy.name == "digits|el2n|f=0.3|resnet20->small_cnn|replicate=2|noise=0.4"
+    assert noisy.teacher_ref == teacher_ref("resnet20", 2, 0.4) == "resnet20|replicate=2|noise=0.4"
+    assert noisy.scores_ref == "el2n|replicate=2|noise=0.4" and Cell("d", "full", 1.0, "a", "b", 0, 0.4).scores_ref is None
+    # a row reads back with its noise; a row of an older sweep (no column, or an empty field) is P = 0
+    assert Cell.from_row({**noisy.to_dict(), "alpha": 0.5}) == noisy
+    old = {k: v for k, v in clean.to_dict().items() if k != "label_noise"}
+    assert Cell.from_row(old) == clean and Cell.from_row({**old, "label_noise": float("nan")}) == clean
+    assert "label_noise" not in REQUIRED_COLUMNS
+    # the float survives Tune's config (JSON) exactly, so the trial finds its dataset by it
+    import json
+
+    settings = TrialSettings(recipe={"epochs": 3}, val_size=0.1, split_seed=0, selection="hard", class_balanced=False,
+                             teacher_keys={noisy.teacher_ref: "T"}, score_keys={noisy.scores_ref: "S"},
+                             cpus_per_trial=1.0, profile="smoke", version="1")
+    spec = settings.spec(noisy, cell_index=0, members=[MemberSpec(0.0, 4.0, 0)], trial_seed=1)
+    back = TrialSpec.from_config(json.loads(json.dumps(spec.to_config())))
+    assert back == spec and {0.0: "clean", 0.4: "noisy"}[back.cell.label_noise] == "noisy"
+    # an older trial's config (no label_noise in its cell) decodes as P = 0
+    config = spec.to_config()
+    config["cell"] = old
+    assert TrialSpec.from_config(config).cell.label_noise == 0.0
+
+
 def test_a_trial_spec_is_encoded_once_and_decoded_once():
     cell = Cell("digits", "random", 0.2, "small_cnn", "small_cnn", 0)
     settings = TrialSettings(recipe={"epochs": 3}, val_size=0.1, split_seed=0, selection="easy", class_balanced=True,

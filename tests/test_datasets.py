@@ -51,6 +51,48 @@ def test_validation_split_is_stratified_seeded_and_disjoint(digits):
     assert len(validation_split(digits.y_train, 0, seed=0).val_ids) == 0
 
 
+def test_label_noise_flips_exactly_p_of_the_training_split_to_other_classes(digits, digits_split, fast_recipe):
+    from trainables.datasets import dataset_fingerprint, label_noise_seed, with_label_noise
+    from trainables.teacher import teacher_inputs
+
+    seed, before = label_noise_seed(0, 0.3), digits.y_train.copy()
+    noisy = with_label_noise(digits, digits_split.train_ids, 0.3, seed)
+    assert np.array_equal(digits.y_train, before)  # the original keeps its labels
+    changed = np.flatnonzero(noisy.y_train != digits.y_train)
+    assert len(changed) == round(0.3 * len(digits_split.train_ids))  # the realised rate is P: never the same class
+    assert np.isin(changed, digits_split.train_ids).all()  # validation labels stay clean
+    assert np.array_equal(noisy.y_test, digits.y_test) and noisy.y_train.min() >= 0 and noisy.y_train.max() < 10
+    # seeded: the same draw again; another seed, another draw
+    assert np.array_equal(with_label_noise(digits, digits_split.train_ids, 0.3, seed).y_train, noisy.y_train)
+    assert not np.array_equal(with_label_noise(digits, digits_split.train_ids, 0.3, seed + 1).y_train, noisy.y_train)
+    # a copy: the original's labels, device cache and fingerprint untouched; the images shared
+    assert noisy is not digits and noisy._device_cache is not digits._device_cache and noisy.x_train is digits.x_train
+    assert noisy.mean == digits.mean and not hasattr(noisy, "_fingerprint")
+    assert dataset_fingerprint(noisy) != dataset_fingerprint(digits)
+    # so a teacher of the noisy labels has another artifact key (the split is the clean one for both)
+    keys = [teacher_inputs(d, digits_split, arch="small_cnn", recipe=fast_recipe, seed=0) for d in (digits, noisy)]
+    assert keys[0]["fingerprint"] != keys[1]["fingerprint"]
+    # the flipped classes spread over every other class
+    assert len(np.unique(noisy.y_train[changed] - digits.y_train[changed])) > 5
+    # rate 0: the dataset itself; rates outside [0, 1) refused
+    assert with_label_noise(digits, digits_split.train_ids, 0.0, seed) is digits
+    for rate in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            with_label_noise(digits, digits_split.train_ids, rate, seed)
+    # the seed of a sweep's draw: the split seed and P, never the replicate
+    assert label_noise_seed(0, 0.3) == label_noise_seed(0, 0.3) != label_noise_seed(1, 0.3) != label_noise_seed(0, 0.4)
+
+
+def test_label_noise_on_a_streaming_dataset_is_a_clear_error(tmp_path):
+    from trainables.datasets import with_label_noise
+
+    write_image_folder(tmp_path / "imagenet")
+    data = load_dataset("imagenet", tmp_path, image_size=8)
+    assert with_label_noise(data, np.arange(6), 0.0, 0) is data  # clean labels work on any dataset
+    with pytest.raises(ValueError, match="streaming"):
+        with_label_noise(data, np.arange(6), 0.2, 0)
+
+
 @pytest.mark.parametrize("val_size", [1.5, -0.1, 5, 1437])
 def test_validation_split_rejects_bad_sizes(digits, val_size):
     with pytest.raises(ValueError, match="val_size"):
@@ -128,13 +170,117 @@ def test_cifar10_reads_the_release_format(tmp_path):
 
 def test_cifar10_checksums_catch_files_that_are_not_the_release(tmp_path):
     write_cifar10(tmp_path)
-    with pytest.raises(DatasetNotFoundError, match="corrupted.*--download"):
+    with pytest.raises(DatasetNotFoundError, match="fail the release's md5 check.*--no-verify"):
         load_dataset("cifar10", tmp_path)
 
 
-def test_missing_cifar_without_download_is_a_clear_error(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match=f"cifar10 not found or corrupted under {tmp_path}"):
-        load_dataset("cifar10", tmp_path)
+# ---- downloads: on by default on the command lines, never with --offline; no network here ------
+
+# torchvision class, the files it reads (relative to the data dir), and a tiny copy's writer
+RELEASES = {
+    "cifar10": ("CIFAR10", ["cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/data_batch_5",
+                            "cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta"]),
+    "cifar100": ("CIFAR100", ["cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"]),
+    "svhn": ("SVHN", ["train_32x32.mat", "test_32x32.mat"]),
+}
+
+
+def _names_every_file(message, root, files):
+    for relative in files:
+        folder, _, name = str(root / relative).rpartition("/")
+        assert folder in message and name in message, (relative, message)
+
+
+@pytest.fixture
+def download_attempts(monkeypatch):
+    """Every torchvision download attempt, recorded; each fails as it does without a network."""
+    import urllib.error
+
+    from torchvision import datasets as tvd
+
+    attempts = []
+
+    def no_network(self):
+        attempts.append((type(self).__name__, self.root))
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    for cls in ("CIFAR10", "CIFAR100", "SVHN"):
+        monkeypatch.setattr(getattr(tvd, cls), "download", no_network)
+    return attempts
+
+
+@pytest.mark.parametrize("name", sorted(RELEASES))
+def test_a_missing_dataset_is_downloaded_and_a_failed_download_says_which_files_to_put_where(tmp_path, name, download_attempts):
+    root = tmp_path / "data"
+    with pytest.raises(DatasetNotFoundError) as error:
+        load_dataset(name, root, download=True)
+    assert len(download_attempts) == 1 and download_attempts[0][1] == str(root)  # it tried, into the data dir
+    message = str(error.value)
+    assert f"{name}: not found under {root}, and downloading it failed (URLError" in message
+    assert "name resolution" in message and "--offline" in message
+    _names_every_file(message, root, RELEASES[name][1])
+
+
+@pytest.mark.parametrize("name", sorted(RELEASES))
+def test_offline_a_missing_dataset_is_never_downloaded_and_the_error_names_the_files(tmp_path, name, download_attempts):
+    root = tmp_path / "data"
+    with pytest.raises(DatasetNotFoundError) as error:
+        load_dataset(name, root, download=False)
+    assert download_attempts == []
+    message = str(error.value)
+    assert f"{name}: not found under {root}, and downloading is off (--offline)" in message
+    _names_every_file(message, root, RELEASES[name][1])
+    assert not root.exists()  # nothing written
+
+
+def test_a_download_that_works_is_used(tmp_path, monkeypatch):
+    from torchvision import datasets as tvd
+
+    attempts = []
+
+    def fetch(self):  # what a download leaves behind: the release's files in the data dir
+        attempts.append(self.root)
+        if not (tmp_path / "cifar-10-batches-py").exists():
+            fetch.arrays = write_cifar10(tmp_path)
+
+    monkeypatch.setattr(tvd.CIFAR10, "download", fetch)
+    data = load_dataset("cifar10", tmp_path, download=True, verify=False)
+    train, test = fetch.arrays
+    assert attempts and np.array_equal(data.x_train, train) and np.array_equal(data.x_test, test)
+
+
+def _cli(kind):
+    if kind == "sweep":
+        from sweep.run import main
+    else:
+        from trainables.teacher import main
+    return main
+
+
+@pytest.mark.parametrize("kind", ["sweep", "teacher"])
+@pytest.mark.parametrize("flags,attempted", [([], True), (["--download"], True), (["--offline"], False)])
+def test_the_command_lines_download_unless_offline(tmp_path, monkeypatch, capsys, download_attempts, kind, flags, attempted):
+    """Downloading is the default; --offline turns it off; --download, deprecated, changes nothing."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "nodata"
+    args = ["--dataset", "cifar10", "--data-dir", str(root), *flags]
+    args += ["--storage", str(tmp_path / "runs"), "--profile", "smoke"] if kind == "sweep" else ["--out", "t.pt"]
+    with pytest.raises(SystemExit) as exit_:
+        _cli(kind)(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert bool(download_attempts) == attempted
+    assert ("downloading it failed" if attempted else "downloading is off (--offline)") in err
+    assert f"{root}/cifar-10-batches-py/ holding data_batch_1" in err
+
+
+def test_sweeps_recorded_with_the_old_download_setting_still_resume():
+    from sweep.plan import SweepConfig
+
+    old = {**SweepConfig(dataset="cifar10", name="old", storage="runs").to_dict(), "download": True}
+    del old["offline"]
+    config = SweepConfig.from_dict(old)
+    assert config.dataset == "cifar10" and config.offline is False  # downloading, as the old sweep did
 
 
 def test_cifar100_reads_fine_labels(tmp_path):

@@ -2,6 +2,7 @@
 
 import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,15 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
     out = capsys.readouterr().out
     assert "teachers: 1 (0 reused" in out and "scores: 2 tables (0 reused" in out
     assert f"report: {tmp_path / 'first' / 'report.html'}" in out  # every sweep ends with its report
+    # A console a person can read: a progress line per stage, none of Ray's per-report lines, no
+    # carriage returns; the same lines in the experiment's log.
+    assert "Checkpoint successfully created" not in out and "\r" not in out and "Token authentication" not in out
+    assert "[teachers 1/1, " in out and "small_cnn|replicate=0 done: test acc" in out
+    assert "[scoring runs 3/3, " in out and "[6/6 trials, " in out
+    assert re.search(r"\[2/6 trials, [0-4] running, [0-4] queued, \d+m\d\ds, ~\d+m\d\ds left\] ", out), out
+    log = (tmp_path / "first" / "sweep.log").read_text()
+    for line in ("teachers: 1 (0 reused", "[scoring runs 3/3, ", "[6/6 trials, ", "report: "):
+        assert line in log
 
     results = pd.read_csv(tmp_path / "first" / "results.csv")
     assert list(results.columns) == list(RESULT_COLUMNS)
@@ -65,6 +75,38 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
     with pytest.raises(SystemExit):
         main([*SMALL, "--storage", str(tmp_path), "--name", "second"])
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_label_noise_sweep_gives_every_level_its_own_teacher_scores_and_studies(tmp_path):
+    import json
+
+    from trainables.artifacts import ArtifactStore
+
+    assert main(["--dataset", "digits", "--profile", "smoke", "--epochs", "2", "--methods", "random", "--fractions", "0.5",
+                 "--trials-per-cell", "2", "--label-noise", "0", "0.4", "--storage", str(tmp_path), "--name", "noise"]) == 0
+    results = pd.read_csv(tmp_path / "noise" / "results.csv")
+    assert list(results.columns) == list(RESULT_COLUMNS) and (results["status"] == "completed").all()
+    assert sorted(results["label_noise"]) == [0.0, 0.0, 0.4, 0.4]
+    levels = results.groupby("label_noise")
+    for column in ("teacher_key", "score_key"):  # one teacher and one score table per level, none shared
+        assert levels[column].nunique().eq(1).all() and results[column].nunique() == 2
+    # every level trains on the same (clean) validation split and here the same random subset: paired students
+    assert results["subset_digest"].nunique() == 1 and results["num_train"].nunique() == 1
+    # the noisy teacher was trained, recorded and stored with its accuracy (on the clean validation and test labels)
+    sweep = json.loads((tmp_path / "noise" / "sweep.json").read_text())
+    noisy_key = results.loc[results["label_noise"] == 0.4, "teacher_key"].iloc[0]
+    assert sweep["label_noise"] == [0.0, 0.4]
+    assert sweep["resolved"]["teacher_keys"] == {"small_cnn|replicate=0": results.loc[0, "teacher_key"],
+                                                 "small_cnn|replicate=0|noise=0.4": noisy_key}
+    meta = ArtifactStore(tmp_path / "artifacts").get("teacher", noisy_key).meta
+    assert 0 <= meta["test_acc"] <= 1 and sweep["resolved"]["teacher_metrics"][noisy_key]["test_acc"] == meta["test_acc"]
+    assert results.loc[results["label_noise"] == 0.4, "teacher_test_acc"].eq(meta["test_acc"]).all()
+    # one Optuna study per level; the clean one keeps the name it had before the axis existed
+    assert set(studies(tmp_path / "noise" / "optuna.journal")) == {
+        "noise/digits|random|f=0.5|small_cnn->small_cnn|replicate=0",
+        "noise/digits|random|f=0.5|small_cnn->small_cnn|replicate=0|noise=0.4"}
+    page = (tmp_path / "noise" / "report.html").read_text()
+    assert 'id="fig-kd-noise"' in page and "KD gain versus label noise" in page
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +294,42 @@ def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(tmp_path):
     assert main(["--resume", "--name", "interrupted", "--storage", str(tmp_path)]) == 0
     results = pd.read_csv(tmp_path / "interrupted" / "results.csv")
     assert len(results) == 4 and (results["status"] == "completed").all()
+
+
+def test_the_report_is_live_while_the_sweep_runs_and_readable_from_tunes_records(tmp_path):
+    """Results and report are rewritten as cells finish, marked in progress; ``analysis.report`` works on
+    the running experiment; and Tune's own records give the same table as results.csv."""
+    from analysis.report import main as report_main
+    from analysis.results import load_experiment
+
+    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "3", "--methods", "random", "--fractions", "0.3",
+            "1.0", "--trials-per-cell", "2", "--storage", str(tmp_path), "--name", "live", "--max-concurrent", "1",
+            "--report-every", "0"]
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    folder = tmp_path / "live"
+    deadline = time.time() + 240
+    while not (folder / "report.html").exists() and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    live_html = (folder / "report.html").read_text()
+    running = driver.poll() is None
+    assert running, "the sweep ended before any live report"
+    assert "In progress: 2 of 4 trials finished" in live_html
+    assert len(pd.read_csv(folder / "results.csv")) == 2  # the finished cell's students only
+    assert report_main([str(folder), "--out", str(tmp_path / "while-running.html")]) == 0
+    assert "In progress: " in (tmp_path / "while-running.html").read_text()
+
+    out, _ = driver.communicate(timeout=240)
+    assert driver.returncode == 0, out[-3000:]
+    assert "live report (2 of 4 trials finished)" in out
+    final = (folder / "report.html").read_text()
+    assert "In progress" not in final and "4 trials, 2 cells" in final
+
+    # Without results.csv (a driver killed before writing it), the table comes from Tune's records.
+    written = load_experiment(str(folder)).trials
+    (folder / "results.csv").unlink()
+    rebuilt = load_experiment(str(folder)).trials
+    columns = ["cell", "alpha", "optuna_trial", "val_acc", "test_acc", "status", "cohort", "trial_seed", "subset_digest",
+               "teacher_test_acc"]
+    assert len(rebuilt) == 4
+    pd.testing.assert_frame_equal(rebuilt[columns].reset_index(drop=True), written[columns].reset_index(drop=True))

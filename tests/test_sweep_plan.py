@@ -87,6 +87,29 @@ def test_dry_run_prints_the_plan(capsys, tmp_path):
     assert not (tmp_path / "plan").exists()  # a dry run writes nothing
 
 
+def test_label_noise_levels_are_cells_with_their_own_artifacts(capsys, tmp_path):
+    plan = make_plan(config(methods=["random"], fractions=[0.5, 1.0], label_noise=[0.0, 0.4]))
+    assert [(c.method, c.label_noise) for c in plan.cells] == [("random", 0.0), (FULL, 0.0), ("random", 0.4), (FULL, 0.4)]
+    # an older sweep.json (no label_noise): clean labels
+    old = {k: v for k, v in config().to_dict().items() if k != "label_noise"}
+    assert SweepConfig.from_dict(old).label_noise == [0.0]
+    assert SweepConfig.from_dict(config(label_noise=[0, 0.25]).to_dict()).label_noise == [0.0, 0.25]
+    with pytest.raises(ValueError, match="--label-noise"):
+        config(label_noise=[1.0]).check()
+    with pytest.raises(ValueError, match="--label-noise"):
+        config(label_noise=[]).check()
+    code = main(["--dataset", "digits", "--profile", "smoke", "--methods", "random", "--fractions", "0.5",
+                 "--label-noise", "0", "0.4", "--storage", str(tmp_path), "--name", "noise", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0 and "label noise: P = 0, P = 0.4" in out
+    assert "digits|random|f=0.5|small_cnn->small_cnn|replicate=0\n" in out
+    assert "digits|random|f=0.5|small_cnn->small_cnn|replicate=0|noise=0.4" in out
+    teacher_keys = [line.split("(")[-1] for line in out.splitlines() if line.strip().startswith("teacher ")]
+    score_keys = [line.split("(")[-1] for line in out.splitlines() if line.strip().startswith("score ")]
+    assert "teacher small_cnn|replicate=0|noise=0.4: compute" in out and "score random|replicate=0|noise=0.4: compute" in out
+    assert len(set(teacher_keys)) == 2 and len(set(score_keys)) == 2  # each noise level its own artifacts
+
+
 CELLS = [Cell("digits", "random", 0.1 * (i + 1), "small_cnn", "small_cnn", 0) for i in range(3)]
 SETTINGS = TrialSettings(
     recipe={"epochs": 1}, val_size=0.1, split_seed=0, selection="hard", class_balanced=False,

@@ -1,4 +1,5 @@
-"""Command-line pieces shared by ``trainables.teacher`` and ``trainables.student``."""
+"""Command-line pieces shared by ``trainables.teacher``, ``trainables.student`` and ``trainables.scores``
+(and ``add_download_args`` by ``sweep.run`` too)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,22 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", required=True, help="cifar10, cifar100, svhn, imagenet, digits or npz:PATH")
     group.add_argument("--data-dir", default=None, help="where the dataset files are (default $KDSWEEP_DATA_DIR or ./data)")
-    group.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    add_download_args(group)
     group.add_argument(
         "--no-verify", dest="verify", action="store_false",
         help="skip the md5 check of the raw CIFAR/SVHN files (for re-packed copies)",
     )
     group.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+
+
+def add_download_args(group) -> None:
+    """``--offline`` (and the deprecated ``--download``), shared by ``sweep.run`` and the trainables
+    commands: a missing CIFAR/SVHN is downloaded into the data dir unless ``--offline``."""
+    group.add_argument("--offline", action="store_true",
+                       help="never download: a missing CIFAR/SVHN is an error naming the files to put in the data dir "
+                       "(default: downloaded there when missing)")
+    group.add_argument("--download", action="store_true",
+                       help="deprecated, no effect: a missing CIFAR/SVHN is now downloaded by default (see --offline)")
 
 
 def val_size_arg(text: str) -> int | float:

@@ -12,6 +12,10 @@ Two kinds:
 
 The validation split (``validation_split``) is carved from the training set, class-stratified and
 seeded; alpha is tuned on it, and the test set is only ever reported.
+
+Label noise (``with_label_noise``): a copy of an in-memory dataset whose training split has a given
+fraction of its labels flipped to another class (symmetric noise), seeded; validation and test
+labels stay clean.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +39,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """The dataset's files are missing (or fail their checksum) and downloading is off."""
+    """The dataset's files are missing (or fail their checksum) and downloading is off or failed; the
+    message names the folder and the files to put there."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,7 @@ Dataset = InMemoryDataset | StreamingDataset
 @dataclass(frozen=True)
 class LoadOptions:
     data_dir: Path
-    download: bool = False
+    download: bool = False  # fetch a missing CIFAR/SVHN (the command lines do, unless --offline)
     verify: bool = True  # checksum the raw files where the format has known checksums
     image_size: int | None = None  # streaming datasets only: side of the square crops
 
@@ -171,8 +176,9 @@ def load_dataset(
 ) -> Dataset:
     """Load a dataset by name (``cifar10``, ``digits``, ...) or from ``npz:PATH``.
 
-    ``data_dir`` defaults to ``$KDSWEEP_DATA_DIR`` or ``./data``. With ``download=False`` missing
-    files raise ``DatasetNotFoundError`` with what to do about it.
+    ``data_dir`` defaults to ``$KDSWEEP_DATA_DIR`` or ``./data``. With ``download=True`` a missing
+    CIFAR/SVHN is downloaded there (the command lines pass it unless ``--offline``); missing files,
+    with downloading off or failed, raise ``DatasetNotFoundError`` naming the files to put there.
     """
     if spec.startswith("npz:"):
         return _load_npz(Path(spec[len("npz:") :]), name=spec)
@@ -257,25 +263,105 @@ def validation_split(labels: np.ndarray, val_size: int | float, seed: int) -> Sp
 
 
 # --------------------------------------------------------------------------------------------
+# Label noise
+
+
+def label_noise_seed(split_seed: int, rate: float) -> int:
+    """The seed of ``with_label_noise``'s draw in a sweep: derived from the validation split's seed and
+    the rate only, so every replicate (and every method, f, teacher and student) of one noise level
+    trains on the same noisy labels."""
+    from trainables.seeding import derive_seed
+
+    return derive_seed("label-noise", int(split_seed), float(rate))
+
+
+def with_label_noise(dataset: Dataset, train_ids: np.ndarray, rate: float, seed: int) -> Dataset:
+    """Symmetric label noise on the training split: a copy of ``dataset`` in which exactly
+    ``round(rate * len(train_ids))`` of the ``train_ids`` (drawn without replacement) carry a label
+    drawn uniformly from the *other* classes, so the realised noise rate is ``rate``. Every other
+    label (the validation split's, the test set's) is unchanged. Seeded (``numpy.random.default_rng``).
+
+    ``rate`` 0 returns ``dataset`` itself. The copy shares the images, has its own device cache and
+    its own fingerprint (``dataset_fingerprint`` hashes the labels), so teachers and scores computed on
+    it get other artifact keys. Streaming datasets (ImageNet folders) take no label noise.
+    """
+    rate = float(rate)
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"label noise rate must lie in [0, 1), got {rate}")
+    if rate == 0.0:
+        return dataset
+    if dataset.streaming:
+        raise ValueError(f"{dataset.name}: label noise needs an in-memory dataset; a streaming dataset "
+                         "(an ImageFolder tree) keeps its labels in the file tree and takes none")
+    if dataset.num_classes < 2:
+        raise ValueError(f"{dataset.name}: label noise needs at least two classes")
+    train_ids = np.asarray(train_ids, dtype=np.int64)
+    if len(np.unique(train_ids)) != len(train_ids) or (len(train_ids) and not 0 <= train_ids.min() <= train_ids.max() < dataset.num_train):
+        raise ValueError(f"{dataset.name}: train_ids must be distinct training example ids")
+    rng = np.random.default_rng(seed)
+    count = int(round(rate * len(train_ids)))
+    flipped = rng.choice(train_ids, size=count, replace=False)
+    labels = dataset.y_train.copy()
+    # another class, uniform over the other num_classes - 1: an offset in 1..C-1, modulo C
+    labels[flipped] = (labels[flipped] + rng.integers(1, dataset.num_classes, size=count)) % dataset.num_classes
+    return replace(dataset, y_train=labels, _device_cache={})
+
+
+# --------------------------------------------------------------------------------------------
 # Loaders
 
 
-def _missing(name: str, where: Path, detail: str) -> DatasetNotFoundError:
+def release_files(cls, root: Path) -> tuple[list[Path], str]:
+    """The files torchvision's dataset class ``cls`` reads under ``root``, and where the release is."""
+    if hasattr(cls, "split_list"):  # SVHN: one .mat file per split, directly under the data dir
+        parts = [cls.split_list[part] for part in ("train", "test")]
+        return [root / filename for _, filename, _ in parts], " and ".join(url for url, _, _ in parts)
+    folder = root / cls.base_folder  # CIFAR: the release's python pickles, in the archive's folder
+    names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return [folder / name for name in names], f"{cls.url}, extracted into {root}"
+
+
+def _files_text(files: list[Path]) -> str:
+    folder = files[0].parent
+    if all(f.parent == folder for f in files) and len(files) > 2:
+        return f"{folder}/ holding {', '.join(f.name for f in files)}"
+    return " and ".join(str(f) for f in files)
+
+
+def _missing(name: str, cls, root: Path, *, download_error: BaseException | None = None) -> DatasetNotFoundError:
+    """What is wrong with the data dir and exactly which files to put where."""
+    files, source = release_files(cls, root)
+    absent = [f for f in files if not f.is_file()]
+    wanted = f"put the release's files there: {_files_text(files)} (from {source})"
+    if download_error is not None:
+        return DatasetNotFoundError(
+            f"{name}: not found under {root}, and downloading it failed ({type(download_error).__name__}: "
+            f"{download_error}). Without a network, {wanted}; --offline skips the download attempt"
+        )
+    if not absent:
+        return DatasetNotFoundError(
+            f"{name}: the files under {root} ({_files_text(files)}) fail the release's md5 check. Delete them "
+            "and run without --offline to download the release, or load re-packed copies with verify=False "
+            "(--no-verify in trainables.teacher/student/scores)"
+        )
+    found = "not found" if len(absent) == len(files) else f"incomplete (no {', '.join(str(f.relative_to(root)) for f in absent)})"
     return DatasetNotFoundError(
-        f"{name} not found or corrupted under {where} ({detail}); pass download=True "
-        f"(--download on the command line) or put the original files there"
+        f"{name}: {found} under {root}, and downloading is off (--offline). Run without --offline to download "
+        f"it, or {wanted}"
     )
 
 
-def _torchvision_arrays(name: str, make: Callable[[str], object], root: Path, download: bool):
-    """Build torchvision's train and test objects, turning its errors into clear ones."""
+def _torchvision_arrays(name: str, cls, make: Callable[[str], object], root: Path, download: bool):
+    """Build torchvision's train and test objects (downloading a missing release when ``download``),
+    turning its errors into ones that say which files to put where."""
     try:
         return make("train"), make("test")
-    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted..."
-        raise _missing(name, root, str(error)) from None
-    except OSError as error:  # a failed download
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        # With downloading on, the download ran and still left no valid release (a bad archive).
+        raise _missing(name, cls, root, download_error=error if download else None) from None
+    except OSError as error:  # a failed download: no network, a proxy, a full disk
         if download:
-            raise DatasetNotFoundError(f"could not download {name} into {root}: {error}") from None
+            raise _missing(name, cls, root, download_error=error) from None
         raise
 
 
@@ -312,7 +398,7 @@ def _cifar(name: str, options: LoadOptions) -> InMemoryDataset:
         cls = _unverified_cifar(cls)
     root = options.data_dir
     train, test = _torchvision_arrays(
-        name, lambda part: cls(str(root), train=part == "train", download=options.download), root, options.download
+        name, cls, lambda part: cls(str(root), train=part == "train", download=options.download), root, options.download
     )
     return InMemoryDataset(
         name=name,
@@ -345,7 +431,7 @@ def svhn(options: LoadOptions) -> InMemoryDataset:
     cls = tvd.SVHN if options.verify else _unverified_svhn(tvd.SVHN)
     root = options.data_dir
     train, test = _torchvision_arrays(
-        "svhn", lambda part: cls(str(root), split=part, download=options.download), root, options.download
+        "svhn", cls, lambda part: cls(str(root), split=part, download=options.download), root, options.download
     )
     return InMemoryDataset(
         name="svhn",

@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         request.check()
         device = resolve_device(args.device)
-        dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
+        dataset = load_dataset(args.dataset, args.data_dir, download=not args.offline, verify=args.verify)
         split = validation_split(dataset.y_train, defaults.val_size if args.val_size is None else args.val_size, args.split_seed)
         store = ArtifactStore(args.store)
         if request.scores_file:  # a malformed file is refused now, with its reason

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         recipe = recipe_from_args(args)
         device = resolve_device(args.device)
         teacher = load_teacher(args.teacher, device, channels_last=recipe.channels_last) if args.teacher else None
-        dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
+        dataset = load_dataset(args.dataset, args.data_dir, download=not args.offline, verify=args.verify)
         if teacher is not None:
             val_size = teacher.meta["split"]["val_size"] if args.val_size is None else args.val_size
             split_seed = teacher.meta["split"]["seed"] if args.split_seed is None else args.split_seed

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
         check_model_name(arch)
         recipe = recipe_from_args(args)
         device = resolve_device(args.device)
-        dataset = load_dataset(args.dataset, args.data_dir, download=args.download, verify=args.verify)
+        dataset = load_dataset(args.dataset, args.data_dir, download=not args.offline, verify=args.verify)
         val_size = defaults.val_size if args.val_size is None else args.val_size
         split = validation_split(dataset.y_train, val_size, args.split_seed)
         if args.out:  # found unwritable now, not after the training it would have lost

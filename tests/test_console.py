@@ -1,0 +1,62 @@
+"""The console: stage progress lines (throttled, with an estimate of what remains) and the log file."""
+
+import logging
+
+from sweep import console
+from sweep.console import StageProgress
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def lines(capsys):
+    return [line for line in capsys.readouterr().out.splitlines() if line]
+
+
+def test_a_stage_prints_epochs_at_most_every_few_seconds_and_every_finished_task(capsys):
+    console.setup()
+    clock = Clock()
+    progress = StageProgress("teachers", 2, every_s=15, clock=clock)
+    clock.now = 10
+    progress.event({"task": "resnet20|replicate=0", "epoch": 1, "epochs": 10, "val_acc": 0.31})
+    clock.now = 12
+    progress.event({"task": "resnet20|replicate=0", "epoch": 2, "epochs": 10, "val_acc": 0.42})  # too soon: no line
+    first = lines(capsys)
+    # one line: elapsed 10 s for a tenth of the epochs, so about 90 s left
+    assert first == ["[teachers 0/2, 0m10s, ~1m30s left] resnet20|replicate=0: epoch 1/10, val acc 0.310"]
+
+    clock.now = 40
+    progress.event({"task": "resnet20|replicate=1", "epoch": 5, "epochs": 10, "val_acc": 0.6})
+    assert lines(capsys) == ["[teachers 0/2, 0m40s, ~2m40s left] resnet20|replicate=0: epoch 2/10, val acc 0.420; "
+                             "resnet20|replicate=1: epoch 5/10, val acc 0.600"]  # the slowest task sets the estimate
+
+    clock.now = 50
+    progress.done("resnet20|replicate=1", "test acc 0.912")  # a finished task always gets its line
+    clock.now = 100
+    progress.done("resnet20|replicate=0", "reused from the artifact cache")
+    assert lines(capsys) == [
+        "[teachers 1/2, 0m50s, ~0m50s left] resnet20|replicate=1 done: test acc 0.912 | resnet20|replicate=0: epoch 2/10, val acc 0.420",
+        "[teachers 2/2, 1m40s] resnet20|replicate=0 done: reused from the artifact cache",
+    ]
+
+
+def test_every_line_also_goes_to_the_experiments_log(tmp_path, capsys):
+    console.setup()
+    path = console.log_to(str(tmp_path / "experiment"))
+    try:
+        console.say("teachers: 1 (0 reused from the artifact cache)")
+        logging.getLogger("sweep.searcher").info("[2/6 trials, 1 running, 3 queued, 0m06s, ~0m12s left] ...")
+    finally:
+        console.close_log()
+    console.say("after the sweep")  # not in the closed log
+    written = (tmp_path / "experiment" / "sweep.log").read_text()
+    assert path == str(tmp_path / "experiment" / "sweep.log")
+    assert "teachers: 1 (0 reused" in written and "[2/6 trials, 1 running" in written and "after the sweep" not in written
+    out = capsys.readouterr().out
+    assert out.count("teachers: 1 (0 reused") == 1 and "after the sweep" in out  # once on the console, no duplicate
+    assert console.log_to("s3://bucket/runs/x") is None  # a remote experiment: the console is the record
