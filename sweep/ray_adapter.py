@@ -23,7 +23,7 @@ __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
     "connect", "shutdown", "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
     "can_restore", "trial_records", "TrialsCallback", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus", "quiet_trial_logs",
-    "GpuNotUsableError", "gpu_memory_share", "cpu_fallback_from_env", "wait_for_fit",
+    "GpuNotUsableError", "gpu_memory_share", "alive_nodes", "trial_slots", "cpu_fallback_from_env", "wait_for_fit",
 ]
 
 FINISHED = Searcher.FINISHED
@@ -115,6 +115,19 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
             f"cannot reach the Ray cluster at {address!r}: {error}. Is the head node running (`ray status` on it), "
             "and is the address the one `ray start --head` printed?"
         ) from None
+
+
+def alive_nodes() -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def trial_slots(cpus: float, gpus: float) -> int:
+    """How many trials asking for ``cpus`` and ``gpus`` the alive nodes can run at once."""
+    total = 0
+    for node in (n["Resources"] for n in ray.nodes() if n.get("Alive")):
+        fits = [int(node.get(name, 0.0) / amount + 1e-9) for name, amount in (("CPU", cpus), ("GPU", gpus)) if amount > 0]
+        total += min(fits) if fits else 0
+    return total
 
 
 def unfit_resources(cpus: float, gpus: float) -> str | None:
@@ -299,7 +312,7 @@ def build_tuner(
     verbose: int,
     callbacks: list | None = None,
 ):
-    _allow_pending_trials(max_concurrent or num_samples)
+    _allow_pending_trials(min(max_concurrent or num_samples, _slots(resources)))
     return tune.Tuner(
         _trainable(fn, parameters, resources),
         tune_config=tune.TuneConfig(
@@ -330,15 +343,21 @@ _PENDING_TRIALS_GIVEN = os.environ.get(PENDING_TRIALS_ENV)  # a setting of the u
 MAX_PENDING_TRIALS = 200  # Tune's own floor for its built-in searchers, "to trigger fast autoscaling"
 
 
+def _slots(resources: dict) -> int:
+    return max(1, trial_slots(float(resources.get("cpu", 1.0)), float(resources.get("gpu", 0.0))))
+
+
 def _allow_pending_trials(count: int | None) -> None:
-    """Let Tune hold up to ``count`` trials waiting for resources (read when ``fit`` starts).
+    """Let Tune hold up to ``count`` trials waiting for resources (read when ``fit`` starts): the
+    number of trials the cluster can run at once.
 
     With a custom searcher Tune's default is one, so it starts trials one at a time: a trial is
     created only once the previous one runs, and trials meant to share a GPU start a trial's start-up
-    apart (short ones never overlap), while an autoscaler sees the demand of one trial and adds nodes
-    one by one. With every cohort of the sweep allowed to wait (at most ``MAX_PENDING_TRIALS``), each
-    gets its resource request at once: trials fill every GPU share from the start and the autoscaler
-    sees the whole demand. The searcher still hands out each cohort only when Tune asks for it."""
+    apart (short ones never overlap). With as many pending as there are slots, every slot, every GPU
+    share included, fills from the start. Not more: each pending trial is a cohort whose alphas the
+    searcher has already asked Optuna for, and an adaptive design (tpe, grid+gp) should see results
+    before it proposes more. (An autoscaler therefore sees the demand of the slots it has; raise
+    ``TUNE_MAX_PENDING_TRIALS_PG`` yourself to make it scale up faster.)"""
     os.environ[PENDING_TRIALS_ENV] = _PENDING_TRIALS_GIVEN or str(max(1, min(count or MAX_PENDING_TRIALS, MAX_PENDING_TRIALS)))
 
 
@@ -350,7 +369,7 @@ def restore_tuner(path: str, fn: Callable, *, parameters: dict, resources: dict,
                   verbose: int | None = None):
     """Continue an experiment: finished trials are kept, unfinished and errored ones resume from
     their last checkpoint; the searcher's state is restored by Tune."""
-    _allow_pending_trials(None)
+    _allow_pending_trials(_slots(resources))
     tuner = tune.Tuner.restore(path, trainable=_trainable(fn, parameters, resources), resume_errored=True)
     # Tune restores the run config the experiment started with, callbacks included; this run's
     # callbacks (which write to where the experiment is now) and verbosity replace them.

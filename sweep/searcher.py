@@ -242,7 +242,8 @@ class CellSearcher(Searcher):
         left = f", ~{duration(rate * (total - done))} left" if done < total else ""
         running = sum(len(numbers) for _, numbers in self.live.values())
         queued = total - sum(self.asked)
-        state = f", {running} running, {queued} queued" if done < total else ""
+        # in flight: handed to Tune and not finished (running, or waiting for a slot)
+        state = f", {running} in flight, {queued} queued" if done < total else ""
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
         best = max(complete, key=lambda t: t.value, default=None)
         best_text = f", best {METRIC} {best.value:.3f} at alpha {best.params['alpha']:.2f}" if best else ""

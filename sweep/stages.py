@@ -104,12 +104,14 @@ def run_teachers(plan: SweepPlan, dataset_refs: dict, split: Split, store: Artif
     channel = ray_adapter.progress_channel() if training else None  # epochs to show only when one trains
 
     nodes: dict[int, str] = {}
+    on_nodes = ray_adapter.alive_nodes() > 1  # on one machine, naming its node says nothing
 
     def finished(i: int, result) -> None:
         _, cached, metrics = result
         accuracy = f"test acc {metrics['test_acc']:.3f}" if metrics.get("test_acc") is not None else ""
+        where = f"node {nodes.get(i)}" if on_nodes else ""
         progress.done(teacher_ref(*jobs[i]), ", ".join(
-            part for part in ("reused from the artifact cache" if cached else accuracy, f"node {nodes.get(i)}") if part))
+            part for part in ("reused from the artifact cache" if cached else accuracy, where) if part))
 
     try:
         results = ray_adapter.run_tasks(
@@ -152,9 +154,10 @@ def run_scores(plan: SweepPlan, datasets: dict, dataset_refs: dict, split: Split
                               allow_cpu_fallback=allow_cpu_fallback))
             labels.append(f"{request.method}{f'|noise={noise}' if noise > 0 else ''} run {i}")
     progress = StageProgress("scoring runs", len(calls))
+    on_nodes = ray_adapter.alive_nodes() > 1
     runs = ray_adapter.run_tasks(
         score_run_task, calls, num_cpus=ray_adapter.stage_cpus(len(calls), resources["cpu"]), num_gpus=resources["gpu"],
-        on_node=lambda i, node: progress.done(labels[i], f"node {node}"),
+        on_node=lambda i, node: progress.done(labels[i], f"node {node}" if on_nodes else ""),
     )
     for ref, noise, request in missing:
         mine = [run for call, run in zip(calls, runs) if call["request"] is request]

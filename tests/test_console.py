@@ -50,13 +50,13 @@ def test_every_line_also_goes_to_the_experiments_log(tmp_path, capsys):
     path = console.log_to(str(tmp_path / "experiment"))
     try:
         console.say("teachers: 1 (0 reused from the artifact cache)")
-        logging.getLogger("sweep.searcher").info("[2/6 trials, 1 running, 3 queued, 0m06s, ~0m12s left] ...")
+        logging.getLogger("sweep.searcher").info("[2/6 trials, 1 in flight, 3 queued, 0m06s, ~0m12s left] ...")
     finally:
         console.close_log()
     console.say("after the sweep")  # not in the closed log
     written = (tmp_path / "experiment" / "sweep.log").read_text()
     assert path == str(tmp_path / "experiment" / "sweep.log")
-    assert "teachers: 1 (0 reused" in written and "[2/6 trials, 1 running" in written and "after the sweep" not in written
+    assert "teachers: 1 (0 reused" in written and "[2/6 trials, 1 in flight" in written and "after the sweep" not in written
     out = capsys.readouterr().out
     assert out.count("teachers: 1 (0 reused") == 1 and "after the sweep" in out  # once on the console, no duplicate
     assert console.log_to("s3://bucket/runs/x") is None  # a remote experiment: the console is the record

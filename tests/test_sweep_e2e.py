@@ -36,7 +36,7 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
     assert "Checkpoint successfully created" not in out and "\r" not in out and "Token authentication" not in out
     assert "[teachers 1/1, " in out and "small_cnn|replicate=0 done: test acc" in out
     assert "[scoring runs 3/3, " in out and "[6/6 trials, " in out
-    assert re.search(r"\[2/6 trials, [0-4] running, [0-4] queued, \d+m\d\ds, ~\d+m\d\ds left\] ", out), out
+    assert re.search(r"\[2/6 trials, [0-4] in flight, [0-4] queued, \d+m\d\ds, ~\d+m\d\ds left\] ", out), out
     log = (tmp_path / "first" / "sweep.log").read_text()
     for line in ("teachers: 1 (0 reused", "[scoring runs 3/3, ", "[6/6 trials, ", "report: "):
         assert line in log
