@@ -75,17 +75,20 @@ class StageProgress:
 
     ``event(dict)`` takes what a task sends while it runs: ``{"task": name, "epoch": e, "epochs": E,
     "val_acc": a}``; ``done(name)`` marks a task finished. The estimate of what remains uses the
-    tasks' epoch progress while no task has finished, then the rate of finished tasks."""
+    running tasks' pace per epoch while no task has finished, then the rate of finished tasks."""
 
     def __init__(self, stage: str, total: int, *, every_s: float = 15.0, clock=time.monotonic):
         self.stage, self.total, self.every_s, self.clock = stage, total, every_s, clock
         self.started = clock()
         self.finished = 0
         self.epochs: dict[str, dict] = {}  # task name -> its last epoch event
+        self.first: dict[str, tuple[float, int]] = {}  # task name -> (time, epoch) of its first event
         self.last_line = -float("inf")
 
     def event(self, event: dict) -> None:
-        self.epochs[str(event.get("task"))] = event
+        task = str(event.get("task"))
+        self.first.setdefault(task, (self.clock(), event.get("epoch", 0)))
+        self.epochs[task] = event
         if self.clock() - self.last_line >= self.every_s:
             self._print()
 
@@ -100,12 +103,14 @@ class StageProgress:
             return 0.0
         if self.finished:
             return elapsed / self.finished * (self.total - self.finished)
-        fractions = [e["epoch"] / e["epochs"] for e in self.epochs.values() if e.get("epochs")]
-        if not fractions:
-            return None
-        # Running tasks progress together; the estimate is that of the slowest of them.
-        least = min(fractions)
-        return None if least <= 0 else elapsed * (1 - least) / least
+        # Each running task's pace since its first epoch (so a worker's start-up does not count as
+        # training); tasks run side by side, so the slowest sets the estimate.
+        now, estimates = self.clock(), []
+        for task, e in self.epochs.items():
+            since, first_epoch = self.first[task]
+            if e.get("epochs") and e["epoch"] > first_epoch:
+                estimates.append((now - since) / (e["epoch"] - first_epoch) * (e["epochs"] - e["epoch"]))
+        return max(estimates) if estimates else None
 
     def line(self, news: str = "") -> str:
         elapsed = self.clock() - self.started

@@ -27,13 +27,15 @@ def test_a_stage_prints_epochs_at_most_every_few_seconds_and_every_finished_task
     clock.now = 12
     progress.event({"task": "resnet20|replicate=0", "epoch": 2, "epochs": 10, "val_acc": 0.42})  # too soon: no line
     first = lines(capsys)
-    # one line: elapsed 10 s for a tenth of the epochs, so about 90 s left
-    assert first == ["[teachers 0/2, 0m10s, ~1m30s left] resnet20|replicate=0: epoch 1/10, val acc 0.310"]
+    # one line, and no estimate yet: the pace is measured from a task's first epoch on (not from the
+    # stage's start, which includes starting a worker)
+    assert first == ["[teachers 0/2, 0m10s] resnet20|replicate=0: epoch 1/10, val acc 0.310"]
 
     clock.now = 40
     progress.event({"task": "resnet20|replicate=1", "epoch": 5, "epochs": 10, "val_acc": 0.6})
-    assert lines(capsys) == ["[teachers 0/2, 0m40s, ~2m40s left] resnet20|replicate=0: epoch 2/10, val acc 0.420; "
-                             "resnet20|replicate=1: epoch 5/10, val acc 0.600"]  # the slowest task sets the estimate
+    # replicate 0: 30 s for its second epoch, 8 epochs to go; replicate 1 has no pace yet
+    assert lines(capsys) == ["[teachers 0/2, 0m40s, ~4m00s left] resnet20|replicate=0: epoch 2/10, val acc 0.420; "
+                             "resnet20|replicate=1: epoch 5/10, val acc 0.600"]
 
     clock.now = 50
     progress.done("resnet20|replicate=1", "test acc 0.912")  # a finished task always gets its line
