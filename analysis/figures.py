@@ -375,7 +375,8 @@ def kd_gain_vs_noise(gains: pd.DataFrame) -> go.Figure:
         title="KD gain versus label noise: test accuracy at α* minus at α = 0 (model, 95 % intervals)",
         xaxis=dict(title="label noise rate P (fraction of training labels flipped)", tickvals=levels,
                    ticktext=[f"{p:g}" for p in levels]),
-        yaxis=dict(title="KD gain in test accuracy (percentage points)", tickformat="+.1%"),
+        yaxis=dict(title="KD gain in test accuracy (percentage points)", tickformat="+.1%",
+                   **({} if groups else {"range": [-0.1, 0.1]})),  # empty: a sensible axis, not plotly's default
         legend=_legend_below(-0.18),
     )
     return fig
