@@ -30,7 +30,7 @@ Supported: ``small_cnn``, the CIFAR ResNets (``resnet20/32/56/110``, ``resnet18_
 Anything else (torchvision's ResNets) raises ``NotImplementedError``, and ``fusion_problem`` says why
 without raising: ``trainables.cohort.train_cohort`` then trains the members in a loop.
 
-``fit_fused`` is ``trainables.train.fit_many`` with the fused model: the same per-member optimiser,
+``fit_fused`` is ``trainables.train.fit_many`` with the fused model (``FusedEpochs`` trains each epoch): the same per-member optimiser,
 schedule, history, reports, stopping and resume state (``_Trainee``), so a cohort's checkpoints and
 results have one format whichever path trained it. The fused model exists only while its members
 train: after every epoch the state goes back to the members (their models, momentum buffers and
@@ -43,7 +43,6 @@ recipe as in the loop (autocast around forward and loss; channels-last weights a
 from __future__ import annotations
 
 import copy
-import time
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -55,13 +54,10 @@ from trainables.loader import Batch, Loader
 from trainables.models import build_model
 from trainables.recipe import Recipe, autocast
 from trainables.train import (
-    EpochReport,
-    EpochReports,
     Fitted,
-    LossFn,
     StopTraining,
     _Trainee,
-    evaluate_many,
+    fit_many,
     make_optimizer,
     make_scheduler,
     prepare_model,
@@ -322,67 +318,29 @@ def _group_values(optimizer: torch.optim.Optimizer) -> dict:
     return {key: value for key, value in optimizer.param_groups[0].items() if key != "params"}
 
 
-def fit_fused(
-    models: list[nn.Module],
-    train_loader: Loader,
-    recipe: Recipe,
-    *,
-    device: torch.device,
-    loss_fns: list[LossFn | None] | None = None,
-    val_loader: Loader | None = None,
-    on_step: Callable[[int, Batch, torch.Tensor], None] | None = None,
-    on_epoch: Callable[[EpochReports], None] | None = None,
-    resume: dict | None = None,
-) -> list[Fitted]:
-    """``trainables.train.fit_many`` with the running models fused into one (see the module docstring):
-    the same arguments, callbacks, reports, stopping, resume state and results, to float tolerance.
+class FusedEpochs:
+    """``fit_many``'s ``epoch_trainer`` for the fused path: every batch trains the running models in
+    one forward, one backward (of the sum of their losses) and one optimiser step; ``on_step(i, batch,
+    logits)`` then runs for each of them. The running models are fused once and fused again only when
+    one stops (successive halving); after every epoch, and on ``StopTraining``, the fused state goes
+    back to the members, so ``fit_many``'s reports, validation, checkpoints and resume see exactly
+    what the loop would leave. ``StopTraining`` from ``on_step`` ends training after the whole step
+    (every running model has taken it; the loop stops after model i's)."""
 
-    Every batch trains the running models in one forward, one backward (of the sum of their losses)
-    and one optimiser step; ``on_step(i, batch, logits)`` then runs for each of them. A model stopped
-    from ``on_epoch`` leaves the fused model (the others are fused again). ``StopTraining`` from
-    ``on_step`` ends training after the whole step (every running model has taken it; the loop stops
-    after model i's).
-    """
-    if not models:
-        raise ValueError("fit_fused needs at least one model")
-    loss_fns = [None] * len(models) if loss_fns is None else list(loss_fns)
-    if len(loss_fns) != len(models):
-        raise ValueError(f"{len(models)} models but {len(loss_fns)} loss functions")
-    steps_per_epoch = len(train_loader)
-    trainees = [_Trainee(model, recipe, steps_per_epoch, loss_fn) for model, loss_fn in zip(models, loss_fns)]
-    epochs = recipe.epochs_for(steps_per_epoch)
-    first_epoch = 1
-    if resume is not None:
-        if len(resume["members"]) != len(trainees):
-            raise ValueError(f"the resume state has {len(resume['members'])} models, this run {len(trainees)}")
-        for trainee, state in zip(trainees, resume["members"]):
-            trainee.load(state)
-        first_epoch = resume["epoch"] + 1
-        train_loader.epoch = resume["epoch"]
+    def __init__(self) -> None:
+        self.group: _FusedGroup | None = None
+        self.members: list[int] = []
 
-    def group_state(epoch: int) -> dict:
-        return {"epoch": epoch, "members": [trainee.state(epoch) for trainee in trainees]}
-
-    def stop(index: int, reason: str = "stopped", *, epoch: int) -> None:
-        trainee = trainees[index]
-        if trainee.stopped_epoch is None:
-            trainee.stopped_epoch, trainee.stop_reason = epoch, reason
-
-    group: _FusedGroup | None = None
-    group_members: list[int] = []
-    for epoch in range(first_epoch, epochs + 1):
-        running = [(i, t) for i, t in enumerate(trainees) if t.stopped_epoch is None]
-        if not running:
-            break
-        start = time.perf_counter()
-        if group is None or [i for i, _ in running] != group_members:  # (re)fuse the running models
-            group = _FusedGroup([t for _, t in running], recipe, steps_per_epoch, device)
-            group_members = [i for i, _ in running]
+    def __call__(self, running: list, train_loader: Loader, recipe: Recipe, *, device: torch.device,
+                 on_step: Callable[[int, Batch, torch.Tensor], None] | None = None) -> tuple[list[float], list[int], int, bool]:
+        if self.group is None or [i for i, _ in running] != self.members:  # (re)fuse the running models
+            self.group = _FusedGroup([t for _, t in running], recipe, len(train_loader), device)
+            self.members = [i for i, _ in running]
+        group = self.group
         group.model.train()
         loss_sums = torch.zeros(len(running), device=device)
         correct = torch.zeros(len(running), device=device, dtype=torch.long)
         seen = 0
-        interrupted = False
         try:
             for batch in train_loader:
                 n = len(batch.y)
@@ -401,39 +359,13 @@ def fit_fused(
                         on_step(i, batch, logits[:, j])
                 seen += n
         except StopTraining:
-            interrupted = True
+            return [], [], seen, True
         finally:
             group.store()  # the members hold what the loop's would: models, momentum, schedules
-        if interrupted:
-            break
-        loss_sums, correct = loss_sums.tolist(), correct.tolist()  # one host sync per epoch
-        reports: list[EpochReport | None] = [None] * len(trainees)
-        for j, (i, trainee) in enumerate(running):
-            reports[i] = EpochReport(
-                epoch=epoch, epochs=epochs, train_loss=loss_sums[j] / seen, train_acc=correct[j] / seen,
-                lr=trainee.optimizer.param_groups[0]["lr"], seconds=0.0,
-            )
-        if val_loader is not None:
-            results = evaluate_many([trainee.model for _, trainee in running], val_loader, recipe, device=device)
-            for (i, _), result in zip(running, results):
-                reports[i].val_acc, reports[i].val_loss = result.acc, result.loss
-        seconds = time.perf_counter() - start
-        for i, trainee in running:
-            reports[i].seconds = seconds
-            reports[i].state = lambda epoch=epoch, trainee=trainee: trainee.state(epoch)
-            trainee.history.append(reports[i])
-        if on_epoch is not None:
-            try:
-                on_epoch(
-                    EpochReports(
-                        epoch=epoch, epochs=epochs, reports=reports, seconds=seconds,
-                        state=lambda epoch=epoch: group_state(epoch),
-                        stop=lambda index, reason="stopped", epoch=epoch: stop(index, reason, epoch=epoch),
-                        is_stopped=lambda index: trainees[index].stopped_epoch is not None,
-                    )
-                )
-            except StopTraining:
-                break
-    for trainee in trainees:
-        trainee.model.eval()
-    return [Fitted(t.history, t.stopped_epoch, t.stop_reason) for t in trainees]
+        return loss_sums.tolist(), correct.tolist(), seen, False
+
+
+def fit_fused(models: list[nn.Module], train_loader: Loader, recipe: Recipe, **kwargs) -> list[Fitted]:
+    """``trainables.train.fit_many`` with the running models fused into one (``FusedEpochs``): the same
+    arguments, callbacks, reports, stopping, resume state and results, to float tolerance."""
+    return fit_many(models, train_loader, recipe, epoch_trainer=FusedEpochs(), **kwargs)

@@ -164,6 +164,43 @@ class _Trainee:
         }
 
 
+# Trains the running (index, trainee) pairs on one epoch of the loader's batches; returns each one's
+# summed loss and correct count (in ``running``'s order), the examples seen, and whether a
+# ``StopTraining`` ended the epoch.
+EpochTrainer = Callable[..., "tuple[list[float], list[int], int, bool]"]
+
+
+def train_epoch(running: list, train_loader: Loader, recipe: Recipe, *, device: torch.device,
+                on_step: Callable[[int, Batch, torch.Tensor], None] | None = None) -> tuple[list[float], list[int], int, bool]:
+    """``fit_many``'s epoch: every batch trains each running model in turn (forward, its loss,
+    backward, its optimiser and schedule step)."""
+    # Sums stay on the device: one host sync per epoch, not per step.
+    loss_sums = torch.zeros(len(running), device=device)
+    corrects = torch.zeros(len(running), device=device, dtype=torch.long)
+    for _, trainee in running:
+        trainee.model.train()
+    seen = 0
+    try:
+        for batch in train_loader:
+            n = len(batch.y)
+            for j, (i, trainee) in enumerate(running):
+                with autocast(recipe.precision, device):
+                    logits = trainee.forward(batch.x)
+                    loss = trainee.loss_fn(logits, batch)
+                trainee.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                trainee.optimizer.step()
+                trainee.scheduler.step()
+                loss_sums[j] += loss.detach() * n
+                corrects[j] += (logits.detach().argmax(1) == batch.y).sum()
+                if on_step is not None:
+                    on_step(i, batch, logits.detach())
+            seen += n
+    except StopTraining:
+        return [], [], seen, True
+    return loss_sums.tolist(), corrects.tolist(), seen, False
+
+
 def fit_many(
     models: list[nn.Module],
     train_loader: Loader,
@@ -175,6 +212,7 @@ def fit_many(
     on_step: Callable[[int, Batch, torch.Tensor], None] | None = None,
     on_epoch: Callable[[EpochReports], None] | None = None,
     resume: dict | None = None,
+    epoch_trainer: "EpochTrainer | None" = None,
 ) -> list[Fitted]:
     """Train several models on ONE stream of batches: every batch of ``train_loader`` (the same ids
     and augmentation) trains every model still running, one after another, each with its own loss,
@@ -192,6 +230,10 @@ def fit_many(
     ``{"epoch": e, "members": [per-model state]}`` where a per-model state is ``fit``'s
     (``epoch, model, optimizer, scheduler, history``) plus ``stopped_epoch`` and ``stop_reason``;
     training continues after epoch ``e`` with the same batch order, so it matches an uninterrupted run.
+
+    ``epoch_trainer``: how the running models train on one epoch's batches (default ``train_epoch``,
+    one after another; ``trainables.fused.FusedEpochs`` trains them as one fused model). Everything
+    else (resume, reports, validation, stopping) is this function's, whichever trains the epoch.
     """
     if not models:
         raise ValueError("fit_many needs at least one model")
@@ -223,39 +265,17 @@ def fit_many(
         if not running:
             break
         start = time.perf_counter()
-        # Sums stay on the device: one host sync per epoch, not per step.
-        sums = {}
-        for i, trainee in running:
-            trainee.model.train()
-            sums[i] = (torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
-        seen = 0
-        try:
-            for batch in train_loader:
-                n = len(batch.y)
-                for i, trainee in running:
-                    with autocast(recipe.precision, device):
-                        logits = trainee.forward(batch.x)
-                        loss = trainee.loss_fn(logits, batch)
-                    trainee.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    trainee.optimizer.step()
-                    trainee.scheduler.step()
-                    loss_sum, correct = sums[i]
-                    loss_sum += loss.detach() * n
-                    correct += (logits.detach().argmax(1) == batch.y).sum()
-                    if on_step is not None:
-                        on_step(i, batch, logits.detach())
-                seen += n
-        except StopTraining:
+        loss_sums, corrects, seen, interrupted = (epoch_trainer or train_epoch)(
+            running, train_loader, recipe, device=device, on_step=on_step)
+        if interrupted:
             break
         reports: list[EpochReport | None] = [None] * len(trainees)
-        for i, trainee in running:
-            loss_sum, correct = sums[i]
+        for (i, trainee), loss_sum, correct in zip(running, loss_sums, corrects):
             reports[i] = EpochReport(
                 epoch=epoch,
                 epochs=epochs,
-                train_loss=float(loss_sum) / seen,
-                train_acc=float(correct) / seen,
+                train_loss=loss_sum / seen,
+                train_acc=correct / seen,
                 lr=trainee.optimizer.param_groups[0]["lr"],
                 seconds=0.0,
             )
