@@ -83,9 +83,11 @@ def load_experiment(location: str) -> Experiment:
             table = pd.read_csv(io.StringIO(text))
         except (ValueError, pd.errors.ParserError) as error:
             raise ResultsError(f"{csv_path} is not a readable CSV: {error}") from None
-    if not location.endswith(".csv"):
+    finished = (lambda t: 0 if t is None or "status" not in t else int(t["status"].isin(FINISHED).sum()))
+    planned = sweep.get("resolved", {}).get("num_trials")
+    complete = planned is not None and finished(table) >= int(planned)  # the final table: nothing newer to read
+    if not location.endswith(".csv") and not complete:
         live = _table_from_tune(folder, sweep)
-        finished = (lambda t: 0 if t is None or "status" not in t else int(t["status"].isin(FINISHED).sum()))
         if live is not None and finished(live) > finished(table):
             table, source = live, f"the trial records in {folder}"
     if table is None:
