@@ -49,6 +49,8 @@ class SweepConfig:
     score_seeds: int | None = None  # None: the profile's
     epochs: int | None = None  # None: the profile's recipe
     min_steps: int | None = None  # None: the profile's recipe
+    batch_size: int | None = None  # None: the profile's recipe
+    lr: float | None = None  # None: the profile's recipe
     selection: str = "hard"
     class_balanced: bool = False
     val_size: int | float | None = None  # None: the dataset's default
@@ -104,6 +106,10 @@ class SweepConfig:
             problems.append(f"--epochs must be >= 1, got {self.epochs}")
         if self.min_steps is not None and self.min_steps < 0:
             problems.append(f"--min-steps must be >= 0, got {self.min_steps}")
+        if self.batch_size is not None and self.batch_size < 1:
+            problems.append(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            problems.append(f"--lr must be > 0, got {self.lr}")
         if self.selection not in STRATEGIES:
             problems.append(f"unknown selection {self.selection!r}; choose one of {STRATEGIES}")
         if self.scheduler not in SCHEDULERS:
@@ -214,9 +220,8 @@ def make_plan(config: SweepConfig) -> SweepPlan:
     from search_spaces.defaults import defaults_for
 
     profile = profile_for(config.profile, config.dataset)
-    recipe = profile.recipe if config.epochs is None else profile.recipe.replace(epochs=config.epochs)
-    if config.min_steps is not None:
-        recipe = recipe.replace(min_steps=config.min_steps)
+    overrides = {"epochs": config.epochs, "min_steps": config.min_steps, "batch_size": config.batch_size, "lr": config.lr}
+    recipe = profile.recipe.replace(**{key: value for key, value in overrides.items() if value is not None})
     methods = list(config.methods or profile.methods or list_methods())
     fractions = sorted(set(config.fractions or profile.fractions or DEFAULT_FRACTIONS))
     teachers = config.teachers or [profile.teacher_arch]

@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--epochs", type=int, default=None, help="override the profile recipe's epochs")
     what.add_argument("--min-steps", type=int, default=None,
                       help="override the profile recipe's minimum optimisation steps per run (small subsets train more epochs)")
+    what.add_argument("--batch-size", type=int, default=None, help="override the profile recipe's training batch size")
+    what.add_argument("--lr", type=float, default=None, help="override the profile recipe's peak learning rate")
     what.add_argument("--selection", default="hard", choices=STRATEGIES, help="which examples a score keeps (default hard)")
     what.add_argument("--class-balanced", action="store_true", help="keep f of every class")
     what.add_argument("--val-size", type=val_size_arg, default=None, help="validation split: a count or a fraction (default: the dataset's)")
@@ -131,7 +133,7 @@ def config_from_args(args) -> SweepConfig:
         alpha_range=tuple(args.alpha_range), tau=args.tau, alpha_design=args.alpha_design, replicates=args.replicates,
         label_noise=[float(p) for p in args.label_noise],
         score_seeds=args.score_seeds,
-        epochs=args.epochs, min_steps=args.min_steps, selection=args.selection, class_balanced=args.class_balanced,
+        epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr, selection=args.selection, class_balanced=args.class_balanced,
         val_size=args.val_size, data_dir=args.data_dir, offline=args.offline, artifacts=args.artifacts,
         optuna_storage=args.optuna_storage, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, max_failures=args.max_failures,
@@ -295,8 +297,8 @@ def wait_for_nodes(args, cpus: float, gpus: float) -> None:
 # What a sweep sweeps: fixed once it started. (Where and how it runs may change on --resume.)
 SWEEP_DEFINING = (
     "dataset", "profile", "methods", "fractions", "cohort_size", "halving", "teachers", "students", "trials_per_cell",
-    "alpha_range", "tau", "alpha_design", "replicates", "label_noise", "score_seeds", "epochs", "min_steps", "selection",
-    "class_balanced", "val_size", "scheduler",
+    "alpha_range", "tau", "alpha_design", "replicates", "label_noise", "score_seeds", "epochs", "min_steps", "batch_size",
+    "lr", "selection", "class_balanced", "val_size", "scheduler",
 )
 
 

@@ -55,6 +55,8 @@ CASES = [
     ("sweep", [*SWEEP, "--cohort-size", "0"], "--cohort-size"),
     ("sweep", [*SWEEP, "--min-steps", "-1"], "--min-steps"),
     ("sweep", [*SWEEP, "--epochs", "0"], "--epochs"),
+    ("sweep", [*SWEEP, "--batch-size", "0"], "--batch-size"),
+    ("sweep", [*SWEEP, "--lr", "-0.1"], "--lr"),
     ("sweep", [*SWEEP, "--student", "resnet19"], "unknown model"),
     ("sweep", [*SWEEP, "--alpha-design", "magic"], "invalid choice"),
     ("sweep", [*SWEEP, "--scheduler", "pbt"], "invalid choice"),

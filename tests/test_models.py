@@ -34,6 +34,16 @@ def test_every_model_forward_and_backward(name, in_channels, size):
     assert not missing, f"parameters without a finite gradient: {missing}"
 
 
+def test_cnn3_widths_scale_capacity_and_fuse():
+    """The cnn3 family has one knob: doubling the width about quadruples the parameters (teacher-capacity
+    studies), and every width trains on the fused cohort path."""
+    from trainables.fused import arch_fusion_problem
+
+    counts = [sum(p.numel() for p in build_model(f"cnn3_w{w}", 10, 3).parameters()) for w in (8, 16, 32, 64)]
+    assert all(3.5 < bigger / smaller < 4.1 for smaller, bigger in zip(counts, counts[1:]))
+    assert all(arch_fusion_problem(f"cnn3_w{w}", 10, 3) is None for w in (8, 16, 32, 64))
+
+
 def test_he_resnet_depths_have_the_right_number_of_blocks():
     for depth in (20, 32, 56, 110):
         model = build_model(f"resnet{depth}", 10, 3)

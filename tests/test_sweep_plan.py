@@ -25,6 +25,13 @@ def test_cells_cover_methods_fractions_teachers_and_replicates():
     assert len({c.name for c in plan.cells}) == 20
 
 
+def test_recipe_flags_override_the_profile_recipe_and_nothing_else():
+    base = make_plan(config()).recipe
+    plan = make_plan(config(epochs=7, min_steps=90, batch_size=32, lr=0.02))
+    assert (plan.recipe.epochs, plan.recipe.min_steps, plan.recipe.batch_size, plan.recipe.lr) == (7, 90, 32, 0.02)
+    assert plan.recipe.replace(epochs=base.epochs, min_steps=base.min_steps, batch_size=base.batch_size, lr=base.lr) == base
+
+
 @pytest.mark.parametrize(
     "changes,message",
     [

@@ -10,6 +10,9 @@ the CIFAR-style nets end in global pooling, so they also run on 8x8 digits.
   wide); trained with this project's recipe, not airbench's, so do not expect airbench's speed or
   accuracy from it.
 - ``small_cnn``: a three-conv net that trains on digits in seconds on a CPU.
+- ``cnn3_w8/16/32/64``: three conv-BN-ReLU-max-pool blocks of widths w, 2w, 4w: one width knob for
+  teacher-capacity studies on a CPU (``cnn3_w32`` trains about 3x faster than ``small_cnn`` on 32x32
+  images, since it pools after every conv; ``studies/cifar10_subset`` uses them).
 - ``resnet18``/``resnet50``: torchvision's ImageNet ResNets, no pretrained weights.
 """
 
@@ -187,6 +190,38 @@ def small_cnn(num_classes: int, in_channels: int) -> nn.Module:
         nn.Flatten(),
         nn.Linear(128, num_classes),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Three-block CNNs with one width knob (capacity studies on a CPU)
+
+
+def cnn3(num_classes: int, in_channels: int, width: int) -> nn.Module:
+    """conv3x3-BN-ReLU-maxpool blocks of width, 2*width, 4*width channels, global average pool, linear."""
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        # ceil_mode keeps 8x8 digits from pooling away to nothing (8 -> 4 -> 2 -> 1).
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                nn.MaxPool2d(2, ceil_mode=True)]
+
+    return nn.Sequential(
+        *block(in_channels, width),
+        *block(width, 2 * width),
+        *block(2 * width, 4 * width),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, num_classes),
+    )
+
+
+def _register_cnn3(width: int) -> None:
+    @register_model(f"cnn3_w{width}")
+    def build(num_classes: int, in_channels: int) -> nn.Module:
+        return cnn3(num_classes, in_channels, width)
+
+
+for _width in (8, 16, 32, 64):
+    _register_cnn3(_width)
 
 
 # --------------------------------------------------------------------------------------------
