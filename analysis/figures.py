@@ -380,3 +380,61 @@ def kd_gain_vs_noise(gains: pd.DataFrame) -> go.Figure:
         legend=_legend_below(-0.18),
     )
     return fig
+
+
+def accuracy_by_teacher(cells: pd.DataFrame, t: float) -> go.Figure:
+    """Teacher capacity: test accuracy against f under each teacher, one panel per method (and label noise
+    level) that was distilled from several teachers: KD at alpha* (model prediction, ``t`` x se
+    interval) solid, no KD (alpha = 0, measured mean) dotted, each teacher's own accuracy dashed."""
+    pruned = cells[(cells["method"] != FULL) & cells["test_at_opt"].notna()]
+    panels = [(method, level) for (method, level), part in pruned.groupby(["method", "label_noise"], sort=True)
+              if part["teacher_arch"].nunique() > 1]
+    teachers = sorted(pruned["teacher_arch"].unique())
+    palette = qualitative.D3
+    colors = {arch: palette[i % len(palette)] for i, arch in enumerate(teachers)}
+    several_levels = len({level for _, level in panels}) > 1
+    titles = [f"{m}" + (f", label noise {p:g}" if several_levels else "") for m, p in panels] or [""]
+    rows, columns = _grid_shape(max(1, len(panels)))
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.05)
+    shown = set()
+    for i, (method, level) in enumerate(panels):
+        row, col = i // columns + 1, i % columns + 1
+        here = pruned[(pruned["method"] == method) & (pruned["label_noise"] == level)]
+        for j, arch in enumerate(teachers):
+            part = here[here["teacher_arch"] == arch].groupby("fraction", as_index=False)[
+                ["test_at_opt", "test_at_opt_se", "baseline_test_acc", "teacher_test_acc", "alpha_opt"]].mean()
+            if part.empty:
+                continue
+            part = part.sort_values("fraction")
+            first = arch not in shown
+            shown.add(arch)
+            err = np.nan_to_num(t * part["test_at_opt_se"].to_numpy(float))
+            x = _shifted(part["fraction"], j, len(teachers))
+            fig.add_trace(go.Scatter(
+                x=x, y=part["test_at_opt"], mode="lines+markers", name=f"teacher {arch}: KD at α* (model, 95 % interval)",
+                legendgroup=f"kd-{arch}", showlegend=first, line=dict(color=colors[arch]), customdata=part["alpha_opt"],
+                error_y=dict(type="data", array=err, thickness=1),
+                hovertemplate=f"{method}, teacher {arch}, f = %{{x:.2g}}<br>KD at α* = %{{customdata:.2f}}: %{{y:.2%}} "
+                              "(model)<extra></extra>"), row=row, col=col)
+            fig.add_trace(go.Scatter(
+                x=x, y=part["baseline_test_acc"], mode="lines+markers", name=f"teacher {arch}'s cells: no KD (measured)",
+                legendgroup=f"nokd-{arch}", showlegend=first, line=dict(color=colors[arch], dash="dot"),
+                marker=dict(symbol="circle-open"),
+                hovertemplate=f"{method}, f = %{{x:.2g}}<br>no KD: %{{y:.2%}} (measured)<extra></extra>"), row=row, col=col)
+            accuracy = part["teacher_test_acc"].dropna()
+            if len(accuracy):
+                fig.add_trace(go.Scatter(
+                    x=[part["fraction"].min(), part["fraction"].max()], y=[accuracy.mean()] * 2, mode="lines",
+                    name=f"teacher {arch} itself (measured)", legendgroup=f"t-{arch}", showlegend=first,
+                    line=dict(color=colors[arch], dash="dash", width=1),
+                    hovertemplate=f"teacher {arch}: %{{y:.2%}}<extra></extra>"), row=row, col=col)
+    if not panels:
+        fig.add_annotation(text="No method was distilled from more than one teacher.", xref="paper", yref="paper",
+                           x=0.5, y=0.5, showarrow=False, font=dict(size=14))
+    fig.update_xaxes(type="log", tickangle=0, title_text=LOG_AXIS, **(_f_ticks(pruned) if len(pruned) else {}))
+    fig.update_yaxes(tickformat=".0%")
+    fig.update_yaxes(title_text="test accuracy", col=1)
+    fig.update_layout(template=TEMPLATE, height=max(420, PANEL_HEIGHT * rows + 220), legend=_legend_below(-0.2),
+                      margin=dict(t=70, b=40),
+                      title="Teacher capacity: test accuracy versus f under each teacher, with KD at α* and without KD")
+    return fig

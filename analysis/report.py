@@ -205,26 +205,90 @@ def kd_gain_by_noise(cells: pd.DataFrame, t: float, by=("method", "fraction", "l
     return pd.DataFrame(rows, columns=[*by, "cells", "gain", "se", "lo", "hi", "wins"])
 
 
-def random_vs_scored(cells: pd.DataFrame, t: float) -> tuple[float | None, pd.DataFrame]:
-    """At the smallest f below 1: test accuracy with KD at alpha* of random minus each score-based
-    method, with a 95 % interval; and without KD (alpha = 0, measured means)."""
+def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = None) -> pd.DataFrame:
+    """Test accuracy with KD at alpha* of random pruning minus each score-based method's, with a 95 %
+    interval, and the same difference without KD (alpha = 0, measured means), within each context
+    (label noise, teacher, student: methods are compared under the same teacher on the same labels),
+    at ``fraction`` or, by default, the context's smallest f where random was swept. Replicates are
+    averaged (the se of a mean of independent cells)."""
+    columns = ["label_noise", "teacher_arch", "student_arch", "fraction", "method", "diff", "lo", "hi", "diff_no_kd"]
     pruned = cells[(cells["method"] != FULL) & cells["test_at_opt"].notna()]
-    if "random" not in set(pruned["method"]) or pruned["method"].nunique() < 2:
-        return None, pd.DataFrame()
-    fraction = float(pruned.loc[pruned["method"] == "random", "fraction"].min())
-    here = pruned[pruned["fraction"] == fraction].groupby("method").agg(
-        acc=("test_at_opt", "mean"), se=("test_at_opt_se", lambda s: float(np.sqrt((s**2).sum()) / len(s))),
-        base=("baseline_test_acc", "mean"))
-    if "random" not in here.index:
-        return fraction, pd.DataFrame()
-    ref = here.loc["random"]
+    if "label_noise" not in pruned:
+        pruned = pruned.assign(label_noise=0.0)
     rows = []
-    for method, row in here.drop(index="random").iterrows():
-        diff = ref["acc"] - row["acc"]
-        se = float(np.hypot(ref["se"], row["se"]))
-        rows.append({"method": method, "diff": diff, "lo": diff - t * se, "hi": diff + t * se,
-                     "diff_no_kd": ref["base"] - row["base"]})
-    return fraction, pd.DataFrame(rows)
+    for (noise, teacher, student), context in pruned.groupby(["label_noise", "teacher_arch", "student_arch"], sort=True):
+        if "random" not in set(context["method"]) or context["method"].nunique() < 2:
+            continue
+        at = float(context.loc[context["method"] == "random", "fraction"].min()) if fraction is None else fraction
+        here = context[np.isclose(context["fraction"], at)].groupby("method").agg(
+            acc=("test_at_opt", "mean"), se=("test_at_opt_se", lambda s: float(np.sqrt((s**2).sum()) / len(s))),
+            base=("baseline_test_acc", "mean"))
+        if "random" not in here.index:
+            continue
+        ref = here.loc["random"]
+        for method, row in here.drop(index="random").iterrows():
+            diff = float(ref["acc"] - row["acc"])
+            se = float(np.hypot(ref["se"], row["se"]))
+            finite = np.isfinite(se) and np.isfinite(t)
+            rows.append({"label_noise": float(noise), "teacher_arch": teacher, "student_arch": student, "fraction": at,
+                         "method": method, "diff": diff, "lo": diff - t * se if finite else np.nan,
+                         "hi": diff + t * se if finite else np.nan, "diff_no_kd": float(ref["base"] - row["base"])})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def teacher_size(arch: str) -> float:
+    """A teacher architecture's parameter count (10 classes, 3 channels: the head barely changes the
+    order), NaN for a name this version's registry does not know."""
+    from trainables.models import MODELS, build_model
+
+    if arch not in MODELS.names():
+        return float("nan")
+    return float(sum(p.numel() for p in build_model(arch, 10, 3).parameters()))
+
+
+def teacher_capacity(cells: pd.DataFrame, t: float) -> pd.DataFrame:
+    """Where cells distil from several teachers: at each (method, f, label noise, student) that has them,
+    test accuracy with KD at alpha* under every teacher smaller than the largest, minus under the largest
+    (model predictions, mean over replicates), with a 95 % interval (independent cells: the se of a
+    difference of means), and the same difference without KD (alpha = 0, measured means; a check: the
+    teacher plays no part there, so it should be near 0)."""
+    columns = ["method", "fraction", "label_noise", "student_arch", "teacher_arch", "larger_arch", "acc", "acc_larger",
+               "diff", "lo", "hi", "diff_no_kd"]
+    pruned = cells[cells["test_at_opt"].notna()]
+    if "label_noise" not in pruned:
+        pruned = pruned.assign(label_noise=0.0)
+    if pruned["teacher_arch"].nunique() < 2:
+        return pd.DataFrame(columns=columns)
+    sizes = {arch: teacher_size(arch) for arch in pruned["teacher_arch"].unique()}
+    rows = []
+    for (method, fraction, noise, student), part in pruned.groupby(["method", "fraction", "label_noise", "student_arch"], sort=True):
+        here = part.groupby("teacher_arch").agg(
+            acc=("test_at_opt", "mean"), se=("test_at_opt_se", lambda s: float(np.sqrt((s**2).sum()) / len(s))),
+            base=("baseline_test_acc", "mean"))
+        if len(here) < 2:
+            continue
+        order = sorted(here.index, key=lambda arch: (np.nan_to_num(sizes[arch], nan=np.inf), arch))
+        larger = here.loc[order[-1]]
+        for arch in order[:-1]:
+            row = here.loc[arch]
+            diff = float(row["acc"] - larger["acc"])
+            se = float(np.hypot(row["se"], larger["se"]))
+            finite = np.isfinite(se) and np.isfinite(t)
+            rows.append({"method": method, "fraction": float(fraction), "label_noise": float(noise), "student_arch": student,
+                         "teacher_arch": arch, "larger_arch": order[-1], "acc": float(row["acc"]),
+                         "acc_larger": float(larger["acc"]), "diff": diff, "lo": diff - t * se if finite else np.nan,
+                         "hi": diff + t * se if finite else np.nan, "diff_no_kd": float(row["base"] - larger["base"])})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _capacity_finding(capacity: pd.DataFrame) -> str:
+    noisy = capacity["label_noise"].nunique() > 1
+    parts = [f"{_e(r.method)} f = {r.fraction:g}{f', P = {r.label_noise:g}' if noisy else ''}: {_e(r.teacher_arch)} minus "
+             f"{_e(r.larger_arch)} <b>{_ci_pts(r.diff, r.lo, r.hi)}</b> (without KD {_pts(r.diff_no_kd)})"
+             for r in capacity.itertuples()]
+    return ("<b>Teacher capacity</b> (test accuracy with KD at α*, a smaller teacher minus the largest, points, "
+            f"model predictions with {LEVEL:.0%} intervals; positive: the smaller teacher is better; without KD: "
+            "measured means, where the teacher plays no part): " + "; ".join(parts) + ".")
 
 
 def _findings(analysis: Analysis) -> str:
@@ -243,12 +307,17 @@ def _findings(analysis: Analysis) -> str:
             f"excludes 0: <b>{wins} of {scored}</b> cells (per-cell intervals, not adjusted for multiplicity).")
     if len(noise_levels(cells)) > 1:
         items.append(_noise_finding(cells, optima.t_test))
-    fraction, versus = random_vs_scored(cells, t)
-    if fraction is not None and len(versus):
-        parts = [f"vs {_e(r.method)}: <b>{_ci_pts(r.diff, r.lo, r.hi)}</b> (without KD {_pts(r.diff_no_kd)})"
+    capacity = teacher_capacity(cells, t)
+    if len(capacity):
+        items.append(_capacity_finding(capacity))
+    versus = random_vs_scored(cells, t)
+    if len(versus):
+        several = versus[["label_noise", "teacher_arch", "student_arch"]].drop_duplicates().shape[0] > 1
+        parts = [(_e(f"{r.teacher_arch}→{r.student_arch}, P = {r.label_noise:g}, ") if several else "")
+                 + f"f = {r.fraction:g}, vs {_e(r.method)}: <b>{_ci_pts(r.diff, r.lo, r.hi)}</b> (without KD {_pts(r.diff_no_kd)})"
                  for r in versus.itertuples()]
-        items.append(f"<b>Random versus score-based pruning</b> at f = {fraction:g} (test accuracy with KD at α*, "
-                     "random minus the method, points, model predictions with "
+        items.append("<b>Random versus score-based pruning</b> at the smallest f (test accuracy with KD at α*, "
+                     "random minus the method under the same teacher and labels, points, model predictions with "
                      f"{LEVEL:.0%} intervals; without KD: measured means): " + "; ".join(parts) + ".")
     tested = [fit for fit in analysis.fits if fit.relation != "not tested"]
     if tested:
@@ -401,6 +470,11 @@ HOW = {
                  "are α* and its 95 % interval from the pooled model.",
     "heatmap": "colour is the mean measured validation accuracy of the trials in each (α bin, f) box, blank where "
                "no trial fell; stars mark α* from the pooled model, so a diagonal of stars is an α-f relation.",
+    "teachers": "each panel is one method distilled from several teachers: for each teacher (one colour), the solid "
+                "line is test accuracy with KD at α* (a model prediction with its 95 % interval), the dotted line the "
+                "measured mean without KD (α = 0, where the teacher plays no part) and the dashed line the teacher's own "
+                "accuracy; where a smaller teacher's solid line lies above a larger one's, the smaller teacher "
+                "distils better at that f.",
     "kd-noise": "each line is one method at one kept fraction f, each point its KD gain (test accuracy at α* minus "
                 "at α = 0, model predictions of the cell's trials, mean over its replicates and teachers) at one "
                 "label noise rate P with its 95 % interval, points shifted sideways a little to separate them; a "
@@ -428,6 +502,12 @@ def render_html(analysis: Analysis) -> str:
         noise_section = (f'<section id="kd-noise"><h2>KD gain versus label noise</h2>'
                          f'{_figure_html(figure, "fig-kd-noise", HOW["kd-noise"])}</section>')
         noise_nav = '<a href="#kd-noise">KD gain versus label noise</a>'
+    capacity_section = capacity_nav = ""
+    if cells["teacher_arch"].nunique() > 1:  # a capacity study: accuracy under each teacher
+        figure = figures.accuracy_by_teacher(cells, analysis.optima.t_test)
+        capacity_section = (f'<section id="teachers"><h2>Teacher capacity</h2>'
+                            f'{_figure_html(figure, "fig-teachers", HOW["teachers"])}</section>')
+        capacity_nav = '<a href="#teachers">teacher capacity</a>'
 
     title = f"KD on pruned data: {analysis.experiment.name}"
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -442,7 +522,7 @@ def render_html(analysis: Analysis) -> str:
 α weights the distillation term: L = (1 − α)·CE + α·τ²·KL. Measured numbers are trials; model numbers are
 predictions of the pooled model (analysis.pooled) and are labelled as such.</p>
 <nav><a href="#alpha-f">α versus f</a><a href="#accuracy">accuracy versus f</a><a href="#val-alpha">accuracy versus α</a>
-<a href="#heatmap">heatmap</a>{noise_nav}<a href="#cells">cells</a><a href="#provenance">provenance</a></nav></header>
+<a href="#heatmap">heatmap</a>{noise_nav}{capacity_nav}<a href="#cells">cells</a><a href="#provenance">provenance</a></nav></header>
 <section id="findings"><h2>Findings</h2>{_findings(analysis)}</section>
 <section id="alpha-f"><h2>Optimal α versus f</h2>{parts["alpha-f"]}
 <p class="muted">α*(f) comes from one model per method fitted to all of its trials at once: in every cell accuracy is
@@ -454,6 +534,7 @@ shrinks); its test is controlled across the methods of this report by Holm's pro
 <section id="val-alpha"><h2>Validation accuracy versus α</h2>{parts["val-alpha"]}</section>
 <section id="heatmap"><h2>Accuracy over (α, f)</h2>{parts["heatmap"]}</section>
 {noise_section}
+{capacity_section}
 <section id="cells"><h2>Cells</h2>{_cells_table(cells)}</section>
 <section id="provenance"><h2>Provenance</h2>{_provenance(analysis)}</section>
 </body></html>

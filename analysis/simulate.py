@@ -67,22 +67,31 @@ def true_accuracy(truth: str, method: str, f: float, alpha) -> np.ndarray:
     return np.clip(top - curvature(truth, f) * (np.asarray(alpha, float) - a_star(truth, f)) ** 2, 0.0, 1.0)
 
 
-def sweep_cells(methods=METHODS, fractions=FRACTIONS, replicates: int = 1) -> list[Cell]:
-    cells = [Cell("sim", m, float(f), "teacher", "student", r) for r in range(replicates) for f in fractions if f < 1
-             for m in methods]
-    return cells + [Cell("sim", FULL, 1.0, "teacher", "student", r) for r in range(replicates)]
+def sweep_cells(methods=METHODS, fractions=FRACTIONS, replicates: int = 1, full: bool = True,
+                label_noise=(0.0,)) -> list[Cell]:
+    """The cells a sweep plans: every method at every f < 1 and, with ``full``, the shared f = 1 cell, per
+    replicate and label noise level (each level its own cells: the analysis fits levels apart)."""
+    cells = []
+    for p in label_noise:
+        cells += [Cell("sim", m, float(f), "teacher", "student", r, float(p)) for r in range(replicates)
+                  for f in fractions if f < 1 for m in methods]
+        if full:
+            cells += [Cell("sim", FULL, 1.0, "teacher", "student", r, float(p)) for r in range(replicates)]
+    return cells
 
 
 def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0, methods=METHODS,
-                   fractions=FRACTIONS, replicates: int = 1, noise_scale: float = 1.0) -> pd.DataFrame:
-    """The results table of one simulated sweep."""
+                   fractions=FRACTIONS, replicates: int = 1, noise_scale: float = 1.0, full: bool = True,
+                   label_noise=(0.0,)) -> pd.DataFrame:
+    """The results table of one simulated sweep. ``noise_scale`` multiplies every noise sd (to match a
+    real sweep's measured trial-to-trial sd); the truth is the same at every ``label_noise`` level."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = AlphaSpace(design=design)
     rng = np.random.default_rng([seed, zlib.crc32(truth.encode()), zlib.crc32(design.encode()), trials_per_cell])
     rows = []
-    for cell_index, cell in enumerate(sweep_cells(methods, fractions, replicates)):
+    for cell_index, cell in enumerate(sweep_cells(methods, fractions, replicates, full, label_noise)):
         offset = rng.normal(0, CELL_SD * noise_scale)
         name = cell.name
         study = optuna.create_study(direction="maximize",

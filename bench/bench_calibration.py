@@ -41,26 +41,30 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
-from analysis.simulate import METHODS, a_star, simulate_sweep, true_accuracy  # noqa: E402
+from analysis.simulate import FRACTIONS, METHODS, a_star, simulate_sweep, true_accuracy  # noqa: E402
 
 TRUTHS = ("none", "flat", "inverse", "direct")
 
 
 def one_sweep(args: tuple) -> dict:
     """Metrics of one simulated sweep (run in a worker process)."""
-    truth, design, trials, seed = args
+    truth, design, trials, seed, design_options = args
+    methods = design_options["methods"]
     warnings.filterwarnings("ignore")
     from analysis.alpha_f import POOLED, fit_alpha_f
     from analysis.optimum import cell_optima
     from analysis.results import tidy
 
-    frame = tidy(simulate_sweep(truth, design, trials, seed=seed))
+    frame = tidy(simulate_sweep(truth, design, trials, seed=seed, **design_options))
     fits = fit_alpha_f(frame, seed=seed, n_draws=200)
     cells = cell_optima(frame, fits=fits).table
-    found = {fit.method: fit.relation for fit in fits}
+    # one fit per (method, label noise level); power counts each level's fit
+    found = {}
+    for fit in fits:
+        found.setdefault(fit.method, []).append(fit.relation)
     out = {"truth": truth, "design": design, "trials": trials, "seed": seed,
-           "any_finding": any(r in ("inverse", "direct") for r in found.values()),
-           "relations": {m: found.get(m, "not tested") for m in (*METHODS, POOLED)}}
+           "any_finding": any(r in ("inverse", "direct") for rs in found.values() for r in rs),
+           "relations": {m: found.get(m, ["not tested"]) for m in (*methods, POOLED)}}
     bad = 0
     for column in ACCURACY_COLUMNS:
         values = cells[column].to_numpy(float)
@@ -91,18 +95,19 @@ def _rate(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def summarise(results: list[dict], design: str, trials: int) -> dict:
+def summarise(results: list[dict], design: str, trials: int, methods=METHODS) -> dict:
     mine = [r for r in results if r["design"] == design and r["trials"] == trials]
     by = {t: [r for r in mine if r["truth"] == t] for t in TRUTHS}
     row = {"design": design, "trials": trials, "sweeps": len(by["none"]) or len(by["inverse"])}
     row["fwer_none"] = _rate(r["any_finding"] for r in by["none"])
     row["fwer_flat"] = _rate(r["any_finding"] for r in by["flat"])
-    for method in (*METHODS, "pooled"):
-        row[f"power_{method}"] = _rate(r["relations"][method] == "inverse" for r in by["inverse"])
-    row["power_mean"] = _rate(r["relations"][m] == "inverse" for r in by["inverse"] for m in METHODS)
-    row["power_direct"] = _rate(r["relations"][m] == "direct" for r in by["direct"] for m in METHODS)
-    row["wrong"] = _rate([r["relations"][m] == "direct" for r in by["inverse"] for m in (*METHODS, "pooled")]
-                         + [r["relations"][m] == "inverse" for r in by["direct"] for m in (*METHODS, "pooled")])
+    pooled = ["pooled"] if len(methods) > 1 else []
+    for method in (*methods, *pooled):
+        row[f"power_{method}"] = _rate(x == "inverse" for r in by["inverse"] for x in r["relations"][method])
+    row["power_mean"] = _rate(x == "inverse" for r in by["inverse"] for m in methods for x in r["relations"][m])
+    row["power_direct"] = _rate(x == "direct" for r in by["direct"] for m in methods for x in r["relations"][m])
+    row["wrong"] = _rate([x == "direct" for r in by["inverse"] for m in (*methods, *pooled) for x in r["relations"][m]]
+                         + [x == "inverse" for r in by["direct"] for m in (*methods, *pooled) for x in r["relations"][m]])
     located = [r for t in ("none", "inverse", "direct") for r in by[t]]
     covered = [c for r in located for c in r["covered"]]
     errors = np.array([e for r in located for e in r["error"]], float)
@@ -123,14 +128,15 @@ def _pct(value) -> str:
     return "  –  " if value is None or not math.isfinite(value) else f"{100 * value:4.0f}%"
 
 
-def print_table(rows: list[dict]) -> None:
-    head = ("design", "n/cell", "sweeps", "FWER none", "FWER flat", *(f"pw {m[:5]}" for m in METHODS), "pw pooled",
+def print_table(rows: list[dict], methods=METHODS) -> None:
+    pooled = ["pooled"] if len(methods) > 1 else []
+    head = ("design", "n/cell", "sweeps", "FWER none", "FWER flat", *(f"pw {m[:5]}" for m in (*methods, *pooled)),
             "pw direct", "wrong", "coverage", "med|err|", "err<=.1", "pinned", "err<=.1 pinned", "gain cov", "false wins", "impossible")
     print(" | ".join(head))
     print("|".join("---" for _ in head))
     for r in rows:
         cells = [r["design"], str(r["trials"]), str(r["sweeps"]), _pct(r["fwer_none"]), _pct(r["fwer_flat"]),
-                 *(_pct(r[f"power_{m}"]) for m in METHODS), _pct(r["power_pooled"]), _pct(r["power_direct"]),
+                 *(_pct(r[f"power_{m}"]) for m in (*methods, *pooled)), _pct(r["power_direct"]),
                  _pct(r["wrong"]), _pct(r["coverage"]),
                  f"{r['median_error']:.3f}" if math.isfinite(r["median_error"]) else "–", _pct(r["within_0.1"]),
                  _pct(r["pinned_share"]), _pct(r["pinned_within_0.1"]), _pct(r["gain_coverage"]), _pct(r["false_wins"]), str(r["impossible"])]
@@ -145,19 +151,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truths", nargs="+", default=list(TRUTHS), choices=TRUTHS)
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     parser.add_argument("--seed", type=int, default=0)
+    design = parser.add_argument_group("the simulated sweep's design (default: 5 methods x 6 fractions + f = 1)")
+    design.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    design.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS), help="kept fractions below 1")
+    design.add_argument("--no-full-cell", action="store_true", help="no shared f = 1 cell (a sweep without 1.0)")
+    design.add_argument("--label-noise", nargs="+", type=float, default=[0.0],
+                        help="levels, each its own cells and fits, one Holm family (the truth is the same at each)")
+    design.add_argument("--noise-scale", type=float, default=1.0,
+                        help="multiply every noise sd: a real sweep's measured validation sd / 1.5 points")
     args = parser.parse_args(argv)
-    tasks = [(truth, design, trials, args.seed * 100_003 + s) for design in args.designs for trials in args.trials
+    options = {"methods": tuple(args.methods), "fractions": tuple(args.fractions), "full": not args.no_full_cell,
+               "label_noise": tuple(args.label_noise), "noise_scale": args.noise_scale}
+    tasks = [(truth, design, trials, args.seed * 100_003 + s, options) for design in args.designs for trials in args.trials
              for truth in args.truths for s in range(args.sweeps)]
     start = time.perf_counter()
     print(f"{len(tasks)} simulated sweeps on {args.jobs} processes "
-          f"(noise: validation sd 1.5 points between trials, 0.5 per cell)", flush=True)
+          f"(noise: validation sd {1.5 * args.noise_scale:.2f} points between trials, {0.5 * args.noise_scale:.2f} per cell; "
+          f"{len(args.methods)} methods x {len(args.fractions)} fractions{'' if args.no_full_cell else ' + f = 1'}"
+          f" x {len(args.label_noise)} label noise level(s))", flush=True)
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             results = list(pool.map(one_sweep, tasks, chunksize=2))
     else:
         results = [one_sweep(task) for task in tasks]
-    rows = [summarise(results, d, n) for d in args.designs for n in args.trials]
-    print_table(rows)
+    rows = [summarise(results, d, n, args.methods) for d in args.designs for n in args.trials]
+    print_table(rows, args.methods)
     print(f"({time.perf_counter() - start:.0f} s)")
     return 0
 

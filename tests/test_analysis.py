@@ -218,6 +218,49 @@ def test_label_noise_levels_are_fitted_apart_and_the_report_shows_the_kd_gain_ag
     assert "fig-kd-noise" not in plain and "label noise" not in plain and plain.count('class="plotly-graph-div"') == 4
 
 
+def test_teacher_capacity_compares_teachers_by_size_within_each_cell_and_the_report_shows_it(tmp_path):
+    """Two teachers, resnet20 (0.27 M parameters) and cnn3_w64 (0.37 M): the smaller one's students gain 4
+    points more with KD (alpha > 0) and the same without it. Sizes order the teachers, not names."""
+    from analysis.report import teacher_capacity
+
+    fractions = (0.2, 0.5, 1.0)
+    large = synthetic(lambda f: 0.5, fractions=fractions, seed=3, noise=0.002).assign(teacher_arch="cnn3_w64")
+    small = synthetic(lambda f: 0.5, fractions=fractions, seed=4, noise=0.002).assign(teacher_arch="resnet20")
+    kd = small["alpha"] > 0
+    small.loc[kd, "val_acc"] += 0.04
+    small.loc[kd, "test_acc"] += 0.04
+    trials, fits, cells = analysed(pd.concat([large, small], ignore_index=True))
+    capacity = teacher_capacity(cells, 2.0)
+    assert sorted(capacity["fraction"]) == [0.2, 0.5, 1.0]  # every (method, f) cell that has both teachers
+    assert set(capacity["teacher_arch"]) == {"resnet20"} and set(capacity["larger_arch"]) == {"cnn3_w64"}
+    assert ((capacity["diff"] - 0.04).abs() < 0.01).all(), capacity
+    assert (capacity["lo"] > 0).all() and (capacity["lo"] < capacity["diff"]).all() and (capacity["hi"] > capacity["diff"]).all()
+    assert (capacity["diff_no_kd"].abs() < 0.01).all()
+    # one teacher: nothing to compare
+    assert teacher_capacity(analysed(large)[2], 2.0).empty
+
+    page = tmp_path / "teachers.html"
+    build_report(str(write_experiment(tmp_path / "teachers", pd.concat([large, small], ignore_index=True))), out=str(page), n_boot=50)
+    html = page.read_text()
+    assert "fig-teachers" in html and "<b>Teacher capacity</b>" in html and "resnet20 minus cnn3_w64 <b>+4." in html
+
+
+def test_random_is_compared_with_score_methods_under_the_same_teacher_and_labels():
+    from analysis.report import random_vs_scored
+
+    fractions = (0.2, 0.5, 1.0)
+    clean = synthetic(lambda f: 0.5, fractions=fractions, seed=5, noise=0.002, methods=("random", "el2n"))
+    noisy = clean.assign(label_noise=0.3)
+    noisy.loc[noisy["method"] == "el2n", ["val_acc", "test_acc"]] -= 0.05  # el2n keeps the flipped labels
+    trials, fits, cells = analysed(pd.concat([clean, noisy], ignore_index=True))
+    versus = random_vs_scored(cells, 2.0)
+    assert list(versus["label_noise"]) == [0.0, 0.3] and set(versus["fraction"]) == {0.2}
+    assert set(versus["method"]) == {"el2n"}
+    assert abs(versus["diff"].iloc[1] - versus["diff"].iloc[0] - 0.05) < 0.01
+    assert abs(versus["diff_no_kd"].iloc[1] - versus["diff_no_kd"].iloc[0] - 0.05) < 0.01
+    assert list(random_vs_scored(cells, 2.0, fraction=0.5)["fraction"]) == [0.5, 0.5]
+
+
 # ---- loading ----------------------------------------------------------------------------------
 
 def test_load_from_a_directory_a_csv_path_and_an_fsspec_uri(tmp_path):

@@ -1,0 +1,232 @@
+"""The CIFAR-10 subset study's tables, figures and verdicts, from the two sweeps of ``run.sh``.
+
+    python studies/cifar10_subset/analyse.py --runs runs/cifar10_subset --out studies/cifar10_subset
+
+Reads ``RUNS/main/results.csv`` and ``RUNS/small-teacher/results.csv`` and writes to ``OUT``:
+
+- ``results.csv``: both sweeps' trials, one row per student (the sweep's own results format);
+- ``cells.csv`` and ``fit.json``: the project's analysis of all trials at once (``analysis.report.analyse``:
+  every cell's alpha* and KD gain with 95 % intervals, the alpha-f fits with Holm's procedure);
+- ``figures/*.png``: alpha* versus f, KD versus no KD against f, the KD gain against label noise, and
+  the teacher-capacity comparison (the report's own plotly figures, written with kaleido);
+- ``findings.md`` and ``claims.json``: the paper's four claims, each with its numbers, intervals and a
+  verdict by the rules below, fixed before the study ran.
+
+Verdict rules (95 % intervals; "points" are percentage points of test accuracy):
+
+1. KD improves accuracy for every method and f: *reproduced* when the mean KD gain's interval excludes 0
+   at every (f, label noise) and every cell's own estimate is positive; *partly* when only some do.
+2. With KD, random pruning matches or beats score-based pruning, most of all at small f: *reproduced*
+   when at the smallest f random minus EL2N (with KD) has an interval above 0 ("beats") or containing 0
+   ("matches") at every noise level, and the difference is larger at the smallest f than at the largest;
+   *not reproduced* when an interval lies below 0.
+3. The optimal alpha grows as f shrinks: *reproduced* for a (method, noise) group when its alpha-f test
+   says "inverse" after Holm's procedure over the study's tests (family-wise error 5 %); "direct" is a
+   contrary finding; "no evidence" means this budget cannot tell.
+4. At small f a teacher smaller than the student can beat a larger one: *reproduced* when, at some f <= 0.2,
+   the smaller teacher minus the larger (with KD) has an interval above 0; *contrary* when an interval lies
+   below 0 at every f <= 0.2; otherwise inconclusive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from analysis import figures  # noqa: E402
+from analysis.pooled import LEVEL  # noqa: E402
+from analysis.report import (analyse, fit_document, kd_gain_by_noise, random_vs_scored,  # noqa: E402
+                             teacher_capacity)
+from sweep.contract import FULL  # noqa: E402
+
+SWEEPS = ("main", "small-teacher")
+MAIN_TEACHER = "cnn3_w64"
+FIGURE_SIZE = {"width": 1100, "height": 620}
+
+
+def pts(value: float) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{100 * value:+.1f}"
+
+
+def interval(value: float, lo: float, hi: float) -> str:
+    return f"{pts(value)} [{pts(lo)}, {pts(hi)}]"
+
+
+def combine(runs: str) -> pd.DataFrame:
+    frames = []
+    for sweep in SWEEPS:
+        path = os.path.join(runs, sweep, "results.csv")
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} is missing: run studies/cifar10_subset/run.sh first (or pass --runs)")
+        frames.append(pd.read_csv(path))
+    return pd.concat(frames, ignore_index=True)
+
+
+def claim_kd_helps(cells: pd.DataFrame, t: float) -> dict:
+    pruned = cells[(cells["method"] != FULL) & cells["kd_gain_test"].notna()]
+    by = kd_gain_by_noise(pruned, t, by=("label_noise", "fraction"))
+    rows = [{"label_noise": r.label_noise, "fraction": r.fraction, "gain": r.gain, "lo": r.lo, "hi": r.hi,
+             "cells": int(r.cells), "wins": int(r.wins)} for r in by.itertuples()]
+    every_interval = bool(len(by)) and bool((by["lo"] > 0).all())
+    every_cell = bool(len(pruned)) and bool((pruned["kd_gain_test"] > 0).all())
+    verdict = "reproduced" if every_interval and every_cell else "partly reproduced" if (by["lo"] > 0).any() else "not reproduced"
+    return {"verdict": verdict, "by_f": rows, "cells": int(len(pruned)), "cells_positive": int((pruned["kd_gain_test"] > 0).sum()),
+            "cells_win": int(pruned["kd_win"].sum()), "min_gain": float(pruned["kd_gain_test"].min()),
+            "max_gain": float(pruned["kd_gain_test"].max())}
+
+
+def claim_random_vs_scored(cells: pd.DataFrame, t: float) -> dict:
+    fractions = sorted(cells.loc[cells["method"] == "random", "fraction"].unique())
+    table = pd.concat([random_vs_scored(cells, t, fraction=f) for f in fractions], ignore_index=True)
+    table = table.sort_values(["label_noise", "method", "fraction"])
+    smallest, largest = table[table["fraction"] == fractions[0]], table[table["fraction"] == fractions[-1]]
+    below = bool((smallest["hi"] < 0).any())
+    beats = bool((smallest["lo"] > 0).all())
+    grows = bool((smallest["diff"].to_numpy() > largest["diff"].to_numpy()).all())
+    verdict = ("not reproduced" if below else
+               ("reproduced (beats)" if beats else "reproduced (matches)") if grows else "partly reproduced")
+    return {"verdict": verdict, "rows": table.to_dict("records")}
+
+
+def claim_inverse(fits) -> dict:
+    rows = [{"group": fit.group, "method": fit.method, "label_noise": fit.context["label_noise"],
+             "alpha": dict(zip((f"{f:g}" for f in fit.f), map(float, fit.alpha))),
+             "slope": fit.slope, "slope_lo": fit.slope_lo, "slope_hi": fit.slope_hi, "p": fit.p_value,
+             "p_holm": fit.p_adjusted, "relation": fit.relation} for fit in fits]
+    relations = [r["relation"] for r in rows if r["method"] != "pooled"]
+    verdict = ("reproduced" if relations and all(r == "inverse" for r in relations)
+               else "contrary" if "direct" in relations
+               else "partly reproduced" if "inverse" in relations or any(r["relation"] == "inverse" for r in rows)
+               else "not shown at this budget")
+    return {"verdict": verdict, "fits": rows}
+
+
+def claim_capacity(cells: pd.DataFrame, t: float) -> dict:
+    table = teacher_capacity(cells, t)
+    small = table[table["fraction"] <= 0.2]
+    verdict = ("reproduced" if (small["lo"] > 0).any() else
+               "contrary" if len(small) and (small["hi"] < 0).all() else "inconclusive")
+    return {"verdict": verdict, "rows": table.to_dict("records")}
+
+
+def write_figures(cells: pd.DataFrame, fits, t: float, out: str) -> list[str]:
+    folder = os.path.join(out, "figures")
+    os.makedirs(folder, exist_ok=True)
+    main = cells[cells["teacher_arch"] == MAIN_TEACHER]
+    main_fits = [fit for fit in fits if fit.context["teacher_arch"] == MAIN_TEACHER]
+    wanted = {
+        "alpha_vs_f.png": figures.alpha_vs_f(main, main_fits),
+        "kd_vs_no_kd.png": figures.accuracy_vs_f(main),
+        "kd_gain_vs_label_noise.png": figures.kd_gain_vs_noise(kd_gain_by_noise(main, t)),
+        "teacher_capacity.png": figures.accuracy_by_teacher(cells[cells["label_noise"] == 0], t),
+    }
+    paths = []
+    for name, figure in wanted.items():
+        path = os.path.join(folder, name)
+        figure.update_layout(title_font_size=15)
+        figure.write_image(path, width=FIGURE_SIZE["width"], height=max(FIGURE_SIZE["height"], figure.layout.height or 0),
+                           scale=1)
+        paths.append(path)
+    return paths
+
+
+def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) -> str:
+    one, two, three, four = (claims[k] for k in ("kd_helps", "random_vs_scored", "inverse_alpha_f", "capacity"))
+    lines = [
+        "# CIFAR-10 subset study: the paper's four claims",
+        "",
+        f"{n_trials} students; teachers' test accuracy: "
+        + ", ".join(f"{name} {100 * acc:.1f} %" for name, acc in teachers.items())
+        + f". Trial-to-trial noise of validation accuracy: sd {100 * sigma['val']:.2f} points "
+        f"({sigma['df']:.0f} degrees of freedom). Intervals are {LEVEL:.0%}; gains and differences are "
+        "percentage points of test accuracy (model predictions at alpha*; 'no KD' values are measured means).",
+        "",
+        f"## 1. KD improves accuracy for every method and f: {one['verdict']}",
+        "",
+        f"{one['cells_positive']} of {one['cells']} cells gain (from {pts(one['min_gain'])} to {pts(one['max_gain'])} "
+        f"points); in {one['cells_win']} the cell's own interval excludes 0.",
+        "",
+        "| label noise P | f | mean KD gain [95 %] | cells (wins) |",
+        "| --- | --- | --- | --- |",
+        *(f"| {r['label_noise']:g} | {r['fraction']:g} | {interval(r['gain'], r['lo'], r['hi'])} | {r['cells']} ({r['wins']}) |"
+          for r in one["by_f"]),
+        "",
+        f"## 2. With KD, random pruning matches or beats score-based pruning, most at small f: {two['verdict']}",
+        "",
+        "| label noise P | f | random minus EL2N with KD [95 %] | without KD (measured) |",
+        "| --- | --- | --- | --- |",
+        *(f"| {r['label_noise']:g} | {r['fraction']:g} | {interval(r['diff'], r['lo'], r['hi'])} | {pts(r['diff_no_kd'])} |"
+          for r in two["rows"]),
+        "",
+        f"## 3. The optimal alpha grows as f shrinks: {three['verdict']}",
+        "",
+        "| label noise P | method | alpha*(f) | slope per tenfold f [95 %] | p (Holm) | relation |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(f"| {r['label_noise']:g} | {r['method']} | " + ", ".join(f"{f}: {a:.2f}" for f, a in r["alpha"].items())
+          + f" | {r['slope']:+.2f} [{r['slope_lo']:+.2f}, {r['slope_hi']:+.2f}] | {r['p']:.3f} ({r['p_holm']:.3f}) | {r['relation']} |"
+          for r in three["fits"]),
+        "",
+        f"## 4. At small f a smaller teacher can beat a larger one: {four['verdict']}",
+        "",
+        "| f | teacher | minus | with KD [95 %] | without KD (measured) |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {r['fraction']:g} | {r['teacher_arch']} | {r['larger_arch']} | {interval(r['diff'], r['lo'], r['hi'])} | "
+          f"{pts(r['diff_no_kd'])} |" for r in four["rows"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="runs/cifar10_subset", help="the study's --storage (default %(default)s)")
+    parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)), help="where the study's files go")
+    parser.add_argument("--no-figures", action="store_true", help="tables and verdicts only (no kaleido needed)")
+    args = parser.parse_args(argv)
+
+    trials = combine(args.runs)
+    results = os.path.join(args.out, "results.csv")
+    trials.to_csv(results, index=False)
+    analysis = analyse(results, n_boot=1000, seed=0)
+    cells, fits, optima = analysis.cells, analysis.fits, analysis.optima
+    t = optima.t_test
+    cells.drop(columns=["curve"]).to_csv(os.path.join(args.out, "cells.csv"), index=False)
+    document = fit_document(analysis)
+    document.pop("location", None)
+    document.pop("generated_at", None)  # the file changes only when the study's numbers do
+    with open(os.path.join(args.out, "fit.json"), "w") as handle:
+        json.dump(document, handle, indent=1)
+
+    main_cells = cells[cells["teacher_arch"] == MAIN_TEACHER]
+    claims = {
+        "kd_helps": claim_kd_helps(main_cells, t),
+        "random_vs_scored": claim_random_vs_scored(main_cells, t),
+        "inverse_alpha_f": claim_inverse([fit for fit in fits if fit.context["teacher_arch"] == MAIN_TEACHER]),
+        "capacity": claim_capacity(cells[(cells["method"] == "random") & (cells["label_noise"] == 0)], t),
+    }
+    teachers = {f"{arch} (P = {noise:g})": float(acc) for (arch, noise), acc in
+                trials.groupby(["teacher_arch", "label_noise"])["teacher_test_acc"].first().items()}
+    sigma = {"val": optima.sigma_val, "test": optima.sigma_test, "df": optima.noise_df}
+    with open(os.path.join(args.out, "claims.json"), "w") as handle:
+        json.dump({"claims": claims, "teachers_test_acc": teachers, "noise_sd": sigma, "t": t,
+                   "students": int(len(trials))}, handle, indent=1, default=float)
+    with open(os.path.join(args.out, "findings.md"), "w") as handle:
+        handle.write(findings_markdown(claims, teachers, sigma, len(trials)))
+    if not args.no_figures:
+        write_figures(cells, fits, t, args.out)
+    for name, claim in claims.items():
+        print(f"{name}: {claim['verdict']}")
+    print(f"written to {args.out}: results.csv, cells.csv, fit.json, claims.json, findings.md"
+          + ("" if args.no_figures else ", figures/*.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
