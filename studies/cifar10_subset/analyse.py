@@ -1,10 +1,12 @@
-"""The CIFAR-10 subset study's tables, figures and verdicts, from the two sweeps of ``run.sh``.
+"""The CIFAR-10 subset study's tables, figures and verdicts, from the sweeps of ``run.sh``.
 
     python studies/cifar10_subset/analyse.py --runs runs/cifar10_subset --out studies/cifar10_subset
+    python studies/cifar10_subset/analyse.py --results studies/cifar10_subset/results.csv --out OUT  # from the table
 
-Reads ``RUNS/main/results.csv`` and ``RUNS/small-teacher/results.csv`` and writes to ``OUT``:
+Reads ``results.csv`` of the sweeps ``main``, ``small-teacher`` and ``full-data`` under ``RUNS`` and writes
+to ``OUT``:
 
-- ``results.csv``: both sweeps' trials, one row per student (the sweep's own results format);
+- ``results.csv``: every sweep's trials, one row per student (the sweep's own results format);
 - ``cells.csv`` and ``fit.json``: the project's analysis of all trials at once (``analysis.report.analyse``:
   every cell's alpha* and KD gain with 95 % intervals, the alpha-f fits with Holm's procedure);
 - ``figures/*.png``: alpha* versus f, KD versus no KD against f, the KD gain against label noise, and
@@ -46,7 +48,7 @@ from analysis.report import (analyse, fit_document, kd_gain_by_noise, random_vs_
                              teacher_capacity)
 from sweep.contract import FULL  # noqa: E402
 
-SWEEPS = ("main", "small-teacher")
+SWEEPS = ("main", "small-teacher", "full-data")
 MAIN_TEACHER = "cnn3_w64"
 FIGURE_SIZE = {"width": 1100, "height": 620}
 
@@ -77,9 +79,29 @@ def claim_kd_helps(cells: pd.DataFrame, t: float) -> dict:
     every_interval = bool(len(by)) and bool((by["lo"] > 0).all())
     every_cell = bool(len(pruned)) and bool((pruned["kd_gain_test"] > 0).all())
     verdict = "reproduced" if every_interval and every_cell else "partly reproduced" if (by["lo"] > 0).any() else "not reproduced"
-    return {"verdict": verdict, "by_f": rows, "cells": int(len(pruned)), "cells_positive": int((pruned["kd_gain_test"] > 0).sum()),
+    per_cell = [{"label_noise": r.label_noise, "fraction": r.fraction, "method": r.method,
+                 "no_kd": r.baseline_test_acc, "kd": r.test_at_opt, "gain": r.kd_gain_test,
+                 "lo": r.kd_gain_test_lo, "hi": r.kd_gain_test_hi}
+                for r in pruned.sort_values(["label_noise", "fraction", "method"]).itertuples()]
+    return {"verdict": verdict, "by_f": rows, "per_cell": per_cell, "cells": int(len(pruned)), "cells_positive": int((pruned["kd_gain_test"] > 0).sum()),
             "cells_win": int(pruned["kd_win"].sum()), "min_gain": float(pruned["kd_gain_test"].min()),
             "max_gain": float(pruned["kd_gain_test"].max())}
+
+
+def noise_mechanism(cells: pd.DataFrame, t: float) -> dict:
+    """The paper's explanation, tested with the label-noise axis: per method, the mean KD gain over the
+    fractions at the highest P minus at P = 0, with its interval (cells are independent)."""
+    pruned = cells[(cells["method"] != FULL) & cells["kd_gain_test"].notna()]
+    by = kd_gain_by_noise(pruned, t, by=("method", "label_noise"))
+    rows = []
+    for method, part in by.groupby("method"):
+        low, high = part.iloc[0], part.iloc[-1]
+        diff, se = float(high["gain"] - low["gain"]), float(np.hypot(high["se"], low["se"]))
+        rows.append({"method": method, "low_p": low["label_noise"], "high_p": high["label_noise"],
+                     "gain_low": low["gain"], "gain_high": high["gain"], "diff": diff, "lo": diff - t * se, "hi": diff + t * se})
+    verdict = ", ".join(f"{r['method']}: " + ("more gain under noise" if r["lo"] > 0 else "less gain under noise" if r["hi"] < 0
+                                            else "no difference shown") for r in rows)
+    return {"verdict": verdict, "rows": rows}
 
 
 def claim_random_vs_scored(cells: pd.DataFrame, t: float) -> dict:
@@ -139,6 +161,7 @@ def write_figures(cells: pd.DataFrame, fits, t: float, out: str) -> list[str]:
 
 def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) -> str:
     one, two, three, four = (claims[k] for k in ("kd_helps", "random_vs_scored", "inverse_alpha_f", "capacity"))
+    noise = claims["label_noise"]
     lines = [
         "# CIFAR-10 subset study: the paper's four claims",
         "",
@@ -157,6 +180,20 @@ def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) 
         "| --- | --- | --- | --- |",
         *(f"| {r['label_noise']:g} | {r['fraction']:g} | {interval(r['gain'], r['lo'], r['hi'])} | {r['cells']} ({r['wins']}) |"
           for r in one["by_f"]),
+        "",
+        "Per cell (test accuracy, %):",
+        "",
+        "| label noise P | f | method | no KD (measured) | KD at alpha* | KD gain [95 %] |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(f"| {r['label_noise']:g} | {r['fraction']:g} | {r['method']} | {100 * r['no_kd']:.1f} | {100 * r['kd']:.1f} | "
+          f"{interval(r['gain'], r['lo'], r['hi'])} |" for r in one["per_cell"]),
+        "",
+        f"### Under label noise (the paper's explanation: KD helps most where the kept labels are noisy): {noise['verdict']}",
+        "",
+        "| method | mean KD gain at P = 0 | at P = 0.3 | difference [95 %] |",
+        "| --- | --- | --- | --- |",
+        *(f"| {r['method']} | {pts(r['gain_low'])} | {pts(r['gain_high'])} | {interval(r['diff'], r['lo'], r['hi'])} |"
+          for r in noise["rows"]),
         "",
         f"## 2. With KD, random pruning matches or beats score-based pruning, most at small f: {two['verdict']}",
         "",
@@ -188,12 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/cifar10_subset", help="the study's --storage (default %(default)s)")
     parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)), help="where the study's files go")
+    parser.add_argument("--results", help="analyse this combined results.csv (such as the committed one) "
+                                           "instead of the sweeps under --runs")
     parser.add_argument("--no-figures", action="store_true", help="tables and verdicts only (no kaleido needed)")
     args = parser.parse_args(argv)
 
-    trials = combine(args.runs)
+    os.makedirs(args.out, exist_ok=True)
+    trials = pd.read_csv(args.results) if args.results else combine(args.runs)
     results = os.path.join(args.out, "results.csv")
-    trials.to_csv(results, index=False)
+    if not (args.results and os.path.abspath(args.results) == os.path.abspath(results)):
+        trials.to_csv(results, index=False)
     analysis = analyse(results, n_boot=1000, seed=0)
     cells, fits, optima = analysis.cells, analysis.fits, analysis.optima
     t = optima.t_test
@@ -207,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     main_cells = cells[cells["teacher_arch"] == MAIN_TEACHER]
     claims = {
         "kd_helps": claim_kd_helps(main_cells, t),
+        "label_noise": noise_mechanism(main_cells, t),
         "random_vs_scored": claim_random_vs_scored(main_cells, t),
         "inverse_alpha_f": claim_inverse([fit for fit in fits if fit.context["teacher_arch"] == MAIN_TEACHER]),
         "capacity": claim_capacity(cells[(cells["method"] == "random") & (cells["label_noise"] == 0)], t),
