@@ -10,6 +10,7 @@ deprecated inside Tune).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from typing import Any, Callable, Iterable
 
@@ -322,7 +323,10 @@ def build_tuner(
             max_concurrent_trials=max_concurrent,
             metric=metric,
             mode=mode,
-            reuse_actors=False,
+            # A finished trial's actor runs the next trial of the same resources: no new worker
+            # process and no torch import per trial (bench/bench_sweep.py). A crashed trial's actor
+            # is not reused, so a retry starts in a fresh process.
+            reuse_actors=True,
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),
@@ -558,6 +562,23 @@ def quiet_trial_logs() -> None:
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    sys.unraisablehook = _without_sigterm_exits(sys.unraisablehook)
+
+
+def _without_sigterm_exits(hook):
+    """When Tune ends an actor, Ray's SIGTERM handler raises SystemExit in the worker's main thread;
+    if that lands inside a garbage-collector callback, Python prints it as "Exception ignored in ...
+    SystemExit: 1", a traceback on the driver's console at the end of every sweep that is only the
+    expected end of the process. Drop exactly that; every other unraisable exception is printed."""
+    if getattr(hook, "without_sigterm_exits", False):
+        return hook
+
+    def quiet(unraisable):
+        if not isinstance(unraisable.exc_value, SystemExit):
+            hook(unraisable)
+
+    quiet.without_sigterm_exits = True
+    return quiet
 
 
 def set_trial_threads(cpus: float) -> None:

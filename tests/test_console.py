@@ -62,3 +62,33 @@ def test_every_line_also_goes_to_the_experiments_log(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("teachers: 1 (0 reused") == 1 and "after the sweep" in out  # once on the console, no duplicate
     assert console.log_to("s3://bucket/runs/x") is None  # a remote experiment: the console is the record
+
+
+def test_a_trial_worker_does_not_print_its_sigterm_exit_but_prints_other_unraisable_errors():
+    # What Ray's SIGTERM handler does to an actor Tune ends: SystemExit raised inside a GC callback,
+    # which Python reports as "Exception ignored in ..." on the worker's stderr (and so the driver's).
+    import subprocess
+    import sys
+
+    script = """
+import gc, weakref
+from sweep import ray_adapter
+ray_adapter.quiet_trial_logs()
+ray_adapter.quiet_trial_logs()  # a reused actor runs it again: still one wrapper
+class Thing: pass
+def raise_in_callback(exc):
+    thing = Thing()
+    def callback(_):
+        raise exc
+    ref = weakref.ref(thing, callback)
+    del thing
+    gc.collect()
+raise_in_callback(SystemExit(1))
+print("alive")
+raise_in_callback(ValueError("a real error"))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "alive" in done.stdout
+    assert "SystemExit" not in done.stderr
+    assert "Exception ignored" in done.stderr and "ValueError: a real error" in done.stderr
+    assert done.stderr.count("ValueError: a real error") == 1
