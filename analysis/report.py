@@ -197,12 +197,17 @@ def kd_gain_by_noise(cells: pd.DataFrame, t: float, by=("method", "fraction", "l
     scored = cells[cells["kd_gain_test"].notna()]
     for key, part in scored.groupby(list(by), sort=True):
         gain = float(part["kd_gain_test"].mean())
-        se = float(np.sqrt((part["kd_gain_test_se"] ** 2).sum()) / len(part)) if part["kd_gain_test_se"].notna().all() else np.nan
+        se = _se_of_mean(part["kd_gain_test_se"]) if part["kd_gain_test_se"].notna().all() else np.nan
         finite = np.isfinite(se) and np.isfinite(t)
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "cells": len(part), "gain": gain, "se": se,
                      "lo": max(-1.0, gain - t * se) if finite else np.nan, "hi": min(1.0, gain + t * se) if finite else np.nan,
                      "wins": int(part["kd_win"].sum())})
     return pd.DataFrame(rows, columns=[*by, "cells", "gain", "se", "lo", "hi", "wins"])
+
+
+def _se_of_mean(se: pd.Series) -> float:
+    """The se of a mean of independent cells' estimates."""
+    return float(np.sqrt((se**2).sum()) / len(se))
 
 
 def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = None) -> pd.DataFrame:
@@ -221,7 +226,7 @@ def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = Non
             continue
         at = float(context.loc[context["method"] == "random", "fraction"].min()) if fraction is None else fraction
         here = context[np.isclose(context["fraction"], at)].groupby("method").agg(
-            acc=("test_at_opt", "mean"), se=("test_at_opt_se", lambda s: float(np.sqrt((s**2).sum()) / len(s))),
+            acc=("test_at_opt", "mean"), se=("test_at_opt_se", _se_of_mean),
             base=("baseline_test_acc", "mean"))
         if "random" not in here.index:
             continue
@@ -238,9 +243,12 @@ def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = Non
 
 def teacher_size(arch: str) -> float:
     """A teacher architecture's parameter count (10 classes, 3 channels: the head barely changes the
-    order), NaN for a name this version's registry does not know."""
-    from trainables.models import MODELS, build_model
-
+    order); NaN for a name this version's registry does not know, or where torch is not installed (the
+    analysis runs without it; results do not record sizes)."""
+    try:
+        from trainables.models import MODELS, build_model
+    except ImportError:
+        return float("nan")
     if arch not in MODELS.names():
         return float("nan")
     return float(sum(p.numel() for p in build_model(arch, 10, 3).parameters()))
@@ -260,14 +268,15 @@ def teacher_capacity(cells: pd.DataFrame, t: float) -> pd.DataFrame:
     if pruned["teacher_arch"].nunique() < 2:
         return pd.DataFrame(columns=columns)
     sizes = {arch: teacher_size(arch) for arch in pruned["teacher_arch"].unique()}
+    pruned = pruned[pruned["teacher_arch"].map(lambda arch: np.isfinite(sizes[arch]))]  # only teachers we can order
     rows = []
     for (method, fraction, noise, student), part in pruned.groupby(["method", "fraction", "label_noise", "student_arch"], sort=True):
         here = part.groupby("teacher_arch").agg(
-            acc=("test_at_opt", "mean"), se=("test_at_opt_se", lambda s: float(np.sqrt((s**2).sum()) / len(s))),
+            acc=("test_at_opt", "mean"), se=("test_at_opt_se", _se_of_mean),
             base=("baseline_test_acc", "mean"))
         if len(here) < 2:
             continue
-        order = sorted(here.index, key=lambda arch: (np.nan_to_num(sizes[arch], nan=np.inf), arch))
+        order = sorted(here.index, key=lambda arch: (sizes[arch], arch))
         larger = here.loc[order[-1]]
         for arch in order[:-1]:
             row = here.loc[arch]
@@ -310,6 +319,10 @@ def _findings(analysis: Analysis) -> str:
     capacity = teacher_capacity(cells, t)
     if len(capacity):
         items.append(_capacity_finding(capacity))
+    elif cells["teacher_arch"].nunique() > 1 and cells.groupby(["method", "fraction"])["teacher_arch"].nunique().max() > 1:
+        items.append("<b>Teacher capacity</b>: not compared, because the teachers' sizes are unknown here (an "
+                     "architecture this installation does not know, or torch not installed); the figure below "
+                     "still shows accuracy under each teacher.")
     versus = random_vs_scored(cells, t)
     if len(versus):
         several = versus[["label_noise", "teacher_arch", "student_arch"]].drop_duplicates().shape[0] > 1
