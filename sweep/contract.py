@@ -241,15 +241,19 @@ RESULT_COLUMNS: dict[str, str] = {
 REQUIRED_COLUMNS = [*(c for c in CELL_COLUMNS if c != "label_noise"), "alpha", METRIC, "test_acc", "status"]
 
 
-def cohort_status(metrics: dict, error: str | None, tune_status: str) -> str | None:
-    """How a cohort trial ended (``sweep.contract.STATUSES``); None for one that never started."""
+def cohort_status(metrics: dict, error: str | None, tune_status: str, scheduler_stops: bool = True) -> str | None:
+    """How a cohort trial ended (``sweep.contract.STATUSES``); None for one that never started.
+
+    Tune marks a trial TERMINATED both when the scheduler stops it early and when the sweep itself is
+    stopped (Ctrl-C) while it runs; ``scheduler_stops`` False (a sweep whose scheduler never stops a
+    trial: FIFO) makes every unfinished trial "interrupted", so it is not taken for a finished one."""
     if error:
         return "error"
     if metrics.get("done"):
         return "completed"
     if METRIC not in metrics:
         return None  # never reported anything: the sweep stopped before it began
-    return "stopped" if tune_status == "TERMINATED" else "interrupted"  # TERMINATED early: the scheduler
+    return "stopped" if tune_status == "TERMINATED" and scheduler_stops else "interrupted"
 
 
 def member_rows(spec: TrialSpec, metrics: dict, *, status: str, error: str | None, cohort: str | None,

@@ -23,13 +23,13 @@ from trainables.storage import read_text, write_bytes
 FINISHED = ("completed", "stopped", "error")
 
 
-def table_from_records(records, teacher_meta: dict | None = None) -> pd.DataFrame:
+def table_from_records(records, teacher_meta: dict | None = None, *, scheduler_stops: bool = True) -> pd.DataFrame:
     """One row per student of the given trial records; ``teacher_meta`` maps a teacher key to its
     artifact metadata (``val_acc``, ``test_acc``), which the report draws as the reference line.
-    A trial that never reported anything has no rows."""
+    A trial that never reported anything has no rows; ``scheduler_stops``: see ``cohort_status``."""
     rows = []
     for record in records:
-        status = cohort_status(record["metrics"], record["error"], record["tune_status"])
+        status = cohort_status(record["metrics"], record["error"], record["tune_status"], scheduler_stops)
         if status is not None:
             rows.extend(member_rows(TrialSpec.from_config(record["config"]), record["metrics"], status=status,
                                     error=record["error"], cohort=record["trial_id"], teacher_meta=teacher_meta or {}))
@@ -37,11 +37,11 @@ def table_from_records(records, teacher_meta: dict | None = None) -> pd.DataFram
     return frame.sort_values([*CELL_COLUMNS, "optuna_trial"], ignore_index=True)
 
 
-def result_table(grid, teacher_meta: dict | None = None) -> pd.DataFrame:
+def result_table(grid, teacher_meta: dict | None = None, *, scheduler_stops: bool = True) -> pd.DataFrame:
     """The table of a finished (or stopped) Tune run."""
     from sweep import ray_adapter
 
-    return table_from_records(ray_adapter.result_rows(grid), teacher_meta)
+    return table_from_records(ray_adapter.result_rows(grid), teacher_meta, scheduler_stops=scheduler_stops)
 
 
 def write_table(frame: pd.DataFrame, experiment_dir: str) -> str:

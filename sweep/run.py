@@ -407,7 +407,9 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     teacher_metrics = run_teachers(plan, dataset_refs, split, store, resources, allow_cpu_fallback=args.allow_cpu_fallback)
     tables = run_scores(plan, datasets, dataset_refs, split, store, resources, allow_cpu_fallback=args.allow_cpu_fallback)
     write_sweep_file(plan, exp_dir, artifacts_ready=True, teacher_metrics=teacher_metrics)
-    live = LiveResults(exp_dir, plan, teacher_metrics, every_s=args.report_every)
+    # Only ASHA stops a cohort early; without it, a cohort Tune ended unfinished was interrupted.
+    scheduler_stops = config.scheduler == "asha"
+    live = LiveResults(exp_dir, plan, teacher_metrics, every_s=args.report_every, scheduler_stops=scheduler_stops)
     callbacks = [ray_adapter.TrialsCallback(live.on_trial_end)]
     teacher_artifacts = {key: store.get("teacher", key) for key in set(plan.teacher_keys.values())}
     teachers = {key: artifact.payload for key, artifact in teacher_artifacts.items()}
@@ -450,7 +452,8 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
         say(f"\ninterrupted; finished trials are kept. Continue with: {resume_command(config)}")
         return 130
     live.wait()  # a live report still being written must not overwrite the final one
-    frame = result_table(grid, {key: artifact.meta for key, artifact in teacher_artifacts.items()})
+    frame = result_table(grid, {key: artifact.meta for key, artifact in teacher_artifacts.items()},
+                         scheduler_stops=scheduler_stops)
     path = write_table(frame, exp_dir)
     counts = frame["status"].value_counts().to_dict()
     say(f"{len(frame)} of {plan.num_trials} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
@@ -488,8 +491,8 @@ class LiveResults:
     finished trials only and the report says "in progress"; the final ones replace them at the end.
     Written on a thread of their own, so Tune's loop does not wait for a report."""
 
-    def __init__(self, exp_dir: str, plan: SweepPlan, teacher_metrics: dict, *, every_s: float):
-        self.exp_dir, self.every_s = exp_dir, every_s
+    def __init__(self, exp_dir: str, plan: SweepPlan, teacher_metrics: dict, *, every_s: float, scheduler_stops: bool):
+        self.exp_dir, self.every_s, self.scheduler_stops = exp_dir, every_s, scheduler_stops
         self.trials_per_cell, self.num_trials = plan.trials_per_cell, plan.num_trials
         self.teacher_metrics = teacher_metrics
         self.cells_written, self.last_write = 0, None
@@ -499,7 +502,7 @@ class LiveResults:
         from sweep.contract import CELL_COLUMNS
         from sweep.results import FINISHED, table_from_records
 
-        frame = table_from_records(records, self.teacher_metrics)
+        frame = table_from_records(records, self.teacher_metrics, scheduler_stops=self.scheduler_stops)
         finished = frame[frame["status"].isin(FINISHED)]
         if finished.empty:
             return

@@ -126,4 +126,7 @@ def test_a_cohort_becomes_one_results_row_per_student():
     assert cohort_status({}, None, "PENDING") is None
     assert cohort_status({"val_acc": 0.5}, None, "RUNNING") == "interrupted"
     assert cohort_status({"val_acc": 0.5}, None, "TERMINATED") == "stopped"
+    # a FIFO sweep never stops a cohort early: Tune's TERMINATED on an unfinished one is the sweep's Ctrl-C
+    assert cohort_status({"val_acc": 0.5}, None, "TERMINATED", scheduler_stops=False) == "interrupted"
+    assert cohort_status({"val_acc": 0.5, "done": True}, None, "TERMINATED", scheduler_stops=False) == "completed"
     assert cohort_status({}, "RuntimeError: boom", "ERROR") == "error"
