@@ -560,7 +560,12 @@ def _count(n: int, noun: str) -> str:
 
 def _progress_banner(experiment) -> str:
     """For a sweep that has not finished every planned trial: say so first, since every number below
-    may still move."""
+    may still move. Rows left out of the analysis are named first of all."""
+    left_out = "".join(f'<p class="warn"><b>Left out:</b> {_e(w)}.</p>' for w in getattr(experiment, "warnings", []))
+    return left_out + _in_progress(experiment)
+
+
+def _in_progress(experiment) -> str:
     if not experiment.in_progress:
         return ""
     name = experiment.sweep.get("name", experiment.name)
@@ -636,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         experiment = load_experiment(args.experiment)
     except ResultsError as error:
         parser.error(str(error))
+    for warning in experiment.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     paths = write_report(analyse(experiment, n_boot=args.bootstrap, seed=args.seed), args.out or default_out(args.experiment))
     if experiment.in_progress:
         print(f"in progress: {experiment.finished_trials} of {experiment.planned_trials} trials finished; the report "

@@ -37,6 +37,7 @@ class Experiment:
     location: str
     trials: pd.DataFrame
     sweep: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what was left out of the analysis, and why
 
     @property
     def name(self) -> str:
@@ -95,7 +96,26 @@ def load_experiment(location: str) -> Experiment:
             f"no results at {csv_path}, and no trial has reported yet. A sweep writes its results as cells "
             "finish; an interrupted one continues with `python -m sweep.run --resume --name NAME --storage STORAGE`."
         )
-    return Experiment(location=location, trials=tidy(table, source=source), sweep=sweep)
+    trials, warnings = outside_searched_range(tidy(table, source=source), sweep, source)
+    return Experiment(location=location, trials=trials, sweep=sweep, warnings=warnings)
+
+
+def outside_searched_range(trials: pd.DataFrame, sweep: dict, source: str) -> tuple[pd.DataFrame, list[str]]:
+    """The trials without rows whose alpha lies outside the range the sweep searched (``sweep.json``'s
+    ``alpha_range``), and a warning per such group: a row the sweep cannot have produced (an edited
+    or merged table) must not bend the fits. Without a recorded range every row is kept."""
+    if "alpha_range" not in sweep:
+        return trials, []
+    low, high = (float(v) for v in sweep["alpha_range"])
+    outside = ~trials["alpha"].between(low, high)
+    if not outside.any():
+        return trials, []
+    values = ", ".join(f"{a:g}" for a in sorted(trials.loc[outside, "alpha"].unique())[:5])
+    warning = (f"{source}: {int(outside.sum())} row(s) with alpha outside the searched range [{low:g}, {high:g}] "
+               f"(alpha = {values}) are left out of the analysis")
+    if outside.all():
+        raise ResultsError(warning.replace("are left out of the analysis", "leave no trial to analyse"))
+    return trials[~outside].reset_index(drop=True), [warning]
 
 
 def _table_from_tune(folder: str, sweep: dict) -> pd.DataFrame | None:

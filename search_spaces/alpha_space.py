@@ -30,6 +30,7 @@ README's calibration table and ``bench/bench_calibration.py``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -125,11 +126,12 @@ class AlphaSpace:
         """Everything wrong with this space, as messages for the command line."""
         found = []
         low, high = self.alpha_range
-        if not 0 <= low < high <= 1:
+        if not 0 <= low < high <= 1:  # also refuses NaN (every comparison with it is False)
             found.append(f"--alpha-range must satisfy 0 <= low < high <= 1, got {low} {high}")
         tau = list(self.tau)
-        if len(tau) not in (1, 2) or any(t <= 0 for t in tau) or (len(tau) == 2 and tau[0] >= tau[1]):
-            found.append(f"--tau takes one value > 0 (fixed) or two increasing values > 0 (searched), got {tau}")
+        # inf turns the soft labels into a uniform distribution (chance-level students); NaN is no number
+        if len(tau) not in (1, 2) or not all(0 < t < math.inf for t in tau) or (len(tau) == 2 and tau[0] >= tau[1]):
+            found.append(f"--tau takes one finite value > 0 (fixed) or two increasing finite values > 0 (searched), got {tau}")
         if self.design not in DESIGNS:
             found.append(f"unknown alpha design {self.design!r}; choose one of {list_designs()}")
         return found

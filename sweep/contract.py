@@ -34,6 +34,7 @@ MODE = "max"
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.csv"
 OPTUNA_JOURNAL = "optuna.journal"  # the default Optuna storage, inside the experiment directory
+LOCK_FILE = "sweep.lock"  # held by the one sweep writing the experiment (``sweep.lock``)
 
 # stopped: ended early by the scheduler; interrupted: the sweep stopped (Ctrl-C, a killed driver)
 # before the trial finished, and ``--resume`` continues it.

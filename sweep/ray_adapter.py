@@ -9,6 +9,7 @@ deprecated inside Tune).
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import tempfile
@@ -18,11 +19,11 @@ import ray
 import ray._private.ray_constants
 from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
-    "connect", "shutdown", "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
+    "connect", "check_address", "shutdown", "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
     "can_restore", "trial_records", "TrialsCallback", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus", "quiet_trial_logs",
     "GpuNotUsableError", "gpu_memory_share", "alive_nodes", "trial_slots", "cpu_fallback_from_env", "wait_for_fit",
 ]
@@ -68,7 +69,7 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
             os.environ[LOOPBACK_ENV] = "0"
             ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
             _use_local_token()
-        _check_reachable(address)
+        check_address(address)
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -100,22 +101,66 @@ def _hide_message(logger: str, prefix: str) -> None:
         target.addFilter(hide)
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, not after Ray's minutes of retries, when a ``host:port`` address does not
-    answer. ``auto`` and ``ray://`` addresses are left to Ray, which answers those quickly."""
-    import socket
+RAY_CLIENT_SCHEME = "ray://"
+# The client's half of an HTTP/2 handshake: the connection preface and an empty SETTINGS frame. A
+# Ray head's GCS is a gRPC server and answers with a SETTINGS frame of its own; anything else on the
+# port (a web server, another service) answers otherwise or not at all.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_HTTP2_SETTINGS = 0x4
 
-    if address == "auto" or "://" in address or ":" not in address:
+
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse, in seconds and before any compute, a ``--address`` that cannot be a Ray cluster the
+    driver can join (``ClusterUnreachableError``): a Ray Client (``ray://``) address, a ``host:port``
+    nothing listens on, or one whose listener does not answer the GCS's gRPC (HTTP/2) handshake.
+    ``auto`` and None (an embedded Ray) are left to Ray."""
+    if address is None or address == "auto":
+        return
+    if address.startswith(RAY_CLIENT_SCHEME):
+        raise ClusterUnreachableError(
+            f"--address {address!r} is a Ray Client address, which a sweep cannot use: Tune's driver must run on the "
+            "cluster itself. Run the sweep on the head node with --address auto (`ray exec cluster.yaml "
+            "'python -m sweep.run ... --address auto'`, or `ray job submit --address http://HEAD:8265 -- python -m "
+            "sweep.run ... --address auto`), or give the GCS address HEAD:6379 from a machine inside the cluster's network")
+    if "://" in address or ":" not in address:
         return
     host, port = address.rsplit(":", 1)
+    import socket
+
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as connection:
+            connection.settimeout(timeout_s)
+            connection.sendall(_HTTP2_PREFACE)
+            answer = _receive(connection, 9, timeout_s)
     except (OSError, ValueError) as error:
         raise ClusterUnreachableError(
             f"cannot reach the Ray cluster at {address!r}: {error}. Is the head node running (`ray status` on it), "
             "and is the address the one `ray start --head` printed?"
         ) from None
+    if len(answer) < 9 or answer[3] != _HTTP2_SETTINGS:
+        heard = answer[:40].decode("ascii", "replace").split("\n")[0].strip() or "nothing"
+        raise ClusterUnreachableError(
+            f"cannot reach the Ray cluster at {address!r}: something listens there but does not answer as a Ray head "
+            f"(no gRPC handshake within {timeout_s:g} s; it answered {heard!r}). Give the GCS address that `ray start "
+            "--head` printed (HEAD:6379 by default), not the dashboard's or another service's port"
+        )
+
+
+def _receive(connection, size: int, timeout_s: float) -> bytes:
+    """Up to ``size`` bytes, whatever arrives within ``timeout_s`` (a closed or silent peer: fewer)."""
+    import socket
+    import time
+
+    data, deadline = b"", time.monotonic() + timeout_s
+    while len(data) < size and time.monotonic() < deadline:
+        try:
+            chunk = connection.recv(size - len(data))
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def alive_nodes() -> int:
@@ -280,13 +325,20 @@ def _trial_name(trial) -> str:
     return f"{trial.trial_id}-cell{config.get('cell_index')}-{span}"
 
 
-def _reporter():
-    """A trial table that names each trial's cell and alpha (not its whole config)."""
+def _quiet_tune_console() -> None:
+    """Tune's console as the sweep wants it, for a new and a resumed run alike."""
     # Tune's newer console output ignores custom reporters; the classic one takes column choices.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Each epoch checkpoints (num_to_keep=1), which makes Tune snapshot often and warn about it;
     # for small fast trials that is expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # On a stop Tune names its own Python resume call; the sweep prints its --resume command instead.
+    _hide_message("ray.tune.tune", "Experiment has been interrupted")
+
+
+def _reporter():
+    """A trial table that names each trial's cell and alpha (not its whole config)."""
+    _quiet_tune_console()
     return tune.CLIReporter(
         metric_columns={"val_acc": "val_acc", "test_acc": "test_acc", "epoch": "epoch"},
         parameter_columns={"cell/method": "method", "cell/fraction": "f", "cell/teacher_arch": "teacher",
@@ -317,10 +369,13 @@ def build_tuner(
     return tune.Tuner(
         _trainable(fn, parameters, resources),
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
+            # Tune wraps a searcher this way itself (a ConcurrencyLimiter for max_concurrent_trials);
+            # done here so the wrapper is the relocatable one.
+            search_alg=_RelocatableSearchGenerator(
+                searcher if not max_concurrent else ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)),
             scheduler=scheduler,
             num_samples=num_samples,
-            max_concurrent_trials=max_concurrent,
+            max_concurrent_trials=None,  # the ConcurrencyLimiter above
             metric=metric,
             mode=mode,
             # A finished trial's actor runs the next trial of the same resources: no new worker
@@ -365,19 +420,64 @@ def _allow_pending_trials(count: int | None) -> None:
     os.environ[PENDING_TRIALS_ENV] = _PENDING_TRIALS_GIVEN or str(max(1, min(count or MAX_PENDING_TRIALS, MAX_PENDING_TRIALS)))
 
 
+class _RelocatableSearchGenerator(SearchGenerator):
+    """Tune's wrapper of a searcher, which restores the experiment it creates new trials for from the
+    saved state, storage location included: trials created after resuming a copied or moved
+    experiment would be written into the original. ``relocate_to`` (set by ``restore_tuner``: the
+    storage path and name of the experiment where it is now) replaces that location on restore."""
+
+    relocate_to: tuple[str, str] | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("relocate_to", None)  # where this run found the experiment is no part of it
+        return state
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        super().restore_from_dir(dirpath)
+        if self.relocate_to is None or self._experiment is None:
+            return
+        from ray.train._internal.storage import StorageContext
+
+        storage_path, name = self.relocate_to
+        old = self._experiment.storage
+        here = StorageContext(storage_path=storage_path, experiment_dir_name=name, sync_config=old.sync_config)
+        if (here.storage_fs_path, here.experiment_dir_name) != (old.storage_fs_path, old.experiment_dir_name):
+            # As Tune relocates the trials it restores: the old context (its driver staging folder,
+            # which the resumed controller shares) with the new location.
+            moved = copy.copy(old)
+            moved.storage_filesystem, moved.storage_fs_path = here.storage_filesystem, here.storage_fs_path
+            moved.experiment_dir_name = here.experiment_dir_name
+            self._experiment.storage = moved
+            self._experiment.spec["storage"] = moved  # what new trials are created from
+
+
 def can_restore(path: str) -> bool:
     return tune.Tuner.can_restore(path)
 
 
 def restore_tuner(path: str, fn: Callable, *, parameters: dict, resources: dict, callbacks: list | None = None,
-                  verbose: int | None = None):
+                  verbose: int | None = None, relocate_searcher: Callable[[Searcher], None] | None = None):
     """Continue an experiment: finished trials are kept, unfinished and errored ones resume from
-    their last checkpoint; the searcher's state is restored by Tune."""
+    their last checkpoint; the searcher's state is restored by Tune.
+
+    Tune takes the experiment's location from ``path`` (a copied or moved experiment resumes where it
+    is now); ``relocate_searcher`` gets the restored searcher, whose own references (its Optuna
+    storage) were pickled where the experiment started, to point them at this location."""
     _allow_pending_trials(_slots(resources))
+    _quiet_tune_console()
     tuner = tune.Tuner.restore(path, trainable=_trainable(fn, parameters, resources), resume_errored=True)
+    search_alg = tuner._local_tuner._tune_config.search_alg
+    run_config = tuner._local_tuner.get_run_config()
+    if isinstance(search_alg, _RelocatableSearchGenerator):  # experiments started before it existed have none
+        search_alg.relocate_to = (run_config.storage_path, run_config.name)
+    searcher = search_alg
+    while hasattr(searcher, "searcher"):  # the generator, then a concurrency limiter
+        searcher = searcher.searcher
+    if relocate_searcher is not None and searcher is not None:
+        relocate_searcher(searcher)
     # Tune restores the run config the experiment started with, callbacks included; this run's
     # callbacks (which write to where the experiment is now) and verbosity replace them.
-    run_config = tuner._local_tuner.get_run_config()
     run_config.callbacks = callbacks
     if verbose is not None:
         run_config.verbose = verbose

@@ -22,7 +22,10 @@ from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
 from sweep import console, ray_adapter
 from sweep.console import say
 from sweep.contract import METRIC, MODE, SWEEP_FILE, TrialSettings
-from sweep.optuna_storage import check_optuna_storage, default_optuna_url
+from sweep.lock import ExperimentLock
+from sweep.optuna_storage import check_optuna_storage, default_optuna_url, local_path
+from sweep.state_check import check_journal, check_tune_state
+from sweep.stopping import DiskWatch, StopSignals, space_needed
 from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan, make_plan
 from trainables.artifacts import CODE_BY_KIND, ArtifactStore, code_for
 from trainables.cli import add_download_args, val_size_arg
@@ -126,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> SweepConfig:
-    name = args.name or f"{(args.dataset or 'sweep').replace(':', '_').replace('/', '_')}-{args.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # An empty --name is a mistake (config.check refuses it), not a request for the default name.
+    name = args.name if args.name is not None else \
+        f"{(args.dataset or 'sweep').replace(':', '_').replace('/', '_')}-{args.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     return SweepConfig(
         dataset=args.dataset, name=name, storage=args.storage, profile=args.profile, methods=args.methods,
         fractions=args.fractions, cohort_size=args.cohort_size, halving=args.halving, teachers=args.teachers, students=args.students, trials_per_cell=args.trials_per_cell,
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             # results); what it sweeps may not.
             config.storage = args.storage
             config.artifacts = args.artifacts or config.artifacts
-            config.optuna_storage = args.optuna_storage or config.optuna_storage
+            config.optuna_storage = args.optuna_storage or relocated(config.optuna_storage, values, config)
             config.gpus_per_trial, config.cpus_per_trial = args.gpus_per_trial, args.cpus_per_trial
             config.max_concurrent = args.max_concurrent
             config.offline = args.offline
@@ -211,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("--dataset is required")
             config = config_from_args(args)
             config.check()
+        if not args.dry_run:
+            ray_adapter.check_address(args.address)  # before anything is loaded: a wrong address costs seconds
         exp_dir = experiment_dir(config)
         if not args.resume and not args.dry_run and read_text(f"{exp_dir}/{SWEEP_FILE}") is not None:
             raise ValueError(f"experiment {config.name!r} already exists in {config.storage}; use --resume or another --name")
@@ -219,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         from trainables.datasets import label_noise_seed, load_dataset, validation_split, with_label_noise
 
         dataset = load_dataset(config.dataset, config.data_dir, download=not config.offline)
+        check_label_noise_learnable(plan.label_noise, dataset.num_classes)
         # The validation split comes from the clean labels, once: every noise level and every trial uses it.
         split = validation_split(dataset.y_train, plan.val_size, config.split_seed)
         datasets = {p: with_label_noise(dataset, split.train_ids, p, label_noise_seed(config.split_seed, p))
@@ -232,11 +240,11 @@ def main(argv: list[str] | None = None) -> int:
             check_writable(exp_dir)
             check_writable(store.root)
             check_optuna_storage(optuna_url)
-        if args.wait_for_nodes < 0:
+        if not args.wait_for_nodes >= 0:
             raise ValueError(f"--wait-for-nodes must be >= 0 seconds, got {args.wait_for_nodes:g}")
-        if args.report_every < 0:
+        if not args.report_every >= 0:  # NaN too
             raise ValueError(f"--report-every must be >= 0 seconds, got {args.report_every:g}")
-    except (ValueError, KeyError, FileNotFoundError, PermissionError) as error:
+    except (ValueError, KeyError, FileNotFoundError, PermissionError, ray_adapter.ClusterUnreachableError) as error:
         parser.error(str(error))
     where = {"experiment": exp_dir, "artifacts": store.root, "optuna storage": optuna_url,
              "ray": args.address or "embedded local Ray"}
@@ -248,23 +256,121 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(plan, artifact_status(plan, store), {"cpu": config.cpus_per_trial, "gpu": gpus}, where))
         return 0
 
+    # ---- one writer: the experiment's lock, then its saved state and the disk, still before compute ----
+    lock = ExperimentLock(exp_dir)
     try:
-        ray_adapter.connect(args.address)
-        wait_for_nodes(args, config.cpus_per_trial, config.gpus_per_trial or 0.0)
-    except (ray_adapter.ClusterUnreachableError, ValueError) as error:
-        ray_adapter.shutdown()
+        lock.acquire()
+        if lock.cleared is not None:
+            say(f"removed a stale lock of this experiment ({lock.cleared.describe()}, no longer running)")
+        if not args.resume and read_text(f"{exp_dir}/{SWEEP_FILE}") is not None:  # started while we checked
+            raise ValueError(f"experiment {config.name!r} already exists in {config.storage}; use --resume or another --name")
+        if args.resume:
+            check_saved_state(exp_dir, optuna_url)
+        space = plan_space(plan, store, exp_dir, dataset, split, slots=1)
+        space.check()
+    except (ValueError, PermissionError, OSError) as error:
+        lock.release()
         parser.error(str(error))
-    log_path = console.log_to(exp_dir)
-    if log_path:
-        say(f"sweep {config.name}: {len(plan.cells)} cells x {plan.trials_per_cell} trials; log: {log_path}")
+
+    stops = StopSignals()
     try:
-        return _run(args, config, plan, datasets, split, store, optuna_url, exp_dir)
-    except ray_adapter.GpuNotUsableError as error:  # a stage task's; a trial's is in its row of results.csv
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 1
+        try:
+            ray_adapter.connect(args.address)
+            wait_for_nodes(args, config.cpus_per_trial, config.gpus_per_trial or 0.0)
+        except (ray_adapter.ClusterUnreachableError, ValueError) as error:
+            ray_adapter.shutdown()
+            lock.release()
+            parser.error(str(error))
+        stops.install()  # after Ray connected: its own SIGTERM handler ends the driver with a core dump
+        log_path = console.log_to(exp_dir)
+        if log_path:
+            say(f"sweep {config.name}: {len(plan.cells)} cells x {plan.trials_per_cell} trials; log: {log_path}")
+        slots = ray_adapter.trial_slots(config.cpus_per_trial, config.gpus_per_trial or 0.0)
+        watch = DiskWatch(exp_dir, stops, reserve=plan_space(plan, store, exp_dir, dataset, split, slots=slots).reserve)
+        try:
+            return _run(args, config, plan, datasets, split, store, optuna_url, exp_dir, stops, watch.start())
+        except ray_adapter.GpuNotUsableError as error:  # a stage task's; a trial's is in its row of results.csv
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 1
+        except KeyboardInterrupt:  # a stop before the trials (teachers, scores) or a second stop signal
+            if watch.deleted:
+                say(f"\nstopped: {stops.reason}; the artifact cache {store.root} is kept")
+            else:
+                say(f"\n{'stopped: ' + stops.reason if stops.reason else 'interrupted'}; finished work is kept "
+                    f"(artifacts are cached). Continue with: {resume_command(config)}")
+            return stops.exit_code()
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            say(f"stopped: the disk is full ({str(error).strip().splitlines()[-1]}); nothing partial was kept. Free some "
+                f"space, then continue with: {resume_command(config)}")
+            return 1
+        finally:
+            watch.close()
     finally:
         ray_adapter.shutdown()
         console.close_log()
+        lock.release()
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC (or a quota), raised here or in a Ray task (whose error is also an instance of its cause)."""
+    import errno
+
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
+
+
+def relocated(optuna_storage: str | None, recorded: dict, config: SweepConfig) -> str | None:
+    """A journal the sweep was given inside its own experiment directory, where that directory is now
+    (a copied or moved experiment uses its own journal, never its original's)."""
+    path = None if optuna_storage is None else local_path(optuna_storage)
+    was, now = local_path(experiment_dir(SweepConfig.from_dict(recorded))), local_path(experiment_dir(config))
+    if path is None or was is None or now is None:
+        return optuna_storage
+    inside = os.path.relpath(os.path.abspath(path), was)
+    return optuna_storage if inside.startswith("..") else os.path.join(now, inside)
+
+
+def check_saved_state(exp_dir: str, optuna_url: str | None) -> None:
+    """Before a resume computes anything: the Optuna journal (a torn last record dropped, any other
+    damage refused) and Tune's state files (refused when unreadable). Raises ``DamagedStateError``."""
+    journal = None if optuna_url is None else local_path(optuna_url)
+    if journal is not None:
+        note = check_journal(journal)
+        if note:
+            say(note)
+    local = local_path(exp_dir)
+    if local is not None:
+        check_tune_state(local)
+
+
+def plan_space(plan: SweepPlan, store: ArtifactStore, exp_dir: str, dataset, split, *, slots: int):
+    """What the sweep will write (``sweep.stopping.space_needed``), from its plan and what the cache holds."""
+    from sweep.stages import artifact_status
+
+    status = artifact_status(plan, store)
+    return space_needed(
+        plan, experiment_dir=exp_dir, artifacts_dir=store.root,
+        teachers_to_train=sum(not present for _, present in status["teachers"].values()),
+        score_tables_to_compute=sum(not present for _, present in status["scores"].values()),
+        num_train=len(split.train_ids), num_classes=dataset.num_classes, in_channels=dataset.in_channels, slots=max(1, slots),
+    )
+
+
+def check_label_noise_learnable(rates: list[float], num_classes: int) -> None:
+    """Refuse a label noise rate at which the true class no longer outnumbers each wrong one.
+
+    Symmetric noise at rate P keeps a label with probability 1 - P and gives each of the C - 1 other
+    classes P / (C - 1); the true class is the most frequent label of its examples only while
+    1 - P > P / (C - 1), that is P < (C - 1) / C. At or beyond that the labels carry no (or inverted)
+    signal and every teacher and student trains towards chance."""
+    limit = (num_classes - 1) / num_classes
+    for p in rates:
+        if p >= limit:
+            raise ValueError(
+                f"--label-noise {p:g} with {num_classes} classes leaves the true label ({1 - p:.3g} of its examples) "
+                f"no more frequent than each wrong one ({p / max(1, num_classes - 1):.3g}): nothing can be learnt. "
+                f"Use rates below {limit:.3g}")
 
 
 def wait_for_nodes(args, cpus: float, gpus: float) -> None:
@@ -392,7 +498,8 @@ def check_recorded_plan(plan: SweepPlan, recorded: dict, store: ArtifactStore) -
         )
 
 
-def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, store, optuna_url: str, exp_dir: str) -> int:
+def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, store, optuna_url: str, exp_dir: str,
+         stops: StopSignals, watch: DiskWatch) -> int:
     from sweep.results import result_table, write_table
     from sweep.searcher import CellSearcher, PerCellASHA
     from sweep.stages import run_scores, run_teachers
@@ -422,7 +529,8 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     if args.resume and ray_adapter.can_restore(exp_dir):
         say(f"resuming {exp_dir}")
         tuner = ray_adapter.restore_tuner(exp_dir, cohort_trial, parameters=parameters, resources=trial_resources,
-                                          callbacks=callbacks, verbose=1 if args.verbose else 0)
+                                          callbacks=callbacks, verbose=1 if args.verbose else 0,
+                                          relocate_searcher=lambda searcher: searcher.relocate(optuna_url))
     else:
         settings = TrialSettings(
             recipe=plan.recipe.to_dict(), val_size=plan.val_size, split_seed=config.split_seed,
@@ -447,14 +555,23 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
         )
     try:
         grid = tuner.fit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second stop signal: stop at once, write nothing more
         live.wait()
         say(f"\ninterrupted; finished trials are kept. Continue with: {resume_command(config)}")
-        return 130
+        return stops.exit_code()
     live.wait()  # a live report still being written must not overwrite the final one
+    watch.close()
+    if watch.deleted:  # nothing to write into, and nothing to resume
+        say(f"stopped: {stops.reason}. Nothing more was written there; the artifact cache {store.root} is kept")
+        return 1
     frame = result_table(grid, {key: artifact.meta for key, artifact in teacher_artifacts.items()},
                          scheduler_stops=scheduler_stops)
-    path = write_table(frame, exp_dir)
+    try:
+        path = write_table(frame, exp_dir)
+    except OSError as error:  # a full disk: the previous results.csv is whole (written by rename)
+        say(f"stopped: cannot write {exp_dir}/results.csv ({error.strerror or error}); the previous one is intact and "
+            f"the finished students are in the Optuna storage. Free some space, then continue with: {resume_command(config)}")
+        return 1
     counts = frame["status"].value_counts().to_dict()
     say(f"{len(frame)} of {plan.num_trials} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
         f"{time.perf_counter() - start:.0f} s")
@@ -462,9 +579,10 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     report_ok = not frame.empty and _write_report(exp_dir)
     unfinished = plan.num_trials - sum(counts.get(s, 0) for s in ("completed", "stopped", "error"))
     if unfinished:
-        say(f"the sweep stopped with {unfinished} of {plan.num_trials} trials unfinished. Continue with: "
-            f"{resume_command(config)}")
-        return 130
+        why = f"stopped: {stops.reason}" if stops.reason else (
+            f"the sweep stopped ({stops.name()})" if stops.received else "the sweep stopped")
+        say(f"{why}, with {unfinished} of {plan.num_trials} trials unfinished. Continue with: {resume_command(config)}")
+        return stops.exit_code()
     return 0 if counts.get("error", 0) == 0 and report_ok else 1
 
 

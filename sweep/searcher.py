@@ -94,6 +94,12 @@ class CellSearcher(Searcher):
         with open(checkpoint_path, "rb") as handle:
             self.set_state(pickle.load(handle))
 
+    def relocate(self, optuna_storage: str) -> None:
+        """Use ``optuna_storage`` from now on: a resumed experiment's own storage (its journal where the
+        experiment is now), never the one pickled where it started (a copy must not write into its original)."""
+        self.optuna_storage = optuna_storage
+        self._studies, self._storage = {}, None
+
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._started, self._finished_here = time.monotonic(), 0  # a restored searcher times what it runs

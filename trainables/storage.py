@@ -19,15 +19,38 @@ def read_text(path: str) -> str | None:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path``, creating its folder first (a no-op on object stores)."""
+    """Write ``data`` to ``path``, creating its folder first (a no-op on object stores).
+
+    Never a half-written file: on a local or NFS path the data go to a temporary file beside it,
+    flushed to disk, which then replaces ``path`` in one rename, so a full disk, a crash or a second
+    signal mid-write leaves the previous file whole (and no temporary file behind). An object store
+    replaces an object in one PUT."""
+    import os
+
     import fsspec
+    from fsspec.implementations.local import LocalFileSystem
 
     fs, local = fsspec.core.url_to_fs(path)
     parent = local.rsplit("/", 1)[0] if "/" in local else ""
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    with fs.open(local, "wb") as handle:
-        handle.write(data)
+    if not isinstance(fs, LocalFileSystem):
+        with fs.open(local, "wb") as handle:
+            handle.write(data)
+        return
+    temporary = f"{local}.tmp-{os.getpid()}"
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, local)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
 
 
 def check_writable(location: str) -> None:

@@ -1,0 +1,192 @@
+"""How a running sweep stops: on a signal, on a nearly full disk, when its directory is deleted.
+
+Every stop goes the way Ctrl-C goes: Tune ends the running trials, saves its state, and the driver
+writes ``results.csv`` and the report of what finished and prints the ``--resume`` command.
+
+- ``StopSignals``: SIGTERM (``kill``, systemd, a batch scheduler, ``ray job stop``) and SIGHUP (a
+  closed terminal) are handled as SIGINT; a second signal stops at once (Python's KeyboardInterrupt,
+  after which nothing more is written). The exit status is 128 + the signal's number: 130 for
+  SIGINT, 143 for SIGTERM, 129 for SIGHUP.
+- ``DiskWatch``: a thread that looks at the experiment directory every few seconds. When it is gone
+  (deleted under the running sweep) or its file system has less free space than the sweep still
+  needs to write its state, it stops the sweep the same way, with one line saying why.
+- ``space_needed``: what a sweep will write, from its plan, for the free-space check before compute.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from dataclasses import dataclass, field
+
+MB = 1 << 20
+
+
+class StopSignals:
+    """SIGTERM and SIGHUP behave as SIGINT (Ctrl-C) for the rest of the process."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
+
+    def __init__(self):
+        self.received: int | None = None  # the first stop signal other than SIGINT, if any
+        self.reason: str | None = None  # why the sweep stopped itself (DiskWatch), if it did
+
+    def install(self) -> "StopSignals":
+        """Handle SIGTERM and SIGHUP (main thread only; Ray's own handlers, installed when the driver
+        connects, are replaced: call this after connecting)."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+        # Whatever Ctrl-C does now: Tune's graceful stop while trials run (it puts the previous handler
+        # back, so a second signal lands below), else a KeyboardInterrupt.
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def stop(self, reason: str) -> None:
+        """Stop the sweep from any thread, as Ctrl-C would, for ``reason``."""
+        if self.reason is None:
+            self.reason = reason
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def exit_code(self) -> int:
+        """The exit status of a sweep that stopped before it finished."""
+        if self.reason is not None:
+            return 1
+        return 128 + (self.received or signal.SIGINT)
+
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else "SIGINT"
+
+
+def free_bytes(path: str) -> int | None:
+    """Free bytes on the file system of a local ``path`` (its nearest existing folder); None for a
+    remote URI, whose space this machine cannot see."""
+    local = _local(path)
+    if local is None:
+        return None
+    while local and not os.path.exists(local):
+        parent = os.path.dirname(local.rstrip("/"))
+        if parent == local:
+            break
+        local = parent
+    try:
+        return shutil.disk_usage(local or ".").free
+    except OSError:
+        return None
+
+
+def _local(path: str) -> str | None:
+    if path.startswith("file://"):
+        return path[len("file://"):]
+    return None if "://" in path else os.path.abspath(path)
+
+
+def _device(path: str) -> int | None:
+    local = _local(path)
+    while local and not os.path.exists(local):
+        local = os.path.dirname(local.rstrip("/"))
+    try:
+        return os.stat(local or ".").st_dev
+    except OSError:
+        return None
+
+
+@dataclass
+class SpaceNeed:
+    """What a sweep writes, in bytes, per location (the experiment directory, the artifact cache)."""
+
+    by_location: dict[str, int] = field(default_factory=dict)
+    reserve: int = 0  # what must stay free while the sweep runs: one round of checkpoints, results, report
+
+    def check(self) -> None:
+        """Raise ``ValueError`` when a file system cannot hold what the sweep will write there
+        (locations on one file system are added up)."""
+        devices: dict[int | None, list[str]] = {}
+        for location in self.by_location:
+            devices.setdefault(_device(location), []).append(location)
+        for device, locations in devices.items():
+            free = free_bytes(locations[0])
+            if free is None:
+                continue  # object storage: nothing to check from here
+            need = sum(self.by_location[loc] for loc in locations)
+            if free < need:
+                raise ValueError((
+                    f"not enough free disk space: this sweep writes about {_mb(need)} to {' and '.join(locations)} "
+                    f"(checkpoints, artifacts, results), and {_mb(free)} is free there. Free some space, or put "
+                    "--storage / --artifacts on a larger disk"))
+
+
+def _mb(n: int) -> str:
+    return f"{n / MB:,.0f} MB" if n >= 10 * MB else f"{n / MB:.1f} MB"
+
+
+def space_needed(plan, *, experiment_dir: str, artifacts_dir: str, teachers_to_train: int, score_tables_to_compute: int,
+                 num_train: int, num_classes: int, in_channels: int, slots: int) -> SpaceNeed:
+    """An upper estimate of what ``plan`` writes, from the sizes of its models: every cohort keeps its
+    last checkpoint (each member's weights and SGD momentum), Tune's logs, ``results.csv``, the
+    Optuna journal and the report; the artifact cache gets the teachers and score tables not yet in it.
+    Each figure has a margin of 50 %: it is a floor for the check, not an accounting."""
+    from sweep.trial import REPORTS_PER_TRIAL
+    from trainables.models import build_model
+
+    def params(arch: str) -> int:
+        return sum(p.numel() for p in build_model(arch, num_classes, in_channels).parameters())
+
+    per_student = max(params(arch) for arch in plan.students) * 4 * 2 + 64 * 1024  # float32 weights + momentum
+    per_teacher = max(params(arch) for arch in plan.teachers) * 4 + 256 * 1024
+    cohort_checkpoint = per_student * plan.cohort_size
+    tune_logs = 64 * 1024 + REPORTS_PER_TRIAL * 8 * 1024  # result.json, progress.csv, params per trial
+    report = 12 * MB  # report.html (plotly inlined) and its tables, written twice (a temporary file, then renamed)
+    results = plan.num_trials * 3 * 1024  # results.csv (and its temporary copy) and the journal's records
+    experiment = plan.num_cohorts * (cohort_checkpoint + tune_logs) + results + report + 4 * MB
+    artifacts = teachers_to_train * per_teacher + score_tables_to_compute * (num_train * 16 * (plan.score_seeds + 1) + 64 * 1024)
+    margin = 1.5
+    need = SpaceNeed(reserve=int(margin * (2 * slots * cohort_checkpoint + results + report + 4 * MB)))
+    need.by_location[experiment_dir] = int(margin * experiment)
+    need.by_location[artifacts_dir] = need.by_location.get(artifacts_dir, 0) + int(margin * artifacts)
+    return need
+
+
+class DiskWatch:
+    """Stops the sweep (``StopSignals.stop``) when the experiment directory disappears or its file
+    system has less than ``reserve`` bytes free, looking every ``every_s`` seconds."""
+
+    def __init__(self, experiment_dir: str, stops: StopSignals, *, reserve: int, every_s: float = 2.0):
+        self.experiment_dir, self.stops, self.reserve, self.every_s = experiment_dir, stops, reserve, every_s
+        self.local = _local(experiment_dir)
+        self.deleted = False
+        self._done = threading.Event()
+        self._thread = None
+
+    def start(self) -> "DiskWatch":
+        if self.local is not None:  # object storage: nothing this machine can watch
+            self._thread = threading.Thread(target=self._watch, name="disk-watch", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.every_s):
+            if not os.path.isdir(self.local):
+                self.deleted = True
+                self.stops.stop(f"the experiment directory {self.experiment_dir} was deleted while the sweep ran")
+                return
+            free = free_bytes(self.local)
+            if free is not None and free < self.reserve:
+                self.stops.stop(f"the disk of {self.experiment_dir} is nearly full ({_mb(free)} free; the sweep keeps "
+                                f"{_mb(self.reserve)} for its checkpoints, results and report)")
+                return
