@@ -23,7 +23,7 @@ from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
-    "connect", "check_address", "shutdown", "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
+    "connect", "check_address", "wait_for_killed_driver", "shutdown", "hide_failures_while", "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
     "can_restore", "trial_records", "TrialsCallback", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus", "quiet_trial_logs",
     "GpuNotUsableError", "gpu_memory_share", "alive_nodes", "trial_slots", "cpu_fallback_from_env", "wait_for_fit",
 ]
@@ -161,6 +161,31 @@ def _receive(connection, size: int, timeout_s: float) -> bytes:
             break
         data += chunk
     return data
+
+
+def wait_for_killed_driver(pid: int, timeout_s: float = 60.0, poll_s: float = 0.5) -> int:
+    """Wait until the Ray job of a driver that was killed (``pid``, from its stale lock) has no actor
+    left alive on the connected cluster; returns how many were alive at first (0: nothing to wait for).
+
+    On a cluster a trial's actor outlives a ``kill -9`` of its driver for a moment, and may still
+    write a checkpoint (deleting the one before it) into the experiment the resume is about to
+    restore. A resume waits for them, at most ``timeout_s`` seconds."""
+    import time
+
+    from ray._private import state
+
+    def alive() -> int:
+        count = 0
+        for job in state.jobs():
+            if job.get("DriverPid") == pid:
+                count += len(state.actors(job_id=ray.JobID.from_hex(job["JobID"]), actor_state_name="ALIVE") or {})
+        return count
+
+    first = alive()
+    deadline = time.monotonic() + timeout_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    return first
 
 
 def alive_nodes() -> int:
@@ -323,6 +348,29 @@ def _trial_name(trial) -> str:
     numbers = [member["optuna_trial"] for member in config.get("members", [])]
     span = f"t{numbers[0]}" + (f"-{numbers[-1]}" if len(numbers) > 1 else "") if numbers else "t"
     return f"{trial.trial_id}-cell{config.get('cell_index')}-{span}"
+
+
+# Where Tune and Ray report the failures that follow from a deleted directory or a full disk: a
+# trial's traceback, the experiment state that could not be saved, an error no one waited for.
+_FAILURE_MESSAGES = {
+    "ray.tune.execution.tune_controller": "Trial task failed",
+    "ray.tune.execution.experiment_state": "Saving experiment state to storage",
+    "ray._private.worker": "Unhandled error",
+}
+
+
+def hide_failures_while(condition: Callable[[], bool]) -> None:
+    """Tune's and Ray's tracebacks of failed trials and state writes are not printed while
+    ``condition()`` holds: the sweep is stopping for a reason it reports in one line of its own (a
+    deleted experiment directory, a full disk). Every other message still is."""
+    import logging
+
+    for name, prefix in _FAILURE_MESSAGES.items():
+        class _While(logging.Filter):
+            def filter(self, record: logging.LogRecord, prefix=prefix) -> bool:
+                return not (str(record.getMessage()).startswith(prefix) and condition())
+
+        logging.getLogger(name).addFilter(_While())
 
 
 def _quiet_tune_console() -> None:

@@ -219,8 +219,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             ray_adapter.check_address(args.address)  # before anything is loaded: a wrong address costs seconds
         exp_dir = experiment_dir(config)
-        if not args.resume and not args.dry_run and read_text(f"{exp_dir}/{SWEEP_FILE}") is not None:
-            raise ValueError(f"experiment {config.name!r} already exists in {config.storage}; use --resume or another --name")
         plan = make_plan(config)
         from sweep.stages import resolve_artifacts
         from trainables.datasets import label_noise_seed, load_dataset, validation_split, with_label_noise
@@ -262,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         lock.acquire()
         if lock.cleared is not None:
             say(f"removed a stale lock of this experiment ({lock.cleared.describe()}, no longer running)")
-        if not args.resume and read_text(f"{exp_dir}/{SWEEP_FILE}") is not None:  # started while we checked
+        if not args.resume and read_text(f"{exp_dir}/{SWEEP_FILE}") is not None:  # under the lock: no race
             raise ValueError(f"experiment {config.name!r} already exists in {config.storage}; use --resume or another --name")
         if args.resume:
             check_saved_state(exp_dir, optuna_url)
@@ -282,11 +280,16 @@ def main(argv: list[str] | None = None) -> int:
             lock.release()
             parser.error(str(error))
         stops.install()  # after Ray connected: its own SIGTERM handler ends the driver with a core dump
+        if lock.cleared is not None and args.address is not None:
+            waited = ray_adapter.wait_for_killed_driver(lock.cleared.pid)
+            if waited:
+                say(f"waited for {waited} actor(s) of the killed driver (pid {lock.cleared.pid}) to end on the cluster")
         log_path = console.log_to(exp_dir)
         if log_path:
             say(f"sweep {config.name}: {len(plan.cells)} cells x {plan.trials_per_cell} trials; log: {log_path}")
         slots = ray_adapter.trial_slots(config.cpus_per_trial, config.gpus_per_trial or 0.0)
         watch = DiskWatch(exp_dir, stops, reserve=plan_space(plan, store, exp_dir, dataset, split, slots=slots).reserve)
+        ray_adapter.hide_failures_while(watch.failing)  # the sweep's own line says why trials failed
         try:
             return _run(args, config, plan, datasets, split, store, optuna_url, exp_dir, stops, watch.start())
         except ray_adapter.GpuNotUsableError as error:  # a stage task's; a trial's is in its row of results.csv
@@ -294,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         except KeyboardInterrupt:  # a stop before the trials (teachers, scores) or a second stop signal
             if watch.deleted:
-                say(f"\nstopped: {stops.reason}; the artifact cache {store.root} is kept")
+                watch.remove_recreated()
+                say(f"\nstopped: {stops.reason} (nothing of it is left to resume); the artifact cache {store.root} is kept")
             else:
                 say(f"\n{'stopped: ' + stops.reason if stops.reason else 'interrupted'}; finished work is kept "
                     f"(artifacts are cached). Continue with: {resume_command(config)}")
@@ -562,7 +566,8 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     live.wait()  # a live report still being written must not overwrite the final one
     watch.close()
     if watch.deleted:  # nothing to write into, and nothing to resume
-        say(f"stopped: {stops.reason}. Nothing more was written there; the artifact cache {store.root} is kept")
+        watch.remove_recreated()
+        say(f"stopped: {stops.reason} (nothing of it is left to resume); the artifact cache {store.root} is kept")
         return 1
     frame = result_table(grid, {key: artifact.meta for key, artifact in teacher_artifacts.items()},
                          scheduler_stops=scheduler_stops)
@@ -595,6 +600,10 @@ def _write_report(exp_dir: str) -> bool:
     try:
         paths = build_report(exp_dir)
     except Exception as error:  # noqa: BLE001 -- the sweep's results must survive any report bug
+        if is_disk_full(error):  # not a bug: one line, no traceback
+            say(f"report not written: the disk is full; the results are safe. Free some space, then build it with: "
+                f"python -m analysis.report {exp_dir}")
+            return False
         logging.getLogger(__name__).exception("the report failed")
         say(f"report failed ({type(error).__name__}: {error}); the results are safe. Build it again with: "
             f"python -m analysis.report {exp_dir}")

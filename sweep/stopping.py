@@ -161,18 +161,48 @@ class DiskWatch:
     """Stops the sweep (``StopSignals.stop``) when the experiment directory disappears or its file
     system has less than ``reserve`` bytes free, looking every ``every_s`` seconds."""
 
-    def __init__(self, experiment_dir: str, stops: StopSignals, *, reserve: int, every_s: float = 2.0):
+    def __init__(self, experiment_dir: str, stops: StopSignals, *, reserve: int, every_s: float = 1.0):
         self.experiment_dir, self.stops, self.reserve, self.every_s = experiment_dir, stops, reserve, every_s
         self.local = _local(experiment_dir)
         self.deleted = False
+        self._identity = None
         self._done = threading.Event()
         self._thread = None
 
     def start(self) -> "DiskWatch":
         if self.local is not None:  # object storage: nothing this machine can watch
+            self._identity = self._stat()
             self._thread = threading.Thread(target=self._watch, name="disk-watch", daemon=True)
             self._thread.start()
         return self
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self.local)
+        except OSError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def gone(self) -> bool:
+        """The experiment directory is not the one the sweep started in: deleted, or deleted and made
+        again (Tune recreates the folders it writes to), or replaced."""
+        return self._identity is not None and self._stat() != self._identity
+
+    def low_on_space(self) -> bool:
+        free = None if self.local is None else free_bytes(self.local)
+        return free is not None and free < self.reserve
+
+    def failing(self) -> bool:
+        """Whether writes into the experiment directory fail for a reason this watch reports itself."""
+        return self.gone() or self.low_on_space()
+
+    def remove_recreated(self) -> None:
+        """After a deletion: remove what the sweep's own writers (Tune) made again at the deleted path,
+        unless it has become another experiment (it holds a ``sweep.json``)."""
+        from sweep.contract import SWEEP_FILE
+
+        if self.local and os.path.isdir(self.local) and not os.path.exists(os.path.join(self.local, SWEEP_FILE)):
+            shutil.rmtree(self.local, ignore_errors=True)
 
     def close(self) -> None:
         self._done.set()
@@ -181,12 +211,12 @@ class DiskWatch:
 
     def _watch(self) -> None:
         while not self._done.wait(self.every_s):
-            if not os.path.isdir(self.local):
+            if self.gone():
                 self.deleted = True
                 self.stops.stop(f"the experiment directory {self.experiment_dir} was deleted while the sweep ran")
                 return
-            free = free_bytes(self.local)
-            if free is not None and free < self.reserve:
+            if self.low_on_space():
+                free = free_bytes(self.local)
                 self.stops.stop(f"the disk of {self.experiment_dir} is nearly full ({_mb(free)} free; the sweep keeps "
                                 f"{_mb(self.reserve)} for its checkpoints, results and report)")
                 return

@@ -265,6 +265,7 @@ def test_random_is_compared_with_score_methods_under_the_same_teacher_and_labels
 
 def test_load_from_a_directory_a_csv_path_and_an_fsspec_uri(tmp_path):
     frame = synthetic(lambda f: 0.4, trials=4)
+    frame["alpha"] *= 0.8  # the sweep searched [0, 0.8]
     folder = write_experiment(tmp_path / "exp", frame, alpha_range=[0.0, 0.8])
     local = load_experiment(str(folder))
     assert len(local.trials) == len(frame) and local.alpha_range == (0.0, 0.8) and local.name == "exp"
@@ -369,3 +370,29 @@ def test_report_of_a_messy_sweep_keeps_every_trial_visible(tmp_path):
     assert "no completed trials" in page and "stopped or errored (not used)" in page
     trials = pd.read_csv(paths["trials_csv"])
     assert len(trials) == len(frame) and set(trials["status"]) == {"completed", "stopped", "error"}
+
+
+def test_rows_outside_the_searched_alpha_range_are_left_out_with_a_warning(tmp_path, capsys):
+    """A row the sweep cannot have produced (alpha = 1.7 when it searched [0, 1]: an edited or merged
+    table) is named on stderr and in the page, and changes no fit."""
+    frame = synthetic(lambda f: 0.5, trials=8, fractions=(0.2, 0.5, 1.0))
+    clean = write_experiment(tmp_path / "clean", frame)
+    odd = frame.copy()
+    odd.loc[3, "alpha"], odd.loc[3, "val_acc"] = 1.7, 0.99  # a spectacular, impossible trial
+    edited = write_experiment(tmp_path / "edited", odd)
+    assert report_main([str(clean)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert report_main([str(edited)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "1 row(s) with alpha outside the searched range [0, 1] (alpha = 1.7)" in err
+    kept = pd.read_csv(edited / "report.trials.csv")
+    assert len(kept) == len(frame) - 1 and kept["alpha"].between(0, 1).all()
+    assert "Left out:" in (edited / "report.html").read_text()
+    # the fits rest on the other rows only: the same as the table without that row
+    fit_edited = json.loads((edited / "report.fit.json").read_text())
+    without = write_experiment(tmp_path / "without", frame.drop(index=3))
+    assert report_main([str(without)]) == 0
+    fit_without = json.loads((without / "report.fit.json").read_text())
+    for document in (fit_edited, fit_without):
+        document.pop("experiment"), document.pop("location"), document.pop("generated_at")
+    assert fit_without == fit_edited

@@ -36,7 +36,16 @@ def _max_diff(a, b):
     return max((x.double() - y.double()).abs().max().item() for x, y in pairs)
 
 
-def _assert_same_results(a, b, *, weights_atol=1e-5, resumed=False):
+# After epochs of SGD the two paths differ by fp32 summation order only (a grouped convolution and K
+# separate ones reduce in another order, and which order depends on the CPU's oneDNN kernels), which
+# training amplifies: 2e-4 in the weights and 3e-5 in a loss on an AMD EPYC, 1e-6 elsewhere. One
+# forward and backward pass, where nothing amplifies it, is compared at 1e-5 and 1e-4
+# (test_fused_model_computes_the_members).
+TRAINED_WEIGHTS_ATOL = 1e-3
+TRAINED_LOSS_RTOL = 1e-4
+
+
+def _assert_same_results(a, b, *, weights_atol=TRAINED_WEIGHTS_ATOL, resumed=False):
     """The same members' results, to float tolerance (accuracies: within one example)."""
     assert (a.epochs, a.steps_per_epoch) == (b.epochs, b.steps_per_epoch)
     if not resumed:  # teacher_forwards counts this call's
@@ -46,7 +55,7 @@ def _assert_same_results(a, b, *, weights_atol=1e-5, resumed=False):
             y.status, y.epochs_run, y.steps_run, y.stopped_epoch, y.stop_reason)
         assert x.val_acc == pytest.approx(y.val_acc, abs=0.008)
         assert (x.test_acc is None and y.test_acc is None) or x.test_acc == pytest.approx(y.test_acc, abs=0.003)
-        assert [h["train_loss"] for h in x.history] == pytest.approx([h["train_loss"] for h in y.history], rel=1e-5)
+        assert [h["train_loss"] for h in x.history] == pytest.approx([h["train_loss"] for h in y.history], rel=TRAINED_LOSS_RTOL)
         assert [h["lr"] for h in x.history] == pytest.approx([h["lr"] for h in y.history], rel=1e-12)
     for x, y in zip(a.models, b.models):
         assert _max_diff(x, y) < weights_atol
@@ -159,7 +168,7 @@ def test_fused_training_equals_the_loop(digits, digits_split, digits_teacher, fa
     # the members' logits on held-out images, after training
     x = torch.from_numpy(digits.x_test[:32]).permute(0, 3, 1, 2).float() / 16
     for a, b in zip(results[False].models, results[True].models):
-        torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(b(x), a(x), rtol=1e-3, atol=TRAINED_WEIGHTS_ATOL)
     # one member fused alone is the same student as well
     alone = _cohort(digits, digits_split, digits_teacher, recipe, subset, MEMBERS[1:2], True)
     assert _max_diff(alone.models[0], results[False].models[1]) < 1e-5

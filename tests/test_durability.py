@@ -1,0 +1,294 @@
+"""The state on disk: one writer per experiment, a copy is its own, damaged state is caught before
+compute, and every stop (a signal, a deleted directory, a full disk) ends cleanly and resumes.
+
+Real sweeps on digits in a subprocess, as a user runs them; the disk tests mount a small tmpfs
+(root, as in CI)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+from sweep.contract import LOCK_FILE, RESULT_COLUMNS
+from sweep.optuna_storage import open_optuna_storage
+from sweep.run import main
+from sweep.state_check import DamagedStateError, check_journal
+
+SWEEP = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
+         "1.0", "--trials-per-cell", "2", "--cohort-size", "1", "--max-concurrent", "1"]
+
+
+def _driver(args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, env={**os.environ, **(env or {})})
+
+
+def _studies(journal):
+    storage = open_optuna_storage(str(journal))
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
+            for s in optuna.get_all_study_summaries(storage)}
+
+
+def _completed(journal) -> int:
+    if not os.path.exists(journal):
+        return 0
+    try:
+        return sum(t.state == optuna.trial.TrialState.COMPLETE for s in _studies(journal).values() for t in s.trials)
+    except Exception:  # the journal is being written
+        return 0
+
+
+def _wait_until(condition, driver, what, timeout=240):
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.3)
+    assert driver.poll() is None, f"the sweep ended before {what}: {driver.communicate()[0][-3000:]}"
+
+
+def _tree(folder) -> dict:
+    """Every file under ``folder`` with the sha256 of its bytes."""
+    found = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as handle:
+                found[os.path.relpath(path, folder)] = hashlib.sha256(handle.read()).hexdigest()
+    return found
+
+
+def _every_student_once(folder, students):
+    results = pd.read_csv(folder / "results.csv")
+    assert list(results.columns) == list(RESULT_COLUMNS)
+    assert len(results) == students and (results["status"] == "completed").all()
+    assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()
+    for study in _studies(folder / "optuna.journal").values():
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        assert len({t.params["alpha"] for t in study.trials}) == len(study.trials) == 2  # no alpha asked twice
+    return results
+
+
+def test_a_second_writer_is_refused_and_a_killed_writers_lock_is_cleared(tmp_path, capsys):
+    first = _driver([*SWEEP, "--storage", str(tmp_path), "--name", "one"])
+    lock = tmp_path / "one" / LOCK_FILE
+    _wait_until(lambda: (tmp_path / "one" / "sweep.json").exists(), first, "it wrote its settings")
+    # a second sweep of the same name and a resume of it are refused while the first one runs
+    for args in ([*SWEEP, "--storage", str(tmp_path), "--name", "one"], ["--resume", "--name", "one", "--storage", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and f"is being written by another sweep: pid {first.pid} on host" in err, err
+        assert "Traceback" not in err
+    assert json.loads(lock.read_text())["pid"] == first.pid  # the holder's lock is left alone
+
+    _wait_until(lambda: _completed(tmp_path / "one" / "optuna.journal") >= 1, first, "a student finished")
+    os.killpg(first.pid, signal.SIGKILL)  # no chance to release its lock
+    first.wait()
+    assert lock.exists()
+    assert main(["--resume", "--name", "one", "--storage", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"removed a stale lock of this experiment (pid {first.pid} on host" in out
+    _every_student_once(tmp_path / "one", 4)
+    assert not lock.exists()  # released at the end
+
+
+def test_sigterm_stops_cleanly_and_a_copied_experiment_resumes_into_itself(tmp_path, capsys):
+    original, copy = tmp_path / "a" / "exp", tmp_path / "b" / "exp"
+    driver = _driver([*SWEEP, "--storage", str(tmp_path / "a"), "--name", "exp"])
+    _wait_until(lambda: _completed(original / "optuna.journal") >= 1, driver, "SIGTERM")
+    driver.send_signal(signal.SIGTERM)  # what kill, systemd, a batch scheduler or `ray job stop` send
+    out, _ = driver.communicate(timeout=240)
+    assert driver.returncode == 143, out[-3000:]  # 128 + SIGTERM
+    assert "the sweep stopped (SIGTERM)" in out and "Traceback" not in out
+    assert f"Continue with: python -m sweep.run --resume --name exp --storage {tmp_path / 'a'}" in out
+    finished = pd.read_csv(original / "results.csv")
+    assert 1 <= len(finished) < 4 and (finished["status"] == "completed").any()
+    assert (original / "report.html").exists() and not (original / LOCK_FILE).exists()
+
+    shutil.copytree(original, copy, symlinks=True)
+    before = _tree(original)
+    # the copy's journal as a crash during an append leaves it: a record without its end
+    with open(copy / "optuna.journal", "ab") as handle:
+        handle.write(b'{"op_code": 5, "worker_id": "abc", "trial_id": 1, "param_na')
+    assert main(["--resume", "--name", "exp", "--storage", str(tmp_path / "b"), "--artifacts",
+                 str(tmp_path / "a" / "artifacts")]) == 0
+    out = capsys.readouterr().out
+    assert f"repaired the Optuna journal {copy / 'optuna.journal'}: dropped its torn last record" in out
+    assert _tree(original) == before  # the original, byte for byte
+    resumed = _every_student_once(copy, 4)
+    assert set(finished["cohort"]) <= set(resumed["cohort"])  # what finished before the copy is kept, not redone
+
+
+def _experiment_to_resume(tmp_path):
+    """A stopped experiment's files, written as the sweep writes them: settings and an Optuna journal."""
+    from sweep.plan import SweepConfig
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    config = SweepConfig(dataset="digits", name="old", storage=str(tmp_path), profile="smoke", methods=["random"],
+                         fractions=[0.5])
+    (folder / "sweep.json").write_text(json.dumps(config.to_dict()))
+    study = optuna.create_study(storage=open_optuna_storage(str(folder / "optuna.journal")), study_name="old/cell")
+    for alpha in (0.0, 0.5):
+        trial = study.ask({"alpha": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, alpha)
+    return folder
+
+
+def test_a_torn_last_journal_record_is_dropped_and_any_other_damage_refused(tmp_path):
+    folder = _experiment_to_resume(tmp_path)
+    journal = folder / "optuna.journal"
+    whole = journal.read_bytes()
+    torn = b'{"op_code": 6, "trial_id": 2, "sta'
+    journal.write_bytes(whole + torn)
+    assert f"dropped its torn last record ({len(torn)} bytes without an end" in check_journal(str(journal))
+    assert journal.read_bytes() == whole
+    assert len(_studies(journal)["old/cell"].trials) == 2
+    assert check_journal(str(journal)) is None  # a whole journal: nothing to say
+
+    lines = whole.count(b"\n")
+    journal.write_bytes(whole + b"garbage appended by hand\n")
+    with pytest.raises(DamagedStateError, match=f"damaged at line {lines + 1} of {lines + 1} \\(not a JSON record"):
+        check_journal(str(journal))
+    middle = whole.split(b"\n")
+    middle[1] = b'["a", "list"]'
+    journal.write_bytes(b"\n".join(middle))
+    with pytest.raises(DamagedStateError, match=f"damaged at line 2 of {lines} \\(a JSON value that is not an Optuna"):
+        check_journal(str(journal))
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("journal", "the Optuna journal {folder}/optuna.journal is damaged at line"),
+    ("tune", "Tune's state file {folder}/tuner.pkl is damaged"),
+])
+def test_a_resume_with_damaged_state_is_refused_before_compute(damage, message, tmp_path, capsys):
+    folder = _experiment_to_resume(tmp_path)
+    if damage == "journal":
+        with open(folder / "optuna.journal", "ab") as handle:
+            handle.write(b"not json\n")
+    else:
+        (folder / "tuner.pkl").write_bytes(b"\x80\x04garbage")
+    before = _tree(folder)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--resume", "--name", "old", "--storage", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message.format(folder=folder) in err, err
+    assert "Traceback" not in err
+    assert _tree(folder) == before  # nothing appended, nothing repaired, no lock left behind
+    assert not (tmp_path / "artifacts" / "teacher").exists()  # no teacher trained
+
+
+def test_a_deleted_experiment_directory_stops_the_sweep_with_one_line(tmp_path):
+    folder = tmp_path / "gone"
+    driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path), "--name", "gone",
+                      "--artifacts", str(tmp_path / "cache")])
+    _wait_until(lambda: _completed(folder / "optuna.journal") >= 1, driver, "the directory was deleted")
+    shutil.rmtree(folder)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 1, out[-3000:]
+    assert f"stopped: the experiment directory {folder} was deleted while the sweep ran" in out
+    assert "Traceback" not in out and "Unable to set up cluster storage" not in out
+    assert not folder.exists()  # what Tune wrote there again was removed
+    assert list((tmp_path / "cache" / "teacher").iterdir())  # the artifact cache is kept
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a tmpfs of 48 MB; mounting one needs root (CI runs as root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs for the disk tests: {done.stderr.strip()}")
+        pytest.skip(f"the disk tests mount a tmpfs, which needs root: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_sweep_that_cannot_fit_on_its_disk_is_refused_before_compute(small_disk, tmp_path, capsys):
+    filler = small_disk / "filler"
+    free = shutil.disk_usage(small_disk).free
+    with open(filler, "wb") as handle:
+        handle.truncate(0)
+        handle.write(b"\0" * (free - 2 * (1 << 20)))  # 2 MB left
+    with pytest.raises(SystemExit) as exit_:
+        main([*SWEEP, "--storage", str(small_disk), "--name", "big", "--artifacts", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "not enough free disk space: this sweep writes about" in err, err
+    assert f"to {small_disk}/big" in err and "Traceback" not in err
+    assert not (tmp_path / "cache" / "teacher").exists()
+
+
+def test_a_disk_filling_up_stops_the_sweep_keeps_results_whole_and_resumes(small_disk, tmp_path):
+    folder = small_disk / "full"
+    driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(small_disk), "--name", "full",
+                      "--artifacts", str(tmp_path / "cache")])
+    _wait_until(lambda: _completed(folder / "optuna.journal") >= 1, driver, "the disk filled")
+    free = shutil.disk_usage(small_disk).free
+    subprocess.run(["fallocate", "-l", str(free - 4 * (1 << 20)), str(small_disk / "filler")], check=True)
+    out, _ = driver.communicate(timeout=240)
+    assert driver.returncode == 1, out[-3000:]
+    assert f"stopped: the disk of {folder} is nearly full" in out and "Traceback" not in out
+    assert f"Continue with: python -m sweep.run --resume --name full --storage {small_disk}" in out
+    kept = pd.read_csv(folder / "results.csv")  # whole: parsed, every column, the finished student in it
+    assert list(kept.columns) == list(RESULT_COLUMNS) and (kept["status"] == "completed").sum() >= 1
+    assert not [p for p in os.listdir(folder) if ".tmp-" in p]  # no temporary file left behind
+
+    (small_disk / "filler").unlink()
+    assert main(["--resume", "--name", "full", "--storage", str(small_disk)]) == 0
+    _every_student_once(folder, 4)
+
+
+def test_a_full_disk_during_a_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    """ENOSPC in the middle of writing results.csv (here at the flush to disk, where NFS reports it)."""
+    import errno
+
+    from trainables import storage
+
+    target = tmp_path / "results.csv"
+    storage.write_bytes(str(target), b"the previous table\n")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        storage.write_bytes(str(target), b"a new table that does not fit\n" * 1000)
+    assert target.read_bytes() == b"the previous table\n"
+    assert os.listdir(tmp_path) == ["results.csv"]
+
+
+def test_an_address_that_answers_but_is_not_ray_is_refused_in_seconds(tmp_path, capsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        with pytest.raises(SystemExit) as exit_:
+            main([*SWEEP, "--storage", str(tmp_path), "--name", "web", "--address", f"127.0.0.1:{port}"])
+    finally:
+        server.terminate()
+        server.wait()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert f"cannot reach the Ray cluster at '127.0.0.1:{port}': something listens there but does not answer as a Ray head" in err
+    assert "it answered '" in err and "Traceback" not in err
