@@ -103,10 +103,16 @@ def _device(path: str) -> int | None:
 
 @dataclass
 class SpaceNeed:
-    """What a sweep writes, in bytes, per location (the experiment directory, the artifact cache)."""
+    """What a sweep leaves on disk, in bytes, per location (the experiment directory, the artifact
+    cache), and the headroom it needs on the experiment's disk while it runs (``reserve``: the next
+    checkpoints before the ones they replace are deleted, results and report written beside the old
+    ones before a rename). ``DiskWatch`` stops a sweep whose disk has less than ``reserve`` free, so
+    the check before compute asks for both: a sweep that passes it is never stopped by the watch
+    unless something else fills the disk."""
 
     by_location: dict[str, int] = field(default_factory=dict)
-    reserve: int = 0  # what must stay free while the sweep runs: one round of checkpoints, results, report
+    reserve: int = 0
+    reserve_location: str | None = None
 
     def check(self) -> None:
         """Raise ``ValueError`` when a file system cannot hold what the sweep will write there
@@ -119,6 +125,7 @@ class SpaceNeed:
             if free is None:
                 continue  # object storage: nothing to check from here
             need = sum(self.by_location[loc] for loc in locations)
+            need += self.reserve if self.reserve_location in locations else 0
             if free < need:
                 raise ValueError((
                     f"not enough free disk space: this sweep writes about {_mb(need)} to {' and '.join(locations)} "
@@ -132,7 +139,7 @@ def _mb(n: int) -> str:
 
 def space_needed(plan, *, experiment_dir: str, artifacts_dir: str, teachers_to_train: int, score_tables_to_compute: int,
                  num_train: int, num_classes: int, in_channels: int, slots: int) -> SpaceNeed:
-    """An upper estimate of what ``plan`` writes, from the sizes of its models: every cohort keeps its
+    """An upper estimate of what ``plan`` leaves on disk, from the sizes of its models: every cohort keeps its
     last checkpoint (each member's weights and SGD momentum), Tune's logs, ``results.csv``, the
     Optuna journal and the report; the artifact cache gets the teachers and score tables not yet in it.
     Each figure has a margin of 50 %: it is a floor for the check, not an accounting."""
@@ -151,7 +158,8 @@ def space_needed(plan, *, experiment_dir: str, artifacts_dir: str, teachers_to_t
     experiment = plan.num_cohorts * (cohort_checkpoint + tune_logs) + results + report + 4 * MB
     artifacts = teachers_to_train * per_teacher + score_tables_to_compute * (num_train * 16 * (plan.score_seeds + 1) + 64 * 1024)
     margin = 1.5
-    need = SpaceNeed(reserve=int(margin * (2 * slots * cohort_checkpoint + results + report + 4 * MB)))
+    need = SpaceNeed(reserve=int(margin * (2 * slots * cohort_checkpoint + results + report + 4 * MB)),
+                     reserve_location=experiment_dir)
     need.by_location[experiment_dir] = int(margin * experiment)
     need.by_location[artifacts_dir] = need.by_location.get(artifacts_dir, 0) + int(margin * artifacts)
     return need

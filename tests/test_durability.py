@@ -204,10 +204,10 @@ def test_a_deleted_experiment_directory_stops_the_sweep_with_one_line(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A folder on a tmpfs of 48 MB; mounting one needs root (CI runs as root)."""
+    """A folder on a tmpfs of 96 MB; mounting one needs root (CI runs as root)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount)], capture_output=True, text=True)
     if done.returncode != 0:
         if os.environ.get("CI"):
             pytest.fail(f"cannot mount a tmpfs for the disk tests: {done.stderr.strip()}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -114,7 +115,10 @@ def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    pytest.fail("headless Chromium is needed for the report tests: `apt-get install chromium` (.ci/run does this)")
+    missing = "headless Chromium is needed for the report tests: `apt-get install chromium` (.ci/run does this)"
+    if os.environ.get("CI"):  # CI checks the report in a real browser: a missing one is a failure there
+        pytest.fail(missing)
+    pytest.skip(missing)
 
 
 def open_in_browser(path, tmp_path) -> tuple[Node, list[str]]:
