@@ -31,6 +31,7 @@ __all__ = [
 FINISHED = Searcher.FINISHED
 CONTINUE = TrialScheduler.CONTINUE
 CHECKPOINT_FILE = "state.pt"
+KEPT_CHECKPOINTS = 2  # per trial (see build_tuner)
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a Ray of one node, on 127.0.0.1
 
 
@@ -377,7 +378,7 @@ def _quiet_tune_console() -> None:
     """Tune's console as the sweep wants it, for a new and a resumed run alike."""
     # Tune's newer console output ignores custom reporters; the classic one takes column choices.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Each epoch checkpoints (num_to_keep=1), which makes Tune snapshot often and warn about it;
+    # Each report checkpoints (KEPT_CHECKPOINTS are kept), which makes Tune snapshot often and warn about it;
     # for small fast trials that is expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # On a stop Tune names its own Python resume call; the sweep prints its --resume command instead.
@@ -437,7 +438,11 @@ def build_tuner(
             name=name,
             storage_path=storage_path,
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two, not one: Tune deletes a trial's older checkpoint as soon as a newer one registers,
+            # but saves the experiment state (which names the checkpoint a resume restores from) a
+            # moment later. With one kept, a driver killed in between leaves a state naming a deleted
+            # checkpoint, and the resume fails that trial; with two, the named one still exists.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
             verbose=verbose,
             progress_reporter=_reporter(),
             callbacks=callbacks,

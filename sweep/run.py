@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
         parser.error(str(error))
 
-    stops = StopSignals()
+    stops, watch = StopSignals(), None
     try:
         try:
             ray_adapter.connect(args.address)
@@ -297,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         except KeyboardInterrupt:  # a stop before the trials (teachers, scores) or a second stop signal
             if watch.deleted:
-                watch.remove_recreated()
                 say(f"\nstopped: {stops.reason} (nothing of it is left to resume); the artifact cache {store.root} is kept")
             else:
                 say(f"\n{'stopped: ' + stops.reason if stops.reason else 'interrupted'}; finished work is kept "
@@ -312,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             watch.close()
     finally:
-        ray_adapter.shutdown()
+        ray_adapter.shutdown()  # no trial process can write any more
         console.close_log()
+        if watch is not None and watch.deleted:
+            watch.remove_recreated()  # what Tune wrote again at the deleted path
         lock.release()
 
 
@@ -563,10 +564,21 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
         live.wait()
         say(f"\ninterrupted; finished trials are kept. Continue with: {resume_command(config)}")
         return stops.exit_code()
+    except Exception as error:  # noqa: BLE001 -- Tune's loop failed; the disk watch may know why
+        if not watch.failing():
+            raise
+        live.wait()
+        gone = watch.gone()
+        reason = (f"the experiment directory {exp_dir} was deleted while the sweep ran" if gone
+                  else f"the disk of {exp_dir} is full")
+        say(f"stopped: {reason} ({type(error).__name__}: {error})"
+            + (f"; the artifact cache {store.root} is kept" if gone else
+               f". Free some space, then continue with: {resume_command(config)}"))
+        watch.deleted = watch.deleted or gone
+        return 1
     live.wait()  # a live report still being written must not overwrite the final one
     watch.close()
     if watch.deleted:  # nothing to write into, and nothing to resume
-        watch.remove_recreated()
         say(f"stopped: {stops.reason} (nothing of it is left to resume); the artifact cache {store.root} is kept")
         return 1
     frame = result_table(grid, {key: artifact.meta for key, artifact in teacher_artifacts.items()},

@@ -143,6 +143,7 @@ def space_needed(plan, *, experiment_dir: str, artifacts_dir: str, teachers_to_t
     last checkpoint (each member's weights and SGD momentum), Tune's logs, ``results.csv``, the
     Optuna journal and the report; the artifact cache gets the teachers and score tables not yet in it.
     Each figure has a margin of 50 %: it is a floor for the check, not an accounting."""
+    from sweep.ray_adapter import KEPT_CHECKPOINTS
     from sweep.trial import REPORTS_PER_TRIAL
     from trainables.models import build_model
 
@@ -151,7 +152,7 @@ def space_needed(plan, *, experiment_dir: str, artifacts_dir: str, teachers_to_t
 
     per_student = max(params(arch) for arch in plan.students) * 4 * 2 + 64 * 1024  # float32 weights + momentum
     per_teacher = max(params(arch) for arch in plan.teachers) * 4 + 256 * 1024
-    cohort_checkpoint = per_student * plan.cohort_size
+    cohort_checkpoint = per_student * plan.cohort_size * KEPT_CHECKPOINTS  # a trial keeps its last few
     tune_logs = 64 * 1024 + REPORTS_PER_TRIAL * 8 * 1024  # result.json, progress.csv, params per trial
     report = 12 * MB  # report.html (plotly inlined) and its tables, written twice (a temporary file, then renamed)
     results = plan.num_trials * 3 * 1024  # results.csv (and its temporary copy) and the journal's records
