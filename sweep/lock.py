@@ -53,7 +53,9 @@ class LockOwner:
         started = _process_started(self.pid)
         if started is None:
             return False
-        return self.process_started is None or abs(started - self.process_started) < 1.0
+        if not started or self.process_started is None:
+            return True  # running, start time unknown: never taken for stale
+        return abs(started - self.process_started) < 1.0
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
@@ -61,11 +63,10 @@ class LockOwner:
 
 
 def _process_started(pid: int) -> float | None:
-    """The start time of process ``pid``, or None when no such process runs."""
+    """The start time of process ``pid``: None when no such process runs (a zombie included), 0.0
+    when it runs but its start time cannot be read."""
     try:
-        import psutil  # Ray depends on it
-
-        return psutil.Process(pid).create_time()
+        import psutil  # Ray ships it (importable once Ray is)
     except ImportError:
         try:
             os.kill(pid, 0)
@@ -74,13 +75,12 @@ def _process_started(pid: int) -> float | None:
         except PermissionError:
             pass
         return 0.0
-    except Exception:  # noqa: BLE001 -- psutil.NoSuchProcess, AccessDenied, ZombieProcess
-        try:
-            import psutil
-
-            return None if not psutil.pid_exists(pid) else 0.0
-        except Exception:  # noqa: BLE001
-            return None
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.Error:
+        return 0.0
 
 
 class ExperimentLock:
