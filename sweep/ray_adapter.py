@@ -341,7 +341,82 @@ def stage_cpus(tasks: int, at_least: float) -> float:
 
 def _trainable(fn: Callable, parameters: dict, resources: dict):
     # with_parameters puts every parameter into the object store once; trials get references.
-    return tune.with_resources(tune.with_parameters(fn, **parameters), resources)
+    with_parameters = tune.with_parameters(fn, **parameters)
+    # Tune builds the trial class from the function with these classes first in line (its
+    # ``__mixins__`` hook): a restore that finds the checkpoint it names gone uses a newer one.
+    with_parameters.__mixins__ = (_RestoreFromNewestWholeCheckpoint,)
+    return tune.with_resources(with_parameters, resources)
+
+
+class _RestoreFromNewestWholeCheckpoint:
+    """A trial restored from a checkpoint that is gone resumes from the newest whole one beside it.
+
+    Tune deletes a trial's older checkpoints as newer ones register and saves the experiment state,
+    which names the checkpoint a resume restores from, at most every ten seconds and in the
+    background; a driver killed in between leaves a state naming a deleted checkpoint, and Tune fails
+    that trial on every retry. The trial's folder then holds the newer checkpoints that replaced it;
+    the newest one whose file reads back whole (a worker killed during its upload leaves a cut one) is
+    as good a place to go on from. With none left the trial starts over: students are seeded, so it
+    trains the same students again."""
+
+    def restore(self, checkpoint_path):
+        from ray.train._internal.checkpoint_manager import _TrainingResult
+
+        result = checkpoint_path
+        if isinstance(result, _TrainingResult) and result.checkpoint is not None:
+            named = result.checkpoint
+            if not _whole_checkpoint(named.filesystem, named.path, must_be_whole=False):
+                newer = newest_whole_checkpoint(named.filesystem, os.path.dirname(named.path))
+                if newer is None:
+                    print(f"the checkpoint {named.path} is gone and no other is whole: the trial starts over",
+                          file=sys.stderr)
+                    return None
+                print(f"the checkpoint {named.path} is gone: the trial goes on from {newer}", file=sys.stderr)
+                # Every report of a trial checkpoints, so the newer checkpoint is that many reports
+                # later (the iteration count is what ASHA's rungs read).
+                metrics = dict(result.metrics or {})
+                metrics["training_iteration"] = (int(metrics.get("training_iteration", 0))
+                                                 + _checkpoint_number(newer) - _checkpoint_number(named.path))
+                result = _TrainingResult(checkpoint=tune.Checkpoint(newer, named.filesystem), metrics=metrics)
+        return super().restore(result)
+
+
+def _checkpoint_number(path: str) -> int:
+    import re
+
+    match = re.fullmatch(r"checkpoint_(\d+)", os.path.basename(path.rstrip("/")))
+    return int(match.group(1)) if match else -1
+
+
+def _whole_checkpoint(filesystem, path: str, *, must_be_whole: bool = True) -> bool:
+    """Whether the checkpoint folder ``path`` exists (and, with ``must_be_whole``, its state file
+    reads back as a whole zip archive, the format of ``torch.save``: a cut file loses the archive's
+    directory, which sits at its end)."""
+    import zipfile
+
+    import pyarrow.fs
+
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        return False
+    if not must_be_whole:
+        return True
+    try:
+        with filesystem.open_input_file(f"{path}/{CHECKPOINT_FILE}") as handle:
+            return zipfile.is_zipfile(handle)
+    except (OSError, ValueError):
+        return False
+
+
+def newest_whole_checkpoint(filesystem, trial_path: str) -> str | None:
+    """The newest whole ``checkpoint_NNNNNN`` folder in a trial's folder, or None."""
+    import pyarrow.fs
+
+    try:
+        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_path, allow_not_found=True))
+    except OSError:
+        return None
+    numbered = sorted(((_checkpoint_number(entry.path), entry.path) for entry in entries), reverse=True)
+    return next((path for number, path in numbered if number >= 0 and _whole_checkpoint(filesystem, path)), None)
 
 
 def _trial_name(trial) -> str:
@@ -439,9 +514,10 @@ def build_tuner(
             storage_path=storage_path,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             # Two, not one: Tune deletes a trial's older checkpoint as soon as a newer one registers,
-            # but saves the experiment state (which names the checkpoint a resume restores from) a
-            # moment later. With one kept, a driver killed in between leaves a state naming a deleted
-            # checkpoint, and the resume fails that trial; with two, the named one still exists.
+            # but saves the experiment state (which names the checkpoint a resume restores from)
+            # later; Tune forces that save once a trial has made this many checkpoints since the last
+            # one. A state naming a deleted checkpoint can still be left by a driver killed in
+            # between: _RestoreFromNewestWholeCheckpoint covers that.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
             verbose=verbose,
             progress_reporter=_reporter(),

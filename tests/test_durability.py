@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,9 +20,11 @@ import time
 import optuna
 import pandas as pd
 import pytest
+import torch
 
 from sweep.contract import LOCK_FILE, RESULT_COLUMNS
 from sweep.optuna_storage import open_optuna_storage
+from sweep.ray_adapter import CHECKPOINT_FILE, newest_whole_checkpoint
 from sweep.run import main
 from sweep.state_check import DamagedStateError, check_journal
 
@@ -104,8 +107,10 @@ def test_a_second_writer_is_refused_and_a_killed_writers_lock_is_cleared(tmp_pat
 
 def test_sigterm_stops_cleanly_and_a_copied_experiment_resumes_into_itself(tmp_path, capsys):
     original, copy = tmp_path / "a" / "exp", tmp_path / "b" / "exp"
-    driver = _driver([*SWEEP, "--storage", str(tmp_path / "a"), "--name", "exp"])
-    _wait_until(lambda: _completed(original / "optuna.journal") >= 1, driver, "SIGTERM")
+    driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path / "a"), "--name", "exp"])
+    # stopped while a second trial runs and has made a checkpoint
+    _wait_until(lambda: (_completed(original / "optuna.journal") >= 1
+                         and len(_checkpoints(original)) > _completed(original / "optuna.journal")), driver, "SIGTERM")
     driver.send_signal(signal.SIGTERM)  # what kill, systemd, a batch scheduler or `ray job stop` send
     out, _ = driver.communicate(timeout=240)
     assert driver.returncode == 143, out[-3000:]  # 128 + SIGTERM
@@ -120,13 +125,58 @@ def test_sigterm_stops_cleanly_and_a_copied_experiment_resumes_into_itself(tmp_p
     # the copy's journal as a crash during an append leaves it: a record without its end
     with open(copy / "optuna.journal", "ab") as handle:
         handle.write(b'{"op_code": 5, "worker_id": "abc", "trial_id": 1, "param_na')
+    # the stopped trial's folder as a driver killed before Tune saved its state leaves it: the
+    # checkpoint the state names deleted, a newer whole one, and a newest one cut during its upload
+    stopped = {folder: numbers for folder, numbers in _checkpoints(copy).items()
+               if folder.name.split("-")[0] in set(finished.loc[finished["status"] == "interrupted", "cohort"])}
+    assert len(stopped) == 1, stopped
+    (folder, numbers), = stopped.items()
+    newer, cut = (folder / f"checkpoint_{max(numbers) + step:06d}" for step in (1, 2))
+    (folder / f"checkpoint_{max(numbers):06d}").rename(newer)
+    for number in set(numbers) - {max(numbers)}:
+        shutil.rmtree(folder / f"checkpoint_{number:06d}")
+    cut.mkdir()
+    whole = (newer / CHECKPOINT_FILE).read_bytes()
+    (cut / CHECKPOINT_FILE).write_bytes(whole[: len(whole) // 2])
+    epoch = torch.load(newer / CHECKPOINT_FILE, weights_only=True)["epoch"]
     assert main(["--resume", "--name", "exp", "--storage", str(tmp_path / "b"), "--artifacts",
                  str(tmp_path / "a" / "artifacts")]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert f"repaired the Optuna journal {copy / 'optuna.journal'}: dropped its torn last record" in out
+    assert re.search(f"the checkpoint {folder}/checkpoint_\\d+ is gone: the trial goes on from {newer}\n", out + err)
     assert _tree(original) == before  # the original, byte for byte
     resumed = _every_student_once(copy, 4)
     assert set(finished["cohort"]) <= set(resumed["cohort"])  # what finished before the copy is kept, not redone
+    restored = resumed[resumed["cohort"] == folder.name.split("-")[0]]
+    assert len(restored) == 1 and (restored["resumed_from_epoch"] == epoch).all()
+
+
+def test_the_newest_whole_checkpoint_is_found_beside_a_deleted_one(tmp_path):
+    import pyarrow.fs
+
+    local = pyarrow.fs.LocalFileSystem()
+    for number, content in ((0, b"older"), (3, b"newer"), (7, b"cut")):
+        folder = tmp_path / f"checkpoint_{number:06d}"
+        folder.mkdir()
+        torch.save({"epoch": number, "content": content}, folder / CHECKPOINT_FILE)
+    whole = (tmp_path / "checkpoint_000007" / CHECKPOINT_FILE).read_bytes()
+    (tmp_path / "checkpoint_000007" / CHECKPOINT_FILE).write_bytes(whole[:-30])  # cut during its upload
+    (tmp_path / "checkpoint_000009").mkdir()  # made, nothing written yet
+    (tmp_path / "checkpoint_notes").mkdir()
+    assert newest_whole_checkpoint(local, str(tmp_path)) == str(tmp_path / "checkpoint_000003")
+    shutil.rmtree(tmp_path / "checkpoint_000003")
+    assert newest_whole_checkpoint(local, str(tmp_path)) == str(tmp_path / "checkpoint_000000")
+    shutil.rmtree(tmp_path / "checkpoint_000000")
+    assert newest_whole_checkpoint(local, str(tmp_path)) is None  # the trial starts over
+    assert newest_whole_checkpoint(local, str(tmp_path / "gone")) is None
+
+
+def _checkpoints(experiment) -> dict:
+    """{trial folder: the numbers of its checkpoint folders} for the trials that made one."""
+    found: dict = {}
+    for checkpoint in experiment.glob("*-cell*-t*/checkpoint_*"):
+        found.setdefault(checkpoint.parent, []).append(int(checkpoint.name.split("_")[1]))
+    return found
 
 
 def _experiment_to_resume(tmp_path):
