@@ -94,8 +94,7 @@ def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0,
     for cell_index, cell in enumerate(sweep_cells(methods, fractions, replicates, full, label_noise)):
         offset = rng.normal(0, CELL_SD * noise_scale)
         name = cell.name
-        study = optuna.create_study(direction="maximize",
-                                    sampler=space.sampler(zlib.crc32(f"{seed}|{name}".encode())))
+        study = optuna.create_study(direction="maximize", sampler=space.sampler(name, seed=seed))
         for point in space.initial_points(trials_per_cell):
             study.enqueue_trial(point, user_attrs={"baseline": point["alpha"] == space.alpha_range[0]})
         for number in range(trials_per_cell):

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from trainables.registry import Registry
+from trainables.seeding import derive_seed
 
 DEFAULT_TAU = 4.0
 DEFAULT_DESIGN = "grid"
@@ -43,10 +44,17 @@ DEFAULT_DESIGN = "grid"
 @dataclass(frozen=True)
 class Design:
     """How a design picks alphas: its enqueued points (fractions of the alpha range, in [0, 1], after the
-    baseline) and its sampler factory."""
+    baseline) and its sampler factory (a seed in, an Optuna sampler out).
+
+    ``continues_sequence``: the sampler walks a sequence whose position it records in the study itself
+    (Optuna's QMC sampler counts its samples in the study's system attributes, per seed), so it is
+    seeded from the cell alone and a resumed sweep goes on along the same sequence. A model-based
+    sampler (TPE, GP) reads the study's whole history instead; it is seeded from the cell and the
+    trials the study holds when it is opened, so a resumed sweep does not replay its random draws."""
 
     initial: Callable[[int], list[float]]
     sampler: Callable[[int], object]
+    continues_sequence: bool = False
 
 
 DESIGNS: Registry[Design] = Registry("alpha design")
@@ -110,7 +118,7 @@ def _gp_sampler(seed: int):
 
 
 DESIGNS.register("tpe")(Design(initial=lambda n: [], sampler=_tpe_sampler))
-DESIGNS.register("grid")(Design(initial=spread, sampler=_qmc_sampler))
+DESIGNS.register("grid")(Design(initial=spread, sampler=_qmc_sampler, continues_sequence=True))
 DESIGNS.register("grid+gp")(Design(initial=_gp_initial, sampler=_gp_sampler))
 
 
@@ -162,8 +170,14 @@ class AlphaSpace:
             points.append(point)
         return points
 
-    def sampler(self, seed: int):
-        return DESIGNS.get(self.design).sampler(seed)
+    def sampler(self, cell: str, trials_so_far: int = 0, seed: int = 0):
+        """The sampler of one cell's study (``cell``: the study's name), built once when the study is
+        opened and kept as long as it is: a sampler rebuilt before every ask forgets its state (a
+        scrambled Sobol sequence becomes independent uniform points). ``trials_so_far``: the trials the
+        study holds when it is opened (see ``Design.continues_sequence``); ``seed``: the sweep's."""
+        design = DESIGNS.get(self.design)
+        parts = ("sampler", seed, cell) if design.continues_sequence else ("sampler", seed, cell, trials_so_far)
+        return design.sampler(derive_seed(*parts))
 
     def fixed_tau(self) -> float | None:
         return None if self.searches_tau else float(self.tau[0])

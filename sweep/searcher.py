@@ -6,9 +6,8 @@ stays busy with a mix of cells instead of one cell after another. A Tune trial i
 own result when the cohort ends. Each cell's Optuna study (in a real
 Optuna storage, ``sweep.optuna_storage``) starts with the alpha design's enqueued points, the
 alpha = 0 baseline first, so "KD vs no KD" comes out of every cell; later alphas come from the
-design's sampler (``search_spaces.alpha_space``). The sampler is re-seeded before every ask from the
-cell and the number of trials its study holds, so a resumed sweep continues the sequence instead of
-replaying it. The searcher's state (which Tune trial is which Optuna trial) is saved with Tune's
+design's sampler (``search_spaces.alpha_space``), one per study for as long as the study is open,
+seeded so that a resumed sweep continues the design's sequence instead of replaying it. The searcher's state (which Tune trial is which Optuna trial) is saved with Tune's
 experiment state, so a resumed sweep tells each Optuna trial its result exactly once; an Optuna trial
 that was asked but whose Tune trial was lost with the driver is handed out again rather than left
 running forever.
@@ -128,14 +127,13 @@ class CellSearcher(Searcher):
                     study.set_user_attr("tau", fixed_tau)
                 for i, point in enumerate(self.space.initial_points(self.trials_per_cell)):
                     study.enqueue_trial(point, user_attrs={"baseline": i == 0, "design": "initial"})
+            # One sampler per study, for as long as the study is open (a restored searcher opens it again).
+            study.sampler = self.space.sampler(study.study_name, len(study.trials))
             self._studies[index] = study
         return self._studies[index]
 
     def _ask(self, index: int) -> optuna.trial.Trial:
-        study = self.study(index)
-        # Deterministic, and different after a resume: the seed counts the trials already asked.
-        study.sampler = self.space.sampler(derive_seed("sampler", study.study_name, len(study.trials)))
-        return study.ask(self.space.distributions())
+        return self.study(index).ask(self.space.distributions())
 
     @staticmethod
     def _trial_id(study: optuna.Study, number: int) -> int:

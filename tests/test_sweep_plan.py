@@ -1,9 +1,10 @@
 """The sweep's plan, command-line validation and searcher, without starting Ray."""
 
+import numpy as np
 import optuna
 import pytest
 
-from search_spaces.alpha_space import AlphaSpace
+from search_spaces.alpha_space import DESIGNS, AlphaSpace, list_designs
 from sweep.contract import FULL, Cell, TrialSettings
 from sweep.optuna_storage import open_optuna_storage
 from sweep.plan import SweepConfig, make_plan
@@ -176,6 +177,38 @@ def test_searcher_is_seeded(tmp_path):
         alphas.append(got)
     assert alphas[0] == alphas[1]  # same study names, same sampler seeds, same suggestions
     assert alphas[0][0] == 0.0 and len(set(alphas[0])) > 2
+
+
+def _design_run(folder, design, first=4, then=12):
+    """The alphas one cell's study gets from ``design``: ``first`` trials, then Tune's resume of the
+    searcher (a pickle of it, as Tune saves and restores it) given a budget of ``then`` trials."""
+    import pickle
+
+    searcher, alphas = _searcher(folder, cells=1, trials=first, design=design), []
+    for i in range(then):
+        if i == first:
+            searcher = pickle.loads(pickle.dumps(searcher))
+            searcher.trials_per_cell = then
+        alpha = _one(searcher.suggest(f"t{i}"))["alpha"]
+        # a peak inside the range, and a point of trial-to-trial noise as real students have
+        searcher.on_trial_complete(f"t{i}", _done(0.9 - (alpha - 0.6) ** 2 + 0.01 * np.random.default_rng(i).normal()))
+        alphas.append(alpha)
+    return alphas
+
+
+@pytest.mark.parametrize("design", list_designs())
+def test_every_design_starts_spread_from_the_baseline_is_seeded_and_goes_on_after_a_resume(tmp_path, design):
+    alphas = _design_run(tmp_path / "a", design)
+    assert _design_run(tmp_path / "b", design) == alphas  # the same cells give the same alphas
+    initial = [point["alpha"] for point in AlphaSpace(design=design).initial_points(4)]
+    assert alphas[0] == 0.0 and alphas[:len(initial)] == initial  # the baseline, then the enqueued points
+    if len(initial) > 1:
+        assert max(b - a for a, b in zip(sorted(initial), sorted(initial)[1:])) <= 1 / (len(initial) - 1) + 1e-9
+    assert len(set(alphas)) == len(alphas)  # the resumed sampler does not replay what it proposed
+    if DESIGNS.get(design).continues_sequence:
+        # the eight trials after the resume go on along one scrambled Sobol sequence: one in each eighth of
+        # the range (eight independent uniform points, what a sampler rebuilt per ask gives, do so 0.2 % of the time)
+        assert sorted(int(alpha * 8) for alpha in alphas[4:]) == list(range(8)), alphas
 
 
 def test_searcher_records_failures_and_early_stops(tmp_path):
