@@ -182,6 +182,7 @@ def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = (0.0, 1
             n_trials=len(cell), n_completed=int(counts.get("completed", 0)), n_stopped=int(counts.get("stopped", 0)),
             n_error=int(counts.get("error", 0)),
             teacher_val_acc=cell["teacher_val_acc"].iloc[0], teacher_test_acc=cell["teacher_test_acc"].iloc[0],
+            teacher_params=cell["teacher_params"].max(),
         )
         done = cell[(cell["status"] == "completed") & cell["val_acc"].notna()]
         baseline = done[done["is_baseline"]]

@@ -241,19 +241,6 @@ def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = Non
     return pd.DataFrame(rows, columns=columns)
 
 
-def teacher_size(arch: str) -> float:
-    """A teacher architecture's parameter count (10 classes, 3 channels: the head barely changes the
-    order); NaN for a name this version's registry does not know, or where torch is not installed (the
-    analysis runs without it; results do not record sizes)."""
-    try:
-        from trainables.models import MODELS, build_model
-    except ImportError:
-        return float("nan")
-    if arch not in MODELS.names():
-        return float("nan")
-    return float(sum(p.numel() for p in build_model(arch, 10, 3).parameters()))
-
-
 def teacher_capacity(cells: pd.DataFrame, t: float) -> pd.DataFrame:
     """Where cells distil from several teachers: at each (method, f, label noise, student) that has them,
     test accuracy with KD at alpha* under every teacher smaller than the largest, minus under the largest
@@ -267,8 +254,10 @@ def teacher_capacity(cells: pd.DataFrame, t: float) -> pd.DataFrame:
         pruned = pruned.assign(label_noise=0.0)
     if pruned["teacher_arch"].nunique() < 2:
         return pd.DataFrame(columns=columns)
-    sizes = {arch: teacher_size(arch) for arch in pruned["teacher_arch"].unique()}
-    pruned = pruned[pruned["teacher_arch"].map(lambda arch: np.isfinite(sizes[arch]))]  # only teachers we can order
+    # The sizes the sweep recorded when it trained the teachers (results.csv's teacher_params); a table
+    # written before they were recorded cannot order its teachers.
+    sizes = pruned.groupby("teacher_arch")["teacher_params"].max().to_dict() if "teacher_params" in pruned else {}
+    pruned = pruned[pruned["teacher_arch"].map(lambda arch: np.isfinite(sizes.get(arch, np.nan)))]
     rows = []
     for (method, fraction, noise, student), part in pruned.groupby(["method", "fraction", "label_noise", "student_arch"], sort=True):
         here = part.groupby("teacher_arch").agg(
@@ -320,9 +309,9 @@ def _findings(analysis: Analysis) -> str:
     if len(capacity):
         items.append(_capacity_finding(capacity))
     elif cells["teacher_arch"].nunique() > 1 and cells.groupby(["method", "fraction"])["teacher_arch"].nunique().max() > 1:
-        items.append("<b>Teacher capacity</b>: not compared, because the teachers' sizes are unknown here (an "
-                     "architecture this installation does not know, or torch not installed); the figure below "
-                     "still shows accuracy under each teacher.")
+        items.append("<b>Teacher capacity</b>: not compared, because the results do not record the teachers' sizes "
+                     "(the column teacher_params, written by sweeps since it was added); the figure below still "
+                     "shows accuracy under each teacher.")
     versus = random_vs_scored(cells, t)
     if len(versus):
         several = versus[["label_noise", "teacher_arch", "student_arch"]].drop_duplicates().shape[0] > 1

@@ -140,7 +140,7 @@ def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     if raw.empty:
         raise ResultsError(f"{source} has no trials")
     frame = raw.copy()
-    for column in ("fraction", "alpha", METRIC, "test_acc", "tau", "teacher_val_acc", "teacher_test_acc"):
+    for column in ("fraction", "alpha", METRIC, "test_acc", "tau", "teacher_val_acc", "teacher_test_acc", "teacher_params"):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["replicate"] = pd.to_numeric(frame["replicate"], errors="coerce").fillna(0).astype(int)
@@ -164,7 +164,7 @@ def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     if frame.loc[done, METRIC].isna().any():
         raise ResultsError(f"{source}: completed trials without a validation accuracy")
 
-    for column in ("teacher_val_acc", "teacher_test_acc"):
+    for column in ("teacher_val_acc", "teacher_test_acc", "teacher_params"):  # tables written before they were recorded
         if column not in frame:
             frame[column] = np.nan
     frame["cell"] = [Cell.from_row(row).name for row in frame[CELL_COLUMNS].to_dict("records")]  # the plan's names

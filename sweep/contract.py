@@ -224,6 +224,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "teacher_key": "str",
     "teacher_val_acc": "float",
     "teacher_test_acc": "float",
+    "teacher_params": "int",  # the teacher's parameter count, so the analysis orders teachers without torch
     "score_key": "str",
     "selection": "str",
     "class_balanced": "bool",
@@ -295,6 +296,7 @@ def member_rows(spec: TrialSpec, metrics: dict, *, status: str, error: str | Non
             "teacher_key": spec.teacher_key,
             "teacher_val_acc": teacher.get("val_acc"),
             "teacher_test_acc": teacher.get("test_acc"),
+            "teacher_params": teacher.get("params"),
             "score_key": spec.score_key,
             "selection": spec.selection,
             "class_balanced": spec.class_balanced,

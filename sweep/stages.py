@@ -41,6 +41,7 @@ def teacher_task(*, dataset, split: Split, arch: str, recipe, replicate: int, st
         store=ArtifactStore(store_root), on_epoch=on_epoch,
     )
     metrics = {k: teacher.meta.get(k) for k in ("val_acc", "test_acc")}
+    metrics["params"] = sum(int(p.numel()) for p in teacher.model.parameters())  # read from the model: cached teachers too
     return teacher.meta["key"], cached, metrics
 
 

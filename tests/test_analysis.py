@@ -224,8 +224,10 @@ def test_teacher_capacity_compares_teachers_by_size_within_each_cell_and_the_rep
     from analysis.report import teacher_capacity
 
     fractions = (0.2, 0.5, 1.0)
-    large = synthetic(lambda f: 0.5, fractions=fractions, seed=3, noise=0.002).assign(teacher_arch="cnn3_w64")
-    small = synthetic(lambda f: 0.5, fractions=fractions, seed=4, noise=0.002).assign(teacher_arch="resnet20")
+    large = synthetic(lambda f: 0.5, fractions=fractions, seed=3, noise=0.002).assign(teacher_arch="cnn3_w64",
+                                                                                     teacher_params=373834)
+    small = synthetic(lambda f: 0.5, fractions=fractions, seed=4, noise=0.002).assign(teacher_arch="resnet20",
+                                                                                     teacher_params=269722)
     kd = small["alpha"] > 0
     small.loc[kd, "val_acc"] += 0.04
     small.loc[kd, "test_acc"] += 0.04

@@ -73,14 +73,15 @@ def test_subset_digest_names_a_set_of_ids():
 def test_the_analysis_runs_without_torch_or_ray(tmp_path):
     """A laptop with pandas and plotly reads a cluster's results: importing torch or Ray must not happen."""
     rows = []
-    # two teachers at random f = 0.2: the capacity comparison needs the teachers' sizes, which come from the
-    # model registry (torch): without torch the report says it cannot order them, and still renders
+    # two teachers at random f = 0.2: the capacity comparison orders them by the sizes the sweep recorded
+    # (teacher_params), so it is made without torch as with it
+    sizes = {"small_cnn": 94762, "resnet20": 269722}
     for method, fraction, teacher in (("random", 0.2, "small_cnn"), ("random", 0.2, "resnet20"), ("el2n", 0.2, "small_cnn"),
                                       ("full", 1.0, "small_cnn")):
         for i, alpha in enumerate((0.0, 0.3, 0.6, 0.9)):
             rows.append({**Cell("digits", method, fraction, teacher, "small_cnn", 0).to_dict(), "alpha": alpha,
                          "tau": 4.0, "trial_seed": i, "val_acc": 0.8 + 0.05 * alpha, "test_acc": 0.79 + 0.05 * alpha,
-                         "epochs_run": 3, "status": "completed", "optuna_trial": i})
+                         "epochs_run": 3, "status": "completed", "optuna_trial": i, "teacher_params": sizes[teacher]})
     pd.DataFrame(rows, columns=list(RESULT_COLUMNS)).to_csv(tmp_path / "results.csv", index=False)
     script = textwrap.dedent(f"""
         import importlib.abc, sys
@@ -100,7 +101,13 @@ def test_the_analysis_runs_without_torch_or_ray(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("False")
     html = (tmp_path / "report.html").read_text()
-    assert "Teacher capacity</b>: not compared" in html and 'id="teachers"' in html
+    assert "<b>Teacher capacity</b> (" in html and "small_cnn minus resnet20" in html and 'id="teachers"' in html
+    # a table written before the sizes were recorded: the report says why it does not compare them
+    pd.DataFrame(rows, columns=list(RESULT_COLUMNS)).drop(columns="teacher_params").to_csv(tmp_path / "results.csv", index=False)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Teacher capacity</b>: not compared, because the results do not record the teachers' sizes" in (
+        tmp_path / "report.html").read_text()
 
 
 def test_a_cohort_becomes_one_results_row_per_student():

@@ -74,6 +74,7 @@ def _every_student_once(folder, students):
     results = pd.read_csv(folder / "results.csv")
     assert list(results.columns) == list(RESULT_COLUMNS)
     assert len(results) == students and (results["status"] == "completed").all()
+    assert (results["teacher_params"] > 0).all()  # recorded for a teacher read from the cache too
     assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()
     for study in _studies(folder / "optuna.journal").values():
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
