@@ -27,7 +27,7 @@ from sweep.optuna_storage import check_optuna_storage, default_optuna_url, local
 from sweep.state_check import check_journal, check_tune_state
 from sweep.stopping import DiskWatch, StopSignals, space_needed
 from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan, make_plan
-from trainables.artifacts import CODE_BY_KIND, ArtifactStore, code_for
+from trainables.artifacts import CORE_BY_KIND, ArtifactStore, code_for
 from trainables.cli import add_download_args, val_size_arg
 from trainables.scores import list_methods
 from trainables.selection import STRATEGIES
@@ -458,7 +458,7 @@ def write_sweep_file(plan: SweepPlan, exp_dir: str, *, artifacts_ready: bool, te
         "resolved": {
             **plan.resolved(),
             "score_epochs": score_epochs(plan),
-            "code": {kind: code_for(kind) for kind in CODE_BY_KIND},
+            "code": {kind: code_for(kind) for kind in CORE_BY_KIND},  # each kind's core; the keys hold the rest
             "versions": versions(),
             "artifacts_ready": artifacts_ready,
             "teacher_metrics": teacher_metrics or {},  # the report's reference line, read without the artifacts

@@ -145,9 +145,9 @@ def edited_source(monkeypatch):
         return text
 
     monkeypatch.setattr(artifacts, "_module_source", source)
-    artifacts.code_fingerprint.cache_clear()
-    yield lambda module, old, new: (edits.setdefault(module, []).append((old, new)), artifacts.code_fingerprint.cache_clear())
-    artifacts.code_fingerprint.cache_clear()
+    artifacts.forget_code()
+    yield lambda module, old, new: (edits.setdefault(module, []).append((old, new)), artifacts.forget_code())
+    artifacts.forget_code()
 
 
 def test_editing_fit_changes_the_teacher_key_and_a_comment_does_not(digits, digits_split, edited_source):
@@ -164,28 +164,82 @@ def test_editing_fit_changes_the_teacher_key_and_a_comment_does_not(digits, digi
     assert _teacher_key(digits, digits_split) != before
 
 
-@pytest.mark.parametrize("module", ["trainables.loader", "trainables.models", "trainables.teacher"])
-def test_editing_any_module_a_teacher_depends_on_changes_its_key(digits, digits_split, edited_source, module):
+def _score_keys(digits, digits_split) -> dict:
+    from search_spaces.defaults import defaults_for
+    from trainables.scores import ScoreRequest, score_inputs
+
+    recipe = defaults_for("digits").recipe
+    return {method: artifact_key("scores", score_inputs(digits, digits_split, ScoreRequest(method, "small_cnn", recipe)))
+            for method in ("random", "el2n", "forgetting")}
+
+
+# Each edit is one line added as the first statement of a definition's body (a changed behaviour).
+USED_BY_A_SMALL_CNN_TEACHER = [
+    ("trainables.loader", "\nimport ", "\nCHANGED = 1\nimport "),  # the training core, whole
+    ("trainables.teacher", "\nimport ", "\nCHANGED = 1\nimport "),
+    ("trainables.models", "def small_cnn(num_classes: int, in_channels: int) -> nn.Module:\n",
+     "def small_cnn(num_classes: int, in_channels: int) -> nn.Module:\n    CHANGED = 1\n"),  # its model
+    ("trainables.models", "def build_model(", "def build_model(*_, CHANGED=1, "),  # what the training loop calls
+    ("trainables.datasets", "class InMemoryDataset:\n", "class InMemoryDataset:\n    CHANGED = 1\n"),  # its class
+    ("trainables.datasets", "def validation_split(", "def validation_split(*_, CHANGED=1, "),
+]
+
+
+@pytest.mark.parametrize("module,old,new", USED_BY_A_SMALL_CNN_TEACHER,
+                         ids=[f"{module}-{i}" for i, (module, _, _) in enumerate(USED_BY_A_SMALL_CNN_TEACHER)])
+def test_editing_code_a_teacher_uses_changes_its_key(digits, digits_split, edited_source, module, old, new):
     before = _teacher_key(digits, digits_split)
-    edited_source(module, "\nimport ", "\nCHANGED = 1\nimport ")
+    edited_source(module, old, new)
     assert _teacher_key(digits, digits_split) != before
 
 
-def test_every_module_an_artifact_depends_on_is_in_its_code():
-    """The project modules a producer imports, directly or through each other, are all hashed; only
-    those that cannot change an artifact's content are left out, by name."""
-    import ast
+NEW_MODEL = '''
 
-    from trainables import artifacts
+@register_model("my_mlp")
+def my_mlp(num_classes: int, in_channels: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+'''
+NEW_SCORER = '''
 
-    # Storage and caching, the registry mechanism and the command lines do not change what is computed;
-    # KD and subset selection act on students only, never on a teacher or a score table.
-    no_content = {"trainables", "trainables.artifacts", "trainables.storage", "trainables.registry", "trainables.cli",
-                  "search_spaces.defaults", "search_spaces", "trainables.kd", "trainables.selection"}
-    for kind, modules in artifacts.CODE_BY_KIND.items():
-        for module in modules:
-            tree = ast.parse(artifacts._module_source(module))
-            imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-            imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-            ours = {name for name in imported if name.split(".")[0] in ("trainables", "search_spaces", "sweep")}
-            assert ours <= set(modules) | no_content, f"{kind}: {module} imports {sorted(ours - set(modules) - no_content)}"
+@register_scorer("loss_at_end")
+class LossAtEndScorer(EarlyCheckpointScorer):
+    kernel = staticmethod(el2n_scores)
+'''
+NEW_DATASET = '''
+
+@DATASETS.register("my_images")
+def my_images(options: LoadOptions) -> InMemoryDataset:
+    return _load_npz(options.data_dir / "my_images.npz", "my_images")
+'''
+
+
+def test_extending_the_project_keeps_every_artifact_key(digits, digits_split, edited_source):
+    """A model, a scorer and a dataset added in their modules, and edits to a model and a scorer that
+    these artifacts do not use: no teacher and no score table is recomputed."""
+    teacher, scores = _teacher_key(digits, digits_split), _score_keys(digits, digits_split)
+    edited_source("trainables.models", "\n\n@register_model(\"small_cnn\")", NEW_MODEL + "\n\n@register_model(\"small_cnn\")")
+    edited_source("trainables.scores", "\n\n@register_scorer(\"forgetting\")", NEW_SCORER + "\n\n@register_scorer(\"forgetting\")")
+    edited_source("trainables.datasets", "\n\n@DATASETS.register(\"digits\")", NEW_DATASET + "\n\n@DATASETS.register(\"digits\")")
+    edited_source("trainables.models", "def resnet18_cifar(num_classes: int, in_channels: int) -> nn.Module:\n",
+                  "def resnet18_cifar(num_classes: int, in_channels: int) -> nn.Module:\n    CHANGED = 1\n")
+    edited_source("trainables.scores", "class GrandScorer(EarlyCheckpointScorer):\n",
+                  "class GrandScorer(EarlyCheckpointScorer):\n    CHANGED = 1\n")
+    assert _teacher_key(digits, digits_split) == teacher
+    assert _score_keys(digits, digits_split) == scores
+    # while an edit to the scorer a table uses changes that table's key only
+    edited_source("trainables.scores", "class ForgettingScorer(Scorer):\n", "class ForgettingScorer(Scorer):\n    CHANGED = 1\n")
+    changed = _score_keys(digits, digits_split)
+    assert changed["forgetting"] != scores["forgetting"] and {m: changed[m] for m in ("random", "el2n")} == {
+        m: scores[m] for m in ("random", "el2n")}
+
+
+def test_a_registered_entry_is_hashed_by_its_own_code():
+    """Entries registered at run time by a loop (cnn3_w16, w32, ...) share one definition and differ
+    by the value it closes over; two models never share a fingerprint."""
+    from trainables.artifacts import code_for
+    from trainables.models import MODELS
+
+    fingerprints = {name: code_for("teacher", MODELS.get(name)) for name in MODELS.names()}
+    assert len(set(fingerprints.values())) == len(fingerprints), fingerprints
+
+

@@ -218,13 +218,13 @@ def test_selection_options_and_an_sqlite_optuna_storage_go_through_a_sweep(tmp_p
 
     source = artifacts._module_source
     monkeypatch.setattr(artifacts, "_module_source", lambda m: source(m) + ("\nCHANGED = 1\n" if m == "trainables.train" else ""))
-    artifacts.code_fingerprint.cache_clear()
+    artifacts.forget_code()
     with pytest.raises(SystemExit):
         main(["--resume", "--name", "easy", "--storage", str(tmp_path)])
     err = capsys.readouterr().err
     assert "code that computes teachers or scores changed" in err and "teacher small_cnn|replicate=0" in err
     monkeypatch.setattr(artifacts, "_module_source", source)
-    artifacts.code_fingerprint.cache_clear()
+    artifacts.forget_code()
     # ... and when an artifact it computed is gone from the cache
     (tmp_path / "artifacts" / "scores" / f"{row['score_key']}.art").unlink()
     with pytest.raises(SystemExit):

@@ -4,12 +4,14 @@ An artifact's key is a hash of everything that produced it (dataset fingerprint 
 architecture, recipe, seeds, method and options, and the code that computes it), so the same request
 finds the same artifact and any change of input gives a new key.
 
-The code part (``code_fingerprint``) hashes the source of every module an artifact kind depends on
-(``CODE_BY_KIND``), normalised to its syntax tree without docstrings: editing ``trainables.train.fit``,
-the loader or a model gives new keys, while a comment, a docstring or reformatting keeps them. A whole
-module is the unit, so an edit to one scorer also recomputes the others' tables: a spurious recompute
-costs minutes, a stale artifact silently wrong answers. A test adds each module a producer imports
-to ``CODE_BY_KIND``, or fails.
+The code part (``code_for``) hashes the code an artifact kind depends on, normalised to its syntax
+tree without docstrings: editing ``trainables.train.fit``, the loader or the model a teacher uses
+gives new keys, while a comment, a docstring or reformatting keeps them. The shared training core
+(``CORE_BY_KIND``) is hashed as whole modules; the modules that hold registry entries (models,
+datasets, scorers) are hashed one definition at a time, from the entries the artifact uses and what
+they call. So registering a new model, scorer or dataset, or editing one that an artifact does not
+use, leaves its key as it was: extending the project keeps the cache. A spurious recompute costs
+minutes, a stale artifact silently wrong answers, so when in doubt the walk takes a definition in.
 
 Storage is a local directory by default or any fsspec URI (``s3://bucket/prefix``, ``gs://...``, an
 NFS path, ``memory://`` in tests). Each artifact is **one file**, ``ROOT/<kind>/<key>.art``:
@@ -29,9 +31,13 @@ treated as missing, so the caller recomputes it and never uses it.
 from __future__ import annotations
 
 import ast
+import copy
+import dataclasses
 import functools
 import hashlib
+import importlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -77,15 +83,20 @@ def canonical_json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_jsonable)
 
 
-# The project modules whose code decides an artifact's content (see the module docstring).
-TRAINING_CODE = (
-    "trainables.datasets", "trainables.loader", "trainables.models", "trainables.recipe", "trainables.seeding",
-    "trainables.train",
-)
-CODE_BY_KIND = {
-    "teacher": (*TRAINING_CODE, "trainables.teacher"),
-    "scores": (*TRAINING_CODE, "trainables.scores"),
+# What code decides an artifact's content (see the module docstring). The shared training core of
+# each kind is hashed as whole modules; everything else is reached from it and from the registry
+# entries the artifact uses, one definition at a time (``code_for``).
+CORE_BY_KIND = {
+    "teacher": ("trainables.loader", "trainables.recipe", "trainables.seeding", "trainables.train", "trainables.teacher"),
+    "scores": ("trainables.loader", "trainables.recipe", "trainables.seeding", "trainables.train"),
 }
+# Where a kind's producer lives outside its core: a root of the walk like the entries.
+PRODUCERS = {"scores": (("trainables.scores", "compute_scores"),)}
+# Modules whose code never changes what is computed: storage and caching, the registry mechanism,
+# the command lines and their defaults. The walk does not enter them.
+NO_CONTENT = ("trainables.artifacts", "trainables.storage", "trainables.registry", "trainables.cli",
+              "search_spaces.defaults")
+PROJECT_PACKAGES = ("trainables", "search_spaces", "sweep", "analysis")
 
 
 def _module_source(module: str) -> str:
@@ -95,30 +106,177 @@ def _module_source(module: str) -> str:
     return Path(spec.origin).read_text()
 
 
-def normalised_source(text: str) -> str:
-    """The source's syntax tree without docstrings: comments and layout do not change it."""
-    tree = ast.parse(text)
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                     and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+    return tree
+
+
+def normalised_source(text: str) -> str:
+    """The source's syntax tree without docstrings: comments and layout do not change it."""
+    return ast.dump(_strip_docstrings(ast.parse(text)))
+
+
+def _ours(module: str | None) -> bool:
+    return bool(module) and module.split(".")[0] in PROJECT_PACKAGES
+
+
+def _stable_repr(value) -> str | None:
+    """The repr of a constant that is the same in every process, or None for anything else."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        items = [_stable_repr(v) for v in value]
+        return None if None in items else f"{type(value).__name__}({', '.join(items)})"
+    if isinstance(value, (set, frozenset)):
+        items = [_stable_repr(v) for v in value]
+        return None if None in items else f"{type(value).__name__}({', '.join(sorted(items))})"
+    if isinstance(value, dict):
+        items = [(_stable_repr(k), _stable_repr(v)) for k, v in value.items()]
+        return None if any(None in pair for pair in items) else "{" + ", ".join(f"{k}: {v}" for k, v in sorted(items)) + "}"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        inner = _stable_repr(fields)
+        return None if inner is None else f"{type(value).__qualname__}{inner}"
+    return None
+
+
+class _CodeWalk:
+    """The definitions (functions and classes, by their syntax tree without docstrings) and the constants
+    that some root objects reach through the names they use, within the project and outside the core
+    modules (hashed whole) and ``NO_CONTENT``. A name is looked up in the live module, so a model that
+    calls a helper brings the helper in, while the models beside it stay out. What is reached through
+    an object at run time (a registry lookup, a method of an argument) is not followed: those are
+    roots of their own (the registry entries an artifact uses, the dataset's class)."""
+
+    def __init__(self, core: tuple[str, ...]):
+        self.core, self.found, self._seen = set(core), {}, set()
+
+    def add(self, value, via: str = "") -> None:
+        if inspect.isfunction(value) or inspect.isclass(value):
+            value = inspect.unwrap(value) if inspect.isfunction(value) else value
+            module = getattr(value, "__module__", None)
+            if not _ours(module) or module in self.core or module in NO_CONTENT:
+                return
+            if (module, value.__qualname__) not in self._seen:
+                self._seen.add((module, value.__qualname__))
+                self._definition(value, module)
+        elif not inspect.ismodule(value) and via and (text := _stable_repr(value)) is not None:
+            self.found[f"{via}="] = text
+
+    def _definition(self, obj, module: str) -> None:
+        label = f"{module}:{obj.__qualname__}"
+        node = _find_definition(_parsed(module), obj.__qualname__)
+        if node is None:  # not in the module's text (made at run time): its compiled code stands for it
+            code = getattr(obj, "__code__", None)
+            self.found[label] = repr(_code_signature(code)) if code is not None else obj.__qualname__
+            return
+        node = _strip_docstrings(copy.deepcopy(node))
+        self.found[label] = ast.dump(node)
+        namespace = vars(importlib.import_module(module))
+        if inspect.isfunction(obj) and obj.__closure__:
+            namespace = {**namespace, **{name: cell.cell_contents for name, cell in
+                                         zip(obj.__code__.co_freevars, obj.__closure__) if _has_contents(cell)}}
+        # Type annotations are left out: naming a type does not run its code.
+        annotations = {id(n) for a in _annotations(node) for n in ast.walk(a)}
+        for used in ast.walk(node):
+            if id(used) in annotations:
+                continue
+            if isinstance(used, ast.Name) and used.id in namespace:
+                self.add(namespace[used.id], f"{label}/{used.id}")
+            elif isinstance(used, ast.Attribute) and isinstance(used.value, ast.Name) \
+                    and inspect.ismodule(namespace.get(used.value.id)) and _ours(namespace[used.value.id].__name__):
+                owner = namespace[used.value.id]
+                if hasattr(owner, used.attr):
+                    self.add(getattr(owner, used.attr), f"{label}/{used.value.id}.{used.attr}")
+            elif isinstance(used, ast.ImportFrom) and used.level == 0 and _ours(used.module):
+                imported = importlib.import_module(used.module)
+                for alias in used.names:
+                    if hasattr(imported, alias.name):
+                        self.add(getattr(imported, alias.name), f"{label}/{alias.asname or alias.name}")
+
+
+def _annotations(node: ast.AST) -> list:
+    found = []
+    for n in ast.walk(node):
+        if isinstance(n, ast.arg) and n.annotation is not None:
+            found.append(n.annotation)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.returns is not None:
+            found.append(n.returns)
+        elif isinstance(n, ast.AnnAssign):
+            found.append(n.annotation)
+    return found
+
+
+def _has_contents(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # a name of the enclosing function not bound yet
+        return False
+    return True
+
+
+def _code_signature(code) -> tuple:
+    return (code.co_code, code.co_names, tuple(_code_signature(c) if inspect.iscode(c) else repr(c) for c in code.co_consts))
 
 
 @functools.lru_cache(maxsize=None)
-def code_fingerprint(modules: Iterable[str]) -> str:
-    """A hash of the normalised source of ``modules`` (a tuple of module names)."""
+def _parsed(module: str) -> ast.Module:
+    return ast.parse(_module_source(module))
+
+
+def _find_definition(tree: ast.Module, qualname: str):
+    """The def or class statement of ``qualname`` (``f``, ``C.m``, ``f.<locals>.g``) in ``tree``."""
+    node = tree
+    for part in qualname.split("."):
+        if part == "<locals>":
+            continue
+        node = next((n for n in ast.walk(node) if n is not node and isinstance(
+            n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == part), None)
+        if node is None:
+            return None
+    return node
+
+
+def _core_imports(core: tuple[str, ...]) -> list:
+    """What the core modules import at module level from the rest of the project."""
+    found = []
+    for module in core:
+        for node in _parsed(module).body:
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and _ours(node.module) and node.module not in core:
+                imported = importlib.import_module(node.module)
+                found += [getattr(imported, alias.name) for alias in node.names if hasattr(imported, alias.name)]
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def code_for(kind: str, *entries) -> str:
+    """The code fingerprint of an artifact of ``kind`` (part of its key's inputs): the kind's core
+    modules whole, and the definitions reached from what they import from the rest of the project,
+    from the kind's producer and from ``entries``, the registry entries the artifact uses (a model's
+    builder, a scorer, a dataset's loader, the dataset's class). Adding an entry beside them, or
+    editing one they do not use, leaves the fingerprint as it was."""
+    core = CORE_BY_KIND[kind]
+    walk = _CodeWalk(core)
+    roots = _core_imports(core) + [getattr(importlib.import_module(m), name) for m, name in PRODUCERS.get(kind, ())]
+    for root in [*roots, *entries]:
+        walk.add(root if inspect.isfunction(root) or inspect.isclass(root) else type(root))
     digest = hashlib.sha256()
-    for module in sorted(modules):
+    for module in sorted(core):
         digest.update(module.encode() + b"\0" + normalised_source(_module_source(module)).encode() + b"\0")
+    for label, text in sorted(walk.found.items()):
+        digest.update(label.encode() + b"\0" + text.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def code_for(kind: str) -> str:
-    """The code fingerprint of an artifact kind (part of its key's inputs)."""
-    return code_fingerprint(CODE_BY_KIND[kind])
+def forget_code() -> None:
+    """Read the sources again on the next ``code_for`` (after a test edits them)."""
+    _parsed.cache_clear()
+    code_for.cache_clear()
 
 
 def artifact_key(kind: str, inputs: dict) -> str:

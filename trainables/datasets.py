@@ -197,6 +197,13 @@ def check_dataset_spec(spec: str) -> None:
     DATASETS.get(spec)
 
 
+def dataset_code(dataset: Dataset) -> tuple:
+    """The code an artifact of ``dataset`` depends on beyond its content (``dataset_fingerprint``):
+    its class (how batches are cut, augmented and normalised) and, for a registered name, its
+    loader. For ``artifacts.code_for``."""
+    return (type(dataset), DATASETS.get(dataset.name)) if dataset.name in DATASETS else (type(dataset),)
+
+
 def dataset_fingerprint(dataset: Dataset) -> str:
     """A hash of the dataset's content, for artifact keys (computed once per dataset object).
 

@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.artifacts import ArtifactStore, artifact_key, code_for
-from trainables.datasets import Dataset, Split, dataset_fingerprint
+from trainables.datasets import Dataset, Split, dataset_code, dataset_fingerprint
 from trainables.loader import make_loader
+from trainables.models import MODELS
 from trainables.recipe import Recipe, resolve_device
 from trainables.registry import Registry
 from trainables.seeding import derive_seed
@@ -418,7 +419,8 @@ def score_inputs(dataset: Dataset, split: Split, request: ScoreRequest) -> dict:
         "fingerprint": dataset_fingerprint(dataset),
         "split": {"val_size": split.val_size, "seed": split.seed},
         "method": request.method,
-        "code": code_for("scores"),
+        "code": code_for("scores", scorer, *dataset_code(dataset),
+                         *((MODELS.get(request.arch),) if "arch" in scorer.uses else ())),
     }
     for name in scorer.uses:
         value = getattr(request, name)

@@ -21,8 +21,8 @@ from torch import nn
 
 import trainables
 from trainables.artifacts import ArtifactStore, code_for
-from trainables.datasets import Dataset, Split, dataset_fingerprint, load_dataset, validation_split
-from trainables.models import build_model
+from trainables.datasets import Dataset, Split, dataset_code, dataset_fingerprint, load_dataset, validation_split
+from trainables.models import MODELS, build_model
 from trainables.recipe import Recipe, resolve_device
 from trainables.train import EpochReport, prepare_model, train_on_ids
 
@@ -142,7 +142,7 @@ def teacher_inputs(dataset: Dataset, split: Split, *, arch: str, recipe: Recipe,
         "arch": arch,
         "recipe": recipe.to_dict(),
         "seed": seed,
-        "code": code_for("teacher"),
+        "code": code_for("teacher", MODELS.get(arch), *dataset_code(dataset)),
     }
 
 
