@@ -26,7 +26,7 @@ import pandas as pd
 
 from analysis import pooled
 from analysis.pooled import LEVEL, SIGNIFICANCE, CellStats
-from sweep.contract import FULL
+from sweep.contract import ALPHA_RANGE, FULL
 
 POOLED = "pooled"
 CURVE_POINTS = 60
@@ -190,7 +190,7 @@ def groups_of(trials: pd.DataFrame) -> list[tuple[str, str, dict, list[str]]]:
     return out
 
 
-def noise_sd(trials: pd.DataFrame, alpha_range=(0.0, 1.0)) -> tuple[float, float]:
+def noise_sd(trials: pd.DataFrame, alpha_range=ALPHA_RANGE) -> tuple[float, float]:
     """(sigma, degrees of freedom): the trial-to-trial sd of validation accuracy around every method
     group's best pooled fit (a method's cells and the f = 1 cells), pooled over the report."""
     done = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
@@ -208,7 +208,7 @@ def noise_sd(trials: pd.DataFrame, alpha_range=(0.0, 1.0)) -> tuple[float, float
     return math.sqrt(rss / df), df
 
 
-def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = (0.0, 1.0), seed: int = 0,
+def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_RANGE, seed: int = 0,
                 n_draws: int = DEFAULT_DRAWS, sigma: float | None = None) -> list[AlphaFFit]:
     """Every group's pooled fit, with Holm's procedure applied across the fits of one context (``apply_holm``)."""
     alpha_range = (float(alpha_range[0]), float(alpha_range[1]))

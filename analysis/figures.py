@@ -18,7 +18,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from analysis.alpha_f import POOLED, AlphaFFit
-from sweep.contract import FULL
+from sweep.contract import ALPHA_RANGE, FULL
 
 TEMPLATE = "plotly_white"
 PANEL_HEIGHT = 230
@@ -136,7 +136,7 @@ def alpha_vs_f(cells: pd.DataFrame, fits: list[AlphaFFit]) -> go.Figure:
             line=dict(color=color, width=2.5 if method == POOLED else 1.8, dash="dash" if method == POOLED else "solid"),
             hovertemplate=f"{fit.group}<br>f = %{{x:.3f}}: α* = %{{y:.3f}} (model)<extra></extra>",
         ))
-    low, high = (float(cells["alpha_lo"].min()), float(cells["alpha_hi"].max())) if len(done) else (0.0, 1.0)
+    low, high = (float(cells["alpha_lo"].min()), float(cells["alpha_hi"].max())) if len(done) else ALPHA_RANGE
     if done.empty:  # say why the figure is empty instead of showing bare axes
         reasons = sorted({fit.message for fit in fits if fit.message}) or ["no completed trials"]
         fig.add_annotation(text="No α* can be estimated from these trials: " + "; ".join(reasons) + ".",

@@ -35,7 +35,7 @@ import pandas as pd
 
 from analysis import pooled
 from analysis.pooled import LEVEL, CellStats
-from sweep.contract import CELL_COLUMNS, FULL
+from sweep.contract import ALPHA_RANGE, CELL_COLUMNS, FULL
 
 V_POINTS = 601
 MIN_DISTINCT_FOR_CURVE = 3
@@ -146,7 +146,7 @@ def _at_optimum(done: pd.DataFrame, alpha_opt: float, sigma_test: float, t: floa
     return out
 
 
-def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = (0.0, 1.0), fits: list | None = None,
+def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_RANGE, fits: list | None = None,
                 sigma: float | None = None) -> CellOptima:
     """The row of every cell of a tidy trials table (``analysis.results.tidy``). ``fits`` (from
     ``analysis.alpha_f.fit_alpha_f``) supply alpha*; without them the cell-alone estimate is used."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sweep.contract import CELL_COLUMNS, METRIC, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, Cell
+from sweep.contract import ALPHA_RANGE, CELL_COLUMNS, METRIC, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, Cell
 from sweep.results import FINISHED, table_from_records, tune_dir_records
 from trainables.storage import read_text
 
@@ -45,7 +45,7 @@ class Experiment:
 
     @property
     def alpha_range(self) -> tuple[float, float]:
-        low, high = self.sweep.get("alpha_range", (0.0, 1.0))
+        low, high = self.sweep.get("alpha_range", ALPHA_RANGE)
         return float(low), float(high)
 
     @property

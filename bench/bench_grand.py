@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from trainables.datasets import load_dataset
 from trainables.loader import make_loader
 from trainables.models import build_model
-from trainables.recipe import resolve_device
+from trainables.device import resolve_device
 from trainables.scores import grand_scores
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_subset.npz"

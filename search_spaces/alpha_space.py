@@ -34,10 +34,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from sweep.contract import ALPHA_RANGE, DEFAULT_TAU
 from trainables.registry import Registry
 from trainables.seeding import derive_seed
 
-DEFAULT_TAU = 4.0
 DEFAULT_DESIGN = "grid"
 
 
@@ -126,7 +126,7 @@ DESIGNS.register("grid+gp")(Design(initial=_gp_initial, sampler=_gp_sampler))
 class AlphaSpace:
     """alpha in [low, high]; tau fixed (one value) or searched on a log scale (two values)."""
 
-    alpha_range: tuple[float, float] = (0.0, 1.0)
+    alpha_range: tuple[float, float] = ALPHA_RANGE
     tau: tuple[float, ...] = (DEFAULT_TAU,)
     design: str = DEFAULT_DESIGN
 

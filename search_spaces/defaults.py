@@ -1,7 +1,7 @@
 """Per-dataset defaults: teacher and student architectures, the training recipe, validation size.
 
-The literature's recipe for CIFAR/SVHN (DeepCore's defaults, which the paper built on): ResNet-18
-(CIFAR variant), 200 epochs, SGD 0.1 / momentum 0.9 / wd 5e-4 / nesterov, cosine, batch 128.
+The literature's recipe for CIFAR/SVHN: ResNet-18 (CIFAR variant) and the recipe ``Recipe``'s
+defaults are (``trainables.recipe``).
 ``digits`` gets a recipe that trains in seconds on a laptop CPU.
 """
 
@@ -21,7 +21,7 @@ class DatasetDefaults:
     val_size: int | float  # a count or a fraction of the training set
 
 
-PAPER_RECIPE = Recipe(epochs=200, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+PAPER_RECIPE = Recipe()  # a Recipe's defaults are the literature's recipe
 
 DEFAULTS: dict[str, DatasetDefaults] = {
     "cifar10": DatasetDefaults("resnet18_cifar", "resnet18_cifar", PAPER_RECIPE, 5000),

@@ -29,6 +29,10 @@ from typing import Any, Mapping
 FULL = "full"  # the method name of the f = 1.0 reference cell (every method keeps everything)
 METRIC = "val_acc"  # what Optuna maximises and the scheduler compares: validation accuracy
 MODE = "max"
+# The method's defaults, defined once: the searched range of alpha (the weight of the distillation
+# term, 0: no KD, 1: the teacher's soft labels alone) and the distillation temperature tau.
+ALPHA_RANGE = (0.0, 1.0)
+DEFAULT_TAU = 4.0
 
 # The files of an experiment directory.
 SWEEP_FILE = "sweep.json"
@@ -212,7 +216,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "member": "int",  # the student's place in its cohort
     "cohort_size": "int",
     "trial_seed": "int",  # the cohort's initialisation and batch-order seed
-    "val_acc": "float",
+    METRIC: "float",
     "test_acc": "float",
     "epochs_run": "int",
     "steps_run": "int",  # optimisation steps: epochs_run x ceil(num_train / batch size)
@@ -284,7 +288,7 @@ def member_rows(spec: TrialSpec, metrics: dict, *, status: str, error: str | Non
             "member": i,
             "cohort_size": len(spec.members),
             "trial_seed": spec.trial_seed,
-            "val_acc": member_value("member_val_acc", i),
+            METRIC: member_value("member_val_acc", i),
             "test_acc": member_value("member_test_acc", i),
             "epochs_run": epochs,
             "steps_run": member_value("member_steps", i) or (None if steps_per_epoch is None else epochs * steps_per_epoch),

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from search_spaces.alpha_space import DEFAULT_DESIGN, DEFAULT_TAU, AlphaSpace
+from search_spaces.alpha_space import DEFAULT_DESIGN, AlphaSpace
 from search_spaces.profiles import list_profiles, profile_for
-from sweep.contract import FULL, Cell
+from sweep.contract import ALPHA_RANGE, DEFAULT_TAU, FULL, Cell
 from trainables.datasets import check_dataset_spec
 from trainables.models import check_model_name
 from trainables.recipe import Recipe
@@ -41,7 +41,7 @@ class SweepConfig:
     trials_per_cell: int | None = None  # None: the profile's
     cohort_size: int | None = None  # students per Tune trial; None: every trial of a cell in one cohort
     halving: bool = False  # successive halving inside each cohort
-    alpha_range: tuple[float, float] = (0.0, 1.0)
+    alpha_range: tuple[float, float] = ALPHA_RANGE
     tau: list[float] = field(default_factory=lambda: [DEFAULT_TAU])  # one value: fixed; two: searched (log scale)
     alpha_design: str = DEFAULT_DESIGN
     replicates: list[int] = field(default_factory=lambda: [0])

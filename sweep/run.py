@@ -21,7 +21,7 @@ import trainables
 from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
 from sweep import console, ray_adapter
 from sweep.console import say
-from sweep.contract import METRIC, MODE, SWEEP_FILE, TrialSettings
+from sweep.contract import ALPHA_RANGE, DEFAULT_TAU, METRIC, MODE, SWEEP_FILE, TrialSettings
 from sweep.lock import ExperimentLock
 from sweep.optuna_storage import check_optuna_storage, default_optuna_url, local_path
 from sweep.state_check import check_journal, check_tune_state
@@ -73,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="teacher architectures; several for the capacity study (default: the profile's)")
     what.add_argument("--student", nargs="+", default=[], metavar="ARCH", dest="students",
                       help="student architectures (default: the profile's)")
-    what.add_argument("--alpha-range", nargs=2, type=float, default=[0.0, 1.0], metavar=("LOW", "HIGH"),
-                      help="search range of alpha, the weight of the distillation term (default 0 1)")
-    what.add_argument("--tau", nargs="+", type=float, default=[4.0],
-                      help="temperature: one value (fixed) or LOW HIGH (searched on a log scale); default 4")
+    what.add_argument("--alpha-range", nargs=2, type=float, default=list(ALPHA_RANGE), metavar=("LOW", "HIGH"),
+                      help="search range of alpha, the weight of the distillation term (default %(default)s)")
+    what.add_argument("--tau", nargs="+", type=float, default=[DEFAULT_TAU],
+                      help="temperature: one value (fixed) or LOW HIGH (searched on a log scale); default %(default)s")
     what.add_argument("--alpha-design", default=DEFAULT_DESIGN, choices=list_designs(),
                       help=f"how each cell's alphas are chosen (default {DEFAULT_DESIGN}; see search_spaces/alpha_space.py)")
     what.add_argument("--replicates", "--seeds", nargs="+", type=int, default=[0], dest="replicates", metavar="R",

@@ -110,6 +110,15 @@ def test_the_analysis_runs_without_torch_or_ray(tmp_path):
         tmp_path / "report.html").read_text()
 
 
+def test_the_plain_definitions_load_without_torch_ray_or_optuna():
+    """The contract, the recipe, the alpha space, the profiles and the analysis are plain Python: planning
+    and reading a sweep never waits for torch to load."""
+    script = ("import sys, sweep.contract, trainables.recipe, search_spaces.alpha_space, search_spaces.profiles, "
+              "analysis.report; print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-3000:]
+
+
 def test_a_cohort_becomes_one_results_row_per_student():
     from sweep.results import cohort_status, member_rows
 

@@ -7,7 +7,8 @@ import torch
 from conftest import CPU
 from trainables.loader import make_loader
 from trainables.models import build_model
-from trainables.recipe import Recipe, autocast_dtype
+from trainables.device import autocast_dtype
+from trainables.recipe import Recipe
 from trainables.train import StopTraining, fit, make_optimizer, make_scheduler, prepare_model, train_on_ids
 
 
@@ -64,7 +65,7 @@ def test_onecycle_schedule_rises_then_falls():
 
 
 def test_auto_precision_follows_the_hardware():
-    from trainables.recipe import cpu_has_native_bf16
+    from trainables.device import cpu_has_native_bf16
 
     assert autocast_dtype("fp32", CPU) is None
     assert autocast_dtype("bf16", CPU) is torch.bfloat16

@@ -87,8 +87,9 @@ def canonical_json(value) -> str:
 # each kind is hashed as whole modules; everything else is reached from it and from the registry
 # entries the artifact uses, one definition at a time (``code_for``).
 CORE_BY_KIND = {
-    "teacher": ("trainables.loader", "trainables.recipe", "trainables.seeding", "trainables.train", "trainables.teacher"),
-    "scores": ("trainables.loader", "trainables.recipe", "trainables.seeding", "trainables.train"),
+    "teacher": ("trainables.device", "trainables.loader", "trainables.recipe", "trainables.seeding", "trainables.train",
+                "trainables.teacher"),
+    "scores": ("trainables.device", "trainables.loader", "trainables.recipe", "trainables.seeding", "trainables.train"),
 }
 # Where a kind's producer lives outside its core: a root of the walk like the entries.
 PRODUCERS = {"scores": (("trainables.scores", "compute_scores"),)}

@@ -46,11 +46,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from sweep.contract import DEFAULT_TAU
 from trainables.datasets import Dataset, Split
 from trainables.fused import arch_fusion_problem, fit_fused
 from trainables.kd import check_alpha_tau, kd_loss
 from trainables.loader import Batch
-from trainables.recipe import Recipe, resolve_device
+from trainables.device import resolve_device
+from trainables.recipe import Recipe
 from trainables.teacher import Teacher
 from trainables.train import EpochReport, EpochReports, train_many_on_ids
 
@@ -62,7 +64,7 @@ class Member:
     """One student of a cohort: its distillation weight and temperature."""
 
     alpha: float
-    tau: float = 4.0
+    tau: float = DEFAULT_TAU
 
     def __post_init__(self) -> None:
         check_alpha_tau(self.alpha, self.tau)

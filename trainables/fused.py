@@ -52,7 +52,8 @@ from torch import nn
 from trainables import models as _models
 from trainables.loader import Batch, Loader
 from trainables.models import build_model
-from trainables.recipe import Recipe, autocast
+from trainables.device import autocast
+from trainables.recipe import Recipe
 from trainables.train import (
     Fitted,
     StopTraining,

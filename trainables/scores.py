@@ -44,7 +44,8 @@ from trainables.artifacts import ArtifactStore, artifact_key, code_for
 from trainables.datasets import Dataset, Split, dataset_code, dataset_fingerprint
 from trainables.loader import make_loader
 from trainables.models import MODELS
-from trainables.recipe import Recipe, resolve_device
+from trainables.device import resolve_device
+from trainables.recipe import Recipe
 from trainables.registry import Registry
 from trainables.seeding import derive_seed
 from trainables.storage import check_writable

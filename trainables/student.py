@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from sweep.contract import DEFAULT_TAU
 from trainables.cohort import STATE_FORMAT, Member, check_subset, train_cohort
 from trainables.datasets import Dataset, Split, load_dataset, validation_split
 from trainables.kd import check_alpha_tau, kd_loss
-from trainables.recipe import Recipe, resolve_device
+from trainables.device import resolve_device
+from trainables.recipe import Recipe
 from trainables.storage import check_writable
 from trainables.teacher import Teacher, load_teacher, print_epoch
 from trainables.train import single_to_many_state
@@ -51,7 +53,7 @@ def train_student(
     split: Split,
     teacher: Teacher | None,
     alpha: float,
-    tau: float = 4.0,
+    tau: float = DEFAULT_TAU,
     seed: int = 0,
     device: torch.device | str = "auto",
     on_epoch=None,
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--teacher", default=None, help="teacher checkpoint (from trainables.teacher); needed when alpha > 0")
     parser.add_argument("--arch", default=None, help="student architecture (default: the dataset's student)")
     parser.add_argument("--alpha", type=float, required=True, help="weight of the distillation term, in [0, 1]")
-    parser.add_argument("--tau", type=float, default=4.0, help="distillation temperature (default 4)")
+    parser.add_argument("--tau", type=float, default=DEFAULT_TAU, help="distillation temperature (default %(default)s)")
     subset = parser.add_mutually_exclusive_group()
     subset.add_argument("--fraction", type=float, default=1.0, help="keep this random fraction f of the training split")
     subset.add_argument("--subset-ids", default=None, help="keep these example ids (.npy or a text file)")

@@ -23,7 +23,8 @@ import trainables
 from trainables.artifacts import ArtifactStore, code_for
 from trainables.datasets import Dataset, Split, dataset_code, dataset_fingerprint, load_dataset, validation_split
 from trainables.models import MODELS, build_model
-from trainables.recipe import Recipe, resolve_device
+from trainables.device import resolve_device
+from trainables.recipe import Recipe
 from trainables.train import EpochReport, prepare_model, train_on_ids
 
 CHECKPOINT_FORMAT = 1
