@@ -26,7 +26,7 @@ import pandas as pd
 
 from analysis import pooled
 from analysis.pooled import LEVEL, SIGNIFICANCE, CellStats
-from sweep.contract import ALPHA_RANGE, FULL
+from contract import ALPHA_RANGE, FULL
 
 POOLED = "pooled"
 CURVE_POINTS = 60

@@ -18,7 +18,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from analysis.alpha_f import POOLED, AlphaFFit
-from sweep.contract import ALPHA_RANGE, FULL
+from contract import ALPHA_RANGE, FULL
 
 TEMPLATE = "plotly_white"
 PANEL_HEIGHT = 230

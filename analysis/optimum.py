@@ -35,7 +35,7 @@ import pandas as pd
 
 from analysis import pooled
 from analysis.pooled import LEVEL, CellStats
-from sweep.contract import ALPHA_RANGE, CELL_COLUMNS, FULL
+from contract import ALPHA_RANGE, CELL_COLUMNS, FULL
 
 V_POINTS = 601
 MIN_DISTINCT_FOR_CURVE = 3

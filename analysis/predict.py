@@ -19,7 +19,7 @@ import sys
 from analysis.alpha_f import POOLED, AlphaFFit
 from analysis.report import DEFAULT_BOOTSTRAP, analyse
 from analysis.results import ResultsError
-from trainables.storage import read_text
+from contract.storage import read_text
 
 
 def load_fits(source: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> list[AlphaFFit]:

@@ -26,8 +26,8 @@ from analysis.alpha_f import AlphaFFit, fit_alpha_f
 from analysis.optimum import CellOptima, cell_optima
 from analysis.pooled import LEVEL, SIGNIFICANCE, t_quantile
 from analysis.results import Experiment, ResultsError, load_experiment
-from sweep.contract import FULL
-from trainables.storage import write_bytes
+from contract import FULL
+from contract.storage import write_bytes
 
 DEFAULT_BOOTSTRAP = 1000  # posterior draws kept per alpha-f fit (curves, predictions)
 
@@ -55,13 +55,13 @@ def analyse(experiment: Experiment | str, n_boot: int = DEFAULT_BOOTSTRAP, seed:
 
 def fit_document(analysis: Analysis) -> dict:
     """The JSON written next to the report: settings, the noise level and every alpha-f fit."""
-    import trainables
+    import contract
 
     return {
         "experiment": analysis.experiment.name,
         "location": analysis.experiment.location,
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "analysis_version": trainables.__version__,
+        "analysis_version": contract.__version__,
         "posterior_draws": analysis.optima.n_boot,
         "seed": analysis.optima.seed,
         "level": LEVEL,

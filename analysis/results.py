@@ -8,8 +8,9 @@
 The location is an experiment directory (local, NFS, or any fsspec URI such as ``s3://``) holding
 ``results.csv`` and ``sweep.json`` as ``sweep.run`` writes them, or the path of a results CSV itself.
 A sweep that is still running, or was stopped, may have no ``results.csv`` yet, or an older one than
-what its trials have reported: the table is then read from the records Tune keeps in the experiment
-directory (``sweep.results.tune_dir_records``), whichever holds more finished trials.
+what its trials have reported: the table is then read from the rows each cohort writes of itself as it
+reports (``EXPERIMENT/cohorts/<cohort>.csv``, the same schema), whichever holds more finished trials.
+Tune's own files are never read here.
 Stopped and errored trials stay in the table (``status``) so a report can show them; the estimators
 in ``analysis.optimum`` use only ``status == "completed"``.
 """
@@ -23,9 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sweep.contract import ALPHA_RANGE, CELL_COLUMNS, METRIC, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, Cell
-from sweep.results import FINISHED, table_from_records, tune_dir_records
-from trainables.storage import read_text
+from contract import ALPHA_RANGE, CELL_COLUMNS, COHORTS_DIR, FINAL_STATUSES, METRIC, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, Cell
+from contract.storage import read_text
 
 
 class ResultsError(ValueError):
@@ -50,7 +50,7 @@ class Experiment:
 
     @property
     def finished_trials(self) -> int:
-        return int(self.trials["status"].isin(FINISHED).sum())
+        return int(self.trials["status"].isin(FINAL_STATUSES).sum())
 
     @property
     def planned_trials(self) -> int | None:
@@ -84,13 +84,13 @@ def load_experiment(location: str) -> Experiment:
             table = pd.read_csv(io.StringIO(text))
         except (ValueError, pd.errors.ParserError) as error:
             raise ResultsError(f"{csv_path} is not a readable CSV: {error}") from None
-    finished = (lambda t: 0 if t is None or "status" not in t else int(t["status"].isin(FINISHED).sum()))
+    finished = (lambda t: 0 if t is None or "status" not in t else int(t["status"].isin(FINAL_STATUSES).sum()))
     planned = sweep.get("resolved", {}).get("num_trials")
     complete = planned is not None and finished(table) >= int(planned)  # the final table: nothing newer to read
     if not location.endswith(".csv") and not complete:
-        live = _table_from_tune(folder, sweep)
+        live = _table_from_cohorts(folder)
         if live is not None and finished(live) > finished(table):
-            table, source = live, f"the trial records in {folder}"
+            table, source = live, f"the cohorts' own rows in {folder}/{COHORTS_DIR}"
     if table is None:
         raise ResultsError(
             f"no results at {csv_path}, and no trial has reported yet. A sweep writes its results as cells "
@@ -118,13 +118,20 @@ def outside_searched_range(trials: pd.DataFrame, sweep: dict, source: str) -> tu
     return trials[~outside].reset_index(drop=True), [warning]
 
 
-def _table_from_tune(folder: str, sweep: dict) -> pd.DataFrame | None:
-    """The results table from Tune's records in the experiment directory, or None if it has none."""
-    records = tune_dir_records(folder)
-    if not records:
+def _table_from_cohorts(folder: str) -> pd.DataFrame | None:
+    """The rows each cohort wrote of itself (``COHORTS_DIR/*.csv``, the results schema), or None if
+    none has reported yet."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(folder)
+    frames = []
+    for path in sorted(fs.glob(f"{root}/{COHORTS_DIR}/*.csv")):
+        text = read_text(path if "://" not in folder else fs.unstrip_protocol(path))
+        if text:
+            frames.append(pd.read_csv(io.StringIO(text)))
+    if not frames:
         return None
-    teachers = sweep.get("resolved", {}).get("teacher_metrics", {})
-    return table_from_records(records, teachers)
+    return pd.concat(frames, ignore_index=True).sort_values([*CELL_COLUMNS, "optuna_trial"], ignore_index=True)
 
 
 def experiment_from_table(location: str, table: pd.DataFrame, sweep: dict) -> Experiment:

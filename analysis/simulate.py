@@ -4,7 +4,7 @@ Shared by ``bench/bench_calibration.py`` and the tests. A simulated sweep has th
 (every method at every f < 1, plus the shared f = 1 cell of method ``full``), one in-memory Optuna study
 per cell driven exactly as ``sweep.searcher`` drives it (``AlphaSpace.initial_points`` enqueued, alpha = 0
 first, then ``AlphaSpace.sampler``; ask, train, tell), and a results table with the columns of
-``results.csv`` (``sweep.contract.RESULT_COLUMNS``).
+``results.csv`` (``contract.RESULT_COLUMNS``).
 
 The response (accuracy of a student trained with weight alpha at kept fraction f):
 
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from search_spaces.alpha_space import AlphaSpace
-from sweep.contract import DEFAULT_TAU, FULL, RESULT_COLUMNS, Cell
+from contract import DEFAULT_TAU, FULL, RESULT_COLUMNS, Cell
 
 METHODS = ("random", "el2n", "grand", "forgetting", "memorization")
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)

@@ -71,7 +71,7 @@ from trainables.kd import kd_loss  # noqa: E402
 from trainables.loader import make_loader  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 from trainables.device import autocast_dtype, resolve_device  # noqa: E402
-from trainables.seeding import derive_seed  # noqa: E402
+from contract.seeding import derive_seed  # noqa: E402
 from trainables.selection import random_subset  # noqa: E402
 from trainables.student import train_student  # noqa: E402
 from trainables.teacher import Teacher, train_teacher  # noqa: E402

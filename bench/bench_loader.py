@@ -61,7 +61,7 @@ from trainables.datasets import InMemoryDataset, load_dataset  # noqa: E402
 from trainables.loader import make_loader  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 from trainables.device import autocast, autocast_dtype, resolve_device  # noqa: E402
-from trainables.recipe import PRECISIONS, Recipe  # noqa: E402
+from contract.recipe import PRECISIONS, Recipe  # noqa: E402
 from trainables.train import make_optimizer, prepare_model  # noqa: E402
 
 DEVICE_SIDE = "device loader"

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from sweep.contract import RESULT_COLUMNS
+from contract import RESULT_COLUMNS
 
 COLUMNS = list(RESULT_COLUMNS)
 

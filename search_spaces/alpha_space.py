@@ -34,9 +34,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from sweep.contract import ALPHA_RANGE, DEFAULT_TAU
-from trainables.registry import Registry
-from trainables.seeding import derive_seed
+from contract import ALPHA_RANGE, DEFAULT_TAU
+from contract.registry import Registry
+from contract.seeding import derive_seed
 
 DEFAULT_DESIGN = "grid"
 

@@ -1,7 +1,7 @@
 """Per-dataset defaults: teacher and student architectures, the training recipe, validation size.
 
 The literature's recipe for CIFAR/SVHN: ResNet-18 (CIFAR variant) and the recipe ``Recipe``'s
-defaults are (``trainables.recipe``).
+defaults are (``contract.recipe``).
 ``digits`` gets a recipe that trains in seconds on a laptop CPU.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainables.recipe import Recipe
-from trainables.registry import UnknownEntryError
+from contract.recipe import Recipe
+from contract.registry import UnknownEntryError
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from search_spaces.defaults import defaults_for
-from trainables.recipe import Recipe
-from trainables.registry import Registry
+from contract.recipe import Recipe
+from contract.registry import Registry
 
 
 @dataclass(frozen=True)

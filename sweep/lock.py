@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from sweep.contract import LOCK_FILE
+from contract import LOCK_FILE
 
 
 class ExperimentLockedError(ValueError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from sweep.contract import OPTUNA_JOURNAL
+from contract import OPTUNA_JOURNAL
 
 FILE_SCHEME = "file://"
 

@@ -1,6 +1,6 @@
 """The plan of a sweep: its settings, validated, and the cells they expand to.
 
-A cell (``sweep.contract.Cell``) is one (dataset, method, f, teacher, student, replicate, label noise)
+A cell (``contract.Cell``) is one (dataset, method, f, teacher, student, replicate, label noise)
 combination with its own Optuna study over alpha (and tau when searched). f = 1.0 is the full-data
 reference: every method keeps everything, so it is one cell with method ``full`` per (teacher,
 student, replicate, label noise). A replicate has its own teacher, scores, subsets, trial seeds and
@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field, fields
 
 from search_spaces.alpha_space import DEFAULT_DESIGN, AlphaSpace
 from search_spaces.profiles import list_profiles, profile_for
-from sweep.contract import ALPHA_RANGE, DEFAULT_TAU, FULL, Cell
+from contract import ALPHA_RANGE, DEFAULT_TAU, FULL, Cell
 from trainables.datasets import check_dataset_spec
 from trainables.models import check_model_name
-from trainables.recipe import Recipe
-from trainables.scores import list_methods
+from contract.recipe import Recipe
+from trainables.scores import list_methods, score_option_problems
 from trainables.selection import STRATEGIES, check_fraction
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
@@ -47,6 +47,7 @@ class SweepConfig:
     replicates: list[int] = field(default_factory=lambda: [0])
     label_noise: list[float] = field(default_factory=lambda: [0.0])  # symmetric label noise rates P in [0, 1)
     score_seeds: int | None = None  # None: the profile's
+    score_options: dict[str, dict] = field(default_factory=dict)  # {method: {option: value}}, --score-option
     epochs: int | None = None  # None: the profile's recipe
     min_steps: int | None = None  # None: the profile's recipe
     batch_size: int | None = None  # None: the profile's recipe
@@ -100,6 +101,10 @@ class SweepConfig:
         if not noise or len(set(noise)) != len(noise) or not all(0 <= p < 1 for p in noise):
             problems.append(f"--label-noise must be distinct rates in [0, 1) (the fraction of training labels "
                             f"flipped to another class), got {self.label_noise}")
+        problems.extend(score_option_problems(self.score_options))
+        for method in self.score_options:
+            if self.methods is not None and method in list_methods() and method not in self.methods:
+                problems.append(f"--score-option {method}.*: {method} is not among --methods {self.methods}")
         if self.score_seeds is not None and self.score_seeds < 1:
             problems.append(f"--score-seeds must be >= 1, got {self.score_seeds}")
         if self.epochs is not None and self.epochs < 1:
@@ -159,7 +164,7 @@ class SweepPlan:
     val_size: int | float
     cells: list[Cell]
     # Filled in by ``sweep.stages.resolve_artifacts``: the artifact key of every teacher and score
-    # table, by ``sweep.contract.teacher_ref`` / ``scores_ref``.
+    # table, by ``contract.teacher_ref`` / ``scores_ref``.
     teacher_keys: dict[str, str] = field(default_factory=dict)
     score_keys: dict[str, str] = field(default_factory=dict)
 

@@ -24,7 +24,7 @@ from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
     "connect", "check_address", "wait_for_killed_driver", "shutdown", "hide_failures_while", "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
-    "can_restore", "trial_records", "TrialsCallback", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus", "quiet_trial_logs",
+    "can_restore", "trial_records", "TrialsCallback", "report", "checkpoint_state", "trial_device", "node_id", "set_trial_threads", "task_cpus", "trial_id", "quiet_trial_logs",
     "GpuNotUsableError", "gpu_memory_share", "alive_nodes", "trial_slots", "cpu_fallback_from_env", "wait_for_fit",
 ]
 
@@ -782,6 +782,11 @@ def task_cpus() -> float:
 
 def node_id() -> str:
     return ray.get_runtime_context().get_node_id()
+
+
+def trial_id() -> str:
+    """The running Tune trial's id (results.csv's ``cohort``)."""
+    return tune.get_context().get_trial_id()
 
 
 def quiet_trial_logs() -> None:

@@ -17,11 +17,11 @@ import os
 import sys
 import time
 
-import trainables
+import contract
 from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
 from sweep import console, ray_adapter
 from sweep.console import say
-from sweep.contract import ALPHA_RANGE, DEFAULT_TAU, METRIC, MODE, SWEEP_FILE, TrialSettings
+from contract import ALPHA_RANGE, DEFAULT_TAU, FINAL_STATUSES, METRIC, MODE, SWEEP_FILE, TrialSettings
 from sweep.lock import ExperimentLock
 from sweep.optuna_storage import check_optuna_storage, default_optuna_url, local_path
 from sweep.state_check import check_journal, check_tune_state
@@ -29,9 +29,9 @@ from sweep.stopping import DiskWatch, StopSignals, space_needed
 from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan, make_plan
 from trainables.artifacts import CORE_BY_KIND, ArtifactStore, code_for
 from trainables.cli import add_download_args, val_size_arg
-from trainables.scores import list_methods
+from trainables.scores import list_methods, parse_score_options, score_option_names
 from trainables.selection import STRATEGIES
-from trainables.storage import check_writable, read_text, write_bytes
+from contract.storage import check_writable, read_text, write_bytes
 
 
 EXAMPLES = """examples:
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "to another class (seeded from the split seed and P; validation and test labels stay clean) and "
                       "has its own teachers, scores and cells (default 0: clean labels)")
     what.add_argument("--score-seeds", type=int, default=None, help="scoring runs per method (default: the profile's)")
+    what.add_argument("--score-option", action="append", default=[], metavar="METHOD.FIELD=VALUE", dest="score_options",
+                      help="a pruning method's own option, part of its score tables' keys (repeatable): "
+                      + ", ".join(score_option_names()))
     what.add_argument("--epochs", type=int, default=None, help="override the profile recipe's epochs")
     what.add_argument("--min-steps", type=int, default=None,
                       help="override the profile recipe's minimum optimisation steps per run (small subsets train more epochs)")
@@ -137,7 +140,7 @@ def config_from_args(args) -> SweepConfig:
         fractions=args.fractions, cohort_size=args.cohort_size, halving=args.halving, teachers=args.teachers, students=args.students, trials_per_cell=args.trials_per_cell,
         alpha_range=tuple(args.alpha_range), tau=args.tau, alpha_design=args.alpha_design, replicates=args.replicates,
         label_noise=[float(p) for p in args.label_noise],
-        score_seeds=args.score_seeds,
+        score_seeds=args.score_seeds, score_options=parse_score_options(args.score_options),
         epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr, selection=args.selection, class_balanced=args.class_balanced,
         val_size=args.val_size, data_dir=args.data_dir, offline=args.offline, artifacts=args.artifacts,
         optuna_storage=args.optuna_storage, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
@@ -408,7 +411,7 @@ def wait_for_nodes(args, cpus: float, gpus: float) -> None:
 # What a sweep sweeps: fixed once it started. (Where and how it runs may change on --resume.)
 SWEEP_DEFINING = (
     "dataset", "profile", "methods", "fractions", "cohort_size", "halving", "teachers", "students", "trials_per_cell",
-    "alpha_range", "tau", "alpha_design", "replicates", "label_noise", "score_seeds", "epochs", "min_steps", "batch_size",
+    "alpha_range", "tau", "alpha_design", "replicates", "label_noise", "score_seeds", "score_options", "epochs", "min_steps", "batch_size",
     "lr", "selection", "class_balanced", "val_size", "scheduler",
 )
 
@@ -441,7 +444,7 @@ def versions() -> dict:
     """The versions of this package and of what it runs on, recorded with every sweep."""
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {"kdsweep": trainables.__version__, "python": sys.version.split()[0]}
+    found = {"kdsweep": contract.__version__, "python": sys.version.split()[0]}
     for package in ("torch", "torchvision", "ray", "optuna", "numpy"):
         try:
             found[package] = version(package)
@@ -528,6 +531,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     parameters = dict(
         datasets=datasets, split=split, teachers=teachers, tables={t.key: t for t in tables.values()},
         crash_once_dir=crash_once_dir_from_env(), verbose=args.verbose, allow_cpu_fallback=args.allow_cpu_fallback,
+        experiment_dir=exp_dir, teacher_metrics=teacher_metrics,
     )
     trial_resources = {"cpu": resources["cpu"], "gpu": resources["gpu"]}
 
@@ -541,7 +545,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
             recipe=plan.recipe.to_dict(), val_size=plan.val_size, split_seed=config.split_seed,
             selection=config.selection, class_balanced=config.class_balanced, teacher_keys=plan.teacher_keys,
             score_keys=plan.score_keys, cpus_per_trial=resources["cpu"], profile=config.profile,
-            version=trainables.__version__, halving=config.halving,
+            version=contract.__version__, halving=config.halving,
         )
         searcher = CellSearcher(
             experiment=config.name, cells=plan.cells, trials_per_cell=plan.trials_per_cell,
@@ -581,8 +585,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     if watch.deleted:  # nothing to write into, and nothing to resume
         say(f"stopped: {stops.reason} (nothing of it is left to resume); the artifact cache {store.root} is kept")
         return 1
-    frame = result_table(grid, {key: artifact.meta for key, artifact in teacher_artifacts.items()},
-                         scheduler_stops=scheduler_stops)
+    frame = result_table(grid, teacher_metrics, scheduler_stops=scheduler_stops)
     try:
         path = write_table(frame, exp_dir)
     except OSError as error:  # a full disk: the previous results.csv is whole (written by rename)
@@ -638,11 +641,11 @@ class LiveResults:
         self.thread = None
 
     def on_trial_end(self, records: list[dict]) -> None:
-        from sweep.contract import CELL_COLUMNS
-        from sweep.results import FINISHED, table_from_records
+        from contract import CELL_COLUMNS
+        from sweep.results import table_from_records
 
         frame = table_from_records(records, self.teacher_metrics, scheduler_stops=self.scheduler_stops)
-        finished = frame[frame["status"].isin(FINISHED)]
+        finished = frame[frame["status"].isin(FINAL_STATUSES)]
         if finished.empty:
             return
         cells_done = int((finished.groupby(CELL_COLUMNS).size() >= self.trials_per_cell).sum())

@@ -34,10 +34,10 @@ import optuna
 
 from search_spaces.alpha_space import AlphaSpace
 from sweep.console import duration
-from sweep.contract import METRIC, MODE, Cell, MemberSpec, TrialSettings, member_statuses
+from contract import METRIC, MODE, Cell, MemberSpec, TrialSettings, member_statuses
 from sweep.optuna_storage import open_optuna_storage
 from sweep.ray_adapter import CONTINUE, FINISHED, AsyncHyperBandScheduler, FIFOScheduler, Searcher
-from trainables.seeding import derive_seed
+from contract.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 

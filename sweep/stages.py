@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from sweep import ray_adapter
 from sweep.console import StageProgress, say
-from sweep.contract import scores_ref, teacher_ref
+from contract import scores_ref, teacher_ref
 from sweep.plan import SweepPlan
 from trainables.artifacts import ArtifactStore, artifact_key
 from trainables.datasets import Split
@@ -55,6 +55,7 @@ def score_run_task(*, dataset, split: Split, request: ScoreRequest, index: int, 
 def score_request(plan: SweepPlan, method: str, replicate: int) -> ScoreRequest:
     return ScoreRequest(
         method=method, arch=plan.students[0], recipe=plan.recipe, seeds=plan.score_seeds, seed=replicate,
+        **plan.config.score_options.get(method, {}),
     )
 
 

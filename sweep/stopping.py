@@ -140,8 +140,8 @@ def _mb(n: int) -> str:
 def space_needed(plan, *, experiment_dir: str, artifacts_dir: str, teachers_to_train: int, score_tables_to_compute: int,
                  num_train: int, num_classes: int, in_channels: int, slots: int) -> SpaceNeed:
     """An upper estimate of what ``plan`` leaves on disk, from the sizes of its models: every cohort keeps its
-    last checkpoint (each member's weights and SGD momentum), Tune's logs, ``results.csv``, the
-    Optuna journal and the report; the artifact cache gets the teachers and score tables not yet in it.
+    last checkpoint (each member's weights and SGD momentum), Tune's logs, ``results.csv`` and the
+    cohorts' own rows, the Optuna journal and the report; the artifact cache gets the teachers and score tables not yet in it.
     Each figure has a margin of 50 %: it is a floor for the check, not an accounting."""
     from sweep.ray_adapter import KEPT_CHECKPOINTS
     from sweep.trial import REPORTS_PER_TRIAL
@@ -155,7 +155,8 @@ def space_needed(plan, *, experiment_dir: str, artifacts_dir: str, teachers_to_t
     cohort_checkpoint = per_student * plan.cohort_size * KEPT_CHECKPOINTS  # a trial keeps its last few
     tune_logs = 64 * 1024 + REPORTS_PER_TRIAL * 8 * 1024  # result.json, progress.csv, params per trial
     report = 12 * MB  # report.html (plotly inlined) and its tables, written twice (a temporary file, then renamed)
-    results = plan.num_trials * 3 * 1024  # results.csv (and its temporary copy) and the journal's records
+    # results.csv (and its temporary copy), the cohorts' own rows (cohorts/*.csv) and the journal's records
+    results = plan.num_trials * 4 * 1024
     experiment = plan.num_cohorts * (cohort_checkpoint + tune_logs) + results + report + 4 * MB
     artifacts = teachers_to_train * per_teacher + score_tables_to_compute * (num_train * 16 * (plan.score_seeds + 1) + 64 * 1024)
     margin = 1.5
@@ -208,7 +209,7 @@ class DiskWatch:
     def remove_recreated(self) -> None:
         """After a deletion: remove what the sweep's own writers (Tune) made again at the deleted path,
         unless it has become another experiment (it holds a ``sweep.json``)."""
-        from sweep.contract import SWEEP_FILE
+        from contract import SWEEP_FILE
 
         if self.local and os.path.isdir(self.local) and not os.path.exists(os.path.join(self.local, SWEEP_FILE)):
             shutil.rmtree(self.local, ignore_errors=True)

@@ -1,6 +1,6 @@
 """The cohort trial: what one Tune trial runs on a worker.
 
-Its config is a ``sweep.contract.TrialSpec`` (the cell, the members' alpha and tau, the cohort's
+Its config is a ``contract.TrialSpec`` (the cell, the members' alpha and tau, the cohort's
 seed, the recipe and the artifact keys), decoded once here; the datasets (one per label noise level),
 the driver's validation split, the teachers' checkpoints and the score tables arrive through the object
 store (``tune.with_parameters``), looked up by the spec's cell and keys. The trial
@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from sweep import ray_adapter
-from sweep.contract import METRIC, TrialSpec, join_member_statuses, subset_digest
-from trainables.recipe import Recipe
+from contract import (COHORTS_DIR, METRIC, SWEEP_FILE, TrialSpec, cohort_status, join_member_statuses, member_rows,
+                      rows_to_csv, subset_digest)
+from contract.recipe import Recipe
 from trainables.teacher import teacher_from_bytes
 
 # A trial reports (and checkpoints) at most this often, plus its final report: with ``min_steps`` a
@@ -42,13 +43,37 @@ def kept_ids(spec: TrialSpec, dataset, split, tables: dict) -> np.ndarray:
     )
 
 
+def write_cohort_rows(experiment_dir: str | None, spec: TrialSpec, metrics: dict, teacher_metrics: dict) -> None:
+    """The cohort's rows, as they stand after this report, to ``EXPERIMENT/cohorts/<trial id>.csv``:
+    ``completed`` (or ``stopped`` by halving) once it is done, ``interrupted`` before. The analysis
+    reads a sweep whose driver has not written ``results.csv`` (running, or killed) from these files.
+    Never at the cost of the training: a directory that is gone is not made again (the sweep is
+    stopping for it), and a full disk only leaves the previous file."""
+    if not experiment_dir:
+        return
+    from contract.storage import read_text, write_bytes
+
+    try:
+        if read_text(f"{experiment_dir}/{SWEEP_FILE}") is None:
+            return
+        cohort = ray_adapter.trial_id()
+        status = cohort_status(metrics, None, "RUNNING")  # "completed" once done, else "interrupted"
+        rows = member_rows(spec, metrics, status=status, error=None, cohort=cohort, teacher_meta=teacher_metrics)
+        write_bytes(f"{experiment_dir}/{COHORTS_DIR}/{cohort}.csv", rows_to_csv(rows))
+    except OSError:
+        pass
+
+
 def cohort_trial(config: dict, *, datasets: dict, split, teachers: dict, tables: dict, crash_once_dir: str | None = None,
-                 verbose: bool = False, allow_cpu_fallback: bool = False) -> None:
+                 verbose: bool = False, allow_cpu_fallback: bool = False, experiment_dir: str | None = None,
+                 teacher_metrics: dict | None = None) -> None:
     """Train the trial's cohort (``trainables.cohort.train_cohort``) and report it to Tune.
 
     ``datasets``: {label noise P: the dataset with that level's training labels}; the trial trains on
     ``datasets[cell.label_noise]``. ``split``: the driver's validation split, carved once from the
     clean labels (recomputing it from noisy labels would stratify by them and give another split).
+    ``experiment_dir``, ``teacher_metrics``: where and with what the cohort writes its own rows
+    (``write_cohort_rows``).
 
     Every report carries each member's validation accuracy (``member_val_acc``, ``member_status``) and,
     as the trial's metric, the best member's; the final one adds each member's test accuracy, epochs
@@ -78,12 +103,12 @@ def cohort_trial(config: dict, *, datasets: dict, split, teachers: dict, tables:
         if report.epoch == report.epochs or report.epoch % stride:
             return  # the final report below carries the last epoch, with the test accuracies
         values = [None if v is None else float(v) for v in report.val_acc]
-        ray_adapter.report(
-            {METRIC: max(v for v in values if v is not None), "epoch": report.epoch, "done": False,
-             "member_val_acc": values, "member_status": join_member_statuses("training" if v is not None else "stopped" for v in values),
-             **common},
-            state=report.state(),
-        )
+        metrics = {METRIC: max(v for v in values if v is not None), "epoch": report.epoch, "done": False,
+                   "member_val_acc": values,
+                   "member_status": join_member_statuses("training" if v is not None else "stopped" for v in values),
+                   **common}
+        write_cohort_rows(experiment_dir, spec, metrics, teacher_metrics or {})
+        ray_adapter.report(metrics, state=report.state())
         if marker is not None and report.epoch >= 2 and not marker.exists():
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text("crashed once")
@@ -102,25 +127,24 @@ def cohort_trial(config: dict, *, datasets: dict, split, teachers: dict, tables:
         on_report=keep_final_state, resume=resume, halving=Halving() if spec.halving else None,
     )
     members = result.members
-    ray_adapter.report(
-        {
-            METRIC: max(m.val_acc for m in members if m.val_acc is not None),
-            "done": True,
-            "epoch": result.epochs,
-            "member_val_acc": [m.val_acc for m in members],
-            "member_test_acc": [m.test_acc for m in members],
-            "member_status": join_member_statuses(m.status for m in members),
-            "member_epochs": [m.epochs_run for m in members],
-            "member_steps": [m.steps_run for m in members],
-            "teacher_forwards": result.teacher_forwards,
-            "resumed_from_epoch": resume["epoch"] if resume else 0,
-            "busy_s": time.perf_counter() - start,
-            "started_at": started_at,
-            "finished_at": time.time(),
-            **common,
-        },
-        state=final_state.get("state"),
-    )
+    final = {
+        METRIC: max(m.val_acc for m in members if m.val_acc is not None),
+        "done": True,
+        "epoch": result.epochs,
+        "member_val_acc": [m.val_acc for m in members],
+        "member_test_acc": [m.test_acc for m in members],
+        "member_status": join_member_statuses(m.status for m in members),
+        "member_epochs": [m.epochs_run for m in members],
+        "member_steps": [m.steps_run for m in members],
+        "teacher_forwards": result.teacher_forwards,
+        "resumed_from_epoch": resume["epoch"] if resume else 0,
+        "busy_s": time.perf_counter() - start,
+        "started_at": started_at,
+        "finished_at": time.time(),
+        **common,
+    }
+    write_cohort_rows(experiment_dir, spec, final, teacher_metrics or {})
+    ray_adapter.report(final, state=final_state.get("state"))
 
 
 def crash_once_dir_from_env() -> str | None:

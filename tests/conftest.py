@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainables.datasets import load_dataset, validation_split
-from trainables.recipe import Recipe
+from contract.recipe import Recipe
 
 CPU = torch.device("cpu")
 

@@ -15,7 +15,7 @@ from analysis.report import analyse, build_report
 from analysis.report import main as report_main
 from analysis.results import ResultsError, load_experiment, tidy
 from analysis.simulate import simulate_sweep
-from sweep.contract import RESULT_COLUMNS
+from contract import RESULT_COLUMNS
 
 COLUMNS = list(RESULT_COLUMNS)
 FRACTIONS = (0.12, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)

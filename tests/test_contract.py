@@ -7,7 +7,7 @@ import textwrap
 
 import pandas as pd
 
-from sweep.contract import CELL_COLUMNS, RESULT_COLUMNS, Cell, MemberSpec, TrialSettings, TrialSpec, subset_digest
+from contract import CELL_COLUMNS, RESULT_COLUMNS, Cell, MemberSpec, TrialSettings, TrialSpec, subset_digest
 
 
 def test_a_cell_reads_back_from_its_results_row():
@@ -21,7 +21,7 @@ def test_a_cell_reads_back_from_its_results_row():
 
 
 def test_label_noise_is_part_of_the_cell_and_its_refs_only_when_above_zero():
-    from sweep.contract import REQUIRED_COLUMNS, scores_ref, teacher_ref
+    from contract import REQUIRED_COLUMNS, scores_ref, teacher_ref
 
     clean = Cell("digits", "el2n", 0.3, "resnet20", "small_cnn", 2)
     assert clean.label_noise == 0.0 and CELL_COLUMNS[-1] == "label_noise" and RESULT_COLUMNS["label_noise"] == "float"
@@ -113,7 +113,7 @@ def test_the_analysis_runs_without_torch_or_ray(tmp_path):
 def test_the_plain_definitions_load_without_torch_ray_or_optuna():
     """The contract, the recipe, the alpha space, the profiles and the analysis are plain Python: planning
     and reading a sweep never waits for torch to load."""
-    script = ("import sys, sweep.contract, trainables.recipe, search_spaces.alpha_space, search_spaces.profiles, "
+    script = ("import sys, contract, contract.recipe, search_spaces.alpha_space, search_spaces.profiles, "
               "analysis.report; print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-3000:]

@@ -14,7 +14,7 @@ from trainables.datasets import (
     validation_split,
 )
 from trainables.loader import make_loader
-from trainables.registry import UnknownEntryError
+from contract.registry import UnknownEntryError
 
 
 def test_registry_lists_every_dataset():

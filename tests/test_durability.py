@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sweep.contract import LOCK_FILE, RESULT_COLUMNS
+from contract import LOCK_FILE, RESULT_COLUMNS
 from sweep.optuna_storage import open_optuna_storage
 from sweep.ray_adapter import CHECKPOINT_FILE, newest_whole_checkpoint
 from sweep.run import main
@@ -307,7 +307,7 @@ def test_a_full_disk_during_a_write_leaves_the_previous_file_whole(tmp_path, mon
     """ENOSPC in the middle of writing results.csv (here at the flush to disk, where NFS reports it)."""
     import errno
 
-    from trainables import storage
+    from contract import storage
 
     target = tmp_path / "results.csv"
     storage.write_bytes(str(target), b"the previous table\n")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from trainables.models import build_model, list_models
-from trainables.registry import UnknownEntryError
+from contract.registry import UnknownEntryError
 
 
 def test_registry_lists_the_required_models():

@@ -6,7 +6,7 @@ import pytest
 
 from analysis.results import load_experiment
 from search_spaces.alpha_space import AlphaSpace
-from sweep.contract import Cell, TrialSettings
+from contract import Cell, TrialSettings
 from sweep.optuna_storage import default_optuna_url, open_optuna_storage
 from sweep.run import main
 from sweep.searcher import CellSearcher

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from test_report_browser import check_report_in_browser
 
-from sweep.contract import subset_digest
+from contract import subset_digest
 from sweep.run import main as sweep_main
 
 ARGS = ["--dataset", "digits", "--profile", "demo", "--methods", "random", "el2n", "--fractions", "0.1", "1.0",
@@ -41,7 +41,7 @@ def dense_grid(quickstart, method: str, fraction: float, seeds=(101, 202)) -> pd
     from trainables.artifacts import ArtifactStore
     from trainables.cohort import train_cohort
     from trainables.datasets import load_dataset, validation_split
-    from trainables.recipe import Recipe
+    from contract.recipe import Recipe
     from trainables.scores import ScoreTable
     from trainables.teacher import teacher_from_bytes
 

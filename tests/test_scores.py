@@ -13,7 +13,7 @@ from conftest import CPU
 from trainables.artifacts import ArtifactStore
 from trainables.datasets import InMemoryDataset, validation_split
 from trainables.models import build_model
-from trainables.recipe import Recipe
+from contract.recipe import Recipe
 from trainables.scores import (
     ForgettingTracker,
     ScoreRequest,

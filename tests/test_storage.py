@@ -9,7 +9,7 @@ import pytest
 
 from sweep.optuna_storage import check_optuna_storage, default_optuna_url, open_optuna_storage
 from trainables.artifacts import ArtifactStore
-from trainables.storage import check_writable, read_text, write_bytes
+from contract.storage import check_writable, read_text, write_bytes
 
 
 @pytest.fixture(params=["local", "file", "memory"])

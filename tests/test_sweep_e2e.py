@@ -1,6 +1,7 @@
 """End-to-end sweeps on digits with real Ray (embedded, and a two-node cluster on this machine)."""
 
 import ast
+import json
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ from sweep.optuna_storage import open_optuna_storage
 
 SMALL = ["--dataset", "digits", "--profile", "smoke", "--epochs", "3", "--methods", "random", "el2n",
          "--fractions", "0.2", "1.0", "--trials-per-cell", "2"]
-from sweep.contract import RESULT_COLUMNS
+from contract import RESULT_COLUMNS
 
 
 def studies(path):
@@ -188,7 +189,7 @@ TINY = ["--dataset", "digits", "--profile", "smoke", "--epochs", "1", "--methods
 
 
 def _kept(store_root, score_key, strategy, class_balanced, replicate=0):
-    from sweep.contract import subset_digest
+    from contract import subset_digest
     from trainables.artifacts import ArtifactStore
     from trainables.datasets import load_dataset
     from trainables.scores import ScoreTable
@@ -296,9 +297,9 @@ def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(tmp_path):
     assert len(results) == 4 and (results["status"] == "completed").all()
 
 
-def test_the_report_is_live_while_the_sweep_runs_and_readable_from_tunes_records(tmp_path):
+def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_own_rows(tmp_path):
     """Results and report are rewritten as cells finish, marked in progress; ``analysis.report`` works on
-    the running experiment; and Tune's own records give the same table as results.csv."""
+    the running experiment; and the rows the cohorts write of themselves give the same table as results.csv."""
     from analysis.report import main as report_main
     from analysis.results import load_experiment
 
@@ -325,7 +326,8 @@ def test_the_report_is_live_while_the_sweep_runs_and_readable_from_tunes_records
     final = (folder / "report.html").read_text()
     assert "In progress" not in final and "4 trials, 2 cells" in final
 
-    # Without results.csv (a driver killed before writing it), the table comes from Tune's records.
+    # Without results.csv (a driver killed before writing it), the table comes from the cohorts' own rows.
+    assert len(list((folder / "cohorts").glob("*.csv"))) == 2  # one file per cohort (a cell's trials train together)
     written = load_experiment(str(folder)).trials
     (folder / "results.csv").unlink()
     rebuilt = load_experiment(str(folder)).trials
@@ -333,3 +335,28 @@ def test_the_report_is_live_while_the_sweep_runs_and_readable_from_tunes_records
                "teacher_test_acc"]
     assert len(rebuilt) == 4
     pd.testing.assert_frame_equal(rebuilt[columns].reset_index(drop=True), written[columns].reset_index(drop=True))
+
+
+def test_a_score_option_reaches_the_score_table_and_its_key(tmp_path, capsys):
+    """``--score-option memorization.scores_file=FILE``: the sweep prunes by the precomputed scores (the
+    students train on the examples the file ranks hardest) and the table's key names the file."""
+    import numpy as np
+
+    from contract import subset_digest
+    from trainables.datasets import load_dataset, validation_split
+    from trainables.selection import select
+
+    digits = load_dataset("digits")
+    scores = np.arange(digits.num_train, dtype=float)[::-1].copy()  # the lowest ids are the "hardest"
+    np.savez(tmp_path / "mem.npz", ids=np.arange(digits.num_train), scores=scores)
+    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "2", "--methods", "memorization", "--fractions", "0.3",
+            "--trials-per-cell", "1", "--score-option", f"memorization.scores_file={tmp_path / 'mem.npz'}",
+            "--storage", str(tmp_path), "--name", "mem"]
+    assert main(args) == 0
+    assert "scores: 1 tables (0 reused from the artifact cache, 0 scoring runs computed)" in capsys.readouterr().out
+    row = pd.read_csv(tmp_path / "mem" / "results.csv").query("method == 'memorization'").iloc[0]
+    split = validation_split(digits.y_train, 0.1, seed=0)
+    kept = select(split.train_ids, scores[split.train_ids], digits.y_train[split.train_ids], 0.3, higher_is_harder=True)
+    assert row["subset_digest"] == subset_digest(kept) and kept.max() < digits.num_train * 0.5
+    sweep = json.loads((tmp_path / "mem" / "sweep.json").read_text())
+    assert sweep["score_options"] == {"memorization": {"scores_file": str(tmp_path / "mem.npz")}}

@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from search_spaces.alpha_space import DESIGNS, AlphaSpace, list_designs
-from sweep.contract import FULL, Cell, TrialSettings
+from contract import FULL, Cell, TrialSettings
 from sweep.optuna_storage import open_optuna_storage
 from sweep.plan import SweepConfig, make_plan
 from sweep.run import main

@@ -8,7 +8,7 @@ from conftest import CPU
 from trainables.loader import make_loader
 from trainables.models import build_model
 from trainables.device import autocast_dtype
-from trainables.recipe import Recipe
+from contract.recipe import Recipe
 from trainables.train import StopTraining, fit, make_optimizer, make_scheduler, prepare_model, train_on_ids
 
 

@@ -87,17 +87,17 @@ def canonical_json(value) -> str:
 # each kind is hashed as whole modules; everything else is reached from it and from the registry
 # entries the artifact uses, one definition at a time (``code_for``).
 CORE_BY_KIND = {
-    "teacher": ("trainables.device", "trainables.loader", "trainables.recipe", "trainables.seeding", "trainables.train",
+    "teacher": ("trainables.device", "trainables.loader", "contract.recipe", "contract.seeding", "trainables.train",
                 "trainables.teacher"),
-    "scores": ("trainables.device", "trainables.loader", "trainables.recipe", "trainables.seeding", "trainables.train"),
+    "scores": ("trainables.device", "trainables.loader", "contract.recipe", "contract.seeding", "trainables.train"),
 }
 # Where a kind's producer lives outside its core: a root of the walk like the entries.
 PRODUCERS = {"scores": (("trainables.scores", "compute_scores"),)}
 # Modules whose code never changes what is computed: storage and caching, the registry mechanism,
 # the command lines and their defaults. The walk does not enter them.
-NO_CONTENT = ("trainables.artifacts", "trainables.storage", "trainables.registry", "trainables.cli",
+NO_CONTENT = ("trainables.artifacts", "contract.storage", "contract.registry", "trainables.cli",
               "search_spaces.defaults")
-PROJECT_PACKAGES = ("trainables", "search_spaces", "sweep", "analysis")
+PROJECT_PACKAGES = ("contract", "trainables", "search_spaces", "sweep", "analysis")
 
 
 def _module_source(module: str) -> str:

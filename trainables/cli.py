@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import fields
 
 from search_spaces.defaults import defaults_for
-from trainables.recipe import PRECISIONS, SCHEDULES, Recipe
+from contract.recipe import PRECISIONS, SCHEDULES, Recipe
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +70,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 def usage_errors(parser: argparse.ArgumentParser):
     """Turn a bad-input exception raised while setting up a run into argparse's usage error
     (message on stderr, exit status 2), instead of a traceback."""
-    from trainables.registry import UnknownEntryError
+    from contract.registry import UnknownEntryError
 
     try:
         yield

@@ -46,13 +46,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from sweep.contract import DEFAULT_TAU
+from contract import DEFAULT_TAU
 from trainables.datasets import Dataset, Split
 from trainables.fused import arch_fusion_problem, fit_fused
 from trainables.kd import check_alpha_tau, kd_loss
 from trainables.loader import Batch
 from trainables.device import resolve_device
-from trainables.recipe import Recipe
+from contract.recipe import Recipe
 from trainables.teacher import Teacher
 from trainables.train import EpochReport, EpochReports, train_many_on_ids
 

@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from trainables.registry import Registry
+from contract.registry import Registry
 
 DATA_DIR_ENV = "KDSWEEP_DATA_DIR"
 
@@ -277,7 +277,7 @@ def label_noise_seed(split_seed: int, rate: float) -> int:
     """The seed of ``with_label_noise``'s draw in a sweep: derived from the validation split's seed and
     the rate only, so every replicate (and every method, f, teacher and student) of one noise level
     trains on the same noisy labels."""
-    from trainables.seeding import derive_seed
+    from contract.seeding import derive_seed
 
     return derive_seed("label-noise", int(split_seed), float(rate))
 

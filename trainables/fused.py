@@ -53,7 +53,7 @@ from trainables import models as _models
 from trainables.loader import Batch, Loader
 from trainables.models import build_model
 from trainables.device import autocast
-from trainables.recipe import Recipe
+from contract.recipe import Recipe
 from trainables.train import (
     Fitted,
     StopTraining,

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.datasets import Augmentation, Dataset, InMemoryDataset, StreamingDataset
-from trainables.seeding import derive_seed
+from contract.seeding import derive_seed
 
 
 @dataclass

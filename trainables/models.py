@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.registry import Registry
+from contract.registry import Registry
 
 MODELS: Registry[Callable[[int, int], nn.Module]] = Registry("model")
 register_model = MODELS.register

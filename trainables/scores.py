@@ -31,7 +31,7 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -45,10 +45,10 @@ from trainables.datasets import Dataset, Split, dataset_code, dataset_fingerprin
 from trainables.loader import make_loader
 from trainables.models import MODELS
 from trainables.device import resolve_device
-from trainables.recipe import Recipe
-from trainables.registry import Registry
-from trainables.seeding import derive_seed
-from trainables.storage import check_writable
+from contract.recipe import Recipe
+from contract.registry import Registry
+from contract.seeding import derive_seed
+from contract.storage import check_writable
 from trainables.train import StopTraining, train_on_ids
 
 # --------------------------------------------------------------------------------------------
@@ -226,6 +226,9 @@ class Scorer:
 
     higher_is_harder = True
     uses: tuple[str, ...] = ("arch", "recipe", "seeds", "seed")  # request fields in the key
+    # The request fields that are this method's own options (a subset of ``uses``): the sweep sets them
+    # with ``--score-option METHOD.FIELD=VALUE``, and they reach the artifact key through ``uses``.
+    options: tuple[str, ...] = ()
 
     def num_runs(self, request: ScoreRequest) -> int:
         return request.seeds
@@ -253,6 +256,51 @@ def register_scorer(name: str):
 
 def list_methods() -> list[str]:
     return SCORERS.names()
+
+
+def score_option_names() -> list[str]:
+    """Every ``METHOD.FIELD`` a ``--score-option`` can set, from the registered scorers."""
+    return [f"{method}.{name}" for method in SCORERS.names() for name in SCORERS.get(method).options]
+
+
+def parse_score_options(items: list[str]) -> dict[str, dict]:
+    """``["memorization.scores_file=mem.npz", "el2n.epoch_fraction=0.2"]`` -> {method: {field: value}},
+    each value of its field's type; a malformed item is a ``ValueError`` naming it."""
+    defaults = {f.name: f.default for f in fields(ScoreRequest)}
+    options: dict[str, dict] = {}
+    for item in items:
+        target, sep, text = item.partition("=")
+        method, dot, name = target.partition(".")
+        if not (sep and dot and method and name):
+            raise ValueError(f"--score-option {item!r}: expected METHOD.FIELD=VALUE, for example {score_option_names()[0]}=...")
+        kind = type(defaults.get(name))
+        try:
+            value = kind(text) if kind in (int, float) else text
+        except ValueError:
+            raise ValueError(f"--score-option {item!r}: {name} takes a {kind.__name__}") from None
+        options.setdefault(method, {})[name] = value
+    return options
+
+
+def score_option_problems(options: dict[str, dict]) -> list[str]:
+    """Everything wrong with per-method options (``parse_score_options``), checked before compute: an
+    unknown method, a field that is not the method's option, a value the method refuses."""
+    problems = []
+    for method, values in options.items():
+        if method not in SCORERS:
+            problems.append(f"--score-option {method}.*: unknown method {method!r}; choose from {list_methods()}")
+            continue
+        own = SCORERS.get(method).options
+        for name in values:
+            if name not in own:
+                problems.append(f"--score-option {method}.{name}: {method} has " + (
+                    f"the options {', '.join(own)}" if own else "no options"))
+        if all(name in own for name in values):
+            try:
+                ScoreRequest(method, **values).check()
+            except (ValueError, FileNotFoundError) as error:
+                problems.append(f"--score-option {method}: {error}")
+    return problems
 
 
 def run_seed(request: ScoreRequest, index: int) -> int:
@@ -305,6 +353,7 @@ class EarlyCheckpointScorer(Scorer):
     """Scores from a per-model ``kernel`` applied to models stopped early (``epoch_fraction``)."""
 
     uses = ("arch", "recipe", "seeds", "seed", "epoch_fraction")
+    options = ("epoch_fraction",)
     kernel: Callable
 
     def score_epoch(self, request):
@@ -343,6 +392,7 @@ class ForgettingScorer(Scorer):
 @register_scorer("memorization")
 class MemorizationScorer(Scorer):
     uses = ("arch", "recipe", "seeds", "seed", "subset_fraction", "scores_file")
+    options = ("subset_fraction", "scores_file")
 
     def num_runs(self, request):
         return 0 if request.scores_file else request.seeds

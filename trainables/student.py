@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from sweep.contract import DEFAULT_TAU
+from contract import DEFAULT_TAU
 from trainables.cohort import STATE_FORMAT, Member, check_subset, train_cohort
 from trainables.datasets import Dataset, Split, load_dataset, validation_split
 from trainables.kd import check_alpha_tau, kd_loss
 from trainables.device import resolve_device
-from trainables.recipe import Recipe
-from trainables.storage import check_writable
+from contract.recipe import Recipe
+from contract.storage import check_writable
 from trainables.teacher import Teacher, load_teacher, print_epoch
 from trainables.train import single_to_many_state
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import trainables
+import contract
 from trainables.artifacts import ArtifactStore, code_for
 from trainables.datasets import Dataset, Split, dataset_code, dataset_fingerprint, load_dataset, validation_split
 from trainables.models import MODELS, build_model
 from trainables.device import resolve_device
-from trainables.recipe import Recipe
+from contract.recipe import Recipe
 from trainables.train import EpochReport, prepare_model, train_on_ids
 
 CHECKPOINT_FORMAT = 1
@@ -85,7 +85,7 @@ def train_teacher(
         "test_acc": run.test.acc,
         "epochs_run": len(run.history),
         "history": [report.to_dict() for report in run.history],
-        "version": trainables.__version__,
+        "version": contract.__version__,
         "torch": str(torch.__version__),
     }
     return Teacher(run.model, meta)
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from trainables.models import check_model_name
 
-    from trainables.storage import check_writable
+    from contract.storage import check_writable
 
     # Bad input is reported as a usage error before any training starts.
     with usage_errors(parser):

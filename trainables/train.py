@@ -25,8 +25,8 @@ from torch import nn
 from trainables.loader import Batch, Loader, make_loader
 from trainables.models import build_model
 from trainables.device import autocast
-from trainables.recipe import Recipe
-from trainables.seeding import derive_seed
+from contract.recipe import Recipe
+from contract.seeding import derive_seed
 
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 

@@ -46,7 +46,7 @@ from analysis import figures  # noqa: E402
 from analysis.pooled import LEVEL  # noqa: E402
 from analysis.report import (analyse, fit_document, kd_gain_by_noise, random_vs_scored,  # noqa: E402
                              teacher_capacity)
-from sweep.contract import FULL  # noqa: E402
+from contract import FULL  # noqa: E402
 
 SWEEPS = ("main", "small-teacher", "full-data")
 MAIN_TEACHER = "cnn3_w64"

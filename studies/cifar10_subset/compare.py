@@ -19,7 +19,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from sweep.contract import CELL_COLUMNS  # noqa: E402
+from contract import CELL_COLUMNS  # noqa: E402
 
 KEY = [*CELL_COLUMNS, "alpha", "tau", "member", "trial_seed"]
 COLUMNS = ("val_acc", "test_acc", "teacher_test_acc")

@@ -1,7 +1,11 @@
-"""The one contract every stage shares: the cell, the trial spec, the results schema, the metric.
+"""The ground layer: the one contract every stage shares (the cell, the trial spec, the results
+schema and its row builder, the metric, the method's defaults) and, in its modules, the recipe
+(``contract.recipe``), the registry mechanism (``contract.registry``), seeding (``contract.seeding``)
+and the storage rules (``contract.storage``).
 
-This module imports nothing heavier than the standard library, so the analysis (pandas + plotly)
-reads a sweep's results on a machine without torch or Ray.
+It imports nothing of the project's other packages and no torch, Ray or Optuna, so the analysis
+(pandas + plotly) reads a sweep's results on a machine without them, and every package above
+imports it (``tests/test_layers.py`` checks the layers).
 
 - ``Cell``: one (dataset, method, f, teacher, student, replicate, label noise) combination, with its
   own Optuna study. Its field names are the results table's column names, so a row reads back with
@@ -22,6 +26,13 @@ reads a sweep's results on a machine without torch or Ray.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("kdsweep")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
 import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
@@ -37,12 +48,16 @@ DEFAULT_TAU = 4.0
 # The files of an experiment directory.
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.csv"
+# Each cohort's own rows (``COHORTS_DIR/<cohort>.csv``, the results schema), written by its trial as it
+# reports: the analysis reads a running or interrupted sweep from them, never from Tune's files.
+COHORTS_DIR = "cohorts"
 OPTUNA_JOURNAL = "optuna.journal"  # the default Optuna storage, inside the experiment directory
 LOCK_FILE = "sweep.lock"  # held by the one sweep writing the experiment (``sweep.lock``)
 
 # stopped: ended early by the scheduler; interrupted: the sweep stopped (Ctrl-C, a killed driver)
 # before the trial finished, and ``--resume`` continues it.
 STATUSES = ("completed", "stopped", "error", "interrupted")
+FINAL_STATUSES = ("completed", "stopped", "error")  # a student's that will not change (``interrupted`` resumes)
 
 
 def join_member_statuses(statuses) -> str:
@@ -248,7 +263,7 @@ REQUIRED_COLUMNS = [*(c for c in CELL_COLUMNS if c != "label_noise"), "alpha", M
 
 
 def cohort_status(metrics: dict, error: str | None, tune_status: str, scheduler_stops: bool = True) -> str | None:
-    """How a cohort trial ended (``sweep.contract.STATUSES``); None for one that never started.
+    """How a cohort trial ended (``contract.STATUSES``); None for one that never started.
 
     Tune marks a trial TERMINATED both when the scheduler stops it early and when the sweep itself is
     stopped (Ctrl-C) while it runs; ``scheduler_stops`` False (a sweep whose scheduler never stops a
@@ -315,3 +330,16 @@ def member_rows(spec: TrialSpec, metrics: dict, *, status: str, error: str | Non
             "version": spec.version,
         })
     return rows
+
+
+def rows_to_csv(rows: list[dict]) -> bytes:
+    """Result rows as CSV text in the results schema's column order (what ``results.csv`` and a
+    cohort's own file hold); None is an empty field."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: ("" if v is None else v) for k, v in row.items()} for row in rows])
+    return buffer.getvalue().encode()
