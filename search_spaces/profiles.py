@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from search_spaces.defaults import defaults_for
 from contract.recipe import Recipe
+from search_spaces.defaults import defaults_for
 from contract.registry import Registry
 
 
@@ -64,16 +64,8 @@ def smoke(dataset: str) -> ProfileChoice:
 
 @PROFILES.register("fast")
 def fast(dataset: str) -> ProfileChoice:
-    if dataset == "digits":
-        # 10 epochs, and at least 200 steps (f = 0.1 keeps 2 batches per epoch: 4 epochs would be 8 steps).
-        recipe = defaults_for(dataset).recipe.replace(epochs=10, min_steps=200)
-        return ProfileChoice("small_cnn", "small_cnn", recipe, 4, 16)
-    if dataset == "imagenet":
-        recipe = defaults_for(dataset).recipe.replace(epochs=16, schedule="onecycle")
-        return ProfileChoice("resnet50", "resnet18", recipe, 2, 16)
-    recipe = Recipe(epochs=20, batch_size=256, lr=0.1, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.0,
-                    min_steps=1000)
-    return ProfileChoice("airbench_arch", "airbench_arch", recipe, 4, 16)
+    choice = defaults_for(dataset).fast  # each dataset's own (search_spaces.defaults)
+    return ProfileChoice(choice.teacher_arch, choice.student_arch, choice.recipe, choice.score_seeds, 16)
 
 
 @PROFILES.register("paper")
