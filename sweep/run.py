@@ -29,6 +29,8 @@ from sweep.stopping import DiskWatch, StopSignals, space_needed
 from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan, make_plan
 from trainables.artifacts import CORE_BY_KIND, ArtifactStore, code_for
 from trainables.cli import add_download_args, val_size_arg
+from trainables.datasets import list_datasets
+from trainables.models import list_models
 from trainables.scores import list_methods, parse_score_options, score_option_names
 from trainables.selection import STRATEGIES
 from contract.storage import check_writable, read_text, write_bytes
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = p.add_argument_group("what to sweep")
-    what.add_argument("--dataset", help="cifar10, cifar100, svhn, imagenet, digits or npz:PATH (required unless --resume)")
+    what.add_argument("--dataset", help=f"{', '.join(list_datasets())} (required unless --resume)")
     what.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                       help=f"pruning methods (default: the profile's, else all of {' '.join(list_methods())})")
     what.add_argument("--fractions", nargs="+", type=float, default=None, metavar="F",
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--halving", action="store_true",
                       help="successive halving inside each cohort: weak members stop early (never the alpha = 0 one)")
     what.add_argument("--teacher", nargs="+", default=[], metavar="ARCH", dest="teachers",
-                      help="teacher architectures; several for the capacity study (default: the profile's)")
+                      help="teacher architectures; several for the capacity study (default: the profile's); "
+                      f"models: {' '.join(list_models())}")
     what.add_argument("--student", nargs="+", default=[], metavar="ARCH", dest="students",
                       help="student architectures (default: the profile's)")
     what.add_argument("--alpha-range", nargs=2, type=float, default=list(ALPHA_RANGE), metavar=("LOW", "HIGH"),

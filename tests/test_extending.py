@@ -63,7 +63,7 @@ def test_a_model_a_dataset_a_scorer_and_a_design_are_each_one_registration(regis
     with pytest.raises(SystemExit):
         main(["--help"])
     help_text = capsys.readouterr().out
-    assert "halves" in help_text and "el2n_late.epoch_fraction" in help_text
+    assert all(name in help_text for name in ("halves", "el2n_late.epoch_fraction", "digits_small", "tiny_mlp", "el2n_late"))
     assert main(["--dataset", "digits_small", "--profile", "smoke", "--student", "tiny_mlp", "--methods", "el2n_late",
                  "--fractions", "0.5", "--alpha-design", "halves", "--score-option", "el2n_late.epoch_fraction=0.5",
                  "--storage", str(tmp_path), "--name", "new", "--dry-run"]) == 0

@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from dataclasses import fields
 
 from search_spaces.defaults import defaults_for
+from trainables.datasets import list_datasets
 from contract.recipe import PRECISIONS, SCHEDULES, Recipe
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", required=True, help="cifar10, cifar100, svhn, imagenet, digits or npz:PATH")
+    group.add_argument("--dataset", required=True, help=", ".join(list_datasets()))
     group.add_argument("--data-dir", default=None, help="where the dataset files are (default $KDSWEEP_DATA_DIR or ./data)")
     add_download_args(group)
     group.add_argument(
