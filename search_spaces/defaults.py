@@ -61,16 +61,16 @@ register_defaults("digits")(DatasetDefaults(
     "small_cnn", "small_cnn", _DIGITS_RECIPE, 0.1,
     fast=FastChoice("small_cnn", "small_cnn", _DIGITS_RECIPE.replace(epochs=10, min_steps=200), 4)))
 
-# ``npz:PATH`` files are small studies of 32x32-like images: airbench94's architecture (with this
-# project's recipe, not airbench's) and a short recipe.
+# ``npz:PATH`` files and ``folder:PATH`` trees are small studies of 32x32-like images: airbench94's
+# architecture (with this project's recipe, not airbench's) and a short recipe.
 NPZ_DEFAULTS = DatasetDefaults("airbench_arch", "airbench_arch", Recipe(epochs=30, batch_size=256, lr=0.05), 0.1)
 
 
 def defaults_for(dataset: str) -> DatasetDefaults:
-    if dataset.startswith("npz:"):
+    if dataset.startswith(("npz:", "folder:")):
         return NPZ_DEFAULTS
     if dataset not in DATASET_DEFAULTS:
         raise UnknownEntryError(
-            f"no defaults for dataset {dataset!r}; known: {DATASET_DEFAULTS.names()} and npz:PATH. Register them beside "
+            f"no defaults for dataset {dataset!r}; known: {DATASET_DEFAULTS.names()}, npz:PATH and folder:PATH. Register them beside "
             f"its loader: register_defaults({dataset!r})(DatasetDefaults(...)) (search_spaces.defaults)")
     return DATASET_DEFAULTS.get(dataset)

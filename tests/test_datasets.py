@@ -18,7 +18,7 @@ from contract.registry import UnknownEntryError
 
 
 def test_registry_lists_every_dataset():
-    assert {"cifar10", "cifar100", "svhn", "imagenet", "digits", "npz:PATH"} <= set(list_datasets())
+    assert {"cifar10", "cifar100", "svhn", "imagenet", "digits", "npz:PATH", "folder:PATH"} <= set(list_datasets())
 
 
 def test_digits_fixed_split(digits):
@@ -351,3 +351,44 @@ def test_imagenet_image_folder_streams_batches_with_ids(tmp_path):
 def test_imagenet_missing_tree_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="never downloaded"):
         load_dataset("imagenet", tmp_path)
+
+
+def _write_folder(root, images, labels, part, classes=("zero", "one", "two")):
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / part / classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(folder / f"{i:04d}.png")
+
+
+def test_an_image_folder_tree_reads_as_the_images_it_holds(tmp_path):
+    """``folder:PATH``: train/<class>/<image> and test/<class>/<image>, classes in sorted folder order,
+    images in sorted file order within a class; PNG is lossless, so the arrays come back exactly."""
+    digits = load_dataset("digits")
+    keep = lambda y, n: np.flatnonzero(y < 3)[:n]  # noqa: E731 -- three classes, a few images each
+    train, test = keep(digits.y_train, 60), keep(digits.y_test, 15)
+    names = ("zero", "one", "two")  # sorted: "one" < "two" < "zero", so labels are renumbered
+    _write_folder(tmp_path / "tree", digits.x_train[train], digits.y_train[train], "train", names)
+    _write_folder(tmp_path / "tree", digits.x_test[test], digits.y_test[test], "test", names)
+    spec = f"folder:{tmp_path / 'tree'}"
+    check_dataset_spec(spec)
+    data = load_dataset(spec)
+    new_label = {old: sorted(names).index(name) for old, name in enumerate(names)}
+    order = sorted(range(len(train)), key=lambda i: (new_label[int(digits.y_train[train][i])], i))
+    assert data.num_classes == 3 and data.x_train.shape == (60, 8, 8, 1) and data.x_test.shape == (15, 8, 8, 1)
+    np.testing.assert_array_equal(data.x_train, digits.x_train[train][order])
+    np.testing.assert_array_equal(data.y_train, [new_label[int(y)] for y in digits.y_train[train][order]])
+    assert data.name == spec
+
+    # bad trees: one clear error each, before any compute
+    with pytest.raises(DatasetNotFoundError, match="image folder not found"):
+        check_dataset_spec(f"folder:{tmp_path / 'nowhere'}")
+    (tmp_path / "notest" / "train" / "a").mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError, match="no test folder"):
+        load_dataset(f"folder:{tmp_path / 'notest'}")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "tree" / "train" / "one" / "9999.png")
+    with pytest.raises(ValueError, match="images differ in size .* is 8x8, .*9999.png is 9x9"):
+        load_dataset(spec)

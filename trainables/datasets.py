@@ -5,7 +5,7 @@ position in that order (0..N-1), and scores, selections and results always speak
 
 Two kinds:
 
-- ``InMemoryDataset`` (cifar10, cifar100, svhn, digits, ``npz:PATH``): whole uint8 NHWC arrays, which
+- ``InMemoryDataset`` (cifar10, cifar100, svhn, digits, ``npz:PATH``, ``folder:PATH``): whole uint8 NHWC arrays, which
   the device-resident loader (``trainables.loader``) copies once onto the training device.
 - ``StreamingDataset`` (imagenet): an ImageFolder tree read from disk by a normal DataLoader, since
   it does not fit in memory.
@@ -158,8 +158,8 @@ DATASETS: Registry[Callable[[LoadOptions], Dataset]] = Registry("dataset")
 
 
 def list_datasets() -> list[str]:
-    """Registered dataset names; ``npz:PATH`` is accepted too."""
-    return DATASETS.names() + ["npz:PATH"]
+    """Registered dataset names; ``npz:PATH`` and ``folder:PATH`` are accepted too."""
+    return DATASETS.names() + ["npz:PATH", "folder:PATH"]
 
 
 def default_data_dir() -> Path:
@@ -174,7 +174,7 @@ def load_dataset(
     verify: bool = True,
     image_size: int | None = None,
 ) -> Dataset:
-    """Load a dataset by name (``cifar10``, ``digits``, ...) or from ``npz:PATH``.
+    """Load a dataset by name (``cifar10``, ``digits``, ...), from ``npz:PATH`` or from ``folder:PATH``.
 
     ``data_dir`` defaults to ``$KDSWEEP_DATA_DIR`` or ``./data``. With ``download=True`` a missing
     CIFAR/SVHN is downloaded there (the command lines pass it unless ``--offline``); missing files,
@@ -182,6 +182,8 @@ def load_dataset(
     """
     if spec.startswith("npz:"):
         return _load_npz(Path(spec[len("npz:") :]), name=spec)
+    if spec.startswith("folder:"):
+        return _load_folder(Path(spec[len("folder:") :]), name=spec)
     loader = DATASETS.get(spec)
     options = LoadOptions(Path(data_dir) if data_dir else default_data_dir(), download, verify, image_size)
     return loader(options)
@@ -193,6 +195,11 @@ def check_dataset_spec(spec: str) -> None:
         path = Path(spec[len("npz:") :])
         if not path.is_file():
             raise DatasetNotFoundError(f"npz dataset file not found: {path}")
+        return
+    if spec.startswith("folder:"):
+        path = Path(spec[len("folder:") :])
+        if not (path / "train").is_dir():
+            raise DatasetNotFoundError(f"image folder not found: {path}/train (expected ROOT/train/<class>/<image>)")
         return
     DATASETS.get(spec)
 
@@ -524,6 +531,63 @@ def _load_npz(path: Path, name: str) -> InMemoryDataset:
     Augmentation defaults to the CIFAR recipe scaled to the image size (padding = side / 8,
     horizontal flip).
     """
+    return _in_memory(_read_npz(path), name, path)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _load_folder(root: Path, name: str) -> InMemoryDataset:
+    """An image-folder tree, ``ROOT/train/<class>/<image>`` and ``ROOT/test/<class>/<image>`` (or
+    ``val/``), read into memory like an npz: classes are the train folder's subfolders in sorted order
+    (ImageFolder's convention), images in sorted file order within each class (the example ids). All
+    images must share one size; they are kept grayscale when every one is, else RGB."""
+    from PIL import Image
+
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"image folder not found: {root}")
+    test_part = "test" if (root / "test").is_dir() else "val"
+    missing = [part for part in ("train", "test") if not (root / (part if part == "train" else test_part)).is_dir()]
+    if missing:
+        raise DatasetNotFoundError(f"{root}: no {' or '.join(missing)} folder (test may be named val); expected ROOT/train/<class>/<image> "
+                                   "and ROOT/test/<class>/<image> (or val/)")
+    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
+    if not classes:
+        raise ValueError(f"{root}/train: no class folders (expected ROOT/train/<class>/<image>)")
+    strays = sorted(d.name for d in (root / test_part).iterdir() if d.is_dir() and d.name not in classes)
+    if strays:
+        raise ValueError(f"{root}/{test_part}: classes {strays[:5]} have no folder in {root}/train")
+    files = {part: [(f, label) for label, c in enumerate(classes) if (root / folder / c).is_dir()
+                    for f in sorted((root / folder / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+             for part, folder in (("train", "train"), ("test", test_part))}
+    opened = {part: [(Image.open(f), label) for f, label in found] for part, found in files.items()}
+    try:
+        everything = [image for part in opened.values() for image, _ in part]
+        if not everything:
+            raise ValueError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        mode = "L" if all(image.mode in ("1", "L") for image in everything) else "RGB"
+        sizes = {}
+        for (f, _), image in zip([x for part in files.values() for x in part], everything):
+            sizes.setdefault(image.size, f)
+        if len(sizes) > 1:
+            (a, fa), (b, fb) = list(sizes.items())[:2]
+            raise ValueError(f"{root}: images differ in size ({fa} is {a[0]}x{a[1]}, {fb} is {b[0]}x{b[1]}); "
+                             "resize them to one size first")
+        arrays = {}
+        for part, found in opened.items():
+            images = [np.asarray(image.convert(mode), dtype=np.uint8) for image, _ in found]
+            width, height = next(iter(sizes))
+            x = np.stack(images) if images else np.zeros((0, height, width), np.uint8)
+            arrays[f"x_{part}"] = x[..., None] if x.ndim == 3 else x
+            arrays[f"y_{part}"] = np.array([label for _, label in found], dtype=np.int64)
+    finally:
+        for part in opened.values():
+            for image, _ in part:
+                image.close()
+    return _in_memory(arrays, name, root)
+
+
+def _read_npz(path: Path) -> dict:
     if not path.is_file():
         raise DatasetNotFoundError(f"npz dataset file not found: {path}")
     try:
@@ -536,6 +600,12 @@ def _load_npz(path: Path, name: str) -> InMemoryDataset:
         if str(error).startswith(str(path)):
             raise
         raise ValueError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
+    return arrays
+
+
+def _in_memory(arrays: dict, name: str, path: Path) -> InMemoryDataset:
+    """The arrays of a file or folder dataset, checked, as an in-memory dataset (``path`` names the
+    source in the errors)."""
     for key in ("x_train", "x_test"):
         x = arrays[key]
         if x.dtype != np.uint8:
