@@ -104,6 +104,10 @@ def _pct(value) -> str:
     return "–" if value is None or pd.isna(value) else f"{100 * value:.1f}%"
 
 
+def _thousands(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{int(value):,}"
+
+
 def _pts(value) -> str:
     return "–" if value is None or pd.isna(value) else f"{100 * value:+.1f}"
 
@@ -430,19 +434,21 @@ def _provenance(analysis: Analysis) -> str:
 
     noisy = noise_levels(trials) != [0.0]
     noise_col = ["label_noise"] if noisy else []
-    teacher_cols = [c for c in ("teacher_arch", "replicate", *noise_col, "teacher_key", "teacher_val_acc", "teacher_test_acc")
-                    if c in trials]
+    teacher_cols = [c for c in ("teacher_arch", "replicate", *noise_col, "teacher_key", "teacher_params", "teacher_val_acc",
+                                "teacher_test_acc") if c in trials]
     teachers = trials[teacher_cols].drop_duplicates().sort_values(["teacher_arch", "replicate", *noise_col])
+    # "replicate": the study replicate (its own teacher, scores and subsets), not a trial's seed
     out.append("<h3>Teachers</h3>" + _table(
-        ["architecture", "seed", *(["label noise P"] if noisy else []), "artifact key", "val acc (clean labels)" if noisy else "val acc",
-         "test acc"],
+        ["architecture", "replicate", *(["label noise P"] if noisy else []), "artifact key", "parameters",
+         "val acc (clean labels)" if noisy else "val acc", "test acc"],
         [[_e(t["teacher_arch"]), _e(t["replicate"]), *([f"{t['label_noise']:g}"] if noisy else []),
-          f"<code>{_e(t.get('teacher_key'))}</code>", _pct(t.get("teacher_val_acc")), _pct(t.get("teacher_test_acc"))]
+          f"<code>{_e(t.get('teacher_key'))}</code>", _thousands(t.get("teacher_params")), _pct(t.get("teacher_val_acc")),
+          _pct(t.get("teacher_test_acc"))]
          for _, t in teachers.iterrows()], left=4 if noisy else 3))
     if "score_key" in trials:
         scores = trials[trials["method"] != FULL][["method", "replicate", *noise_col, "score_key"]].drop_duplicates()
         out.append("<h3>Pruning scores</h3>" + _table(
-            ["method", "seed", *(["label noise P"] if noisy else []), "artifact key"],
+            ["method", "replicate", *(["label noise P"] if noisy else []), "artifact key"],
             [[_e(s["method"]), _e(s["replicate"]), *([f"{s['label_noise']:g}"] if noisy else []),
               f"<code>{_e(s['score_key'])}</code>"] for _, s in scores.iterrows()],
             left=4 if noisy else 3))
