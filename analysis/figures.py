@@ -1,4 +1,9 @@
-"""The report's plotly figures. Each takes the tidy trials, the cell table and the alpha-f fits.
+"""The report's plotly figures, and their registry: the report shows every registered figure, in the
+order of registration, as a section of its own (``register_figure``: its section id, heading, link,
+how to read it, and when it is shown). A new figure is one function here and one registration.
+
+The figure functions take the tidy trials, the cell table and the alpha-f fits; a registered builder
+takes the report's ``Analysis`` (``.experiment.trials``, ``.cells``, ``.fits``, ``.optima``).
 
 Methods keep one colour across every figure. The f axis is logarithmic and says so; methods that share
 an f are shifted sideways a little (in log f) so that their intervals can be told apart. The f = 1
@@ -10,6 +15,8 @@ toolbar. Model predictions and measured trials are labelled as such.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -18,7 +25,9 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from analysis.alpha_f import POOLED, AlphaFFit
+from analysis.comparisons import kd_gain_by_noise, noise_levels
 from contract import ALPHA_RANGE, FULL
+from contract.registry import Registry
 
 TEMPLATE = "plotly_white"
 PANEL_HEIGHT = 230
@@ -438,3 +447,80 @@ def accuracy_by_teacher(cells: pd.DataFrame, t: float) -> go.Figure:
                       margin=dict(t=70, b=40),
                       title="Teacher capacity: test accuracy versus f under each teacher, with KD at α* and without KD")
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# The report's figures
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One section of the report: ``build(analysis)`` gives the figure, ``shown(analysis)`` whether the
+    analysis has what it needs, ``how`` says how to read it (under the figure); ``per_noise_level``: its
+    markers differ by label noise level (the report says so when there are several)."""
+
+    title: str
+    nav: str
+    how: str
+    build: Callable
+    shown: Callable = lambda analysis: True
+    per_noise_level: bool = False
+
+
+FIGURES: Registry[Figure] = Registry("figure")
+
+
+def register_figure(section: str, *, title: str, nav: str, how: str, shown: Callable | None = None,
+                    per_noise_level: bool = False):
+    """Register ``build(analysis) -> go.Figure`` as the report's section ``section`` (its anchor; the
+    figure's element is ``fig-<section>``)."""
+
+    def decorator(build: Callable) -> Callable:
+        FIGURES.register(section)(Figure(title, nav, how, build, shown or (lambda analysis: True), per_noise_level))
+        return build
+
+    return decorator
+
+
+register_figure(
+    "alpha-f", title="Optimal α versus f", nav="α versus f", per_noise_level=True,
+    how="each marker is α*(f) of one method at one kept fraction from the pooled model (a model estimate, not a "
+        "trial), with its 95 % interval; methods sharing an f are shifted sideways so their intervals can be told "
+        "apart, the black square at f = 1 is the full-data cell that every method shares, and hollow markers are "
+        "optima the data cannot pin; lines and bands are each method's α*(f) curve and its 95 % band, so a band "
+        "that slopes down to the right is an inverse relation.",
+)(lambda analysis: alpha_vs_f(analysis.cells, analysis.fits))
+register_figure(
+    "accuracy", title="Test accuracy versus f", nav="accuracy versus f", per_noise_level=True,
+    how="for each method, the solid line is test accuracy with KD at α* (a model prediction, within the range its "
+        "trials measured, with a 95 % interval) and the dotted line the measured mean without KD (α = 0); the gap "
+        "between them is the KD gain, and the dashed line is the teacher.",
+)(lambda analysis: accuracy_vs_f(analysis.cells))
+register_figure(
+    "val-alpha", title="Validation accuracy versus α", nav="accuracy versus α",
+    how="each panel is one cell: dots are measured trials (validation accuracy), the line is the cell's own best "
+        "peaked curve (a diagnostic, flat when the trials show no peak), and the dashed line and band are α* and "
+        "its 95 % interval from the pooled model.",
+)(lambda analysis: val_vs_alpha(analysis.experiment.trials, analysis.cells))
+register_figure(
+    "heatmap", title="Accuracy over (α, f)", nav="heatmap",
+    how="colour is the mean measured validation accuracy of the trials in each (α bin, f) box, blank where no "
+        "trial fell; stars mark α* from the pooled model, so a diagonal of stars is an α-f relation.",
+)(lambda analysis: accuracy_heatmap(analysis.experiment.trials, analysis.cells))
+register_figure(
+    "kd-noise", title="KD gain versus label noise", nav="KD gain versus label noise",
+    shown=lambda analysis: len(noise_levels(analysis.cells)) > 1,  # a sweep over label noise
+    how="each line is one method at one kept fraction f, each point its KD gain (test accuracy at α* minus at "
+        "α = 0, model predictions of the cell's trials, mean over its replicates and teachers) at one label noise "
+        "rate P with its 95 % interval, points shifted sideways a little to separate them; a line that rises to "
+        "the right means KD helps more where the kept data carry more noisy labels.",
+)(lambda analysis: kd_gain_vs_noise(kd_gain_by_noise(analysis.cells, analysis.optima.t_test)))
+register_figure(
+    "teachers", title="Teacher capacity", nav="teacher capacity",
+    shown=lambda analysis: analysis.cells["teacher_arch"].nunique() > 1,  # a capacity study
+    how="each panel is one method distilled from several teachers: for each teacher (one colour), the solid line "
+        "is test accuracy with KD at α* (a model prediction with its 95 % interval), the dotted line the measured "
+        "mean without KD (α = 0, where the teacher plays no part) and the dashed line the teacher's own accuracy; "
+        "where a smaller teacher's solid line lies above a larger one's, the smaller teacher distils better at "
+        "that f.",
+)(lambda analysis: accuracy_by_teacher(analysis.cells, analysis.optima.t_test))

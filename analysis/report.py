@@ -25,6 +25,7 @@ import pandas as pd
 from analysis.alpha_f import AlphaFFit, fit_alpha_f
 from analysis.optimum import CellOptima, cell_optima
 from analysis.pooled import LEVEL, SIGNIFICANCE, t_quantile
+from analysis.comparisons import kd_gain_by_f, kd_gain_by_noise, noise_levels, random_vs_scored, teacher_capacity
 from analysis.results import Experiment, ResultsError, load_experiment
 from contract import FULL
 from contract.storage import write_bytes
@@ -173,114 +174,6 @@ def _settings(analysis: Analysis) -> str:
 def _trials_per_cell(trials: pd.DataFrame) -> str:
     counts = trials.groupby("cell").size()
     return f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()} to {counts.max()}"
-
-
-def kd_gain_by_f(cells: pd.DataFrame, t: float) -> pd.DataFrame:
-    """Mean KD gain (test, at alpha*) over the cells at each f, with a 95 % interval (cells independent)."""
-    rows = []
-    scored = cells[cells["kd_gain_test_se"].notna()]
-    for fraction, part in scored.groupby("fraction"):
-        gain = part["kd_gain_test"].mean()
-        se = float(np.sqrt((part["kd_gain_test_se"] ** 2).sum()) / len(part))
-        rows.append({"fraction": fraction, "cells": len(part), "gain": gain, "lo": max(-1.0, gain - t * se),
-                     "hi": min(1.0, gain + t * se), "wins": int(part["kd_win"].sum())})
-    return pd.DataFrame(rows)
-
-
-def noise_levels(cells: pd.DataFrame) -> list[float]:
-    """The label noise rates P of the report's cells ([0.0] for a sweep without the axis)."""
-    return sorted(float(p) for p in cells["label_noise"].unique()) if "label_noise" in cells else [0.0]
-
-
-def kd_gain_by_noise(cells: pd.DataFrame, t: float, by=("method", "fraction", "label_noise")) -> pd.DataFrame:
-    """Mean KD gain (test, at alpha*) over the cells of each ``by`` group (by default each (method, f,
-    label noise P)), with a 95 % interval: gain ± t·se, the se of the mean of independent cells; a group
-    of one cell keeps that cell's own interval (``kd_gain_test_lo``/``_hi``) when ``t`` is the cells'
-    (``CellOptima.t_test``). No interval where a cell has none."""
-    rows = []
-    scored = cells[cells["kd_gain_test"].notna()]
-    for key, part in scored.groupby(list(by), sort=True):
-        gain = float(part["kd_gain_test"].mean())
-        se = _se_of_mean(part["kd_gain_test_se"]) if part["kd_gain_test_se"].notna().all() else np.nan
-        finite = np.isfinite(se) and np.isfinite(t)
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "cells": len(part), "gain": gain, "se": se,
-                     "lo": max(-1.0, gain - t * se) if finite else np.nan, "hi": min(1.0, gain + t * se) if finite else np.nan,
-                     "wins": int(part["kd_win"].sum())})
-    return pd.DataFrame(rows, columns=[*by, "cells", "gain", "se", "lo", "hi", "wins"])
-
-
-def _se_of_mean(se: pd.Series) -> float:
-    """The se of a mean of independent cells' estimates."""
-    return float(np.sqrt((se**2).sum()) / len(se))
-
-
-def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = None) -> pd.DataFrame:
-    """Test accuracy with KD at alpha* of random pruning minus each score-based method's, with a 95 %
-    interval, and the same difference without KD (alpha = 0, measured means), within each context
-    (label noise, teacher, student: methods are compared under the same teacher on the same labels),
-    at ``fraction`` or, by default, the context's smallest f where random was swept. Replicates are
-    averaged (the se of a mean of independent cells)."""
-    columns = ["label_noise", "teacher_arch", "student_arch", "fraction", "method", "diff", "lo", "hi", "diff_no_kd"]
-    pruned = cells[(cells["method"] != FULL) & cells["test_at_opt"].notna()]
-    if "label_noise" not in pruned:
-        pruned = pruned.assign(label_noise=0.0)
-    rows = []
-    for (noise, teacher, student), context in pruned.groupby(["label_noise", "teacher_arch", "student_arch"], sort=True):
-        if "random" not in set(context["method"]) or context["method"].nunique() < 2:
-            continue
-        at = float(context.loc[context["method"] == "random", "fraction"].min()) if fraction is None else fraction
-        here = context[np.isclose(context["fraction"], at)].groupby("method").agg(
-            acc=("test_at_opt", "mean"), se=("test_at_opt_se", _se_of_mean),
-            base=("baseline_test_acc", "mean"))
-        if "random" not in here.index:
-            continue
-        ref = here.loc["random"]
-        for method, row in here.drop(index="random").iterrows():
-            diff = float(ref["acc"] - row["acc"])
-            se = float(np.hypot(ref["se"], row["se"]))
-            finite = np.isfinite(se) and np.isfinite(t)
-            rows.append({"label_noise": float(noise), "teacher_arch": teacher, "student_arch": student, "fraction": at,
-                         "method": method, "diff": diff, "lo": diff - t * se if finite else np.nan,
-                         "hi": diff + t * se if finite else np.nan, "diff_no_kd": float(ref["base"] - row["base"])})
-    return pd.DataFrame(rows, columns=columns)
-
-
-def teacher_capacity(cells: pd.DataFrame, t: float) -> pd.DataFrame:
-    """Where cells distil from several teachers: at each (method, f, label noise, student) that has them,
-    test accuracy with KD at alpha* under every teacher smaller than the largest, minus under the largest
-    (model predictions, mean over replicates), with a 95 % interval (independent cells: the se of a
-    difference of means), and the same difference without KD (alpha = 0, measured means; a check: the
-    teacher plays no part there, so it should be near 0)."""
-    columns = ["method", "fraction", "label_noise", "student_arch", "teacher_arch", "larger_arch", "acc", "acc_larger",
-               "diff", "lo", "hi", "diff_no_kd"]
-    pruned = cells[cells["test_at_opt"].notna()]
-    if "label_noise" not in pruned:
-        pruned = pruned.assign(label_noise=0.0)
-    if pruned["teacher_arch"].nunique() < 2:
-        return pd.DataFrame(columns=columns)
-    # The sizes the sweep recorded when it trained the teachers (results.csv's teacher_params); a table
-    # written before they were recorded cannot order its teachers.
-    sizes = pruned.groupby("teacher_arch")["teacher_params"].max().to_dict() if "teacher_params" in pruned else {}
-    pruned = pruned[pruned["teacher_arch"].map(lambda arch: np.isfinite(sizes.get(arch, np.nan)))]
-    rows = []
-    for (method, fraction, noise, student), part in pruned.groupby(["method", "fraction", "label_noise", "student_arch"], sort=True):
-        here = part.groupby("teacher_arch").agg(
-            acc=("test_at_opt", "mean"), se=("test_at_opt_se", _se_of_mean),
-            base=("baseline_test_acc", "mean"))
-        if len(here) < 2:
-            continue
-        order = sorted(here.index, key=lambda arch: (sizes[arch], arch))
-        larger = here.loc[order[-1]]
-        for arch in order[:-1]:
-            row = here.loc[arch]
-            diff = float(row["acc"] - larger["acc"])
-            se = float(np.hypot(row["se"], larger["se"]))
-            finite = np.isfinite(se) and np.isfinite(t)
-            rows.append({"method": method, "fraction": float(fraction), "label_noise": float(noise), "student_arch": student,
-                         "teacher_arch": arch, "larger_arch": order[-1], "acc": float(row["acc"]),
-                         "acc_larger": float(larger["acc"]), "diff": diff, "lo": diff - t * se if finite else np.nan,
-                         "hi": diff + t * se if finite else np.nan, "diff_no_kd": float(row["base"] - larger["base"])})
-    return pd.DataFrame(rows, columns=columns)
 
 
 def _capacity_finding(capacity: pd.DataFrame) -> str:
@@ -464,58 +357,35 @@ def _provenance(analysis: Analysis) -> str:
     return "".join(out)
 
 
-HOW = {
-    "alpha-f": "each marker is α*(f) of one method at one kept fraction from the pooled model (a model estimate, "
-               "not a trial), with its 95 % interval; methods sharing an f are shifted sideways so their intervals "
-               "can be told apart, the black square at f = 1 is the full-data cell that every method shares, and "
-               "hollow markers are optima the data cannot pin; lines and bands are each method's α*(f) curve and "
-               "its 95 % band, so a band that slopes down to the right is an inverse relation.",
-    "accuracy": "for each method, the solid line is test accuracy with KD at α* (a model prediction, within the "
-                "range its trials measured, with a 95 % interval) and the dotted line the measured mean without KD "
-                "(α = 0); the gap between them is the KD gain, and the dashed line is the teacher.",
-    "val-alpha": "each panel is one cell: dots are measured trials (validation accuracy), the line is the cell's own "
-                 "best peaked curve (a diagnostic, flat when the trials show no peak), and the dashed line and band "
-                 "are α* and its 95 % interval from the pooled model.",
-    "heatmap": "colour is the mean measured validation accuracy of the trials in each (α bin, f) box, blank where "
-               "no trial fell; stars mark α* from the pooled model, so a diagonal of stars is an α-f relation.",
-    "teachers": "each panel is one method distilled from several teachers: for each teacher (one colour), the solid "
-                "line is test accuracy with KD at α* (a model prediction with its 95 % interval), the dotted line the "
-                "measured mean without KD (α = 0, where the teacher plays no part) and the dashed line the teacher's own "
-                "accuracy; where a smaller teacher's solid line lies above a larger one's, the smaller teacher "
-                "distils better at that f.",
-    "kd-noise": "each line is one method at one kept fraction f, each point its KD gain (test accuracy at α* minus "
-                "at α = 0, model predictions of the cell's trials, mean over its replicates and teachers) at one "
-                "label noise rate P with its 95 % interval, points shifted sideways a little to separate them; a "
-                "line that rises to the right means KD helps more where the kept data carry more noisy labels.",
-}
+def _alpha_f_notes(analysis: Analysis) -> str:
+    return (f"""<p class="muted">α*(f) comes from one model per method fitted to all of its trials at once: in every cell accuracy is
+a peaked curve in α with its own level and height, and the peak's location is a smooth curve in log f shared by the
+method's cells; intervals are {LEVEL:.0%} posterior intervals whose coverage is checked on simulated sweeps
+(bench/bench_calibration.py). The slope is the change of α* per tenfold change of f (negative: α* grows as f
+shrinks); its test is controlled across the methods of this report by Holm's procedure.</p>""" + _fits_table(analysis.fits))
+
+
+# What the page adds under a figure's section (the statistics that belong with it).
+SECTION_NOTES = {"alpha-f": _alpha_f_notes}
 
 
 def render_html(analysis: Analysis) -> str:
     from plotly.offline import get_plotlyjs
 
-    from analysis import figures
+    from analysis.figures import FIGURES
 
     trials, cells = analysis.experiment.trials, analysis.cells
     levels = (" Each label noise level P has its own markers (their shape, named in the legend) and lines."
-              if len(noise_levels(cells)) > 1 else "")
-    parts = {
-        "alpha-f": _figure_html(figures.alpha_vs_f(cells, analysis.fits), "fig-alpha-f", HOW["alpha-f"] + levels),
-        "accuracy": _figure_html(figures.accuracy_vs_f(cells), "fig-accuracy-f", HOW["accuracy"] + levels),
-        "val-alpha": _figure_html(figures.val_vs_alpha(trials, cells), "fig-val-alpha", HOW["val-alpha"]),
-        "heatmap": _figure_html(figures.accuracy_heatmap(trials, cells), "fig-heatmap", HOW["heatmap"]),
-    }
-    noise_section = noise_nav = ""
-    if len(noise_levels(cells)) > 1:  # a sweep over label noise: KD gain against P
-        figure = figures.kd_gain_vs_noise(kd_gain_by_noise(cells, analysis.optima.t_test))
-        noise_section = (f'<section id="kd-noise"><h2>KD gain versus label noise</h2>'
-                         f'{_figure_html(figure, "fig-kd-noise", HOW["kd-noise"])}</section>')
-        noise_nav = '<a href="#kd-noise">KD gain versus label noise</a>'
-    capacity_section = capacity_nav = ""
-    if cells["teacher_arch"].nunique() > 1:  # a capacity study: accuracy under each teacher
-        figure = figures.accuracy_by_teacher(cells, analysis.optima.t_test)
-        capacity_section = (f'<section id="teachers"><h2>Teacher capacity</h2>'
-                            f'{_figure_html(figure, "fig-teachers", HOW["teachers"])}</section>')
-        capacity_nav = '<a href="#teachers">teacher capacity</a>'
+              if len(noise_levels(analysis.cells)) > 1 else "")
+    sections, nav = [], []
+    for section, figure in FIGURES.in_order():  # every registered figure the analysis has data for, in order
+        if not figure.shown(analysis):
+            continue
+        how = figure.how + (levels if figure.per_noise_level else "")
+        notes = SECTION_NOTES[section](analysis) if section in SECTION_NOTES else ""
+        sections.append(f'<section id="{section}"><h2>{_e(figure.title)}</h2>'
+                        f'{_figure_html(figure.build(analysis), f"fig-{section}", how)}{notes}</section>')
+        nav.append(f'<a href="#{section}">{_e(figure.nav)}</a>')
 
     title = f"KD on pruned data: {analysis.experiment.name}"
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -529,20 +399,9 @@ def render_html(analysis: Analysis) -> str:
 <p class="muted">{_count(len(trials), "trial")}, {_count(len(cells), "cell")}, generated {generated}.
 α weights the distillation term: L = (1 − α)·CE + α·τ²·KL. Measured numbers are trials; model numbers are
 predictions of the pooled model (analysis.pooled) and are labelled as such.</p>
-<nav><a href="#alpha-f">α versus f</a><a href="#accuracy">accuracy versus f</a><a href="#val-alpha">accuracy versus α</a>
-<a href="#heatmap">heatmap</a>{noise_nav}{capacity_nav}<a href="#cells">cells</a><a href="#provenance">provenance</a></nav></header>
+<nav>{"".join(nav)}<a href="#cells">cells</a><a href="#provenance">provenance</a></nav></header>
 <section id="findings"><h2>Findings</h2>{_findings(analysis)}</section>
-<section id="alpha-f"><h2>Optimal α versus f</h2>{parts["alpha-f"]}
-<p class="muted">α*(f) comes from one model per method fitted to all of its trials at once: in every cell accuracy is
-a peaked curve in α with its own level and height, and the peak's location is a smooth curve in log f shared by the
-method's cells; intervals are {LEVEL:.0%} posterior intervals whose coverage is checked on simulated sweeps
-(bench/bench_calibration.py). The slope is the change of α* per tenfold change of f (negative: α* grows as f
-shrinks); its test is controlled across the methods of this report by Holm's procedure.</p>{_fits_table(analysis.fits)}</section>
-<section id="accuracy"><h2>Test accuracy versus f</h2>{parts["accuracy"]}</section>
-<section id="val-alpha"><h2>Validation accuracy versus α</h2>{parts["val-alpha"]}</section>
-<section id="heatmap"><h2>Accuracy over (α, f)</h2>{parts["heatmap"]}</section>
-{noise_section}
-{capacity_section}
+{"".join(sections)}
 <section id="cells"><h2>Cells</h2>{_cells_table(cells)}</section>
 <section id="provenance"><h2>Provenance</h2>{_provenance(analysis)}</section>
 </body></html>

@@ -45,5 +45,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def in_order(self) -> list[tuple[str, T]]:
+        """(name, entry) pairs in the order they were registered (where order means something, such
+        as the report's figures)."""
+        return list(self._entries.items())
+
     def __contains__(self, name: str) -> bool:
         return name in self._entries

@@ -186,7 +186,7 @@ def test_results_do_not_depend_on_the_order_of_the_rows():
 
 
 def test_label_noise_levels_are_fitted_apart_and_the_report_shows_the_kd_gain_against_p(tmp_path):
-    from analysis.report import kd_gain_by_noise
+    from analysis.comparisons import kd_gain_by_noise
 
     fractions = (0.2, 0.5, 1.0)
     clean = synthetic(lambda f: 0.2, fractions=fractions, seed=1)  # an older table: no label_noise values
@@ -221,7 +221,7 @@ def test_label_noise_levels_are_fitted_apart_and_the_report_shows_the_kd_gain_ag
 def test_teacher_capacity_compares_teachers_by_size_within_each_cell_and_the_report_shows_it(tmp_path):
     """Two teachers, resnet20 (0.27 M parameters) and cnn3_w64 (0.37 M): the smaller one's students gain 4
     points more with KD (alpha > 0) and the same without it. Sizes order the teachers, not names."""
-    from analysis.report import teacher_capacity
+    from analysis.comparisons import teacher_capacity
 
     fractions = (0.2, 0.5, 1.0)
     large = synthetic(lambda f: 0.5, fractions=fractions, seed=3, noise=0.002).assign(teacher_arch="cnn3_w64",
@@ -248,7 +248,7 @@ def test_teacher_capacity_compares_teachers_by_size_within_each_cell_and_the_rep
 
 
 def test_random_is_compared_with_score_methods_under_the_same_teacher_and_labels():
-    from analysis.report import random_vs_scored
+    from analysis.comparisons import random_vs_scored
 
     fractions = (0.2, 0.5, 1.0)
     clean = synthetic(lambda f: 0.5, fractions=fractions, seed=5, noise=0.002, methods=("random", "el2n"))

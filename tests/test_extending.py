@@ -69,3 +69,35 @@ def test_a_model_a_dataset_a_scorer_and_a_design_are_each_one_registration(regis
                  "--storage", str(tmp_path), "--name", "new", "--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert "el2n_late" in plan and "tiny_mlp" in plan and "digits_small" in plan
+
+
+def test_a_figure_is_one_function_and_one_registration(monkeypatch, tmp_path):
+    """A figure registered with ``register_figure`` becomes a section of the report, linked from its
+    navigation, after the figures registered before it; one whose ``shown`` says no is left out."""
+    import plotly.graph_objects as go
+
+    from analysis.figures import FIGURES, register_figure
+    from analysis.report import build_report
+    from analysis.simulate import simulate_sweep
+
+    monkeypatch.setattr(FIGURES, "_entries", dict(FIGURES._entries))
+
+    @register_figure("trials-per-alpha", title="Trials per α", nav="trials per α",
+                     how="bars count the completed trials in each tenth of the α range.")
+    def trials_per_alpha(analysis) -> go.Figure:
+        done = analysis.experiment.trials.query("status == 'completed'")
+        return go.Figure(go.Histogram(x=done["alpha"], xbins=dict(start=0, end=1, size=0.1)))
+
+    register_figure("never", title="Never shown", nav="never", how="-", shown=lambda analysis: False)(
+        lambda analysis: go.Figure())
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    simulate_sweep("inverse", "grid", 4, methods=("random",), fractions=(0.2, 0.5)).to_csv(folder / "results.csv", index=False)
+    html = (tmp_path / "report.html")
+    build_report(str(folder), out=str(html), n_boot=50)
+    page = html.read_text()
+    assert '<section id="trials-per-alpha"><h2>Trials per α</h2>' in page and 'id="fig-trials-per-alpha"' in page
+    assert '<a href="#trials-per-alpha">trials per α</a>' in page
+    assert page.index('id="fig-heatmap"') < page.index('id="fig-trials-per-alpha"')  # in registration order
+    assert "Never shown" not in page

@@ -44,8 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from analysis import figures  # noqa: E402
 from analysis.pooled import LEVEL  # noqa: E402
-from analysis.report import (analyse, fit_document, kd_gain_by_noise, random_vs_scored,  # noqa: E402
-                             teacher_capacity)
+from analysis.comparisons import kd_gain_by_noise, random_vs_scored, teacher_capacity  # noqa: E402
+from analysis.report import analyse, fit_document  # noqa: E402
 from contract import FULL  # noqa: E402
 
 SWEEPS = ("main", "small-teacher", "full-data")
