@@ -262,6 +262,37 @@ RESULT_COLUMNS: dict[str, str] = {
 REQUIRED_COLUMNS = [*(c for c in CELL_COLUMNS if c != "label_noise"), "alpha", METRIC, "test_acc", "status"]
 
 
+@dataclass(frozen=True)
+class TrialRecord:
+    """What one Tune trial (a cohort) left, whichever way it is read (Tune's live trials, or its
+    results at the end): every table of results is built from these. ``error``: ``error_line`` of what
+    failed it, or None; ``tune_status``: Tune's (TERMINATED, ERROR, or PENDING/RUNNING/PAUSED for a run
+    that was interrupted)."""
+
+    config: dict
+    metrics: dict
+    error: str | None
+    trial_id: str
+    tune_status: str
+
+
+def error_line(problem) -> str | None:
+    """The one line results.csv's ``error`` column holds for a failure: ``Type: message`` of the error
+    that failed the trial (for an error raised in a worker, Ray's traceback's last line, which names
+    the original error), never a multi-line traceback; None for no failure."""
+    if problem is None:
+        return None
+    lines = [line.strip() for line in str(problem).strip().splitlines() if line.strip()]
+    name = type(problem).__name__ if isinstance(problem, BaseException) else ""
+    if not lines:
+        return name or "error"
+    last = lines[-1]
+    head = last.split(":", 1)[0]
+    if head.isidentifier() and (head.endswith(("Error", "Exception", "Interrupt", "Exit")) or ":" in last and head == name):
+        return last  # already "ValueError: ..."
+    return f"{name}: {last}" if name else last
+
+
 def cohort_status(metrics: dict, error: str | None, tune_status: str, scheduler_stops: bool = True) -> str | None:
     """How a cohort trial ended (``contract.STATUSES``); None for one that never started.
 

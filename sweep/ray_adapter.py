@@ -21,6 +21,8 @@ from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
+from contract import TrialRecord, error_line
+
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
     "connect", "check_address", "wait_for_killed_driver", "shutdown", "hide_failures_while", "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus", "unfit_resources", "cluster_gpus", "build_tuner", "restore_tuner",
@@ -613,17 +615,12 @@ def restore_tuner(path: str, fn: Callable, *, parameters: dict, resources: dict,
     return tuner
 
 
-def trial_records(trials) -> list[dict]:
+def trial_records(trials) -> list[TrialRecord]:
     """The trial records (``sweep.results``) of Tune's live ``Trial`` objects, while the run goes on."""
-    records = []
-    for trial in trials:
-        error = None
-        if trial.status == "ERROR":
-            problem = trial.get_error()
-            error = "error" if problem is None else (str(problem).strip().splitlines() or ["error"])[-1]
-        records.append({"config": dict(trial.config or {}), "metrics": dict(trial.last_result or {}), "error": error,
-                        "trial_id": trial.trial_id, "tune_status": trial.status})
-    return records
+    return [TrialRecord(config=dict(trial.config or {}), metrics=dict(trial.last_result or {}),
+                        error=(error_line(trial.get_error()) or "error") if trial.status == "ERROR" else None,
+                        trial_id=trial.trial_id, tune_status=trial.status)
+            for trial in trials]
 
 
 class TrialsCallback(tune.Callback):
@@ -631,7 +628,7 @@ class TrialsCallback(tune.Callback):
     (completed or errored): the sweep's live results and report. Whatever it raises is logged, never
     passed to Tune: a live report must not stop a sweep."""
 
-    def __init__(self, on_trial_end: Callable[[list[dict]], None]):
+    def __init__(self, on_trial_end: Callable[[list[TrialRecord]], None]):
         self.on_trial_end = on_trial_end
 
     def __getstate__(self):
@@ -656,22 +653,16 @@ class TrialsCallback(tune.Callback):
         self._ended(trials)
 
 
-def result_rows(grid) -> list[dict]:
-    """One dict per trial: its config, last metrics, error (or None), trial id and Tune's status
-    (TERMINATED, ERROR, or PENDING/RUNNING/PAUSED for a run that was interrupted)."""
+def result_rows(grid) -> list[TrialRecord]:
+    """The trial records of a finished (or stopped) run, one per trial."""
     rows = []
     # The trials' statuses are not on the public Result objects; the grid's analysis holds them,
     # in the same order as the grid's results.
     trials = grid._experiment_analysis.trials
     for result, trial in zip(grid, trials):
         metrics = dict(result.metrics or {})
-        rows.append({
-            "config": dict(result.config or {}),
-            "metrics": metrics,
-            "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
-            "trial_id": metrics.get("trial_id") or trial.trial_id,
-            "tune_status": trial.status,
-        })
+        rows.append(TrialRecord(config=dict(result.config or {}), metrics=metrics, error=error_line(result.error),
+                                trial_id=metrics.get("trial_id") or trial.trial_id, tune_status=trial.status))
     return rows
 
 

@@ -14,19 +14,19 @@ import io
 
 import pandas as pd
 
-from contract import CELL_COLUMNS, RESULT_COLUMNS, RESULTS_FILE, TrialSpec, cohort_status, member_rows
+from contract import CELL_COLUMNS, RESULT_COLUMNS, RESULTS_FILE, TrialRecord, TrialSpec, cohort_status, member_rows
 from contract.storage import write_bytes
 
-def table_from_records(records, teacher_meta: dict | None = None, *, scheduler_stops: bool = True) -> pd.DataFrame:
+def table_from_records(records: list[TrialRecord], teacher_meta: dict | None = None, *, scheduler_stops: bool = True) -> pd.DataFrame:
     """One row per student of the given trial records; ``teacher_meta`` maps a teacher key to its
     artifact metadata (``val_acc``, ``test_acc``), which the report draws as the reference line.
     A trial that never reported anything has no rows; ``scheduler_stops``: see ``cohort_status``."""
     rows = []
     for record in records:
-        status = cohort_status(record["metrics"], record["error"], record["tune_status"], scheduler_stops)
+        status = cohort_status(record.metrics, record.error, record.tune_status, scheduler_stops)
         if status is not None:
-            rows.extend(member_rows(TrialSpec.from_config(record["config"]), record["metrics"], status=status,
-                                    error=record["error"], cohort=record["trial_id"], teacher_meta=teacher_meta or {}))
+            rows.extend(member_rows(TrialSpec.from_config(record.config), record.metrics, status=status,
+                                    error=record.error, cohort=record.trial_id, teacher_meta=teacher_meta or {}))
     frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     return frame.sort_values([*CELL_COLUMNS, "optuna_trial"], ignore_index=True)
 

@@ -643,7 +643,7 @@ class LiveResults:
         self.cells_written, self.last_write = 0, None
         self.thread = None
 
-    def on_trial_end(self, records: list[dict]) -> None:
+    def on_trial_end(self, records: list) -> None:
         from contract import CELL_COLUMNS
         from sweep.results import table_from_records
 

@@ -110,6 +110,19 @@ def test_the_analysis_runs_without_torch_or_ray(tmp_path):
         tmp_path / "report.html").read_text()
 
 
+def test_a_failure_is_one_line_naming_the_error():
+    from contract import error_line
+
+    assert error_line(None) is None
+    assert error_line(ValueError("alpha must lie in [0, 1]")) == "ValueError: alpha must lie in [0, 1]"
+    # what Ray raises for an error in a worker: its traceback, whose last line names the original error
+    traceback = ("ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)\n  File \"x.py\", line 3, in f\n    raise RuntimeError(...)\n"
+                 "RuntimeError: injected crash (KDSWEEP_TEST_CRASH_ONCE)\n")
+    assert error_line(RuntimeError(traceback)) == "RuntimeError: injected crash (KDSWEEP_TEST_CRASH_ONCE)"
+    assert error_line(OSError("first line\nsecond line")) == "OSError: second line"
+    assert error_line(KeyError()) == "KeyError"
+
+
 def test_the_plain_definitions_load_without_torch_ray_or_optuna():
     """The contract, the recipe, the alpha space, the profiles and the analysis are plain Python: planning
     and reading a sweep never waits for torch to load."""
