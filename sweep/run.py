@@ -1,4 +1,4 @@
-"""The whole study as one Ray Tune experiment.
+"""The driver: the whole study as one Ray Tune experiment (its command line: ``sweep.cli``).
 
     python -m sweep.run --dataset digits --profile smoke
     python -m sweep.run --dataset svhn --address auto --gpus-per-trial 0.25 --storage /mnt/shared/runs
@@ -10,7 +10,6 @@ Stages: teachers (Ray tasks, cached) -> pruning scores (Ray tasks per run, cache
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -18,170 +17,18 @@ import sys
 import time
 
 import contract
-from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
+from contract import METRIC, MODE, SWEEP_FILE, TrialSettings
+from contract.storage import check_writable, read_text
 from sweep import console, ray_adapter
+from sweep.cli import build_parser, check_resume_flags, config_from_args, describe, experiment_dir, resume_command
 from sweep.console import say
-from contract import ALPHA_RANGE, DEFAULT_TAU, FINAL_STATUSES, METRIC, MODE, SWEEP_FILE, TrialSettings
+from sweep.live import LiveResults
 from sweep.lock import ExperimentLock
-from sweep.optuna_storage import check_optuna_storage, default_optuna_url, local_path
-from sweep.state_check import check_journal, check_tune_state
+from sweep.optuna_storage import check_optuna_storage, default_optuna_url
+from sweep.plan import SweepConfig, SweepPlan, make_plan
+from sweep.record import check_recorded_plan, check_saved_state, relocated, write_sweep_file
 from sweep.stopping import DiskWatch, StopSignals, space_needed
-from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan, make_plan
-from trainables.artifacts import CORE_BY_KIND, ArtifactStore, code_for
-from trainables.cli import add_download_args, val_size_arg
-from trainables.datasets import list_datasets
-from trainables.models import list_models
-from trainables.scores import list_methods, parse_score_options, score_option_names
-from trainables.selection import STRATEGIES
-from contract.storage import check_writable, read_text, write_bytes
-
-
-EXAMPLES = """examples:
-  on a laptop (an embedded local Ray; about three minutes on 2 CPU cores):
-    python -m sweep.run --dataset digits --profile demo --name demo
-  on a cluster (after `ray up cluster.yaml`; results on the shared file system):
-    python -m sweep.run --dataset svhn --address auto --gpus-per-trial 0.25 --storage /mnt/shared/runs --name svhn-fast
-  continue a stopped sweep (finished trials are kept; same --storage):
-    python -m sweep.run --resume --name svhn-fast --storage /mnt/shared/runs
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from search_spaces.profiles import list_profiles
-
-    p = argparse.ArgumentParser(
-        prog="python -m sweep.run",
-        description="Sweep the distillation weight alpha over every (method, f) cell of a dataset with "
-        "Ray Tune + Optuna: teachers and pruning scores first (cached), then one experiment over all cells.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    what = p.add_argument_group("what to sweep")
-    what.add_argument("--dataset", help=f"{', '.join(list_datasets())} (required unless --resume)")
-    what.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                      help=f"pruning methods (default: the profile's, else all of {' '.join(list_methods())})")
-    what.add_argument("--fractions", nargs="+", type=float, default=None, metavar="F",
-                      help="kept fractions f in (0, 1]; 1.0 is the full-data reference cell (default: the profile's, "
-                      f"else {' '.join(map(str, DEFAULT_FRACTIONS))})")
-    what.add_argument("--profile", default="fast", choices=list_profiles(),
-                      help="smoke: minutes on a laptop CPU; fast: minutes per student on a GPU; paper: the literature's recipe (default fast)")
-    what.add_argument("--trials-per-cell", type=int, default=None, help="Optuna trials per cell, the alpha = 0 baseline included (default: the profile's)")
-    what.add_argument("--cohort-size", type=int, default=None, metavar="K",
-                      help="students trained together in one trial (one upload, one batch stream, one teacher forward "
-                      "per batch, paired comparisons); default: all trials of a cell in one cohort")
-    what.add_argument("--halving", action="store_true",
-                      help="successive halving inside each cohort: weak members stop early (never the alpha = 0 one)")
-    what.add_argument("--teacher", nargs="+", default=[], metavar="ARCH", dest="teachers",
-                      help="teacher architectures; several for the capacity study (default: the profile's); "
-                      f"models: {' '.join(list_models())}")
-    what.add_argument("--student", nargs="+", default=[], metavar="ARCH", dest="students",
-                      help="student architectures (default: the profile's)")
-    what.add_argument("--alpha-range", nargs=2, type=float, default=list(ALPHA_RANGE), metavar=("LOW", "HIGH"),
-                      help="search range of alpha, the weight of the distillation term (default %(default)s)")
-    what.add_argument("--tau", nargs="+", type=float, default=[DEFAULT_TAU],
-                      help="temperature: one value (fixed) or LOW HIGH (searched on a log scale); default %(default)s")
-    what.add_argument("--alpha-design", default=DEFAULT_DESIGN, choices=list_designs(),
-                      help=f"how each cell's alphas are chosen (default {DEFAULT_DESIGN}; see search_spaces/alpha_space.py)")
-    what.add_argument("--replicates", "--seeds", nargs="+", type=int, default=[0], dest="replicates", metavar="R",
-                      help="study replicates: each has its own teacher, scores, subsets and trial seeds (default 0)")
-    what.add_argument("--label-noise", nargs="+", type=float, default=[0.0], metavar="P",
-                      help="symmetric label noise rates P in [0, 1): each level flips P of the training split's labels "
-                      "to another class (seeded from the split seed and P; validation and test labels stay clean) and "
-                      "has its own teachers, scores and cells (default 0: clean labels)")
-    what.add_argument("--score-seeds", type=int, default=None, help="scoring runs per method (default: the profile's)")
-    what.add_argument("--score-option", action="append", default=[], metavar="METHOD.FIELD=VALUE", dest="score_options",
-                      help="a pruning method's own option, part of its score tables' keys (repeatable): "
-                      + ", ".join(score_option_names()))
-    what.add_argument("--epochs", type=int, default=None, help="override the profile recipe's epochs")
-    what.add_argument("--min-steps", type=int, default=None,
-                      help="override the profile recipe's minimum optimisation steps per run (small subsets train more epochs)")
-    what.add_argument("--batch-size", type=int, default=None, help="override the profile recipe's training batch size")
-    what.add_argument("--lr", type=float, default=None, help="override the profile recipe's peak learning rate")
-    what.add_argument("--selection", default="hard", choices=STRATEGIES, help="which examples a score keeps (default hard)")
-    what.add_argument("--class-balanced", action="store_true", help="keep f of every class")
-    what.add_argument("--val-size", type=val_size_arg, default=None, help="validation split: a count or a fraction (default: the dataset's)")
-    what.add_argument("--data-dir", default=None, help="dataset files (default $KDSWEEP_DATA_DIR or ./data)")
-    add_download_args(what)
-
-    where = p.add_argument_group("where and how")
-    where.add_argument("--name", default=None, help="experiment name (default DATASET-PROFILE-TIMESTAMP; required with --resume)")
-    where.add_argument("--storage", default="runs", help="results directory or URI (s3://, gs://, NFS path); default ./runs")
-    where.add_argument("--artifacts", default=None, help="artifact cache (teachers, scores); default STORAGE/artifacts")
-    where.add_argument("--optuna-storage", default=None,
-                       help="Optuna storage: SQLAlchemy URL or journal file (default: a journal file in the experiment directory)")
-    where.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster); default: an embedded local Ray")
-    where.add_argument("--gpus-per-trial", type=float, default=None,
-                       help="GPUs per trial, fractions allowed (0.25: four trials per GPU); default 1 if the cluster has GPUs, else 0")
-    where.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
-    where.add_argument("--wait-for-nodes", type=float, default=600.0, metavar="SECONDS",
-                       help="with --address: when no node fits a trial yet, ask the autoscaler for one and wait this long "
-                       "before refusing (default 600)")
-    where.add_argument("--allow-cpu-fallback", action="store_true",
-                       default=ray_adapter.cpu_fallback_from_env(),
-                       help="a trial or stage task given a GPU that CUDA cannot see (a broken driver; a rehearsal "
-                       "cluster's declared GPUs) runs on the CPU with a warning instead of failing with an error "
-                       f"(default: off, or on with {ray_adapter.CPU_FALLBACK_ENV}=1)")
-    where.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once (default: as resources allow)")
-    where.add_argument("--scheduler", default="fifo", choices=SCHEDULERS, help="fifo, or asha: early stopping within each cell (default fifo)")
-    where.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial, from its last checkpoint (default 2)")
-    where.add_argument("--resume", action="store_true", help="continue the experiment --name: finished trials are kept")
-    where.add_argument("--verbose", action="store_true",
-                       help="Ray Tune's trial tables and every trial's log lines (default: one line per finished trial)")
-    where.add_argument("--report-every", type=float, default=120.0, metavar="SECONDS",
-                       help="while the sweep runs, rewrite results.csv and the report when a cell finishes, at most this "
-                       "often (default 120; the first finished cell at once)")
-    where.add_argument("--dry-run", action="store_true", help="print the plan (cells, trials, artifacts to compute or reuse, resources) and stop")
-    return p
-
-
-def config_from_args(args) -> SweepConfig:
-    # An empty --name is a mistake (config.check refuses it), not a request for the default name.
-    name = args.name if args.name is not None else \
-        f"{(args.dataset or 'sweep').replace(':', '_').replace('/', '_')}-{args.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return SweepConfig(
-        dataset=args.dataset, name=name, storage=args.storage, profile=args.profile, methods=args.methods,
-        fractions=args.fractions, cohort_size=args.cohort_size, halving=args.halving, teachers=args.teachers, students=args.students, trials_per_cell=args.trials_per_cell,
-        alpha_range=tuple(args.alpha_range), tau=args.tau, alpha_design=args.alpha_design, replicates=args.replicates,
-        label_noise=[float(p) for p in args.label_noise],
-        score_seeds=args.score_seeds, score_options=parse_score_options(args.score_options),
-        epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr, selection=args.selection, class_balanced=args.class_balanced,
-        val_size=args.val_size, data_dir=args.data_dir, offline=args.offline, artifacts=args.artifacts,
-        optuna_storage=args.optuna_storage, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
-        cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, max_failures=args.max_failures,
-    )
-
-
-def experiment_dir(config: SweepConfig) -> str:
-    storage = config.storage if "://" in config.storage else os.path.abspath(config.storage)
-    return f"{storage.rstrip('/')}/{config.name}"
-
-
-def describe(plan: SweepPlan, status: dict, resources: dict, where: dict) -> str:
-    config = plan.config
-    lines = [
-        f"sweep {config.name}: dataset {config.dataset}, profile {config.profile}",
-        f"  recipe: {plan.recipe.epochs} epochs (and at least {plan.recipe.min_steps} steps), batch {plan.recipe.batch_size}, "
-        f"lr {plan.recipe.lr}, {plan.recipe.schedule}",
-        f"  cells: {len(plan.cells)} x {plan.trials_per_cell} trials = {plan.num_trials} trials in {plan.num_cohorts} "
-        f"cohorts of up to {plan.cohort_size}{' with halving' if config.halving else ''} "
-        f"(alpha in [{config.alpha_range[0]}, {config.alpha_range[1]}], tau {' to '.join(map(str, config.tau))}, "
-        f"design {config.alpha_design}; alpha = 0 first in every cell)",
-    ]
-    if plan.label_noise != [0.0]:
-        lines.append(f"  label noise: {', '.join(f'P = {p:g}' for p in plan.label_noise)} (symmetric, training split "
-                     f"only, seeded from split seed {config.split_seed} and P; each level its own teachers and scores)")
-    for cell in plan.cells:
-        lines.append(f"    {cell.name}")
-    lines.append("  artifacts:")
-    for kind in ("teachers", "scores"):
-        for ref, (key, present) in status[kind].items():
-            lines.append(f"    {kind[:-1]} {ref}: {'reuse' if present else 'compute'} ({key})")
-    lines.append(f"  scoring runs per method: {plan.score_seeds}")
-    lines.append(f"  resources per trial and task: {resources['cpu']} CPU, {resources['gpu']} GPU; "
-                 f"max concurrent {config.max_concurrent or 'as resources allow'}; scheduler {config.scheduler}")
-    for label, value in where.items():
-        lines.append(f"  {label}: {value}")
-    return "\n".join(lines)
+from trainables.artifacts import ArtifactStore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,30 +178,6 @@ def is_disk_full(error: BaseException) -> bool:
     return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
 
 
-def relocated(optuna_storage: str | None, recorded: dict, config: SweepConfig) -> str | None:
-    """A journal the sweep was given inside its own experiment directory, where that directory is now
-    (a copied or moved experiment uses its own journal, never its original's)."""
-    path = None if optuna_storage is None else local_path(optuna_storage)
-    was, now = local_path(experiment_dir(SweepConfig.from_dict(recorded))), local_path(experiment_dir(config))
-    if path is None or was is None or now is None:
-        return optuna_storage
-    inside = os.path.relpath(os.path.abspath(path), was)
-    return optuna_storage if inside.startswith("..") else os.path.join(now, inside)
-
-
-def check_saved_state(exp_dir: str, optuna_url: str | None) -> None:
-    """Before a resume computes anything: the Optuna journal (a torn last record dropped, any other
-    damage refused) and Tune's state files (refused when unreadable). Raises ``DamagedStateError``."""
-    journal = None if optuna_url is None else local_path(optuna_url)
-    if journal is not None:
-        note = check_journal(journal)
-        if note:
-            say(note)
-    local = local_path(exp_dir)
-    if local is not None:
-        check_tune_state(local)
-
-
 def plan_space(plan: SweepPlan, store: ArtifactStore, exp_dir: str, dataset, split, *, slots: int):
     """What the sweep will write (``sweep.stopping.space_needed``), from its plan and what the cache holds."""
     from sweep.stages import artifact_status
@@ -409,104 +232,6 @@ def wait_for_nodes(args, cpus: float, gpus: float) -> None:
                          "Lower --cpus-per-trial / --gpus-per-trial, add a node type that holds a trial to the cluster "
                          "(an autoscaler never launches a node larger than its node types), or wait longer")
     say("a node that fits a trial joined the cluster")
-
-
-# What a sweep sweeps: fixed once it started. (Where and how it runs may change on --resume.)
-SWEEP_DEFINING = (
-    "dataset", "profile", "methods", "fractions", "cohort_size", "halving", "teachers", "students", "trials_per_cell",
-    "alpha_range", "tau", "alpha_design", "replicates", "label_noise", "score_seeds", "score_options", "epochs", "min_steps", "batch_size",
-    "lr", "selection", "class_balanced", "val_size", "scheduler",
-)
-
-
-def check_resume_flags(parser: argparse.ArgumentParser, argv: list[str] | None, recorded: SweepConfig) -> None:
-    """Refuse ``--resume`` with sweep-defining flags whose values differ from the recorded ones,
-    listing every difference (silently ignoring them would run another sweep than the user asked for)."""
-    given = build_parser()
-    for action in given._actions:
-        action.default = argparse.SUPPRESS  # parse again, keeping only what was typed
-    typed = vars(given.parse_args(argv))
-    asked = config_from_args(parser.parse_args(argv))
-    differences = []
-    for name in SWEEP_DEFINING:
-        if name in typed:
-            now, then = getattr(asked, name), getattr(recorded, name)
-            if (list(now) if isinstance(now, (list, tuple)) else now) != (list(then) if isinstance(then, (list, tuple)) else then):
-                flag = {"teachers": "teacher", "students": "student"}.get(name, name).replace("_", "-")
-                differences.append(f"--{flag}: {now} (the sweep has {then})")
-    if differences:
-        raise ValueError("--resume continues the recorded sweep; these flags would change what it sweeps:\n  - "
-                         + "\n  - ".join(differences) + "\nDrop them, or start a new sweep with another --name.")
-
-
-def resume_command(config: SweepConfig) -> str:
-    return f"python -m sweep.run --resume --name {config.name} --storage {config.storage}"
-
-
-def versions() -> dict:
-    """The versions of this package and of what it runs on, recorded with every sweep."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"kdsweep": contract.__version__, "python": sys.version.split()[0]}
-    for package in ("torch", "torchvision", "ray", "optuna", "numpy"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
-    return found
-
-
-def write_sweep_file(plan: SweepPlan, exp_dir: str, *, artifacts_ready: bool, teacher_metrics: dict | None = None) -> None:
-    """``sweep.json``: the settings as given, then what they resolved to (recipe, artifact keys, code
-    fingerprints, versions), so a resumed sweep runs exactly this plan or refuses."""
-    record = {
-        **plan.config.to_dict(),
-        "resolved": {
-            **plan.resolved(),
-            "score_epochs": score_epochs(plan),
-            "code": {kind: code_for(kind) for kind in CORE_BY_KIND},  # each kind's core; the keys hold the rest
-            "versions": versions(),
-            "artifacts_ready": artifacts_ready,
-            "teacher_metrics": teacher_metrics or {},  # the report's reference line, read without the artifacts
-        },
-    }
-    write_bytes(f"{exp_dir}/{SWEEP_FILE}", json.dumps(record, indent=2).encode())
-
-
-def score_epochs(plan: SweepPlan) -> dict:
-    """The training epoch each method scores at (EL2N/GraNd early, forgetting at the end; None for
-    random and precomputed scores)."""
-    from sweep.stages import score_request
-    from trainables.scores import SCORERS
-
-    replicate = plan.config.replicates[0]
-    return {m: SCORERS.get(m).score_epoch(score_request(plan, m, replicate)) for m in plan.scored_methods}
-
-
-def check_recorded_plan(plan: SweepPlan, recorded: dict, store: ArtifactStore) -> None:
-    """Refuse to resume when this code would produce other teachers or scores than the sweep started
-    with, or when an artifact the sweep already computed is gone from the store."""
-    version = recorded.get("versions", {}).get("kdsweep", "unknown")
-    changed, gone = [], []
-    for kind, now, then in (("teacher", plan.teacher_keys, recorded.get("teacher_keys", {})),
-                            ("scores", plan.score_keys, recorded.get("score_keys", {}))):
-        for ref, key in then.items():
-            if now.get(ref) != key:
-                changed.append(f"{kind} {ref}: recorded {key}, this code gives {now.get(ref)}")
-            elif recorded.get("artifacts_ready") and not store.exists(kind, key):
-                gone.append(f"{kind} {ref} ({key})")
-    if changed:
-        raise ValueError(
-            "cannot resume: the code that computes teachers or scores changed since this sweep started "
-            f"(kdsweep {version}), so its trials would mix artifacts of two versions:\n  - " + "\n  - ".join(changed)
-            + "\nResume with the code the sweep started with, or start a new sweep with another --name."
-        )
-    if gone:
-        raise ValueError(
-            f"cannot resume: artifacts this sweep computed are gone from {store.root}:\n  - " + "\n  - ".join(gone)
-            + "\nPoint --artifacts at the cache that holds them (sweep.json names the keys), or start a new sweep "
-            "with another --name."
-        )
 
 
 def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, store, optuna_url: str, exp_dir: str,
@@ -628,60 +353,6 @@ def _write_report(exp_dir: str) -> bool:
         return False
     say(f"report: {paths['html']} ({time.perf_counter() - start:.1f} s)")
     return True
-
-
-class LiveResults:
-    """``results.csv`` and the report, rewritten while the sweep runs: when a cell has finished all
-    its trials, at most every ``every_s`` seconds (the first finished cell at once). They hold the
-    finished trials only and the report says "in progress"; the final ones replace them at the end.
-    Written on a thread of their own, so Tune's loop does not wait for a report."""
-
-    def __init__(self, exp_dir: str, plan: SweepPlan, teacher_metrics: dict, *, every_s: float, scheduler_stops: bool):
-        self.exp_dir, self.every_s, self.scheduler_stops = exp_dir, every_s, scheduler_stops
-        self.trials_per_cell, self.num_trials = plan.trials_per_cell, plan.num_trials
-        self.teacher_metrics = teacher_metrics
-        self.cells_written, self.last_write = 0, None
-        self.thread = None
-
-    def on_trial_end(self, records: list) -> None:
-        from contract import CELL_COLUMNS
-        from sweep.results import table_from_records
-
-        frame = table_from_records(records, self.teacher_metrics, scheduler_stops=self.scheduler_stops)
-        finished = frame[frame["status"].isin(FINAL_STATUSES)]
-        if finished.empty:
-            return
-        cells_done = int((finished.groupby(CELL_COLUMNS).size() >= self.trials_per_cell).sum())
-        now = time.monotonic()
-        if cells_done <= self.cells_written or len(finished) >= self.num_trials:
-            return  # no newly finished cell, or the last one: the final results follow at once
-        if self.last_write is not None and now - self.last_write < self.every_s:
-            return
-        if self.thread is not None and self.thread.is_alive():
-            return  # the next finished cell tries again
-        self.cells_written, self.last_write = cells_done, now
-        import threading
-
-        self.thread = threading.Thread(target=self._write, args=(finished.reset_index(drop=True),), daemon=True)
-        self.thread.start()
-
-    def _write(self, finished) -> None:
-        from analysis.report import analyse, default_out, write_report
-        from analysis.results import experiment_from_table
-        from sweep.results import write_table
-
-        try:
-            write_table(finished, self.exp_dir)
-            record = json.loads(read_text(f"{self.exp_dir}/{SWEEP_FILE}") or "{}")
-            experiment = experiment_from_table(self.exp_dir, finished, record)
-            paths = write_report(analyse(experiment), default_out(self.exp_dir))
-            say(f"live report ({len(finished)} of {self.num_trials} trials finished): {paths['html']}")
-        except Exception as error:  # noqa: BLE001 -- the sweep goes on; the final report follows
-            say(f"live report skipped ({type(error).__name__}: {error})")
-
-    def wait(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
 
 
 if __name__ == "__main__":
