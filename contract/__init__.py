@@ -20,8 +20,9 @@ imports it (``tests/test_layers.py`` checks the layers).
   cohort: the students of one cell that differ only in alpha (``MemberSpec``), on one stream of
   batches; ``results.csv`` has one row per student.
 - ``RESULT_COLUMNS``: the columns of ``results.csv``, in order, with their dtypes; ``member_rows``
-  writes a cohort's rows from what its Tune trial reported (``cohort_status``: how it ended), whether
-  the driver reads them from Tune or the analysis from Tune's files on disk.
+  writes a cohort's rows from what its Tune trial reported (``cohort_status``: how it ended), for the
+  driver (from a ``TrialRecord``) and for the cohort itself (its own rows, ``COHORTS_DIR``) alike;
+  ``rows_to_csv`` writes them; ``error_line`` is the one format of the ``error`` column.
 """
 
 from __future__ import annotations
