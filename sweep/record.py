@@ -31,14 +31,23 @@ def relocated(optuna_storage: str | None, recorded: dict, config: SweepConfig) -
 
 
 def check_saved_state(exp_dir: str, optuna_url: str | None) -> None:
-    """Before a resume computes anything: the Optuna journal (a torn last record dropped, any other
-    damage refused) and Tune's state files (refused when unreadable). Raises ``DamagedStateError``."""
+    """Before a resume computes anything, under the experiment's lock: the Optuna journal (a torn last
+    record dropped, any other damage refused, a lock left by a killed driver removed) and Tune's
+    state files (refused when unreadable). Raises ``DamagedStateError``."""
     journal = None if optuna_url is None else local_path(optuna_url)
+    local = local_path(exp_dir)
     if journal is not None:
         note = check_journal(journal)
         if note:
             say(note)
-    local = local_path(exp_dir)
+        # Optuna's lock of the journal (a symbolic link beside it), left by a driver killed while writing:
+        # Optuna would wait 30 s before taking it over. Removed only for the experiment's own journal,
+        # which no one else writes while this sweep holds the experiment's lock.
+        stale = journal + ".lock"
+        if local is not None and os.path.dirname(os.path.abspath(journal)) == os.path.abspath(local) \
+                and os.path.lexists(stale):
+            os.unlink(stale)
+            say(f"removed the Optuna journal's lock {stale}, left by a driver that stopped while writing the journal")
     if local is not None:
         check_tune_state(local)
 

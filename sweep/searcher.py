@@ -172,10 +172,24 @@ class CellSearcher(Searcher):
 
     def _orphans(self, index: int) -> list:
         """Optuna trials of this cell that were asked but belong to no live Tune trial (lost with a
-        driver that stopped before Tune saved them): handed out again, not left running forever."""
+        driver that stopped before Tune saved them): handed out again, not left running forever. A
+        driver killed inside an ask leaves a trial without its parameters (Optuna creates the trial,
+        then records each parameter): that ask is finished here first."""
         mine = {number for cell, numbers in self.live.values() if cell == index for number in numbers}
-        running = self.study(index).get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        return [trial for trial in running if trial.number not in mine]
+        study = self.study(index)
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        names = set(self.space.distributions())
+        return [trial if names <= set(trial.params) else self._finish_ask(study, trial)
+                for trial in running if trial.number not in mine]
+
+    def _finish_ask(self, study: optuna.Study, frozen) -> optuna.trial.Trial:
+        """The rest of an ask a stopped driver began: each missing parameter from the trial's enqueued
+        point (Optuna's ``fixed_params``) or else the sampler, as the ask would have drawn it."""
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        for name, distribution in self.space.distributions().items():
+            if name not in frozen.params:
+                trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+        return trial
 
     # -- Tune's searcher interface -----------------------------------------------------------------
 

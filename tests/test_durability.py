@@ -126,6 +126,7 @@ def test_sigterm_stops_cleanly_and_a_copied_experiment_resumes_into_itself(tmp_p
     # the copy's journal as a crash during an append leaves it: a record without its end
     with open(copy / "optuna.journal", "ab") as handle:
         handle.write(b'{"op_code": 5, "worker_id": "abc", "trial_id": 1, "param_na')
+    os.symlink(copy / "optuna.journal", copy / "optuna.journal.lock")  # Optuna's lock, as a killed writer leaves it
     # the stopped trial's folder as a driver killed before Tune saved its state leaves it: the
     # checkpoint the state names deleted, a newer whole one, and a newest one cut during its upload
     stopped = {folder: numbers for folder, numbers in _checkpoints(copy).items()
@@ -144,6 +145,8 @@ def test_sigterm_stops_cleanly_and_a_copied_experiment_resumes_into_itself(tmp_p
                  str(tmp_path / "a" / "artifacts")]) == 0
     out, err = capsys.readouterr()
     assert f"repaired the Optuna journal {copy / 'optuna.journal'}: dropped its torn last record" in out
+    assert f"removed the Optuna journal's lock {copy / 'optuna.journal.lock'}, left by a driver" in out
+    assert "taking longer than 10.0 seconds to acquire the lock" not in err
     assert re.search(f"the checkpoint {folder}/checkpoint_\\d+ is gone: the trial goes on from {newer}\n", out + err)
     assert _tree(original) == before  # the original, byte for byte
     resumed = _every_student_once(copy, 4)

@@ -246,6 +246,37 @@ def test_searcher_state_survives_a_restart_and_reuses_lost_trials(tmp_path):
     assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
+def test_an_ask_cut_short_by_a_killed_driver_is_finished_on_resume(tmp_path):
+    """A driver killed inside Optuna's ask leaves a running trial without its alpha (Optuna creates or
+    takes the trial, then records each parameter; seen in CI after a kill -9). The resumed searcher
+    finishes that ask (the enqueued point, or the sampler's draw) and hands the trial out."""
+    import pickle
+
+    searcher = _searcher(tmp_path, cells=1, trials=5, design="grid")
+    first = searcher.suggest("t0")
+    searcher.save(tmp_path / "state.pkl")
+    study = _study(tmp_path, 0)
+    storage, T = study._storage, optuna.trial.TrialState
+    waiting = [t for t in study.get_trials(deepcopy=False) if t.state == T.WAITING]
+    enqueued = waiting[0].system_attrs["fixed_params"]["alpha"]
+    storage.set_trial_state_values(waiting[0]._trial_id, T.RUNNING)  # taken from the queue, then killed
+    bare = storage.create_new_trial(study._study_id)  # created for the sampler, then killed
+    assert storage.get_trial(bare).params == {}
+
+    revived = pickle.loads(pickle.dumps(searcher))  # as Tune pickles the tuner
+    revived.restore(tmp_path / "state.pkl")
+    handed = [_one(revived.suggest(f"r{i}")) for i in range(4)]
+    numbers = [member["optuna_trial"] for member in handed]
+    assert numbers[:2] == [waiting[0].number, storage.get_trial(bare).number]  # the cut asks first
+    assert handed[0]["alpha"] == enqueued and 0.0 <= handed[1]["alpha"] <= 1.0
+    for i in range(4):
+        revived.on_trial_complete(f"r{i}", _done(0.5))
+    searcher_alphas = [_one(first)["alpha"]] + [member["alpha"] for member in handed]
+    assert len(set(searcher_alphas)) == 5  # five students, five alphas
+    study = _study(tmp_path, 0)
+    assert [study.trials[number].state for number in numbers] == [T.COMPLETE] * 4
+
+
 def test_a_restarted_searcher_does_not_repeat_the_alphas_it_asked_before(tmp_path):
     """A resumed sweep builds its sampler afresh: the alphas it proposes next must be new ones."""
     searcher = _searcher(tmp_path, cells=1, trials=8)
