@@ -24,7 +24,7 @@ from trainables.datasets import load_dataset
 from trainables.loader import make_loader
 from trainables.models import build_model
 from trainables.device import resolve_device
-from trainables.scores import grand_scores
+from trainables.score_kernels import grand_scores
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_subset.npz"
 

@@ -15,7 +15,7 @@ from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan
 from trainables.cli import add_download_args, val_size_arg
 from trainables.datasets import list_datasets
 from trainables.models import list_models
-from trainables.scores import list_methods, parse_score_options, score_option_names
+from trainables.scorers import list_methods, parse_score_options, score_option_names
 from trainables.selection import STRATEGIES
 
 

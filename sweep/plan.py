@@ -18,7 +18,7 @@ from contract import ALPHA_RANGE, DEFAULT_TAU, FULL, Cell
 from trainables.datasets import check_dataset_spec
 from trainables.models import check_model_name
 from contract.recipe import Recipe
-from trainables.scores import list_methods, score_option_problems
+from trainables.scorers import list_methods, score_option_problems
 from trainables.selection import STRATEGIES, check_fraction
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)

@@ -86,7 +86,7 @@ def score_epochs(plan: SweepPlan) -> dict:
     """The training epoch each method scores at (EL2N/GraNd early, forgetting at the end; None for
     random and precomputed scores)."""
     from sweep.stages import score_request
-    from trainables.scores import SCORERS
+    from trainables.scorers import SCORERS
 
     replicate = plan.config.replicates[0]
     return {m: SCORERS.get(m).score_epoch(score_request(plan, m, replicate)) for m in plan.scored_methods}

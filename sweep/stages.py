@@ -22,7 +22,8 @@ from contract import scores_ref, teacher_ref
 from sweep.plan import SweepPlan
 from trainables.artifacts import ArtifactStore, artifact_key
 from trainables.datasets import Split
-from trainables.scores import SCORERS, ScoreRequest, ScoreTable, combine_runs, score_inputs, score_run
+from trainables.scorers import SCORERS, ScoreRequest
+from trainables.scores import ScoreTable, combine_runs, score_inputs, score_run
 from trainables.teacher import get_or_train_teacher, teacher_inputs
 
 
@@ -55,7 +56,7 @@ def score_run_task(*, dataset, split: Split, request: ScoreRequest, index: int, 
 def score_request(plan: SweepPlan, method: str, replicate: int) -> ScoreRequest:
     return ScoreRequest(
         method=method, arch=plan.students[0], recipe=plan.recipe, seeds=plan.score_seeds, seed=replicate,
-        **plan.config.score_options.get(method, {}),
+        options=plan.config.score_options.get(method, {}),
     )
 
 

@@ -143,7 +143,7 @@ def space_needed(plan, *, experiment_dir: str, artifacts_dir: str, teachers_to_t
     last checkpoint (each member's weights and SGD momentum), Tune's logs, ``results.csv`` and the
     cohorts' own rows, the Optuna journal and the report; the artifact cache gets the teachers and score tables not yet in it.
     Each figure has a margin of 50 %: it is a floor for the check, not an accounting."""
-    from sweep.ray_adapter import KEPT_CHECKPOINTS
+    from sweep.ray_adapter.tuner import KEPT_CHECKPOINTS
     from sweep.trial import REPORTS_PER_TRIAL
     from trainables.models import build_model
 

@@ -166,7 +166,8 @@ def test_editing_fit_changes_the_teacher_key_and_a_comment_does_not(digits, digi
 
 def _score_keys(digits, digits_split) -> dict:
     from search_spaces.defaults import defaults_for
-    from trainables.scores import ScoreRequest, score_inputs
+    from trainables.scorers import ScoreRequest
+    from trainables.scores import score_inputs
 
     recipe = defaults_for("digits").recipe
     return {method: artifact_key("scores", score_inputs(digits, digits_split, ScoreRequest(method, "small_cnn", recipe)))
@@ -218,16 +219,16 @@ def test_extending_the_project_keeps_every_artifact_key(digits, digits_split, ed
     these artifacts do not use: no teacher and no score table is recomputed."""
     teacher, scores = _teacher_key(digits, digits_split), _score_keys(digits, digits_split)
     edited_source("trainables.models", "\n\n@register_model(\"small_cnn\")", NEW_MODEL + "\n\n@register_model(\"small_cnn\")")
-    edited_source("trainables.scores", "\n\n@register_scorer(\"forgetting\")", NEW_SCORER + "\n\n@register_scorer(\"forgetting\")")
+    edited_source("trainables.scorers", "\n\n@register_scorer(\"forgetting\")", NEW_SCORER + "\n\n@register_scorer(\"forgetting\")")
     edited_source("trainables.datasets", "\n\n@DATASETS.register(\"digits\")", NEW_DATASET + "\n\n@DATASETS.register(\"digits\")")
     edited_source("trainables.models", "def resnet18_cifar(num_classes: int, in_channels: int) -> nn.Module:\n",
                   "def resnet18_cifar(num_classes: int, in_channels: int) -> nn.Module:\n    CHANGED = 1\n")
-    edited_source("trainables.scores", "class GrandScorer(EarlyCheckpointScorer):\n",
+    edited_source("trainables.scorers", "class GrandScorer(EarlyCheckpointScorer):\n",
                   "class GrandScorer(EarlyCheckpointScorer):\n    CHANGED = 1\n")
     assert _teacher_key(digits, digits_split) == teacher
     assert _score_keys(digits, digits_split) == scores
     # while an edit to the scorer a table uses changes that table's key only
-    edited_source("trainables.scores", "class ForgettingScorer(Scorer):\n", "class ForgettingScorer(Scorer):\n    CHANGED = 1\n")
+    edited_source("trainables.scorers", "class ForgettingScorer(Scorer):\n", "class ForgettingScorer(Scorer):\n    CHANGED = 1\n")
     changed = _score_keys(digits, digits_split)
     assert changed["forgetting"] != scores["forgetting"] and {m: changed[m] for m in ("random", "el2n")} == {
         m: scores[m] for m in ("random", "el2n")}

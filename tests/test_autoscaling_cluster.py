@@ -219,10 +219,10 @@ def test_the_gpu_memory_share_is_the_fraction_of_a_gpu_a_trial_was_given():
 @pytest.fixture
 def assigned_gpu(monkeypatch):
     """A process that Ray gave 0.25 of GPU 0, on a named node."""
-    monkeypatch.setattr(ray_adapter.ray, "get_gpu_ids", lambda: [0])
-    monkeypatch.setattr(ray_adapter, "_assigned_resources", lambda: {"CPU": 1.0, "GPU": 0.25})
-    monkeypatch.setattr(ray_adapter, "_node_description", lambda: "abc123 (10.0.0.7, host gpu-3)")
-    monkeypatch.setattr(ray_adapter, "_fallback_warned", False)
+    monkeypatch.setattr(ray_adapter.worker.ray, "get_gpu_ids", lambda: [0])
+    monkeypatch.setattr(ray_adapter.worker, "_assigned_resources", lambda: {"CPU": 1.0, "GPU": 0.25})
+    monkeypatch.setattr(ray_adapter.worker, "_node_description", lambda: "abc123 (10.0.0.7, host gpu-3)")
+    monkeypatch.setattr(ray_adapter.worker, "_fallback_warned", False)
     monkeypatch.delenv(ray_adapter.CPU_FALLBACK_ENV, raising=False)
 
 
@@ -251,12 +251,12 @@ def test_a_fraction_of_a_visible_gpu_caps_the_process_memory_at_its_share(assign
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda fraction, device: capped.append((fraction, device)))
     assert ray_adapter.trial_device() == "cuda"
     assert capped == [(0.25, 0)]
-    monkeypatch.setattr(ray_adapter, "_assigned_resources", lambda: {"GPU": 1.0})
+    monkeypatch.setattr(ray_adapter.worker, "_assigned_resources", lambda: {"GPU": 1.0})
     assert ray_adapter.trial_device() == "cuda" and capped == [(0.25, 0)]  # a whole GPU: no cap
 
 
 def test_without_a_gpu_a_trial_runs_on_the_cpu_quietly(monkeypatch, capsys):
-    monkeypatch.setattr(ray_adapter.ray, "get_gpu_ids", lambda: [])
+    monkeypatch.setattr(ray_adapter.worker.ray, "get_gpu_ids", lambda: [])
     assert ray_adapter.trial_device() == "cpu" and capsys.readouterr().err == ""
 
 

@@ -24,7 +24,8 @@ import torch
 
 from contract import LOCK_FILE, RESULT_COLUMNS
 from sweep.optuna_storage import open_optuna_storage
-from sweep.ray_adapter import CHECKPOINT_FILE, newest_whole_checkpoint
+from sweep.ray_adapter.tuner import newest_whole_checkpoint
+from sweep.ray_adapter.worker import CHECKPOINT_FILE
 from sweep.run import main
 from sweep.state_check import DamagedStateError, check_journal
 

@@ -16,7 +16,7 @@ from sweep.run import main
 from trainables.artifacts import code_for
 from trainables.datasets import DATASETS, dataset_code, load_dataset
 from trainables.models import MODELS, build_model, register_model
-from trainables.scores import SCORERS, EarlyCheckpointScorer, register_scorer, score_option_names
+from trainables.scorers import SCORERS, EarlyCheckpointScorer, register_scorer, score_option_names, score_option_problems
 
 
 @pytest.fixture
@@ -46,10 +46,18 @@ def test_a_model_a_dataset_a_scorer_and_a_design_are_each_one_registration(regis
 
     register_defaults("digits_small")(DatasetDefaults("small_cnn", "tiny_mlp", Recipe(epochs=3, batch_size=64, lr=0.05), 0.1))
 
-    @register_scorer("el2n_late")  # a pruning method: a scorer class, its own options declared
+    @dataclasses.dataclass(frozen=True)
+    class LateOptions:  # a pruning method's own options: a dataclass with a check
+        epoch_fraction: float = 0.5
+
+        def check(self):
+            if not 0.25 <= self.epoch_fraction <= 1:
+                raise ValueError("epoch_fraction must lie in [0.25, 1]")
+
+    @register_scorer("el2n_late")  # a pruning method: a scorer class with its options
     class El2nLate(EarlyCheckpointScorer):
         kernel = SCORERS.get("el2n").kernel
-        options = ("epoch_fraction",)
+        Options = LateOptions
 
     DESIGNS.register("halves")(Design(initial=lambda n: spread(n)[:2], sampler=DESIGNS.get("grid").sampler,
                                       continues_sequence=True))  # an alpha design
@@ -57,6 +65,8 @@ def test_a_model_a_dataset_a_scorer_and_a_design_are_each_one_registration(regis
     assert build_model("tiny_mlp", 10, 1)(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     assert all(profile_for(profile, "digits_small").recipe.epochs >= 1 for profile in list_profiles())
     assert "el2n_late.epoch_fraction" in score_option_names()
+    assert score_option_problems({"el2n_late": {"epoch_fraction": 0.1}}) == [
+        "--score-option el2n_late: epoch_fraction must lie in [0.25, 1]"]  # its own check, before compute
     assert _keys(digits) == before  # nothing already cached is recomputed
 
     # the sweep takes them all by name, and --help lists them from the registries

@@ -14,15 +14,9 @@ from trainables.artifacts import ArtifactStore
 from trainables.datasets import InMemoryDataset, validation_split
 from trainables.models import build_model
 from contract.recipe import Recipe
-from trainables.scores import (
-    ForgettingTracker,
-    ScoreRequest,
-    compute_scores,
-    el2n_scores,
-    grand_scores,
-    list_methods,
-    memorization_estimate,
-)
+from trainables.score_kernels import ForgettingTracker, el2n_scores, grand_scores, memorization_estimate
+from trainables.scorers import ScoreRequest, list_methods
+from trainables.scores import compute_scores
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +61,7 @@ def test_keys_follow_every_input(digits, digits_split, tiny_recipe, tmp_path):
     variants = [
         ScoreRequest(method="el2n", arch="resnet20", recipe=tiny_recipe, seeds=1),
         ScoreRequest(method="el2n", arch="small_cnn", recipe=tiny_recipe.replace(lr=0.04), seeds=1),
-        ScoreRequest(method="el2n", arch="small_cnn", recipe=tiny_recipe, seeds=1, epoch_fraction=0.5),
+        ScoreRequest(method="el2n", arch="small_cnn", recipe=tiny_recipe, seeds=1, options={"epoch_fraction": 0.5}),
     ]
     from trainables.artifacts import artifact_key
     from trainables.scores import score_inputs
@@ -193,7 +187,7 @@ def test_precomputed_memorization_scores(digits, digits_split, tmp_path):
     ids = np.arange(digits.num_train)  # the whole training set; the split's ids are picked out
     values = np.sin(ids).astype(np.float64)
     np.savez(tmp_path / "mem.npz", ids=ids, scores=values)
-    request = ScoreRequest("memorization", scores_file=str(tmp_path / "mem.npz"))
+    request = ScoreRequest("memorization", options={"scores_file": str(tmp_path / "mem.npz")})
     store = ArtifactStore(tmp_path / "store")
     table = compute_scores(digits, digits_split, request, device=CPU, store=store)
     assert np.array_equal(table.scores, values[digits_split.train_ids]) and table.provenance["run_seeds"] == []
@@ -201,7 +195,7 @@ def test_precomputed_memorization_scores(digits, digits_split, tmp_path):
     import pandas as pd
 
     pd.DataFrame({"id": ids, "score": values}).to_csv(tmp_path / "mem.csv", index=False)
-    from_csv = compute_scores(digits, digits_split, ScoreRequest("memorization", scores_file=str(tmp_path / "mem.csv")), device=CPU)
+    from_csv = compute_scores(digits, digits_split, ScoreRequest("memorization", options={"scores_file": str(tmp_path / "mem.csv")}), device=CPU)
     assert np.allclose(from_csv.scores, table.scores)
 
     # new file content, new key
@@ -210,7 +204,7 @@ def test_precomputed_memorization_scores(digits, digits_split, tmp_path):
 
     np.savez(tmp_path / "short.npz", ids=ids[:100], scores=values[:100])
     with pytest.raises(ValueError, match="no score for"):
-        compute_scores(digits, digits_split, ScoreRequest("memorization", scores_file=str(tmp_path / "short.npz")), device=CPU)
+        compute_scores(digits, digits_split, ScoreRequest("memorization", options={"scores_file": str(tmp_path / "short.npz")}), device=CPU)
 
 
 @pytest.mark.parametrize(
@@ -218,17 +212,16 @@ def test_precomputed_memorization_scores(digits, digits_split, tmp_path):
     [
         ({"method": "nope"}, "unknown pruning method"),
         ({"seeds": 0}, "seeds"),
-        ({"epoch_fraction": 0.0}, "epoch_fraction"),
-        ({"subset_fraction": 1.0}, "subset_fraction"),
+        ({"options": {"epoch_fraction": 0.0}}, "epoch_fraction"),
+        ({"options": {"subset_fraction": 1.0}, "method": "memorization"}, "subset_fraction"),
         ({"arch": "resnet19"}, "unknown model"),
-        ({"scores_file": "missing.npz", "method": "memorization"}, "not found"),
-        ({"scores_file": "x.npz"}, "precomputed memorization"),
+        ({"options": {"scores_file": "missing.npz"}, "method": "memorization"}, "not found"),
+        ({"options": {"scores_file": "x.npz"}}, "el2n has the options epoch_fraction, not scores_file"),
     ],
 )
 def test_bad_requests_fail_before_compute(changes, message):
-    request = ScoreRequest(**{"method": "el2n", **changes})
     with pytest.raises((ValueError, KeyError, FileNotFoundError), match=message):
-        request.check()
+        ScoreRequest(**{"method": "el2n", **changes}).check()
 
 
 def test_scores_command_line(tmp_path):
@@ -248,3 +241,10 @@ def test_scores_command_line(tmp_path):
     assert len(pd.read_csv(tmp_path / "el2n.csv")) == 1293
     bad = subprocess.run(command[:5] + ["--method", "grnd"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "unknown pruning method 'grnd'" in bad.stderr
+    # the method's own options, by name: a later epoch is another table; an option of another method is refused
+    later = subprocess.run(command[:-2] + ["--option", "epoch_fraction=0.7"], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert later.returncode == 0, later.stderr
+    assert json.loads(later.stdout.splitlines()[-1])["key"] != summary["key"]
+    wrong = subprocess.run(command + ["--option", "subset_fraction=0.5"], capture_output=True, text=True, env=env, timeout=300)
+    assert wrong.returncode == 2 and "el2n has the options epoch_fraction, not subset_fraction" in wrong.stderr

@@ -97,7 +97,8 @@ def test_other_bad_input():
 
 
 def test_score_table_select_uses_its_orientation(digits, digits_split):
-    from trainables.scores import ScoreRequest, compute_scores
+    from trainables.scorers import ScoreRequest
+    from trainables.scores import compute_scores
 
     table = compute_scores(digits, digits_split, ScoreRequest("random", seed=1), device="cpu")
     kept = table.select(digits.y_train, 0.2, class_balanced=True)

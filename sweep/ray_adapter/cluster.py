@@ -1,0 +1,228 @@
+"""The driver's side of the cluster: connecting (embedded local Ray on 127.0.0.1, or an existing
+cluster), checking an address before connecting, the cluster's nodes and trial slots, waiting for
+capacity (and asking an autoscaler for it), and shutting down."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import ray
+import ray._private.ray_constants
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a Ray of one node, on 127.0.0.1
+
+
+class ClusterUnreachableError(ConnectionError):
+    """``--address`` names a cluster that cannot be reached."""
+
+
+def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
+    """Start an embedded local Ray (``address=None``, bound to 127.0.0.1) or join a cluster."""
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    kwargs: dict[str, Any] = dict(log_to_driver=True, configure_logging=False)
+    if address is None:
+        # Loopback only: Ray's processes otherwise bind to the machine's routable address, whatever
+        # _node_ip_address says. Its children read the environment; this process read the constant
+        # when it imported Ray.
+        os.environ[LOOPBACK_ENV] = "0"
+        ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+        # Token authentication stays on (Ray's default); its notice that it is on is expected on
+        # every laptop run and not shown. Its warning that authentication is *off* still is.
+        _hide_message("ray._private.authentication.authentication_token_setup", "Token authentication is enabled")
+        # "local": always a new instance of our own, never a Ray that happens to run on this machine.
+        kwargs.update(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus, include_dashboard=False)
+    else:
+        kwargs["address"] = address
+        host = address.split("://")[-1].rsplit(":", 1)[0]
+        if host in ("127.0.0.1", "localhost"):
+            # A cluster on this machine's loopback (`ray start --head --node-ip-address 127.0.0.1`, a
+            # rehearsal of the cluster loop): the driver must be reachable there too, and Ray must not
+            # swap 127.0.0.1 for the machine's routable address.
+            kwargs["_node_ip_address"] = "127.0.0.1"
+            os.environ[LOOPBACK_ENV] = "0"
+            ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+            _use_local_token()
+        check_address(address)
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ClusterUnreachableError(f"cannot reach the Ray cluster at {address!r}: {error}") from None
+    return ray.cluster_resources()
+
+
+def _use_local_token() -> None:
+    """Authenticate with this machine's Ray token (``~/.ray/auth_token``) when there is one, as Ray
+    does for ``--address auto``: a `ray start` on this machine turned token authentication on with it.
+    Ray never sends it to an explicit address; a loopback one is this machine, so the token stays here."""
+    from ray._private.authentication import authentication_token_setup as tokens
+
+    _hide_message(tokens.__name__, "Token authentication is enabled")
+    tokens.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _hide_message(logger: str, prefix: str) -> None:
+    import logging
+
+    class _Hide(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.getMessage()).startswith(prefix)
+
+    target = logging.getLogger(logger)
+    if not any(getattr(f, "prefix", None) == prefix for f in target.filters):
+        hide = _Hide()
+        hide.prefix = prefix
+        target.addFilter(hide)
+
+
+RAY_CLIENT_SCHEME = "ray://"
+# The client's half of an HTTP/2 handshake: the connection preface and an empty SETTINGS frame. A
+# Ray head's GCS is a gRPC server and answers with a SETTINGS frame of its own; anything else on the
+# port (a web server, another service) answers otherwise or not at all.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_HTTP2_SETTINGS = 0x4
+
+
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse, in seconds and before any compute, a ``--address`` that cannot be a Ray cluster the
+    driver can join (``ClusterUnreachableError``): a Ray Client (``ray://``) address, a ``host:port``
+    nothing listens on, or one whose listener does not answer the GCS's gRPC (HTTP/2) handshake.
+    ``auto`` and None (an embedded Ray) are left to Ray."""
+    if address is None or address == "auto":
+        return
+    if address.startswith(RAY_CLIENT_SCHEME):
+        raise ClusterUnreachableError(
+            f"--address {address!r} is a Ray Client address, which a sweep cannot use: Tune's driver must run on the "
+            "cluster itself. Run the sweep on the head node with --address auto (`ray exec cluster.yaml "
+            "'python -m sweep.run ... --address auto'`, or `ray job submit --address http://HEAD:8265 -- python -m "
+            "sweep.run ... --address auto`), or give the GCS address HEAD:6379 from a machine inside the cluster's network")
+    if "://" in address or ":" not in address:
+        return
+    host, port = address.rsplit(":", 1)
+    import socket
+
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as connection:
+            connection.settimeout(timeout_s)
+            connection.sendall(_HTTP2_PREFACE)
+            answer = _receive(connection, 9, timeout_s)
+    except (OSError, ValueError) as error:
+        raise ClusterUnreachableError(
+            f"cannot reach the Ray cluster at {address!r}: {error}. Is the head node running (`ray status` on it), "
+            "and is the address the one `ray start --head` printed?"
+        ) from None
+    if len(answer) < 9 or answer[3] != _HTTP2_SETTINGS:
+        heard = answer[:40].decode("ascii", "replace").split("\n")[0].strip() or "nothing"
+        raise ClusterUnreachableError(
+            f"cannot reach the Ray cluster at {address!r}: something listens there but does not answer as a Ray head "
+            f"(no gRPC handshake within {timeout_s:g} s; it answered {heard!r}). Give the GCS address that `ray start "
+            "--head` printed (HEAD:6379 by default), not the dashboard's or another service's port"
+        )
+
+
+def _receive(connection, size: int, timeout_s: float) -> bytes:
+    """Up to ``size`` bytes, whatever arrives within ``timeout_s`` (a closed or silent peer: fewer)."""
+    import socket
+    import time
+
+    data, deadline = b"", time.monotonic() + timeout_s
+    while len(data) < size and time.monotonic() < deadline:
+        try:
+            chunk = connection.recv(size - len(data))
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def wait_for_killed_driver(pid: int, timeout_s: float = 60.0, poll_s: float = 0.5) -> int:
+    """Wait until the Ray job of a driver that was killed (``pid``, from its stale lock) has no actor
+    left alive on the connected cluster; returns how many were alive at first (0: nothing to wait for).
+
+    On a cluster a trial's actor outlives a ``kill -9`` of its driver for a moment, and may still
+    write a checkpoint (deleting the one before it) into the experiment the resume is about to
+    restore. A resume waits for them, at most ``timeout_s`` seconds."""
+    import time
+
+    from ray._private import state
+
+    def alive() -> int:
+        count = 0
+        for job in state.jobs():
+            if job.get("DriverPid") == pid:
+                count += len(state.actors(job_id=ray.JobID.from_hex(job["JobID"]), actor_state_name="ALIVE") or {})
+        return count
+
+    first = alive()
+    deadline = time.monotonic() + timeout_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    return first
+
+
+def alive_nodes() -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def trial_slots(cpus: float, gpus: float) -> int:
+    """How many trials asking for ``cpus`` and ``gpus`` the alive nodes can run at once."""
+    total = 0
+    for node in (n["Resources"] for n in ray.nodes() if n.get("Alive")):
+        fits = [int(node.get(name, 0.0) / amount + 1e-9) for name, amount in (("CPU", cpus), ("GPU", gpus)) if amount > 0]
+        total += min(fits) if fits else 0
+    return total
+
+
+def unfit_resources(cpus: float, gpus: float) -> str | None:
+    """Why no node of the connected cluster can run a trial asking for ``cpus`` and ``gpus``, or None."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if any(node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus for node in nodes):
+        return None
+    largest = ", ".join(f"{n.get('CPU', 0):g} CPU / {n.get('GPU', 0):g} GPU" for n in nodes) or "no nodes"
+    return f"a trial asks for {cpus:g} CPU and {gpus:g} GPU, but the nodes have {largest}"
+
+
+def wait_for_fit(cpus: float, gpus: float, timeout_s: float, *, poll_s: float = 2.0,
+                 on_poll: Callable[[float, str], None] | None = None) -> str | None:
+    """Wait up to ``timeout_s`` for a node that fits a trial (``unfit_resources`` is None); returns
+    None once one is alive, else why none fits at the deadline.
+
+    An autoscaler adds nodes for demand only, and before the sweep there is none (the head runs no
+    work): while waiting, the bundle of one trial is asked for (``request_resources``), so the
+    autoscaler launches a node type that holds it; the request is withdrawn afterwards, and the
+    sweep's own tasks and trials keep the nodes busy. On a cluster without an autoscaler the
+    request is a no-op. ``on_poll(elapsed_s, why)`` sees every poll that still finds no fit."""
+    import time
+
+    from ray.autoscaler.sdk import request_resources
+
+    unfit = unfit_resources(cpus, gpus)
+    if unfit is None:
+        return None
+    bundle = {name: amount for name, amount in (("CPU", cpus), ("GPU", gpus)) if amount > 0}
+    start = time.monotonic()
+    try:
+        if bundle:
+            request_resources(bundles=[bundle])
+        while unfit is not None and time.monotonic() - start < timeout_s:
+            time.sleep(max(0.0, min(poll_s, timeout_s - (time.monotonic() - start))))
+            unfit = unfit_resources(cpus, gpus)
+            if unfit is not None and on_poll is not None:
+                on_poll(time.monotonic() - start, unfit)
+    finally:
+        if bundle:
+            request_resources(bundles=[])
+    return unfit
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def cluster_gpus() -> float:
+    return float(ray.cluster_resources().get("GPU", 0))
+
