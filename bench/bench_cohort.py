@@ -65,7 +65,8 @@ import torch  # noqa: E402
 from search_spaces.defaults import defaults_for  # noqa: E402
 from search_spaces.profiles import profile_for  # noqa: E402
 from trainables.cohort import Member, SharedTeacher, train_cohort  # noqa: E402
-from trainables.datasets import load_dataset, validation_split  # noqa: E402
+from trainables.datasets import load_dataset  # noqa: E402
+from trainables.splits import validation_split  # noqa: E402
 from trainables.fused import fit_fused  # noqa: E402
 from trainables.kd import kd_loss  # noqa: E402
 from trainables.loader import make_loader  # noqa: E402

@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from search_spaces.defaults import defaults_for  # noqa: E402
 from trainables.cohort import train_cohort  # noqa: E402
-from trainables.datasets import load_dataset, validation_split  # noqa: E402
+from trainables.datasets import load_dataset  # noqa: E402
+from trainables.splits import validation_split  # noqa: E402
 from trainables.selection import random_subset  # noqa: E402
 from trainables.teacher import train_teacher  # noqa: E402
 

@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from search_spaces.defaults import defaults_for  # noqa: E402
 from sweep import ray_adapter  # noqa: E402
 from sweep.stages import teacher_task  # noqa: E402
-from trainables.datasets import load_dataset, validation_split  # noqa: E402
+from trainables.datasets import load_dataset  # noqa: E402
+from trainables.splits import validation_split  # noqa: E402
 
 
 def main() -> None:

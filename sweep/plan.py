@@ -5,7 +5,7 @@ combination with its own Optuna study over alpha (and tau when searched). f = 1.
 reference: every method keeps everything, so it is one cell with method ``full`` per (teacher,
 student, replicate, label noise). A replicate has its own teacher, scores, subsets, trial seeds and
 sampler seeds; a label noise level P its own noisy training labels
-(``trainables.datasets.with_label_noise``), teachers and scores.
+(``trainables.splits.with_label_noise``), teachers and scores.
 """
 
 from __future__ import annotations

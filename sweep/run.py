@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         exp_dir = experiment_dir(config)
         plan = make_plan(config)
         from sweep.stages import resolve_artifacts
-        from trainables.datasets import label_noise_seed, load_dataset, validation_split, with_label_noise
+        from trainables.datasets import load_dataset
+        from trainables.splits import label_noise_seed, validation_split, with_label_noise
 
         dataset = load_dataset(config.dataset, config.data_dir, download=not config.offline)
         check_label_noise_learnable(plan.label_noise, dataset.num_classes)

@@ -8,7 +8,7 @@ driver knows every artifact's key before anything runs (``resolve_artifacts``), 
 ``sweep.json``, then reads the finished artifacts and hands them to the trials through the object
 store.
 
-Label noise: the driver builds one dataset per noise level P (``trainables.datasets.with_label_noise``,
+Label noise: the driver builds one dataset per noise level P (``trainables.splits.with_label_noise``,
 P = 0 the clean one) and puts each in the object store once; the stages take the mappings
 {P: dataset} and {P: object-store reference}, and a job of level P runs on that level's dataset.
 The validation split is the clean one for every level.
@@ -21,7 +21,7 @@ from sweep.console import StageProgress, say
 from contract import scores_ref, teacher_ref
 from sweep.plan import SweepPlan
 from trainables.artifacts import ArtifactStore, artifact_key
-from trainables.datasets import Split
+from trainables.splits import Split
 from trainables.scorers import SCORERS, ScoreRequest
 from trainables.scores import ScoreTable, combine_runs, score_inputs, score_run
 from trainables.teacher import get_or_train_teacher, teacher_inputs

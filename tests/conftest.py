@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.datasets import load_dataset, validation_split
+from trainables.datasets import load_dataset
+from trainables.splits import validation_split
 from contract.recipe import Recipe
 
 CPU = torch.device("cpu")

@@ -182,7 +182,7 @@ USED_BY_A_SMALL_CNN_TEACHER = [
      "def small_cnn(num_classes: int, in_channels: int) -> nn.Module:\n    CHANGED = 1\n"),  # its model
     ("trainables.models", "def build_model(", "def build_model(*_, CHANGED=1, "),  # what the training loop calls
     ("trainables.datasets", "class InMemoryDataset:\n", "class InMemoryDataset:\n    CHANGED = 1\n"),  # its class
-    ("trainables.datasets", "def validation_split(", "def validation_split(*_, CHANGED=1, "),
+    ("trainables.splits", "def validation_split(", "def validation_split(*_, CHANGED=1, "),
 ]
 
 

@@ -11,8 +11,8 @@ from trainables.datasets import (
     check_dataset_spec,
     list_datasets,
     load_dataset,
-    validation_split,
 )
+from trainables.splits import validation_split
 from trainables.loader import make_loader
 from contract.registry import UnknownEntryError
 
@@ -52,7 +52,8 @@ def test_validation_split_is_stratified_seeded_and_disjoint(digits):
 
 
 def test_label_noise_flips_exactly_p_of_the_training_split_to_other_classes(digits, digits_split, fast_recipe):
-    from trainables.datasets import dataset_fingerprint, label_noise_seed, with_label_noise
+    from trainables.datasets import dataset_fingerprint
+    from trainables.splits import label_noise_seed, with_label_noise
     from trainables.teacher import teacher_inputs
 
     seed, before = label_noise_seed(0, 0.3), digits.y_train.copy()
@@ -84,7 +85,7 @@ def test_label_noise_flips_exactly_p_of_the_training_split_to_other_classes(digi
 
 
 def test_label_noise_on_a_streaming_dataset_is_a_clear_error(tmp_path):
-    from trainables.datasets import with_label_noise
+    from trainables.splits import with_label_noise
 
     write_image_folder(tmp_path / "imagenet")
     data = load_dataset("imagenet", tmp_path, image_size=8)

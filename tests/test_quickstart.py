@@ -40,7 +40,8 @@ def dense_grid(quickstart, method: str, fraction: float, seeds=(101, 202)) -> pd
     teacher and kept subset), over ``seeds``."""
     from trainables.artifacts import ArtifactStore
     from trainables.cohort import train_cohort
-    from trainables.datasets import load_dataset, validation_split
+    from trainables.datasets import load_dataset
+    from trainables.splits import validation_split
     from contract.recipe import Recipe
     from trainables.scores import ScoreTable
     from trainables.teacher import teacher_from_bytes

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from conftest import CPU
 from trainables.artifacts import ArtifactStore
-from trainables.datasets import InMemoryDataset, validation_split
+from trainables.datasets import InMemoryDataset
+from trainables.splits import validation_split
 from trainables.models import build_model
 from contract.recipe import Recipe
 from trainables.score_kernels import ForgettingTracker, el2n_scores, grand_scores, memorization_estimate

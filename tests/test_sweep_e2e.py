@@ -343,7 +343,8 @@ def test_a_score_option_reaches_the_score_table_and_its_key(tmp_path, capsys):
     import numpy as np
 
     from contract import subset_digest
-    from trainables.datasets import load_dataset, validation_split
+    from trainables.datasets import load_dataset
+    from trainables.splits import validation_split
     from trainables.selection import select
 
     digits = load_dataset("digits")

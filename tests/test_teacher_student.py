@@ -9,7 +9,7 @@ import torch
 
 from conftest import CPU
 from search_spaces.defaults import defaults_for
-from trainables.datasets import validation_split
+from trainables.splits import validation_split
 from trainables.selection import random_subset
 from trainables.student import train_student
 from trainables.teacher import load_teacher, save_teacher, train_teacher

@@ -47,7 +47,8 @@ import torch
 from torch import nn
 
 from contract import DEFAULT_TAU
-from trainables.datasets import Dataset, Split
+from trainables.datasets import Dataset
+from trainables.splits import Split
 from trainables.fused import arch_fusion_problem, fit_fused
 from trainables.kd import check_alpha_tau, kd_loss
 from trainables.loader import Batch

@@ -10,37 +10,28 @@ Two kinds:
 - ``StreamingDataset`` (imagenet): an ImageFolder tree read from disk by a normal DataLoader, since
   it does not fit in memory.
 
-The validation split (``validation_split``) is carved from the training set, class-stratified and
-seeded; alpha is tuned on it, and the test set is only ever reported.
-
-Label noise (``with_label_noise``): a copy of an in-memory dataset whose training split has a given
-fraction of its labels flipped to another class (symmetric noise), seeded; validation and test
-labels stay clean.
+Reading ``npz:`` and ``folder:`` datasets is ``trainables.dataset_files``; the validation split and
+label noise are ``trainables.splits``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from contract.registry import Registry
+from trainables.dataset_files import DatasetNotFoundError, read_image_folder, read_npz
 
 DATA_DIR_ENV = "KDSWEEP_DATA_DIR"
 
 # ImageNet's customary channel statistics; the in-memory datasets compute theirs from the data.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The dataset's files are missing (or fail their checksum) and downloading is off or failed; the
-    message names the folder and the files to put there."""
 
 
 @dataclass(frozen=True)
@@ -232,93 +223,6 @@ def dataset_fingerprint(dataset: Dataset) -> str:
             digest.update(np.ascontiguousarray(array).data)
     dataset._fingerprint = digest.hexdigest()[:24]
     return dataset._fingerprint
-
-
-# --------------------------------------------------------------------------------------------
-# Validation split
-
-
-@dataclass(frozen=True)
-class Split:
-    """Ids of the training split (everything not held out) and of the validation split."""
-
-    train_ids: np.ndarray
-    val_ids: np.ndarray
-    val_size: int | float
-    seed: int
-
-
-def validation_split(labels: np.ndarray, val_size: int | float, seed: int) -> Split:
-    """Carve a seeded, class-stratified validation split out of the training set.
-
-    ``val_size`` is a count (int >= 1), a fraction in (0, 1), or 0 for no validation split.
-    Both id arrays are sorted, so the split is a pure function of (labels, val_size, seed).
-    """
-    labels = np.asarray(labels)
-    n = len(labels)
-    ids = np.arange(n)
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, float, np.integer, np.floating)):
-        raise TypeError(f"val_size must be a count or a fraction, got {val_size!r}")
-    if val_size == 0:
-        return Split(ids, np.empty(0, dtype=np.int64), val_size, seed)
-    if isinstance(val_size, (float, np.floating)) and not 0 < val_size < 1:
-        raise ValueError(f"a fractional val_size must lie in (0, 1), got {val_size}")
-    count = int(round(val_size * n)) if isinstance(val_size, (float, np.floating)) else int(val_size)
-    num_classes = len(np.unique(labels))
-    if not num_classes <= count <= n - num_classes:
-        raise ValueError(
-            f"val_size={val_size} gives {count} validation examples; a stratified split of {n} "
-            f"examples over {num_classes} classes needs between {num_classes} and {n - num_classes}"
-        )
-    from sklearn.model_selection import train_test_split
-
-    train_ids, val_ids = train_test_split(ids, test_size=count, stratify=labels, random_state=seed)
-    return Split(np.sort(train_ids), np.sort(val_ids), val_size, seed)
-
-
-# --------------------------------------------------------------------------------------------
-# Label noise
-
-
-def label_noise_seed(split_seed: int, rate: float) -> int:
-    """The seed of ``with_label_noise``'s draw in a sweep: derived from the validation split's seed and
-    the rate only, so every replicate (and every method, f, teacher and student) of one noise level
-    trains on the same noisy labels."""
-    from contract.seeding import derive_seed
-
-    return derive_seed("label-noise", int(split_seed), float(rate))
-
-
-def with_label_noise(dataset: Dataset, train_ids: np.ndarray, rate: float, seed: int) -> Dataset:
-    """Symmetric label noise on the training split: a copy of ``dataset`` in which exactly
-    ``round(rate * len(train_ids))`` of the ``train_ids`` (drawn without replacement) carry a label
-    drawn uniformly from the *other* classes, so the realised noise rate is ``rate``. Every other
-    label (the validation split's, the test set's) is unchanged. Seeded (``numpy.random.default_rng``).
-
-    ``rate`` 0 returns ``dataset`` itself. The copy shares the images, has its own device cache and
-    its own fingerprint (``dataset_fingerprint`` hashes the labels), so teachers and scores computed on
-    it get other artifact keys. Streaming datasets (ImageNet folders) take no label noise.
-    """
-    rate = float(rate)
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"label noise rate must lie in [0, 1), got {rate}")
-    if rate == 0.0:
-        return dataset
-    if dataset.streaming:
-        raise ValueError(f"{dataset.name}: label noise needs an in-memory dataset; a streaming dataset "
-                         "(an ImageFolder tree) keeps its labels in the file tree and takes none")
-    if dataset.num_classes < 2:
-        raise ValueError(f"{dataset.name}: label noise needs at least two classes")
-    train_ids = np.asarray(train_ids, dtype=np.int64)
-    if len(np.unique(train_ids)) != len(train_ids) or (len(train_ids) and not 0 <= train_ids.min() <= train_ids.max() < dataset.num_train):
-        raise ValueError(f"{dataset.name}: train_ids must be distinct training example ids")
-    rng = np.random.default_rng(seed)
-    count = int(round(rate * len(train_ids)))
-    flipped = rng.choice(train_ids, size=count, replace=False)
-    labels = dataset.y_train.copy()
-    # another class, uniform over the other num_classes - 1: an offset in 1..C-1, modulo C
-    labels[flipped] = (labels[flipped] + rng.integers(1, dataset.num_classes, size=count)) % dataset.num_classes
-    return replace(dataset, y_train=labels, _device_cache={})
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,115 +435,21 @@ def _load_npz(path: Path, name: str) -> InMemoryDataset:
     Augmentation defaults to the CIFAR recipe scaled to the image size (padding = side / 8,
     horizontal flip).
     """
-    return _in_memory(_read_npz(path), name, path)
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+    return _in_memory(read_npz(path), name)
 
 
 def _load_folder(root: Path, name: str) -> InMemoryDataset:
-    """An image-folder tree, ``ROOT/train/<class>/<image>`` and ``ROOT/test/<class>/<image>`` (or
-    ``val/``), read into memory like an npz: classes are the train folder's subfolders in sorted order
-    (ImageFolder's convention), images in sorted file order within each class (the example ids). All
-    images must share one size; they are kept grayscale when every one is, else RGB."""
-    from PIL import Image
-
-    if not root.is_dir():
-        raise DatasetNotFoundError(f"image folder not found: {root}")
-    test_part = "test" if (root / "test").is_dir() else "val"
-    missing = [part for part in ("train", "test") if not (root / (part if part == "train" else test_part)).is_dir()]
-    if missing:
-        raise DatasetNotFoundError(f"{root}: no {' or '.join(missing)} folder (test may be named val); expected ROOT/train/<class>/<image> "
-                                   "and ROOT/test/<class>/<image> (or val/)")
-    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
-    if not classes:
-        raise ValueError(f"{root}/train: no class folders (expected ROOT/train/<class>/<image>)")
-    strays = sorted(d.name for d in (root / test_part).iterdir() if d.is_dir() and d.name not in classes)
-    if strays:
-        raise ValueError(f"{root}/{test_part}: classes {strays[:5]} have no folder in {root}/train")
-    files = {part: [(f, label) for label, c in enumerate(classes) if (root / folder / c).is_dir()
-                    for f in sorted((root / folder / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-             for part, folder in (("train", "train"), ("test", test_part))}
-    opened = {part: [(Image.open(f), label) for f, label in found] for part, found in files.items()}
-    try:
-        everything = [image for part in opened.values() for image, _ in part]
-        if not everything:
-            raise ValueError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)})")
-        mode = "L" if all(image.mode in ("1", "L") for image in everything) else "RGB"
-        sizes = {}
-        for (f, _), image in zip([x for part in files.values() for x in part], everything):
-            sizes.setdefault(image.size, f)
-        if len(sizes) > 1:
-            (a, fa), (b, fb) = list(sizes.items())[:2]
-            raise ValueError(f"{root}: images differ in size ({fa} is {a[0]}x{a[1]}, {fb} is {b[0]}x{b[1]}); "
-                             "resize them to one size first")
-        arrays = {}
-        for part, found in opened.items():
-            images = [np.asarray(image.convert(mode), dtype=np.uint8) for image, _ in found]
-            width, height = next(iter(sizes))
-            x = np.stack(images) if images else np.zeros((0, height, width), np.uint8)
-            arrays[f"x_{part}"] = x[..., None] if x.ndim == 3 else x
-            arrays[f"y_{part}"] = np.array([label for _, label in found], dtype=np.int64)
-    finally:
-        for part in opened.values():
-            for image, _ in part:
-                image.close()
-    return _in_memory(arrays, name, root)
+    """An image-folder tree (``dataset_files.read_image_folder``) as an in-memory dataset."""
+    return _in_memory(read_image_folder(root), name)
 
 
-def _read_npz(path: Path) -> dict:
-    if not path.is_file():
-        raise DatasetNotFoundError(f"npz dataset file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
-            if missing:
-                raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {sorted(archive.files)})")
-            arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:  # not an npz, or a damaged one
-        if str(error).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
-    return arrays
-
-
-def _in_memory(arrays: dict, name: str, path: Path) -> InMemoryDataset:
-    """The arrays of a file or folder dataset, checked, as an in-memory dataset (``path`` names the
-    source in the errors)."""
-    for key in ("x_train", "x_test"):
-        x = arrays[key]
-        if x.dtype != np.uint8:
-            raise ValueError(f"{path}: {key} must be uint8 images, got {x.dtype}")
-        if x.ndim not in (3, 4):
-            raise ValueError(f"{path}: {key} must be NHW or NHWC images, got shape {x.shape}")
-        arrays[key] = x[..., None] if x.ndim == 3 else x
-    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise ValueError(f"{path}: train images {arrays['x_train'].shape[1:]} and test images "
-                         f"{arrays['x_test'].shape[1:]} differ in shape")
-    for part in ("train", "test"):
-        y = arrays[f"y_{part}"]
-        if y.ndim != 1 or len(y) != len(arrays[f"x_{part}"]):
-            raise ValueError(f"{path}: y_{part} must hold one label per image ({len(arrays[f'x_{part}'])}), got shape {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer):
-            if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-                raise ValueError(f"{path}: y_{part} must hold integer class labels, got {y.dtype} values such as {y[:3].tolist()}")
-            arrays[f"y_{part}"] = y.astype(np.int64)
-        if len(y) and y.min() < 0:
-            raise ValueError(f"{path}: y_{part} has negative labels")
-    # Classes are 0..C-1, every one present in training: a stray label (say 250 among 0-9) is an error,
-    # not 251 classes.
-    train_classes = np.unique(arrays["y_train"])
-    num_classes = len(train_classes)
-    if train_classes[-1] != num_classes - 1:
-        absent = sorted(set(range(int(train_classes[-1]) + 1)) - set(train_classes.tolist()))
-        raise ValueError(f"{path}: labels must be 0..C-1 with every class in y_train; missing {absent[:10]}"
-                         f"{' ...' if len(absent) > 10 else ''} below the largest label {int(train_classes[-1])}")
-    if len(arrays["y_test"]) and arrays["y_test"].max() >= num_classes:
-        raise ValueError(f"{path}: y_test has labels up to {int(arrays['y_test'].max())}, y_train only 0..{num_classes - 1}")
+def _in_memory(arrays: dict, name: str) -> InMemoryDataset:
+    """Checked arrays of a file or folder dataset as an in-memory dataset, with the CIFAR augmentation
+    scaled to the image size (padding = side / 8, horizontal flip)."""
     side = arrays["x_train"].shape[1]
     return InMemoryDataset(
         name=name,
-        num_classes=num_classes,
+        num_classes=int(arrays["y_train"].max()) + 1,
         augmentation=Augmentation(crop_padding=max(1, side // 8), flip=True),
         **arrays,
     )

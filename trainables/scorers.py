@@ -37,7 +37,8 @@ import torch
 from contract.recipe import Recipe
 from contract.registry import Registry
 from contract.seeding import derive_seed
-from trainables.datasets import Dataset, Split
+from trainables.datasets import Dataset
+from trainables.splits import Split
 from trainables.loader import make_loader
 from trainables.score_kernels import ForgettingTracker, el2n_scores, grand_scores, memorization_estimate
 from trainables.train import StopTraining, train_on_ids

@@ -24,7 +24,8 @@ import numpy as np
 from contract.recipe import Recipe
 from contract.storage import check_writable
 from trainables.artifacts import ArtifactStore, artifact_key, code_for
-from trainables.datasets import Dataset, Split, dataset_code, dataset_fingerprint
+from trainables.datasets import Dataset, dataset_code, dataset_fingerprint
+from trainables.splits import Split
 from trainables.device import resolve_device
 from trainables.models import MODELS
 from trainables.scorers import (SCORERS, ScoreRequest, list_methods, option_fields, parse_method_options,
@@ -170,7 +171,8 @@ def compute_scores(
 def main(argv: list[str] | None = None) -> dict:
     from search_spaces.defaults import defaults_for
     from trainables.cli import add_data_args, add_recipe_args, recipe_from_args, usage_errors, val_size_arg
-    from trainables.datasets import load_dataset, validation_split
+    from trainables.datasets import load_dataset
+    from trainables.splits import validation_split
 
     parser = argparse.ArgumentParser(
         prog="python -m trainables.scores",

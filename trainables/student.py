@@ -18,7 +18,8 @@ import torch
 
 from contract import DEFAULT_TAU
 from trainables.cohort import STATE_FORMAT, Member, check_subset, train_cohort
-from trainables.datasets import Dataset, Split, load_dataset, validation_split
+from trainables.datasets import Dataset, load_dataset
+from trainables.splits import Split, validation_split
 from trainables.kd import check_alpha_tau, kd_loss
 from trainables.device import resolve_device
 from contract.recipe import Recipe

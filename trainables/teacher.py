@@ -21,7 +21,8 @@ from torch import nn
 
 import contract
 from trainables.artifacts import ArtifactStore, code_for
-from trainables.datasets import Dataset, Split, dataset_code, dataset_fingerprint, load_dataset, validation_split
+from trainables.datasets import Dataset, dataset_code, dataset_fingerprint, load_dataset
+from trainables.splits import Split, validation_split
 from trainables.models import MODELS, build_model
 from trainables.device import resolve_device
 from contract.recipe import Recipe
