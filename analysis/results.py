@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from contract import ALPHA_RANGE, CELL_COLUMNS, COHORTS_DIR, FINAL_STATUSES, METRIC, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, Cell
+from contract import ALPHA_RANGE, CELL_COLUMNS, COHORTS_DIR, FINAL_STATUSES, METRIC, RENAMED_COLUMNS, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, Cell
 from contract.storage import read_text
 
 
@@ -141,6 +141,7 @@ def experiment_from_table(location: str, table: pd.DataFrame, sweep: dict) -> Ex
 
 def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     """Check a raw results table and give it stable types, a ``cell`` name and ``is_baseline``."""
+    raw = raw.rename(columns=RENAMED_COLUMNS)  # a table written before a column was renamed
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
         raise ResultsError(f"{source} is not a sweep results table: it lacks the columns {', '.join(missing)}")

@@ -107,7 +107,7 @@ def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0,
             val = float(np.clip(mean + shared + rng.normal(0, VAL_EVAL_SD * noise_scale), 0, 1))
             test = float(np.clip(mean + shared + rng.normal(0, TEST_EVAL_SD * noise_scale), 0, 1))
             study.tell(trial, val)
-            rows.append({**cell.to_dict(), "alpha": alpha, "tau": DEFAULT_TAU, "trial_seed": number, "val_acc": val,
+            rows.append({**cell.to_dict(), "alpha": alpha, "tau": DEFAULT_TAU, "cohort_seed": number, "val_acc": val,
                          "test_acc": test, "epochs_run": 10, "steps_run": 100, "status": "completed", "error": None,
                          "optuna_trial": trial.number, "num_train": int(1000 * cell.fraction),
                          "teacher_key": "teacher", "teacher_val_acc": 0.97, "teacher_test_acc": 0.97,

@@ -41,7 +41,7 @@ def synthetic_results(trials: int, seed: int = 0) -> pd.DataFrame:
             val = 0.55 + 0.4 * fraction - 0.15 * (alpha - optimum) ** 2 + rng.normal(0, 0.006)
             rows.append({
                 "dataset": "cifar10", "method": method, "fraction": fraction, "teacher_arch": "resnet18_cifar",
-                "student_arch": "resnet18_cifar", "replicate": 0, "alpha": alpha, "tau": 4.0, "trial_seed": int(rng.integers(1 << 31)),
+                "student_arch": "resnet18_cifar", "replicate": 0, "alpha": alpha, "tau": 4.0, "cohort_seed": int(rng.integers(1 << 31)),
                 "val_acc": val, "test_acc": val + rng.normal(0, 0.004), "epochs_run": 200, "status": "completed",
                 "optuna_trial": i, "teacher_key": "teacher-0", "teacher_val_acc": 0.95, "teacher_test_acc": 0.948,
                 "score_key": None if method == "full" else f"scores-{method}", "version": "bench",

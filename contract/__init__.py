@@ -10,18 +10,18 @@ imports it (``tests/test_layers.py`` checks the layers).
 - ``Cell``: one (dataset, method, f, teacher, student, replicate, label noise) combination, with its
   own Optuna study. Its field names are the results table's column names, so a row reads back with
   ``Cell.from_row`` and nothing is renamed on the way. ``replicate`` is a study replicate (its own
-  teacher, scores, subsets and trial seeds); a trial's own seed is ``TrialSpec.trial_seed``.
+  teacher, scores, subsets and cohort seeds); a cohort's own seed is ``CohortSpec.cohort_seed``.
   ``label_noise`` is the rate P of symmetric label noise on the training split (its own teachers and
   scores); P = 0 (clean labels) leaves every name as it was before the axis existed.
 - ``teacher_ref`` / ``scores_ref``: how the plan names a teacher and a score table (the keys of the
   ``sweep.json`` artifact maps).
-- ``TrialSpec``: everything one Tune trial needs besides the object-store data; the searcher
+- ``CohortSpec``: everything one Tune trial needs besides the object-store data; the searcher
   encodes it once (``to_config``) and the trial decodes it once (``from_config``). A trial trains a
-  cohort: the students of one cell that differ only in alpha (``MemberSpec``), on one stream of
+  cohort: the students of one cell that differ only in alpha (``StudentSpec``), on one stream of
   batches; ``results.csv`` has one row per student.
 - ``RESULT_COLUMNS``: the columns of ``results.csv``, in order, with their dtypes; ``member_rows``
   writes a cohort's rows from what its Tune trial reported (``cohort_status``: how it ended), for the
-  driver (from a ``TrialRecord``) and for the cohort itself (its own rows, ``COHORTS_DIR``) alike;
+  driver (from a ``CohortRecord``) and for the cohort itself (its own rows, ``COHORTS_DIR``) alike;
   ``rows_to_csv`` writes them; ``error_line`` is the one format of the ``error`` column.
 """
 
@@ -145,7 +145,7 @@ def scores_ref(method: str, replicate: int, label_noise: float = 0.0) -> str:
 
 
 @dataclass(frozen=True)
-class MemberSpec:
+class StudentSpec:
     """One student of a cohort: its alpha and tau, and the Optuna trial that proposed them."""
 
     alpha: float
@@ -154,19 +154,19 @@ class MemberSpec:
 
 
 @dataclass(frozen=True)
-class TrialSpec:
+class CohortSpec:
     """What one Tune trial trains: a cohort of students of one cell, differing only in alpha and tau,
     and how (recipe, split, subset, artifacts).
 
-    The members share one initialisation and one stream of batches, seeded by ``trial_seed``, which
+    The members share one initialisation and one stream of batches, seeded by ``cohort_seed``, which
     derives from the cell and the first member's Optuna trial number, never from the clock. With
     ``halving`` the weaker members stop early (successive halving; the alpha = 0 member never does).
     """
 
     cell: Cell
     cell_index: int
-    members: tuple[MemberSpec, ...]
-    trial_seed: int
+    members: tuple[StudentSpec, ...]
+    cohort_seed: int
     halving: bool
     recipe: dict
     val_size: int | float
@@ -188,16 +188,17 @@ class TrialSpec:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "TrialSpec":
+    def from_config(cls, config: Mapping[str, Any]) -> "CohortSpec":
+        config = {RENAMED_COLUMNS.get(name, name): value for name, value in config.items()}  # an older sweep's config
         values = {f.name: config[f.name] for f in fields(cls)}
         values["cell"] = Cell(**config["cell"])
-        values["members"] = tuple(MemberSpec(**m) for m in config["members"])
+        values["members"] = tuple(StudentSpec(**m) for m in config["members"])
         return cls(**values)
 
 
 @dataclass(frozen=True)
-class TrialSettings:
-    """What every trial of a sweep shares; ``spec`` completes it into one trial's ``TrialSpec``."""
+class CohortSettings:
+    """What every trial of a sweep shares; ``spec`` completes it into one trial's ``CohortSpec``."""
 
     recipe: dict
     val_size: int | float
@@ -211,9 +212,9 @@ class TrialSettings:
     version: str
     halving: bool = False
 
-    def spec(self, cell: Cell, *, cell_index: int, members: list[MemberSpec], trial_seed: int) -> TrialSpec:
-        return TrialSpec(
-            cell=cell, cell_index=cell_index, members=tuple(members), trial_seed=int(trial_seed), halving=self.halving,
+    def spec(self, cell: Cell, *, cell_index: int, members: list[StudentSpec], cohort_seed: int) -> CohortSpec:
+        return CohortSpec(
+            cell=cell, cell_index=cell_index, members=tuple(members), cohort_seed=int(cohort_seed), halving=self.halving,
             recipe=self.recipe, val_size=self.val_size, split_seed=self.split_seed,
             selection=self.selection, class_balanced=self.class_balanced,
             teacher_key=self.teacher_keys[cell.teacher_ref],
@@ -231,7 +232,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "cohort": "str",  # the Tune trial that trained this student with the other members of its cohort
     "member": "int",  # the student's place in its cohort
     "cohort_size": "int",
-    "trial_seed": "int",  # the cohort's initialisation and batch-order seed
+    "cohort_seed": "int",  # the cohort's initialisation and batch-order seed
     METRIC: "float",
     "test_acc": "float",
     "epochs_run": "int",
@@ -260,11 +261,15 @@ RESULT_COLUMNS: dict[str, str] = {
 }
 # The columns without which a table is not a sweep's results (``label_noise`` is optional: results
 # written before the axis existed lack it, and read as P = 0).
+# Columns renamed since tables were first written (old name -> name now): a table or Tune config of an
+# older sweep reads as a new one. ``trial_seed`` became ``cohort_seed`` when "trial" was left to Optuna
+# and Tune, the project's words being "student" (one model, one row) and "cohort" (one Tune trial).
+RENAMED_COLUMNS = {"trial_seed": "cohort_seed"}
 REQUIRED_COLUMNS = [*(c for c in CELL_COLUMNS if c != "label_noise"), "alpha", METRIC, "test_acc", "status"]
 
 
 @dataclass(frozen=True)
-class TrialRecord:
+class CohortRecord:
     """What one Tune trial (a cohort) left, whichever way it is read (Tune's live trials, or its
     results at the end): every table of results is built from these. ``error``: ``error_line`` of what
     failed it, or None; ``tune_status``: Tune's (TERMINATED, ERROR, or PENDING/RUNNING/PAUSED for a run
@@ -309,7 +314,7 @@ def cohort_status(metrics: dict, error: str | None, tune_status: str, scheduler_
     return "stopped" if tune_status == "TERMINATED" and scheduler_stops else "interrupted"
 
 
-def member_rows(spec: TrialSpec, metrics: dict, *, status: str, error: str | None, cohort: str | None,
+def member_rows(spec: CohortSpec, metrics: dict, *, status: str, error: str | None, cohort: str | None,
                 teacher_meta: dict) -> list[dict]:
     """One row per student of a cohort: its spec, what it reported last, and how it ended."""
     teacher = teacher_meta.get(spec.teacher_key, {})
@@ -334,7 +339,7 @@ def member_rows(spec: TrialSpec, metrics: dict, *, status: str, error: str | Non
             "cohort": cohort,
             "member": i,
             "cohort_size": len(spec.members),
-            "trial_seed": spec.trial_seed,
+            "cohort_seed": spec.cohort_seed,
             METRIC: member_value("member_val_acc", i),
             "test_acc": member_value("member_test_acc", i),
             "epochs_run": epochs,

@@ -3,7 +3,7 @@
 
 Every table is built from the same *trial records*, one per Tune trial (a cohort): its config, the
 metrics it reported last, its error (or None), its trial id and Tune's status for it. The driver
-gets them from Tune (``ray_adapter.result_rows`` when the run ends, ``ray_adapter.trial_records``
+gets them from Tune (``ray_adapter.result_rows`` when the run ends, ``ray_adapter.cohort_records``
 while it runs). (The analysis reads a running or interrupted sweep from the rows each cohort writes
 of itself, ``sweep.trial.write_cohort_rows``.) This module imports neither torch nor Ray.
 """
@@ -14,10 +14,10 @@ import io
 
 import pandas as pd
 
-from contract import CELL_COLUMNS, RESULT_COLUMNS, RESULTS_FILE, TrialRecord, TrialSpec, cohort_status, member_rows
+from contract import CELL_COLUMNS, RESULT_COLUMNS, RESULTS_FILE, CohortRecord, CohortSpec, cohort_status, member_rows
 from contract.storage import write_bytes
 
-def table_from_records(records: list[TrialRecord], teacher_meta: dict | None = None, *, scheduler_stops: bool = True) -> pd.DataFrame:
+def table_from_records(records: list[CohortRecord], teacher_meta: dict | None = None, *, scheduler_stops: bool = True) -> pd.DataFrame:
     """One row per student of the given trial records; ``teacher_meta`` maps a teacher key to its
     artifact metadata (``val_acc``, ``test_acc``), which the report draws as the reference line.
     A trial that never reported anything has no rows; ``scheduler_stops``: see ``cohort_status``."""
@@ -25,7 +25,7 @@ def table_from_records(records: list[TrialRecord], teacher_meta: dict | None = N
     for record in records:
         status = cohort_status(record.metrics, record.error, record.tune_status, scheduler_stops)
         if status is not None:
-            rows.extend(member_rows(TrialSpec.from_config(record.config), record.metrics, status=status,
+            rows.extend(member_rows(CohortSpec.from_config(record.config), record.metrics, status=status,
                                     error=record.error, cohort=record.trial_id, teacher_meta=teacher_meta or {}))
     frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     return frame.sort_values([*CELL_COLUMNS, "optuna_trial"], ignore_index=True)

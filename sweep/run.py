@@ -17,7 +17,7 @@ import sys
 import time
 
 import contract
-from contract import METRIC, MODE, SWEEP_FILE, TrialSettings
+from contract import METRIC, MODE, SWEEP_FILE, CohortSettings
 from contract.storage import check_writable, read_text
 from sweep import console, ray_adapter
 from sweep.cli import build_parser, check_resume_flags, config_from_args, describe, experiment_dir, resume_command
@@ -270,7 +270,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
                                           callbacks=callbacks, verbose=1 if args.verbose else 0,
                                           relocate_searcher=lambda searcher: searcher.relocate(optuna_url))
     else:
-        settings = TrialSettings(
+        settings = CohortSettings(
             recipe=plan.recipe.to_dict(), val_size=plan.val_size, split_seed=config.split_seed,
             selection=config.selection, class_balanced=config.class_balanced, teacher_keys=plan.teacher_keys,
             score_keys=plan.score_keys, cpus_per_trial=resources["cpu"], profile=config.profile,

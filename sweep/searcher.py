@@ -16,7 +16,7 @@ The studies are a full record of the sweep, for optuna-dashboard: every report o
 member's Optuna trial an intermediate value (its validation accuracy, step = the report's epoch), so
 the learning curves and the pruning view fill in while the sweep runs; and every member's trial
 carries the user attributes ``cell`` (``Cell.name``, the results' cell), ``cohort`` (its Tune trial
-id, results.csv's ``cohort``), ``trial_seed`` and ``tau``.
+id, results.csv's ``cohort``), ``cohort_seed`` and ``tau``.
 
 ``PerCellASHA`` runs one ASHA bracket per cell: accuracies at f = 0.1 and f = 1.0 are not
 comparable, so trials only compete with trials of their own cell. A cohort holding the alpha = 0
@@ -34,7 +34,7 @@ import optuna
 
 from search_spaces.alpha_space import AlphaSpace
 from sweep.console import duration
-from contract import METRIC, MODE, Cell, MemberSpec, TrialSettings, member_statuses
+from contract import METRIC, MODE, Cell, StudentSpec, CohortSettings, member_statuses
 from sweep.optuna_storage import open_optuna_storage
 from sweep.ray_adapter import CONTINUE, FINISHED, AsyncHyperBandScheduler, FIFOScheduler, Searcher
 from contract.seeding import derive_seed
@@ -55,7 +55,7 @@ class CellSearcher(Searcher):
         trials_per_cell: int,
         space: AlphaSpace,
         optuna_storage: str,
-        settings: TrialSettings,
+        settings: CohortSettings,
         cohort_size: int = 1,
     ):
         super().__init__(metric=METRIC, mode=MODE)
@@ -207,15 +207,15 @@ class CellSearcher(Searcher):
         self.asked[index] += len(trials)
         self.live[trial_id] = (index, [t.number for t in trials])
         cell = self.cells[index]
-        members = [MemberSpec(alpha=float(t.params["alpha"]), tau=float(t.params.get("tau", self.space.tau[0])),
+        members = [StudentSpec(alpha=float(t.params["alpha"]), tau=float(t.params.get("tau", self.space.tau[0])),
                               optuna_trial=t.number) for t in trials]
         spec = self.settings.spec(cell, cell_index=index, members=members,
-                                  trial_seed=derive_seed("trial", cell.name, trials[0].number))
+                                  cohort_seed=derive_seed("trial", cell.name, trials[0].number))
         # What results.csv will say of each member, on its Optuna trial too (a re-handed orphan gets
         # its new cohort's). ``trials`` mixes asked Trials and orphaned FrozenTrials: both write here.
         storage = self.study(index)._storage
         for trial, member in zip(trials, members):
-            for key, value in (("cell", cell.name), ("cohort", trial_id), ("trial_seed", spec.trial_seed),
+            for key, value in (("cell", cell.name), ("cohort", trial_id), ("cohort_seed", spec.cohort_seed),
                                ("tau", member.tau)):
                 storage.set_trial_user_attr(trial._trial_id, key, value)
         return spec.to_config()

@@ -1,6 +1,6 @@
 """The cohort trial: what one Tune trial runs on a worker.
 
-Its config is a ``contract.TrialSpec`` (the cell, the members' alpha and tau, the cohort's
+Its config is a ``contract.CohortSpec`` (the cell, the members' alpha and tau, the cohort's
 seed, the recipe and the artifact keys), decoded once here; the datasets (one per label noise level),
 the driver's validation split, the teachers' checkpoints and the score tables arrive through the object
 store (``tune.with_parameters``), looked up by the spec's cell and keys. The trial
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep import ray_adapter
-from contract import (COHORTS_DIR, METRIC, SWEEP_FILE, TrialSpec, cohort_status, join_member_statuses, member_rows,
+from contract import (COHORTS_DIR, METRIC, SWEEP_FILE, CohortSpec, cohort_status, join_member_statuses, member_rows,
                       rows_to_csv, subset_digest)
 from contract.recipe import Recipe
 from trainables.teacher import teacher_from_bytes
@@ -33,7 +33,7 @@ REPORTS_PER_TRIAL = 8
 CRASH_ONCE_ENV = "KDSWEEP_TEST_CRASH_ONCE"
 
 
-def kept_ids(spec: TrialSpec, dataset, split, tables: dict) -> np.ndarray:
+def kept_ids(spec: CohortSpec, dataset, split, tables: dict) -> np.ndarray:
     """The example ids the trial's student trains on: the cell's fraction of its score table."""
     if spec.score_key is None:
         return split.train_ids
@@ -43,7 +43,7 @@ def kept_ids(spec: TrialSpec, dataset, split, tables: dict) -> np.ndarray:
     )
 
 
-def write_cohort_rows(experiment_dir: str | None, spec: TrialSpec, metrics: dict, teacher_metrics: dict) -> None:
+def write_cohort_rows(experiment_dir: str | None, spec: CohortSpec, metrics: dict, teacher_metrics: dict) -> None:
     """The cohort's rows, as they stand after this report, to ``EXPERIMENT/cohorts/<trial id>.csv``:
     ``completed`` (or ``stopped`` by halving) once it is done, ``interrupted`` before. The analysis
     reads a sweep whose driver has not written ``results.csv`` (running, or killed) from these files.
@@ -81,7 +81,7 @@ def cohort_trial(config: dict, *, datasets: dict, split, teachers: dict, tables:
     from trainables.cohort import Halving, Member, train_cohort
 
     start, started_at = time.perf_counter(), time.time()
-    spec = TrialSpec.from_config(config)
+    spec = CohortSpec.from_config(config)
     if not verbose:
         ray_adapter.quiet_trial_logs()
     ray_adapter.set_trial_threads(spec.cpus_per_trial)
@@ -123,7 +123,7 @@ def cohort_trial(config: dict, *, datasets: dict, split, teachers: dict, tables:
 
     result = train_cohort(
         dataset, subset, arch=spec.cell.student_arch, recipe=recipe, split=split, teacher=teacher,
-        members=[Member(m.alpha, m.tau) for m in spec.members], seed=spec.trial_seed, device=device,
+        members=[Member(m.alpha, m.tau) for m in spec.members], seed=spec.cohort_seed, device=device,
         on_report=keep_final_state, resume=resume, halving=Halving() if spec.halving else None,
     )
     members = result.members

@@ -36,7 +36,7 @@ def synthetic(law, *, seed=0, trials=12, noise=0.004, fractions=FRACTIONS, metho
                 rows.append({
                     "dataset": "digits", "method": "full" if fraction == 1.0 else method, "fraction": fraction,
                     "teacher_arch": "small_cnn", "student_arch": "small_cnn", "replicate": 0, "alpha": alpha,
-                    "tau": 4.0, "trial_seed": i, "val_acc": val, "test_acc": val + rng.normal(0, noise),
+                    "tau": 4.0, "cohort_seed": i, "val_acc": val, "test_acc": val + rng.normal(0, noise),
                     "status": "completed", "optuna_trial": i, "teacher_key": "t", "teacher_val_acc": 0.99,
                     "teacher_test_acc": 0.98, "score_key": "s", "version": "test", "trial_id": f"{method}-{fraction}-{i}",
                 })

@@ -7,7 +7,7 @@ import textwrap
 
 import pandas as pd
 
-from contract import CELL_COLUMNS, RESULT_COLUMNS, Cell, MemberSpec, TrialSettings, TrialSpec, subset_digest
+from contract import CELL_COLUMNS, RESULT_COLUMNS, Cell, StudentSpec, CohortSettings, CohortSpec, subset_digest
 
 
 def test_a_cell_reads_back_from_its_results_row():
@@ -41,29 +41,29 @@ def test_label_noise_is_part_of_the_cell_and_its_refs_only_when_above_zero():
     # the float survives Tune's config (JSON) exactly, so the trial finds its dataset by it
     import json
 
-    settings = TrialSettings(recipe={"epochs": 3}, val_size=0.1, split_seed=0, selection="hard", class_balanced=False,
+    settings = CohortSettings(recipe={"epochs": 3}, val_size=0.1, split_seed=0, selection="hard", class_balanced=False,
                              teacher_keys={noisy.teacher_ref: "T"}, score_keys={noisy.scores_ref: "S"},
                              cpus_per_trial=1.0, profile="smoke", version="1")
-    spec = settings.spec(noisy, cell_index=0, members=[MemberSpec(0.0, 4.0, 0)], trial_seed=1)
-    back = TrialSpec.from_config(json.loads(json.dumps(spec.to_config())))
+    spec = settings.spec(noisy, cell_index=0, members=[StudentSpec(0.0, 4.0, 0)], cohort_seed=1)
+    back = CohortSpec.from_config(json.loads(json.dumps(spec.to_config())))
     assert back == spec and {0.0: "clean", 0.4: "noisy"}[back.cell.label_noise] == "noisy"
     # an older trial's config (no label_noise in its cell) decodes as P = 0
     config = spec.to_config()
     config["cell"] = old
-    assert TrialSpec.from_config(config).cell.label_noise == 0.0
+    assert CohortSpec.from_config(config).cell.label_noise == 0.0
 
 
 def test_a_trial_spec_is_encoded_once_and_decoded_once():
     cell = Cell("digits", "random", 0.2, "small_cnn", "small_cnn", 0)
-    settings = TrialSettings(recipe={"epochs": 3}, val_size=0.1, split_seed=0, selection="easy", class_balanced=True,
+    settings = CohortSettings(recipe={"epochs": 3}, val_size=0.1, split_seed=0, selection="easy", class_balanced=True,
                              teacher_keys={cell.teacher_ref: "T"}, score_keys={cell.scores_ref: "S"},
                              cpus_per_trial=1.0, profile="smoke", version="1")
-    members = [MemberSpec(0.0, 4.0, 7), MemberSpec(0.25, 2.0, 8)]
-    spec = settings.spec(cell, cell_index=4, members=members, trial_seed=11)
+    members = [StudentSpec(0.0, 4.0, 7), StudentSpec(0.25, 2.0, 8)]
+    spec = settings.spec(cell, cell_index=4, members=members, cohort_seed=11)
     assert spec.teacher_key == "T" and spec.score_key == "S" and spec.has_baseline
-    assert TrialSpec.from_config(spec.to_config()) == spec
+    assert CohortSpec.from_config(spec.to_config()) == spec
     full = Cell("digits", "full", 1.0, "small_cnn", "small_cnn", 0)
-    assert settings.spec(full, cell_index=0, members=members[1:], trial_seed=1).score_key is None
+    assert settings.spec(full, cell_index=0, members=members[1:], cohort_seed=1).score_key is None
 
 
 def test_subset_digest_names_a_set_of_ids():
@@ -80,7 +80,7 @@ def test_the_analysis_runs_without_torch_or_ray(tmp_path):
                                       ("full", 1.0, "small_cnn")):
         for i, alpha in enumerate((0.0, 0.3, 0.6, 0.9)):
             rows.append({**Cell("digits", method, fraction, teacher, "small_cnn", 0).to_dict(), "alpha": alpha,
-                         "tau": 4.0, "trial_seed": i, "val_acc": 0.8 + 0.05 * alpha, "test_acc": 0.79 + 0.05 * alpha,
+                         "tau": 4.0, "cohort_seed": i, "val_acc": 0.8 + 0.05 * alpha, "test_acc": 0.79 + 0.05 * alpha,
                          "epochs_run": 3, "status": "completed", "optuna_trial": i, "teacher_params": sizes[teacher]})
     pd.DataFrame(rows, columns=list(RESULT_COLUMNS)).to_csv(tmp_path / "results.csv", index=False)
     script = textwrap.dedent(f"""
@@ -136,11 +136,11 @@ def test_a_cohort_becomes_one_results_row_per_student():
     from sweep.results import cohort_status, member_rows
 
     cell = Cell("digits", "el2n", 0.1, "small_cnn", "small_cnn", 0)
-    settings = TrialSettings(recipe={"epochs": 3, "batch_size": 64}, val_size=0.1, split_seed=0, selection="hard",
+    settings = CohortSettings(recipe={"epochs": 3, "batch_size": 64}, val_size=0.1, split_seed=0, selection="hard",
                              class_balanced=False, teacher_keys={cell.teacher_ref: "T"}, score_keys={cell.scores_ref: "S"},
                              cpus_per_trial=1.0, profile="demo", version="1", halving=True)
-    spec = settings.spec(cell, cell_index=0, members=[MemberSpec(0.0, 4.0, 0), MemberSpec(0.5, 4.0, 1),
-                                                      MemberSpec(1.0, 4.0, 2)], trial_seed=9)
+    spec = settings.spec(cell, cell_index=0, members=[StudentSpec(0.0, 4.0, 0), StudentSpec(0.5, 4.0, 1),
+                                                      StudentSpec(1.0, 4.0, 2)], cohort_seed=9)
     metrics = {"val_acc": 0.9, "done": True, "epoch": 3, "num_train": 130, "member_val_acc": [0.8, 0.9, 0.6],
                "member_test_acc": [0.79, 0.88, 0.61], "member_status": "completed|completed|stopped",
                "member_epochs": [3, 3, 1], "member_steps": [9, 9, 3]}
@@ -149,7 +149,7 @@ def test_a_cohort_becomes_one_results_row_per_student():
     assert list(rows["status"]) == ["completed", "completed", "stopped"]  # halving stopped the third
     assert list(rows["alpha"]) == [0.0, 0.5, 1.0] and list(rows["optuna_trial"]) == [0, 1, 2]
     assert list(rows["test_acc"]) == [0.79, 0.88, 0.61] and list(rows["steps_run"]) == [9, 9, 3]
-    assert set(rows["cohort"]) == {"abc"} and set(rows["trial_seed"]) == {9} and set(rows["cohort_size"]) == {3}
+    assert set(rows["cohort"]) == {"abc"} and set(rows["cohort_seed"]) == {9} and set(rows["cohort_size"]) == {3}
     assert set(rows["teacher_test_acc"]) == {0.99} and set(rows["score_key"]) == {"S"}
     # a trial that never reported leaves no row; one cut short by a stopped sweep reads "interrupted"
     assert cohort_status({}, None, "PENDING") is None

@@ -6,7 +6,7 @@ import pytest
 
 from analysis.results import load_experiment
 from search_spaces.alpha_space import AlphaSpace
-from contract import Cell, TrialSettings
+from contract import Cell, CohortSettings
 from sweep.optuna_storage import default_optuna_url, open_optuna_storage
 from sweep.run import main
 from sweep.searcher import CellSearcher
@@ -54,7 +54,7 @@ def test_every_trial_has_its_learning_curve_and_its_results_row_fields(tmp_path)
             # the fields that join the trial to its results row
             assert trial.user_attrs["cell"] == cell
             assert trial.user_attrs["cohort"] == row["cohort"]
-            assert trial.user_attrs["trial_seed"] == row["trial_seed"]
+            assert trial.user_attrs["cohort_seed"] == row["cohort_seed"]
             assert trial.user_attrs["tau"] == row["tau"] == trial.params["tau"]
             seen += 1
     assert seen == len(results)
@@ -65,7 +65,7 @@ def test_every_trial_has_its_learning_curve_and_its_results_row_fields(tmp_path)
 # ---- the searcher's record, driven directly (no Ray): every storage kind, every edge -------------
 
 CELL = Cell("digits", "random", 0.2, "small_cnn", "small_cnn", 0)
-SETTINGS = TrialSettings(
+SETTINGS = CohortSettings(
     recipe={"epochs": 3}, val_size=0.1, split_seed=0, selection="hard", class_balanced=False,
     teacher_keys={CELL.teacher_ref: "teacher-key"}, score_keys={CELL.scores_ref: "scores-random"},
     cpus_per_trial=1.0, profile="smoke", version="test",
@@ -102,4 +102,4 @@ def test_reports_become_intermediate_values_once_per_step_and_never_raise(tmp_pa
     assert last.intermediate_values == {1: 0.7, 2: 0.75, 3: 0.8} and last.value == 0.8
     for trial, member in zip(study.trials, config["members"]):
         assert trial.user_attrs["cell"] == CELL.name and trial.user_attrs["cohort"] == "tune-a"
-        assert trial.user_attrs["trial_seed"] == config["trial_seed"] and trial.user_attrs["tau"] == member["tau"] == 4.0
+        assert trial.user_attrs["cohort_seed"] == config["cohort_seed"] and trial.user_attrs["tau"] == member["tau"] == 4.0

@@ -53,7 +53,7 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
     assert results.loc[results["method"] != "full", "score_key"].notna().all()
     assert (results["epochs_run"] == 3).all() and results["test_acc"].between(0, 1).all()
     # every cell's two students trained as one cohort: one seed, one subset, one stream of batches
-    assert results.groupby(["method", "fraction"])["trial_seed"].nunique().eq(1).all() and results["trial_seed"].nunique() == 3
+    assert results.groupby(["method", "fraction"])["cohort_seed"].nunique().eq(1).all() and results["cohort_seed"].nunique() == 3
     assert results.groupby(["method", "fraction"])["cohort"].nunique().eq(1).all()
     assert (results["cohort_size"] == 2).all() and sorted(results["member"].unique()) == [0, 1]
 
@@ -331,7 +331,7 @@ def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_o
     written = load_experiment(str(folder)).trials
     (folder / "results.csv").unlink()
     rebuilt = load_experiment(str(folder)).trials
-    columns = ["cell", "alpha", "optuna_trial", "val_acc", "test_acc", "status", "cohort", "trial_seed", "subset_digest",
+    columns = ["cell", "alpha", "optuna_trial", "val_acc", "test_acc", "status", "cohort", "cohort_seed", "subset_digest",
                "teacher_test_acc"]
     assert len(rebuilt) == 4
     pd.testing.assert_frame_equal(rebuilt[columns].reset_index(drop=True), written[columns].reset_index(drop=True))

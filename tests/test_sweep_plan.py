@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from search_spaces.alpha_space import DESIGNS, AlphaSpace, list_designs
-from contract import FULL, Cell, TrialSettings
+from contract import FULL, Cell, CohortSettings
 from sweep.optuna_storage import open_optuna_storage
 from sweep.plan import SweepConfig, make_plan
 from sweep.run import main
@@ -119,7 +119,7 @@ def test_label_noise_levels_are_cells_with_their_own_artifacts(capsys, tmp_path)
 
 
 CELLS = [Cell("digits", "random", 0.1 * (i + 1), "small_cnn", "small_cnn", 0) for i in range(3)]
-SETTINGS = TrialSettings(
+SETTINGS = CohortSettings(
     recipe={"epochs": 1}, val_size=0.1, split_seed=0, selection="hard", class_balanced=False,
     teacher_keys={CELLS[0].teacher_ref: "teacher-key"}, score_keys={c.scores_ref: f"scores-{c.method}" for c in CELLS},
     cpus_per_trial=1.0, profile="smoke", version="test",
@@ -154,7 +154,7 @@ def test_searcher_interleaves_cells_and_starts_each_with_the_baseline(tmp_path):
     assert [_one(c)["alpha"] for c in configs[:3]] == [0.0, 0.0, 0.0]  # alpha = 0 first in every cell
     assert all(0 < _one(c)["alpha"] <= 1 for c in configs[3:])
     assert all(_one(c)["tau"] == 4.0 and c["recipe"] == {"epochs": 1} and c["teacher_key"] == "teacher-key" for c in configs)
-    assert len({c["trial_seed"] for c in configs}) == 9
+    assert len({c["cohort_seed"] for c in configs}) == 9
     assert searcher.suggest("trial9") == CellSearcher.FINISHED
     for i, c in enumerate(configs):
         searcher.on_trial_complete(f"trial{i}", _done(0.5 + _one(c)["alpha"] / 10))
@@ -353,7 +353,7 @@ def test_a_cohort_is_a_batch_of_optuna_trials_each_told_its_own_result(tmp_path)
     assert [m["optuna_trial"] for m in first["members"]] == [0, 1, 2]
     assert first["members"][0]["alpha"] == 0.0 and len({m["alpha"] for m in first["members"]}) == 3
     assert [m["optuna_trial"] for m in third["members"]] == [3, 4]  # the rest of cell 0's budget
-    assert first["trial_seed"] != third["trial_seed"]
+    assert first["cohort_seed"] != third["cohort_seed"]
     # a member stopped by halving is pruned in Optuna, the others told their accuracy
     searcher.on_trial_complete("c0", {"val_acc": 0.9, "done": True, "member_val_acc": [0.8, 0.9, 0.5],
                                       "member_status": "completed|completed|stopped"})

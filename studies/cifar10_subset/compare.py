@@ -19,14 +19,15 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from contract import CELL_COLUMNS  # noqa: E402
+from contract import CELL_COLUMNS, RENAMED_COLUMNS  # noqa: E402
 
-KEY = [*CELL_COLUMNS, "alpha", "tau", "member", "trial_seed"]
+KEY = [*CELL_COLUMNS, "alpha", "tau", "member", "cohort_seed"]
 COLUMNS = ("val_acc", "test_acc", "teacher_test_acc")
 
 
 def compare(study: pd.DataFrame, rerun: pd.DataFrame) -> pd.DataFrame:
-    done = [table[table["status"] == "completed"] for table in (study, rerun)]
+    # tables written before a column was renamed (the committed study's) match new ones
+    done = [table[table["status"] == "completed"].rename(columns=RENAMED_COLUMNS) for table in (study, rerun)]
     matched = done[0].merge(done[1], on=KEY, suffixes=("", "_rerun"), validate="one_to_one")
     if matched.empty:
         raise SystemExit("no student of the rerun matches one of the study: compare results of the same sweep")

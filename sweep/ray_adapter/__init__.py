@@ -15,7 +15,7 @@ from ray.tune.search import Searcher
 
 from sweep.ray_adapter.cluster import (ClusterUnreachableError, alive_nodes, check_address, cluster_gpus, connect,
                                        shutdown, trial_slots, unfit_resources, wait_for_fit, wait_for_killed_driver)
-from sweep.ray_adapter.records import TrialsCallback, result_rows, trial_records
+from sweep.ray_adapter.records import TrialsCallback, result_rows, cohort_records
 from sweep.ray_adapter.tasks import close_channel, progress_channel, put, run_tasks, send, stage_cpus
 from sweep.ray_adapter.tuner import (CONTINUE, FINISHED, build_tuner, can_restore, hide_failures_while,
                                      newest_whole_checkpoint, restore_tuner)
@@ -29,7 +29,7 @@ __all__ = [
     "trial_slots", "unfit_resources", "wait_for_fit", "cluster_gpus",
     "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus",
     "build_tuner", "restore_tuner", "can_restore", "hide_failures_while", "newest_whole_checkpoint",
-    "trial_records", "TrialsCallback", "result_rows",
+    "cohort_records", "TrialsCallback", "result_rows",
     "report", "checkpoint_state", "trial_device", "node_id", "trial_id", "set_trial_threads", "task_cpus",
     "quiet_trial_logs", "GpuNotUsableError", "gpu_memory_share", "cpu_fallback_from_env", "CPU_FALLBACK_ENV",
 ]

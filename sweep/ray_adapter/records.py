@@ -1,4 +1,4 @@
-"""Trial records (``contract.TrialRecord``) from Tune's live trials and from its results: the only
+"""Trial records (``contract.CohortRecord``) from Tune's live trials and from its results: the only
 place that reads Tune's trial objects."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from typing import Callable
 
 from ray import tune
 
-from contract import TrialRecord, error_line
+from contract import CohortRecord, error_line
 
 
-def trial_records(trials) -> list[TrialRecord]:
+def cohort_records(trials) -> list[CohortRecord]:
     """The trial records (``sweep.results``) of Tune's live ``Trial`` objects, while the run goes on."""
-    return [TrialRecord(config=dict(trial.config or {}), metrics=dict(trial.last_result or {}),
+    return [CohortRecord(config=dict(trial.config or {}), metrics=dict(trial.last_result or {}),
                         error=(error_line(trial.get_error()) or "error") if trial.status == "ERROR" else None,
                         trial_id=trial.trial_id, tune_status=trial.status)
             for trial in trials]
@@ -23,7 +23,7 @@ class TrialsCallback(tune.Callback):
     (completed or errored): the sweep's live results and report. Whatever it raises is logged, never
     passed to Tune: a live report must not stop a sweep."""
 
-    def __init__(self, on_trial_end: Callable[[list[TrialRecord]], None]):
+    def __init__(self, on_trial_end: Callable[[list[CohortRecord]], None]):
         self.on_trial_end = on_trial_end
 
     def __getstate__(self):
@@ -35,7 +35,7 @@ class TrialsCallback(tune.Callback):
         if self.on_trial_end is None:
             return
         try:
-            self.on_trial_end(trial_records(trials))
+            self.on_trial_end(cohort_records(trials))
         except Exception:  # noqa: BLE001
             import logging
 
@@ -48,7 +48,7 @@ class TrialsCallback(tune.Callback):
         self._ended(trials)
 
 
-def result_rows(grid) -> list[TrialRecord]:
+def result_rows(grid) -> list[CohortRecord]:
     """The trial records of a finished (or stopped) run, one per trial."""
     rows = []
     # The trials' statuses are not on the public Result objects; the grid's analysis holds them,
@@ -56,7 +56,7 @@ def result_rows(grid) -> list[TrialRecord]:
     trials = grid._experiment_analysis.trials
     for result, trial in zip(grid, trials):
         metrics = dict(result.metrics or {})
-        rows.append(TrialRecord(config=dict(result.config or {}), metrics=metrics, error=error_line(result.error),
+        rows.append(CohortRecord(config=dict(result.config or {}), metrics=metrics, error=error_line(result.error),
                                 trial_id=metrics.get("trial_id") or trial.trial_id, tune_status=trial.status))
     return rows
 
