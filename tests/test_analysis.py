@@ -398,3 +398,11 @@ def test_rows_outside_the_searched_alpha_range_are_left_out_with_a_warning(tmp_p
     for document in (fit_edited, fit_without):
         document.pop("experiment"), document.pop("location"), document.pop("generated_at")
     assert fit_without == fit_edited
+
+
+def test_a_table_written_before_the_cohort_seed_rename_reads_the_same(tmp_path):
+    """results.csv of an older sweep names the cohort's seed ``trial_seed``: it loads with ``cohort_seed``."""
+    frame = synthetic(lambda f: 0.5, trials=4, fractions=(0.5,))
+    older = frame.rename(columns={"cohort_seed": "trial_seed"})
+    loaded = load_experiment(str(write_experiment(tmp_path / "older", older))).trials
+    assert "trial_seed" not in loaded and loaded["cohort_seed"].tolist() == tidy(frame)["cohort_seed"].tolist()

@@ -53,7 +53,7 @@ def test_label_noise_is_part_of_the_cell_and_its_refs_only_when_above_zero():
     assert CohortSpec.from_config(config).cell.label_noise == 0.0
 
 
-def test_a_trial_spec_is_encoded_once_and_decoded_once():
+def test_a_cohort_spec_is_encoded_once_and_decoded_once():
     cell = Cell("digits", "random", 0.2, "small_cnn", "small_cnn", 0)
     settings = CohortSettings(recipe={"epochs": 3}, val_size=0.1, split_seed=0, selection="easy", class_balanced=True,
                              teacher_keys={cell.teacher_ref: "T"}, score_keys={cell.scores_ref: "S"},
@@ -62,6 +62,9 @@ def test_a_trial_spec_is_encoded_once_and_decoded_once():
     spec = settings.spec(cell, cell_index=4, members=members, cohort_seed=11)
     assert spec.teacher_key == "T" and spec.score_key == "S" and spec.has_baseline
     assert CohortSpec.from_config(spec.to_config()) == spec
+    # a Tune config saved before trial_seed was renamed cohort_seed (a resumed older sweep) decodes the same
+    older = {("trial_seed" if name == "cohort_seed" else name): value for name, value in spec.to_config().items()}
+    assert "cohort_seed" not in older and CohortSpec.from_config(older) == spec
     full = Cell("digits", "full", 1.0, "small_cnn", "small_cnn", 0)
     assert settings.spec(full, cell_index=0, members=members[1:], cohort_seed=1).score_key is None
 
