@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import CPU
-from trainables.cohort import Halving, Member, train_cohort
+from trainables.cohort import STATE_FORMAT, Halving, Member, train_cohort
 from trainables.kd import kd_loss
 from trainables.selection import random_subset
 from trainables.student import train_student
@@ -94,6 +94,28 @@ def test_a_member_equals_the_student_trained_alone(digits, digits_split, digits_
     assert (student.val_acc, student.test_acc) == (member.val_acc, member.test_acc)
     assert [h["val_acc"] for h in student.history] == [h["val_acc"] for h in member.history]
     assert [h["train_loss"] for h in student.history] == pytest.approx([h["train_loss"] for h in member.history], rel=1e-6)
+
+
+def test_a_student_and_a_cohort_resume_from_one_format(digits, digits_split, digits_teacher, fast_recipe, subset, tmp_path):
+    """A student's per-epoch state is the cohort-of-one state: train_student and train_cohort resume
+    from it alike, and both end as the uninterrupted student."""
+    recipe = fast_recipe.replace(epochs=3)
+    kwargs = dict(arch="small_cnn", recipe=recipe, split=digits_split, teacher=digits_teacher, seed=5, device=CPU)
+    whole = train_student(digits, subset, alpha=0.7, tau=4.0, **kwargs)
+
+    def stop_after_one(report):
+        if report.epoch == 1:
+            torch.save(report.state(), tmp_path / "student.pt")
+            raise StopTraining
+
+    train_student(digits, subset, alpha=0.7, tau=4.0, on_epoch=stop_after_one, **kwargs)
+    state = torch.load(tmp_path / "student.pt", weights_only=True)
+    assert state["format"] == STATE_FORMAT and state["epoch"] == 1 and len(state["members"]) == 1
+    student = train_student(digits, subset, alpha=0.7, tau=4.0, resume=state, **kwargs)
+    cohort = train_cohort(digits, subset, members=[Member(0.7, 4.0)], resume=state, **kwargs)
+    assert student.val_acc == cohort.members[0].val_acc == whole.val_acc
+    with pytest.raises(ValueError, match="another cohort"):  # the state names the student it belongs to
+        train_student(digits, subset, alpha=0.3, tau=4.0, resume=state, **kwargs)
 
 
 def _run_with_halving(digits, digits_split, digits_teacher, recipe, subset, members, halving, **kwargs):

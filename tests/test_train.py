@@ -139,7 +139,7 @@ def test_resumed_training_matches_an_uninterrupted_run(digits, digits_split, fas
 
     _fit(digits, digits_split, recipe, seed=2, on_epoch=stop_after_two)
     state = torch.load(tmp_path / "state.pt", weights_only=True)
-    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert state["epoch"] == 2 and len(state["members"][0]["history"]) == 2  # the one resume format
     resumed, history = _fit(digits, digits_split, recipe, seed=2, resume=state)
     assert [r.epoch for r in history] == [1, 2, 3, 4]
     assert history[-1].val_acc == full_history[-1].val_acc

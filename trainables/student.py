@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
 from contract import DEFAULT_TAU
-from trainables.cohort import STATE_FORMAT, Member, check_subset, train_cohort
+from trainables.cohort import Member, check_subset, train_cohort
 from trainables.datasets import Dataset, load_dataset
 from trainables.splits import Split, validation_split
 from trainables.kd import check_alpha_tau, kd_loss
@@ -25,7 +25,6 @@ from trainables.device import resolve_device
 from contract.recipe import Recipe
 from contract.storage import check_writable
 from trainables.teacher import Teacher, load_teacher, print_epoch
-from trainables.train import single_to_many_state
 
 __all__ = ["StudentResult", "check_subset", "train_student", "read_ids", "main"]
 
@@ -65,19 +64,17 @@ def train_student(
 
     Reports per-epoch validation accuracy through ``on_epoch`` and returns the final validation and
     test accuracy. The teacher sees the same augmented batch as the student, in eval mode.
-    ``resume`` continues from an epoch's ``report.state()`` (``trainables.train.fit``'s format; a
-    cohort-of-one state from ``train_cohort`` is accepted too).
+    ``resume`` continues from an epoch's ``report.state()``: the cohort's resume state (one format for a
+    student and a cohort, ``trainables.cohort.train_cohort``'s, here of a cohort of one).
     """
     check_alpha_tau(alpha, tau)
-    member = Member(alpha, tau)
-    if resume is not None and "format" not in resume:  # fit's state of one model -> the cohort's
-        resume = {
-            "format": STATE_FORMAT, "arch": arch, "seed": seed, "member_specs": [{"alpha": alpha, "tau": tau}],
-            **single_to_many_state(resume),
-        }
+
+    def report_with_cohort_state(report) -> None:
+        on_epoch(replace(report.members[0], state=report.state))
+
     cohort = train_cohort(
-        dataset, subset_ids, arch=arch, recipe=recipe, split=split, teacher=teacher, members=[member], seed=seed,
-        device=device, on_report=None if on_epoch is None else lambda report: on_epoch(report.members[0]),
+        dataset, subset_ids, arch=arch, recipe=recipe, split=split, teacher=teacher, members=[Member(alpha, tau)],
+        seed=seed, device=device, on_report=None if on_epoch is None else report_with_cohort_state,
         resume=resume, loss=kd_loss,  # looked up here, so that kd_loss can be watched in this module
     )
     (result,) = cohort.members

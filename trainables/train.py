@@ -12,6 +12,7 @@ implementation of the training step.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,8 +46,9 @@ class EpochReport:
     seconds: float  # wall time of this epoch, evaluation included
     val_acc: float | None = None
     val_loss: float | None = None
-    # ``state()`` returns everything needed to resume after this epoch (see ``fit(resume=...)``):
-    # plain tensors and values, so it can be saved and read back with ``weights_only=True``.
+    # ``state()`` returns everything needed to resume this model after this epoch, in the one resume
+    # format (``fit_many``'s, of this model alone: ``{"epoch": e, "members": [its state]}``): plain
+    # tensors and values, so it can be saved and read back with ``weights_only=True``.
     state: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -146,7 +148,10 @@ class _Trainee:
 
     def load(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        # A copy: torch's optimiser keeps the given tensors as its buffers when they are already on the
+        # right device and trains them in place, which would change the caller's state (a second
+        # resume from the same state would start elsewhere).
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.scheduler.load_state_dict(state["scheduler"])
         self.history = [EpochReport(**report) for report in state["history"]]
         self.stopped_epoch = state.get("stopped_epoch")
@@ -287,7 +292,7 @@ def fit_many(
         seconds = time.perf_counter() - start
         for i, trainee in running:
             reports[i].seconds = seconds
-            reports[i].state = lambda epoch=epoch, trainee=trainee: trainee.state(epoch)
+            reports[i].state = lambda epoch=epoch, trainee=trainee: {"epoch": epoch, "members": [trainee.state(epoch)]}
             trainee.history.append(reports[i])
         if on_epoch is not None:
             try:
@@ -325,22 +330,17 @@ def fit(
     inside the same autocast region as the forward pass (so a teacher forward in it is bf16 too).
     The model must already be on ``device`` (see ``prepare_model``).
 
-    ``resume``: a ``report.state()`` from an earlier run of the same call; training continues after
-    that epoch with the same model, optimiser, schedule and batch order (each epoch's batches derive
-    from (seed, epoch)), so a resumed run matches an uninterrupted one.
+    ``resume``: a ``report.state()`` from an earlier run of the same call (``fit_many``'s format, of one
+    model); training continues after that epoch with the same model, optimiser, schedule and batch
+    order (each epoch's batches derive from (seed, epoch)), so a resumed run matches an uninterrupted one.
     """
     (fitted,) = fit_many(
         [model], train_loader, recipe, device=device, loss_fns=[loss_fn], val_loader=val_loader,
         on_step=None if on_step is None else lambda _, batch, logits: on_step(batch, logits),
         on_epoch=None if on_epoch is None else lambda reports: on_epoch(reports.reports[0]),
-        resume=None if resume is None else single_to_many_state(resume),
+        resume=resume,
     )
     return fitted.history
-
-
-def single_to_many_state(state: dict) -> dict:
-    """``fit``'s resume state as ``fit_many``'s state of one model."""
-    return {"epoch": state["epoch"], "members": [state]}
 
 
 @torch.no_grad()
@@ -475,6 +475,6 @@ def train_on_ids(
         loss_fns=[loss_fn],
         on_epoch=None if on_epoch is None else lambda reports: on_epoch(reports.reports[0]),
         on_step=None if on_step is None else lambda _, batch, logits: on_step(batch, logits),
-        test=test, resume=None if resume is None else single_to_many_state(resume),
+        test=test, resume=resume,
     )
     return run
