@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 from contract import ALPHA_RANGE, DEFAULT_TAU
+from contract.plugins import load_plugins
 from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
 from sweep import ray_adapter
 from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan
@@ -27,6 +29,14 @@ EXAMPLES = """examples:
   continue a stopped sweep (finished trials are kept; same --storage):
     python -m sweep.run --resume --name svhn-fast --storage /mnt/shared/runs
 """
+
+
+def load_plugins_first(argv: list[str] | None) -> None:
+    """Import the ``--plugin`` modules before the parser is built, so that their entries are in its help
+    texts and in every registry the settings are checked against (``contract.plugins``)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--plugin", action="append", default=[])
+    load_plugins(early.parse_known_args(argv)[0].plugin)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--score-option", action="append", default=[], metavar="METHOD.FIELD=VALUE", dest="score_options",
                       help="a pruning method's own option, part of its score tables' keys (repeatable): "
                       + ", ".join(score_option_names()))
+    what.add_argument("--plugin", action="append", default=[], metavar="MODULE", dest="plugins",
+                      help="a module of your own that registers models, datasets, pruning methods, alpha designs or "
+                      "figures (a module name or a .py file; repeatable): imported here and by every worker")
     what.add_argument("--epochs", type=int, default=None, help="override the profile recipe's epochs")
     what.add_argument("--min-steps", type=int, default=None,
                       help="override the profile recipe's minimum optimisation steps per run (small subsets train more epochs)")
@@ -127,6 +140,7 @@ def config_from_args(args) -> SweepConfig:
         alpha_range=tuple(args.alpha_range), tau=args.tau, alpha_design=args.alpha_design, replicates=args.replicates,
         label_noise=[float(p) for p in args.label_noise],
         score_seeds=args.score_seeds, score_options=parse_score_options(args.score_options),
+        plugins=[str(Path(spec).resolve()) if spec.endswith(".py") else spec for spec in args.plugins],
         epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr, selection=args.selection, class_balanced=args.class_balanced,
         val_size=args.val_size, data_dir=args.data_dir, offline=args.offline, artifacts=args.artifacts,
         optuna_storage=args.optuna_storage, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,

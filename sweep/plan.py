@@ -48,6 +48,7 @@ class SweepConfig:
     label_noise: list[float] = field(default_factory=lambda: [0.0])  # symmetric label noise rates P in [0, 1)
     score_seeds: int | None = None  # None: the profile's
     score_options: dict[str, dict] = field(default_factory=dict)  # {method: {option: value}}, --score-option
+    plugins: list[str] = field(default_factory=list)  # the user's modules with entries (--plugin; files made absolute)
     epochs: int | None = None  # None: the profile's recipe
     min_steps: int | None = None  # None: the profile's recipe
     batch_size: int | None = None  # None: the profile's recipe

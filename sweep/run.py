@@ -18,9 +18,11 @@ import time
 
 import contract
 from contract import METRIC, MODE, SWEEP_FILE, CohortSettings
+from contract.plugins import PluginError, load_plugins
 from contract.storage import check_writable, read_text
 from sweep import console, ray_adapter
-from sweep.cli import build_parser, check_resume_flags, config_from_args, describe, experiment_dir, resume_command
+from sweep.cli import (build_parser, check_resume_flags, config_from_args, describe, experiment_dir, load_plugins_first,
+                       resume_command)
 from sweep.console import say
 from sweep.live import LiveResults
 from sweep.lock import ExperimentLock
@@ -32,6 +34,10 @@ from trainables.artifacts import ArtifactStore
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        load_plugins_first(argv)
+    except PluginError as error:
+        build_parser().error(str(error))
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
@@ -64,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             config.gpus_per_trial, config.cpus_per_trial = args.gpus_per_trial, args.cpus_per_trial
             config.max_concurrent = args.max_concurrent
             config.offline = args.offline
+            # the plugins it was started with (given again when they moved), imported before the plan
+            config.plugins = config_from_args(args).plugins or config.plugins
+            load_plugins(config.plugins)
         else:
             if not args.dataset:
                 raise ValueError("--dataset is required")
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_every >= 0:  # NaN too
             raise ValueError(f"--report-every must be >= 0 seconds, got {args.report_every:g}")
     except (ValueError, KeyError, FileNotFoundError, PermissionError, ray_adapter.ClusterUnreachableError) as error:
-        parser.error(str(error))
+        parser.error(str(error))  # a PluginError is a ValueError
     where = {"experiment": exp_dir, "artifacts": store.root, "optuna storage": optuna_url,
              "ray": args.address or "embedded local Ray"}
 

@@ -3,6 +3,10 @@ model, a dataset, a pruning method and an alpha design, each registered in one p
 sweep at once, and none of them changing an existing artifact key."""
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -111,3 +115,60 @@ def test_a_figure_is_one_function_and_one_registration(monkeypatch, tmp_path):
     assert '<a href="#trials-per-alpha">trials per α</a>' in page
     assert page.index('id="fig-heatmap"') < page.index('id="fig-trials-per-alpha"')  # in registration order
     assert "Never shown" not in page
+
+
+PLUGIN = '''
+from torch import nn
+
+from trainables.models import register_model
+
+
+@register_model("plugin_net")
+def plugin_net(num_classes: int, in_channels: int) -> nn.Module:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * in_channels, num_classes))
+'''
+
+
+def test_a_plugin_module_reaches_every_worker_without_editing_the_project(tmp_path):
+    """``--plugin FILE``: the driver imports a module of the user's, Ray ships it to the workers and each
+    worker process imports it as it starts, so the teacher task and the cohort trials build its model
+    by name. The module lies outside the project and outside every worker's path."""
+    import pandas as pd
+
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "my_plugin_entries.py").write_text(PLUGIN)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"RAY_ADDRESS": "local"}
+    command = [sys.executable, "-m", "sweep.run", "--plugin", str(folder / "my_plugin_entries.py"), "--dataset", "digits",
+               "--profile", "smoke", "--epochs", "1", "--methods", "random", "--fractions", "0.5",
+               "--trials-per-cell", "2", "--teacher", "plugin_net", "--student", "plugin_net",
+               "--storage", str(tmp_path / "runs"), "--name", "plugged"]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = pd.read_csv(tmp_path / "runs" / "plugged" / "results.csv")
+    assert (results["status"] == "completed").all() and set(results["student_arch"]) == {"plugin_net"}
+    assert set(results["teacher_arch"]) == {"plugin_net"} and len(results) == 2
+    recorded = json.loads((tmp_path / "runs" / "plugged" / "sweep.json").read_text())
+    assert recorded["plugins"] == [str(folder / "my_plugin_entries.py")]  # a --resume imports it again
+
+
+def test_a_plugins_code_is_in_its_artifact_keys_and_a_broken_plugin_is_refused(registries, tmp_path, monkeypatch, capsys):
+    from contract import plugins
+    from trainables.artifacts import _CodeWalk
+
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "my_keyed_entries.py").write_text(PLUGIN)
+    try:
+        plugins.load_plugins([str(tmp_path / "my_keyed_entries.py")])
+        walk = _CodeWalk(())
+        walk.add(MODELS.get("plugin_net"))
+        assert "my_keyed_entries:plugin_net" in walk.found  # hashed like the project's own models
+    finally:
+        sys.modules.pop("my_keyed_entries", None)
+    (tmp_path / "broken_entries.py").write_text("import not_a_module_anywhere\n")
+    for spec, message in ((str(tmp_path / "missing.py"), "no such file"),
+                          (str(tmp_path / "broken_entries.py"), "cannot import it (ModuleNotFoundError")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--plugin", spec, "--dataset", "digits", "--dry-run"])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -50,6 +50,8 @@ from typing import Callable
 
 import numpy as np
 
+from contract.plugins import is_plugin_module
+
 log = logging.getLogger(__name__)
 
 ARTIFACTS_ENV = "KDSWEEP_ARTIFACTS"
@@ -123,7 +125,8 @@ def normalised_source(text: str) -> str:
 
 
 def _ours(module: str | None) -> bool:
-    return bool(module) and module.split(".")[0] in PROJECT_PACKAGES
+    """The project's code, or a user's plugin (``contract.plugins``): hashed by the walk."""
+    return bool(module) and (module.split(".")[0] in PROJECT_PACKAGES or is_plugin_module(module))
 
 
 def _stable_repr(value) -> str | None:

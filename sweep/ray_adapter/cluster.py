@@ -10,6 +10,8 @@ from typing import Any, Callable
 import ray
 import ray._private.ray_constants
 
+from contract.plugins import PLUGINS_ENV, loaded_names, shipped_modules
+
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a Ray of one node, on 127.0.0.1
 
 
@@ -45,6 +47,11 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
             ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
             _use_local_token()
         check_address(address)
+    if loaded_names():
+        # The user's plugin modules: shipped to every node and imported by every worker process as it
+        # starts, so trials and stage tasks find their entries by name (contract.plugins).
+        kwargs["runtime_env"] = {"py_modules": shipped_modules(), "env_vars": {PLUGINS_ENV: ",".join(loaded_names())},
+                                 "worker_process_setup_hook": "contract.plugins.load_from_env"}
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
