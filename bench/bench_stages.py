@@ -5,7 +5,7 @@
 
 The sweep's teacher stage (``sweep.stages.teacher_task`` as a Ray task on an embedded Ray, a fresh
 artifact cache each time, so the teacher really trains) runs side by side in one process: with one
-trial's CPUs (``--cpus-per-trial``, the old behaviour) and with ``ray_adapter.stage_cpus`` (the
+trial's CPUs (``--cpus-per-cohort``, the old behaviour) and with ``ray_adapter.stage_cpus`` (the
 CPUs of the slots no other stage task uses). Modes alternate over ``--repeats`` rounds; the script
 prints each wall time and the ratio of the medians.
 """
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--arch", default=None, help="default: the dataset's teacher")
     parser.add_argument("--epochs", type=int, default=None, help="default: the dataset's recipe")
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument("--cpus-per-cohort", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 

@@ -32,7 +32,7 @@ def run(args, cohort_size: int) -> dict:
         start = time.perf_counter()
         sweep_main(["--dataset", "digits", "--profile", "smoke", "--epochs", str(args.epochs), "--methods", *args.methods,
                     "--fractions", *args.fractions, "--trials-per-cell", str(args.trials_per_cell),
-                    "--cohort-size", str(cohort_size), "--cpus-per-trial", str(args.cpus_per_trial),
+                    "--cohort-size", str(cohort_size), "--cpus-per-cohort", str(args.cpus_per_trial),
                     "--storage", storage, "--name", f"bench-k{cohort_size}"])
         total = time.perf_counter() - start
         results = pd.read_csv(os.path.join(storage, f"bench-k{cohort_size}", "results.csv"))
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--trials-per-cell", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--cohort-sizes", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument("--cpus-per-cohort", type=float, default=1.0)
     parser.add_argument("--methods", nargs="+", default=["random", "el2n"])
     parser.add_argument("--fractions", nargs="+", default=["0.2", "0.5", "1.0"])
     args = parser.parse_args()

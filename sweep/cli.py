@@ -25,7 +25,7 @@ EXAMPLES = """examples:
   on a laptop (an embedded local Ray; about three minutes on 2 CPU cores):
     python -m sweep.run --dataset digits --profile demo --name demo
   on a cluster (after `ray up cluster.yaml`; results on the shared file system):
-    python -m sweep.run --dataset svhn --address auto --gpus-per-trial 0.25 --storage /mnt/shared/runs --name svhn-fast
+    python -m sweep.run --dataset svhn --address auto --gpus-per-cohort 0.25 --storage /mnt/shared/runs --name svhn-fast
   continue a stopped sweep (finished trials are kept; same --storage):
     python -m sweep.run --resume --name svhn-fast --storage /mnt/shared/runs
 """
@@ -106,9 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--optuna-storage", default=None,
                        help="Optuna storage: SQLAlchemy URL or journal file (default: a journal file in the experiment directory)")
     where.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster); default: an embedded local Ray")
-    where.add_argument("--gpus-per-trial", type=float, default=None,
-                       help="GPUs per trial, fractions allowed (0.25: four trials per GPU); default 1 if the cluster has GPUs, else 0")
-    where.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    # A cohort is one Tune trial; the old names (--gpus-per-trial, --cpus-per-trial) still work.
+    where.add_argument("--gpus-per-cohort", "--gpus-per-trial", type=float, default=None, dest="gpus_per_trial",
+                       help="GPUs per cohort (one Tune trial), fractions allowed (0.25: four cohorts per GPU); default 1 if "
+                       "the cluster has GPUs, else 0")
+    where.add_argument("--cpus-per-cohort", "--cpus-per-trial", type=float, default=1.0, dest="cpus_per_trial",
+                       help="CPUs per cohort and per stage task (default 1)")
     where.add_argument("--wait-for-nodes", type=float, default=600.0, metavar="SECONDS",
                        help="with --address: when no node fits a trial yet, ask the autoscaler for one and wait this long "
                        "before refusing (default 600)")

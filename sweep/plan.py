@@ -121,9 +121,9 @@ class SweepConfig:
         if self.scheduler not in SCHEDULERS:
             problems.append(f"unknown scheduler {self.scheduler!r}; choose one of {SCHEDULERS}")
         if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
-            problems.append(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+            problems.append(f"--gpus-per-cohort must be >= 0, got {self.gpus_per_trial}")
         if self.cpus_per_trial <= 0:
-            problems.append(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
+            problems.append(f"--cpus-per-cohort must be > 0, got {self.cpus_per_trial}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             problems.append(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
         if "://" in self.storage and not self.storage.startswith("file://") and self.optuna_storage is None:

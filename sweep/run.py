@@ -1,7 +1,7 @@
 """The driver: the whole study as one Ray Tune experiment (its command line: ``sweep.cli``).
 
     python -m sweep.run --dataset digits --profile smoke
-    python -m sweep.run --dataset svhn --address auto --gpus-per-trial 0.25 --storage /mnt/shared/runs
+    python -m sweep.run --dataset svhn --address auto --gpus-per-cohort 0.25 --storage /mnt/shared/runs
 
 Stages: teachers (Ray tasks, cached) -> pruning scores (Ray tasks per run, cached) -> the object store
 -> one Tune experiment over every cell (one Optuna study per cell) -> ``results.csv`` -> ``report.html``
@@ -226,7 +226,7 @@ def wait_for_nodes(args, cpus: float, gpus: float) -> None:
     if unfit is None:
         return
     if args.address is None:  # nothing will ever join an embedded Ray
-        raise ValueError(f"{unfit}: lower --cpus-per-trial / --gpus-per-trial")
+        raise ValueError(f"{unfit}: lower --cpus-per-cohort / --gpus-per-cohort")
     say(f"{unfit}; asking the cluster's autoscaler for a node that fits and waiting up to {args.wait_for_nodes:g} s "
         "(--wait-for-nodes)")
     shown = [time.monotonic()]
@@ -239,7 +239,7 @@ def wait_for_nodes(args, cpus: float, gpus: float) -> None:
     unfit = ray_adapter.wait_for_fit(cpus, gpus, args.wait_for_nodes, on_poll=still_waiting)
     if unfit is not None:
         raise ValueError(f"{unfit}, and no node that fits joined within {args.wait_for_nodes:g} s (--wait-for-nodes). "
-                         "Lower --cpus-per-trial / --gpus-per-trial, add a node type that holds a trial to the cluster "
+                         "Lower --cpus-per-cohort / --gpus-per-cohort, add a node type that holds a trial to the cluster "
                          "(an autoscaler never launches a node larger than its node types), or wait longer")
     say("a node that fits a trial joined the cluster")
 

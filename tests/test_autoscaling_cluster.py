@@ -140,7 +140,7 @@ def test_a_sweep_makes_the_autoscaler_launch_gpu_workers_and_two_trials_share_a_
     assert before == [HEAD_ONLY]  # the head alone: it declares CPU 0, so nothing fits a trial yet
 
     args = [*TINY, "--trials-per-cell", "4", "--cohort-size", "1", "--storage", str(tmp_path), "--name", "rehearsal",
-            "--address", fake_cluster.address, "--gpus-per-trial", "0.5", "--allow-cpu-fallback",
+            "--address", fake_cluster.address, "--gpus-per-cohort", "0.5", "--allow-cpu-fallback",
             "--wait-for-nodes", "180"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -176,7 +176,7 @@ def test_a_gpu_that_cuda_cannot_see_is_an_error_naming_the_node_without_the_fall
                                                                                      monkeypatch):
     monkeypatch.delenv(ray_adapter.CPU_FALLBACK_ENV, raising=False)
     args = [*TINY, "--trials-per-cell", "1", "--storage", str(tmp_path), "--name", "no-fallback",
-            "--address", fake_cluster.address, "--gpus-per-trial", "0.5", "--wait-for-nodes", "180"]
+            "--address", fake_cluster.address, "--gpus-per-cohort", "0.5", "--wait-for-nodes", "180"]
     assert main(args) == 1  # the teacher, the first task given the GPU, stops the sweep
     err = capsys.readouterr().err
     assert "CUDA cannot use a GPU there" in err and "torch.cuda.is_available() is False" in err
@@ -190,7 +190,7 @@ def test_a_gpu_that_cuda_cannot_see_is_an_error_naming_the_node_without_the_fall
 @pytest.mark.cluster
 def test_a_trial_no_node_type_can_hold_is_refused_after_waiting(fake_cluster, tmp_path, capsys):
     args = [*TINY, "--trials-per-cell", "1", "--storage", str(tmp_path), "--name", "too-big",
-            "--address", fake_cluster.address, "--gpus-per-trial", "4", "--wait-for-nodes", "5"]
+            "--address", fake_cluster.address, "--gpus-per-cohort", "4", "--wait-for-nodes", "5"]
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2

@@ -243,7 +243,7 @@ def test_ccs_selection_on_a_file_uri_storage(tmp_path):
 
 def test_a_trial_no_node_can_fit_is_refused_instead_of_waiting_forever(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main([*TINY, "--storage", str(tmp_path), "--name", "big", "--cpus-per-trial", "64"])
+        main([*TINY, "--storage", str(tmp_path), "--name", "big", "--cpus-per-cohort", "64"])
     assert exit_.value.code == 2
     assert "a trial asks for 64 CPU and 0 GPU" in capsys.readouterr().err
 

@@ -47,7 +47,7 @@ def test_recipe_flags_override_the_profile_recipe_and_nothing_else():
         ({"students": ["resnet19"]}, "unknown model"),
         ({"trials_per_cell": 0}, "trials-per-cell"),
         ({"scheduler": "pbt"}, "scheduler"),
-        ({"gpus_per_trial": -1.0}, "gpus-per-trial"),
+        ({"gpus_per_trial": -1.0}, "gpus-per-cohort"),
         ({"storage": "s3://bucket/runs"}, "optuna-storage"),
         ({"replicates": [1, 1]}, "--replicates"),
         ({"replicates": [-5]}, "--replicates"),
@@ -364,3 +364,12 @@ def test_a_cohort_is_a_batch_of_optuna_trials_each_told_its_own_result(tmp_path)
     assert states == [T.COMPLETE, T.COMPLETE, T.PRUNED, T.FAIL, T.FAIL]
     assert [t.value for t in study.trials[:2]] == [0.8, 0.9]
     assert searcher.suggest("c3")["cell_index"] == 1 and searcher.suggest("c4") == CellSearcher.FINISHED
+
+
+def test_the_resource_flags_are_named_per_cohort_and_keep_their_old_names():
+    from sweep.cli import build_parser
+
+    parser = build_parser()
+    new = parser.parse_args(["--gpus-per-cohort", "0.5", "--cpus-per-cohort", "2"])
+    old = parser.parse_args(["--gpus-per-trial", "0.5", "--cpus-per-trial", "2"])
+    assert (new.gpus_per_trial, new.cpus_per_trial) == (old.gpus_per_trial, old.cpus_per_trial) == (0.5, 2.0)

@@ -45,7 +45,7 @@ def trial_device(allow_cpu_fallback: bool = False) -> str:
     whose GPUs are declared, not real) is a ``GpuNotUsableError`` naming the node and what to do,
     unless the CPU fallback was asked for (``allow_cpu_fallback``, from ``--allow-cpu-fallback``, or
     ``KDSWEEP_ALLOW_CPU_FALLBACK=1`` on the node): then it runs on the CPU, with a warning once per
-    process, never silently. On part of a GPU (``--gpus-per-trial 0.25``) the process may use only
+    process, never silently. On part of a GPU (``--gpus-per-cohort 0.25``) the process may use only
     that share of the GPU's memory (``torch.cuda.set_per_process_memory_fraction``), so one trial
     cannot starve the others on the same GPU."""
     gpus = ray.get_gpu_ids()
@@ -61,7 +61,7 @@ def trial_device(allow_cpu_fallback: bool = False) -> str:
         if not (allow_cpu_fallback or cpu_fallback_from_env()):
             raise GpuNotUsableError(
                 f"{problem}. Check that node's NVIDIA driver (`nvidia-smi` on it) and that its torch is a CUDA build, "
-                "or run without GPUs (--gpus-per-trial 0). To run on that node's CPUs instead (much slower), pass "
+                "or run without GPUs (--gpus-per-cohort 0). To run on that node's CPUs instead (much slower), pass "
                 f"--allow-cpu-fallback to sweep.run or set {CPU_FALLBACK_ENV}=1."
             )
         global _fallback_warned
