@@ -20,7 +20,15 @@ so KD gains about 0.3 points at f = 1 and 5.8 points at f = 0.1 under the invers
 - ``none``: a* = 0.5 at every f (no relation);
 - ``inverse``: a* = min(0.95, 0.25 + 0.06 / f) (the paper's a + b/f: 0.85 at f = 0.1, 0.31 at f = 1);
 - ``direct``: a* = 0.2 + 0.55 * sqrt(f) (0.37 at f = 0.1, 0.75 at f = 1);
-- ``flat``: no KD effect at all (k = 0): no gain to find and no optimum to pin.
+- ``flat``: no KD effect at all (k = 0): no gain to find and no optimum to pin;
+- optima at the edge of the range, as real sweeps show them (at small f the best student uses the
+  teacher alone): the unclipped peak ``a_raw`` lies beyond alpha = 1 at small f, so the best alpha in
+  the range, a* = min(1, a_raw), is 1 there and the trials cannot say where beyond 1 the peak is.
+  ``edge_steep``: a_raw = 1.2 for f <= 0.3, then falling linearly in log f to 0.3 at f = 1 (a* = 1 up
+  to f = 0.39); ``edge_shallow``: the same falling to 0.6 at f = 1 (a* = 1 up to f = 0.47);
+  ``edge_null``: a_raw = 1.3 at every f (a* = 1 everywhere: no relation, at the edge);
+- ``mixed``: methods whose curves differ: random as ``edge_steep``, every other method flat at
+  a* = 0.3 (the value all share at f = 1, where every method keeps the same data).
 
 Noise: a trial's training noise (sd 1.3 points, shared by its validation and test accuracy) plus
 evaluation noise (sd 0.75 points on validation, 0.5 on test): validation accuracy varies by about 1.5
@@ -42,20 +50,39 @@ from contract import DEFAULT_TAU, FULL, RESULT_COLUMNS, Cell
 
 METHODS = ("random", "el2n", "grand", "forgetting", "memorization")
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
-TRUTHS = ("none", "inverse", "direct", "flat")
+TRUTHS = ("none", "inverse", "direct", "flat", "edge_steep", "edge_shallow", "edge_null", "mixed")
 TRAIN_SD, VAL_EVAL_SD, TEST_EVAL_SD, CELL_SD = 0.013, 0.0075, 0.005, 0.005
 NOISE_SD = math.sqrt(TRAIN_SD**2 + VAL_EVAL_SD**2)  # trial-to-trial sd of validation accuracy (~0.015)
 EDGE = {"random": 0.01}
 
 
-def a_star(truth: str, f: float) -> float:
+def _edge_fall(f: float, at_full: float) -> float:
+    """1.2 for f <= 0.3, then linear in log f down to ``at_full`` at f = 1."""
+    return 1.2 if f <= 0.3 else 1.2 - (1.2 - at_full) * math.log10(f / 0.3) / math.log10(1 / 0.3)
+
+
+def raw_optimum(truth: str, f: float, method: str = "random") -> float:
+    """The peak of the accuracy curve in alpha, which may lie beyond the searched range [0, 1]."""
     if truth in ("none", "flat"):
         return 0.5
     if truth == "inverse":
         return min(0.95, 0.25 + 0.06 / f)
     if truth == "direct":
         return 0.2 + 0.55 * math.sqrt(f)
+    if truth == "edge_steep":
+        return _edge_fall(f, 0.3)
+    if truth == "edge_shallow":
+        return _edge_fall(f, 0.6)
+    if truth == "edge_null":
+        return 1.3
+    if truth == "mixed":
+        return _edge_fall(f, 0.3) if method in ("random", FULL) else 0.3
     raise ValueError(f"unknown truth {truth!r}; choose one of {TRUTHS}")
+
+
+def a_star(truth: str, f: float, method: str = "random") -> float:
+    """The best alpha in the searched range [0, 1] (the peak, clipped): what the analysis estimates."""
+    return min(1.0, max(0.0, raw_optimum(truth, f, method)))
 
 
 def curvature(truth: str, f: float) -> float:
@@ -64,7 +91,8 @@ def curvature(truth: str, f: float) -> float:
 
 def true_accuracy(truth: str, method: str, f: float, alpha) -> np.ndarray:
     top = 0.95 - 0.15 * math.log10(1 / f) + EDGE.get(method, 0.0) * (1 - f)
-    return np.clip(top - curvature(truth, f) * (np.asarray(alpha, float) - a_star(truth, f)) ** 2, 0.0, 1.0)
+    peak = raw_optimum(truth, f, method)
+    return np.clip(top - curvature(truth, f) * (np.asarray(alpha, float) - peak) ** 2, 0.0, 1.0)
 
 
 def sweep_cells(methods=METHODS, fractions=FRACTIONS, replicates: int = 1, full: bool = True,

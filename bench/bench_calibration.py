@@ -21,6 +21,12 @@ the sweep does), and the real analysis (``analysis.results.tidy``, ``analysis.al
   alpha* minus at alpha = 0); false wins: share of cells called a KD win under the flat truth;
 - impossible: reported accuracies outside [0, 1] or alphas outside the searched range (all truths).
 
+With ``--truths edge_null edge_steep edge_shallow mixed`` (optima at the edge of the range, see
+``analysis.simulate``) a second table: FWER when alpha* = 1 at every f; power against falls from the
+edge (steep, shallow), per method and pooled; wrong directions; for methods whose curves differ
+(random falls, the others flat), random's power, the share of sweeps with a finding for a flat method,
+and the share with a pooled finding (the pooled fit should be withheld); coverage of alpha* there.
+
 Targets at the default budget: FWER <= 5 %, coverage in [90 %, 98 %], |error| <= 0.1 in >= 80 % of
 cells, power >= 80 % for the inverse relation, zero impossible values. Monte Carlo error: with S sweeps
 a rate near 5 % has a standard error of about sqrt(0.05 * 0.95 / S) (7 points at S = 10, 2 at S = 100).
@@ -41,9 +47,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
-from analysis.simulate import FRACTIONS, METHODS, a_star, simulate_sweep, true_accuracy  # noqa: E402
+from analysis.simulate import FRACTIONS, METHODS, TRUTHS, a_star, simulate_sweep, true_accuracy  # noqa: E402
 
-TRUTHS = ("none", "flat", "inverse", "direct")
+CLASSIC = ("none", "flat", "inverse", "direct")  # the default truths; the edge ones on request (--truths)
+EDGE_TRUTHS = ("edge_null", "edge_steep", "edge_shallow", "mixed")
 
 
 def one_sweep(args: tuple) -> dict:
@@ -74,7 +81,7 @@ def one_sweep(args: tuple) -> dict:
         bad += int(((values < 0) | (values > 1)).sum())
     out["impossible"] = bad
     if truth != "flat":
-        truth_alpha = np.array([a_star(truth, f) for f in cells["fraction"]])
+        truth_alpha = np.array([a_star(truth, f, m) for f, m in zip(cells["fraction"], cells["method"])])
         out["covered"] = ((cells["alpha_lo"] <= truth_alpha + 1e-9) & (truth_alpha - 1e-9 <= cells["alpha_hi"])).to_numpy().tolist()
         out["error"] = np.abs(cells["alpha_opt"].to_numpy(float) - truth_alpha).tolist()
         out["pinned"] = cells["pinned"].astype(bool).tolist()
@@ -98,7 +105,7 @@ def _rate(values) -> float:
 def summarise(results: list[dict], design: str, trials: int, methods=METHODS) -> dict:
     mine = [r for r in results if r["design"] == design and r["trials"] == trials]
     by = {t: [r for r in mine if r["truth"] == t] for t in TRUTHS}
-    row = {"design": design, "trials": trials, "sweeps": len(by["none"]) or len(by["inverse"])}
+    row = {"design": design, "trials": trials, "sweeps": max(len(v) for v in by.values())}
     row["fwer_none"] = _rate(r["any_finding"] for r in by["none"])
     row["fwer_flat"] = _rate(r["any_finding"] for r in by["flat"])
     pooled = ["pooled"] if len(methods) > 1 else []
@@ -108,7 +115,7 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS) ->
     row["power_direct"] = _rate(x == "direct" for r in by["direct"] for m in methods for x in r["relations"][m])
     row["wrong"] = _rate([x == "direct" for r in by["inverse"] for m in (*methods, *pooled) for x in r["relations"][m]]
                          + [x == "inverse" for r in by["direct"] for m in (*methods, *pooled) for x in r["relations"][m]])
-    located = [r for t in ("none", "inverse", "direct") for r in by[t]]
+    located = [r for t in ("none", "inverse", "direct") for r in by[t]]  # the edge truths: coverage_edge
     covered = [c for r in located for c in r["covered"]]
     errors = np.array([e for r in located for e in r["error"]], float)
     errors = errors[np.isfinite(errors)]
@@ -121,6 +128,19 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS) ->
     row["gain_coverage"] = _rate(c for r in mine for c in r["gain_covered"])
     row["false_wins"] = _rate(w for r in by["flat"] for w in r["wins"])
     row["impossible"] = int(sum(r["impossible"] for r in mine))
+    # optima at the edge of the range: the null at alpha* = 1, falls from the edge, methods that differ
+    row["fwer_edge_null"] = _rate(r["any_finding"] for r in by["edge_null"])
+    for truth in ("edge_steep", "edge_shallow"):
+        row[f"power_{truth}"] = _rate(x == "inverse" for r in by[truth] for m in methods for x in r["relations"][m])
+        row[f"power_{truth}_pooled"] = _rate(x == "inverse" for r in by[truth] for x in r["relations"].get("pooled", []))
+    row["wrong_edge"] = _rate(x == "direct" for t in ("edge_steep", "edge_shallow", "mixed") for r in by[t]
+                              for m in (*methods, *pooled) for x in r["relations"][m])
+    others = [m for m in methods if m != "random"]
+    row["mixed_random"] = _rate(x == "inverse" for r in by["mixed"] for x in r["relations"].get("random", []))
+    row["mixed_false"] = _rate(any(x in ("inverse", "direct") for m in others for x in r["relations"][m]) for r in by["mixed"])
+    row["mixed_pooled"] = _rate(x in ("inverse", "direct") for r in by["mixed"] for x in r["relations"].get("pooled", []))
+    edge = [r for t in EDGE_TRUTHS for r in by[t]]
+    row["coverage_edge"] = _rate(c for r in edge for c in r["covered"])
     return row
 
 
@@ -141,6 +161,19 @@ def print_table(rows: list[dict], methods=METHODS) -> None:
                  f"{r['median_error']:.3f}" if math.isfinite(r["median_error"]) else "–", _pct(r["within_0.1"]),
                  _pct(r["pinned_share"]), _pct(r["pinned_within_0.1"]), _pct(r["gain_coverage"]), _pct(r["false_wins"]), str(r["impossible"])]
         print(" | ".join(cells))
+    edge_rows = ("fwer_edge_null", "power_edge_steep", "power_edge_shallow", "mixed_random")
+    if not any(math.isfinite(r[key]) for r in rows for key in edge_rows):
+        return
+    print()
+    head = ("design", "n/cell", "FWER edge null", "pw steep", "pw steep pooled", "pw shallow", "pw shallow pooled",
+            "wrong", "mixed: pw random", "mixed: false (others)", "mixed: pooled finding", "coverage edge")
+    print(" | ".join(head))
+    print("|".join("---" for _ in head))
+    for r in rows:
+        print(" | ".join([r["design"], str(r["trials"]), _pct(r["fwer_edge_null"]), _pct(r["power_edge_steep"]),
+                          _pct(r["power_edge_steep_pooled"]), _pct(r["power_edge_shallow"]),
+                          _pct(r["power_edge_shallow_pooled"]), _pct(r["wrong_edge"]), _pct(r["mixed_random"]),
+                          _pct(r["mixed_false"]), _pct(r["mixed_pooled"]), _pct(r["coverage_edge"])]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--designs", nargs="+", default=["tpe", "grid"], help="alpha designs (default %(default)s)")
     parser.add_argument("--trials", nargs="+", type=int, default=[3, 6, 8, 12], help="trials per cell")
     parser.add_argument("--sweeps", type=int, default=10, help="simulated sweeps per truth, design and budget")
-    parser.add_argument("--truths", nargs="+", default=list(TRUTHS), choices=TRUTHS)
+    parser.add_argument("--truths", nargs="+", default=list(CLASSIC), choices=TRUTHS,
+                        help=f"default {' '.join(CLASSIC)}; the edge ones: {' '.join(EDGE_TRUTHS)}")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     parser.add_argument("--seed", type=int, default=0)
     design = parser.add_argument_group("the simulated sweep's design (default: 5 methods x 6 fractions + f = 1)")
