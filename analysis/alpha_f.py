@@ -14,6 +14,13 @@ report's fits go through Holm's procedure at 5 % (family-wise error control). ``
 "inverse" (alpha* grows as f shrinks) or "direct" when the test rejects, "no evidence" when it does
 not (at this budget the data cannot tell the direction; this is not evidence of no relation), and
 "not tested" with fewer than three fractions or too few trials to estimate the noise.
+
+The test is on the alpha*(f) the report prints (the location clipped to the searched range; see
+``analysis.pooled``), so an optimum at the edge (alpha* = 1 at small f) counts for what it is. The
+pooled fit assumes one curve for every method; it is given a verdict only when the data do not say
+otherwise (``curves_differ``: an F test of one shared curve against a curve per method, at 5 %);
+when the curves differ the pooled fit is "not pooled" (left out of Holm's family) and the methods'
+own verdicts stand.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from contract import ALPHA_RANGE, FULL
 POOLED = "pooled"
 CURVE_POINTS = 60
 DEFAULT_DRAWS = 1000
-RELATIONS = ("inverse", "direct", "no evidence", "not tested")
+RELATIONS = ("inverse", "direct", "no evidence", "not pooled", "not tested")
 
 
 @dataclass
@@ -57,6 +64,7 @@ class AlphaFFit:
     p_adjusted: float = float("nan")
     relation: str = "not tested"
     message: str = ""
+    heterogeneity_p: float = float("nan")  # pooled fit: p of "the methods share one curve" (curves_differ)
     anchors: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ln f of the curve's anchors
     draws: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # (n, A) unit alpha
 
@@ -99,7 +107,7 @@ class AlphaFFit:
         }
 
     def _p(self) -> str:
-        return "< 0.001" if self.p_adjusted < 0.001 else f"= {self.p_adjusted:.2g}"
+        return _p_text(self.p_adjusted)
 
     def verdict(self) -> str:
         """The finding in words."""
@@ -112,6 +120,8 @@ class AlphaFFit:
         if self.relation == "no evidence":
             return (f"no evidence either way at this budget ({slope}; Holm-adjusted p {self._p()}); "
                     "this does not show that there is no relation")
+        if self.relation == "not pooled":
+            return f"not pooled: {self.message}"
         return f"not tested: {self.message}"
 
     def to_dict(self) -> dict:
@@ -123,6 +133,7 @@ class AlphaFFit:
             "slope": {"value": _clean(self.slope), "lo": _clean(self.slope_lo), "hi": _clean(self.slope_hi),
                       "unit": "alpha per tenfold change of f"},
             "p_value": _clean(self.p_value), "p_adjusted": _clean(self.p_adjusted), "relation": self.relation,
+            "heterogeneity_p": _clean(self.heterogeneity_p),
             "message": self.message, "anchors_ln_f": [float(a) for a in self.anchors],
             "draws": [[float(f"{v:.5g}") for v in row] for row in self.draws],
         }
@@ -137,7 +148,8 @@ class AlphaFFit:
             pinned=np.array([p["pinned"] for p in points], bool), n_trials=data["n_trials"], sigma=_nan(data["sigma"]),
             slope=_nan(data["slope"]["value"]), slope_lo=_nan(data["slope"]["lo"]), slope_hi=_nan(data["slope"]["hi"]),
             p_value=_nan(data["p_value"]), p_adjusted=_nan(data["p_adjusted"]), relation=data["relation"],
-            message=data.get("message", ""), anchors=np.array(data["anchors_ln_f"], float),
+            message=data.get("message", ""), heterogeneity_p=_nan(data.get("heterogeneity_p")),
+            anchors=np.array(data["anchors_ln_f"], float),
             draws=np.array(data["draws"], float).reshape(-1, len(data["anchors_ln_f"])),
         )
 
@@ -213,8 +225,9 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
     """Every group's pooled fit, with Holm's procedure applied across the fits of one context (``apply_holm``)."""
     alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
     done = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
+    noise_df = float("inf")  # a given sigma is taken as known
     if sigma is None:
-        sigma, _ = noise_sd(done, alpha_range)
+        sigma, noise_df = noise_sd(done, alpha_range)
     span = alpha_range[1] - alpha_range[0]
     fits = []
     data = _cell_data(done, alpha_range)
@@ -239,15 +252,54 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
             anchors=post.anchors, draws=post.draws(n_draws, rng),
         )
         if len(fractions) >= 3:
-            line = pooled.location_posterior(st, x, sigma**2, most=2)  # the test: location linear in ln f
-            slope = line.slope()
-            fit.slope, fit.slope_lo, fit.slope_hi = (v * span for v in line.summary(slope))
-            fit.p_value = pooled.sign_p_value(slope, line.weights)
+            # the test: the slope of the printed alpha*(f) (the location clipped to the range), see pooled
+            slope = post.clipped_slope()
+            fit.slope, fit.slope_lo, fit.slope_hi = (v * span for v in post.summary(slope))
+            fit.p_value = pooled.sign_p_value(slope, post.weights)
         else:
             fit.message = f"{len(fractions)} distinct f; the test of a direction needs at least 3"
+        if method == POOLED and math.isfinite(fit.p_value):
+            method_cells = [names for _, other, where, names in groups_of(done) if where == context and other != POOLED]
+            fit.heterogeneity_p = curves_differ(data, method_cells, sigma, noise_df)
+            if fit.heterogeneity_p < SIGNIFICANCE:  # one curve for all methods is not what the data say
+                fit.p_value = float("nan")
+                fit.message = (f"the methods' α*(f) curves differ (F test p {_p_text(fit.heterogeneity_p)}): "
+                               "no pooled verdict; read each method's own")
         fits.append(fit)
     apply_holm(fits)
     return fits
+
+
+def curves_differ(data: dict, method_cells: list[list[str]], sigma: float, df: float) -> float:
+    """The p-value of the hypothesis that every method of a group shares one alpha*(f) curve: an F test
+    of one curve for all methods' cells against a curve per method (each method on its own cells,
+    without the shared f = 1 cell, which would count in every method's fit), with every cell's
+    offset and curvature its own in both. A small p: the pooled fit would average curves that differ."""
+    own = [[n for n in names if not _is_full(n, data)] for names in method_cells]
+    own = [names for names in own if names]
+    if len(own) < 2 or not math.isfinite(sigma) or sigma <= 0:
+        return float("nan")
+    rss_separate = anchors_separate = 0.0
+    for names in own:
+        value, _, anchors = pooled.min_rss(*_group_cells(data, names))
+        rss_separate += value
+        anchors_separate += len(anchors)
+    rss_shared, _, anchors = pooled.min_rss(*_group_cells(data, [n for names in own for n in names]))
+    df1 = anchors_separate - len(anchors)
+    if df1 <= 0:
+        return float("nan")
+    statistic = max(rss_shared - rss_separate, 0.0) / df1 / sigma**2
+    from scipy import stats as sps
+
+    return float(sps.f.sf(statistic, df1, max(df, 1.0)))
+
+
+def _is_full(name: str, data: dict) -> bool:
+    return abs(data[name][2]) < 1e-12  # ln f = 0: the f = 1 cell
+
+
+def _p_text(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.2g}"
 
 
 def apply_holm(fits: list[AlphaFFit], level: float = SIGNIFICANCE) -> None:
@@ -264,4 +316,4 @@ def apply_holm(fits: list[AlphaFFit], level: float = SIGNIFICANCE) -> None:
             fit.relation = ("inverse" if fit.slope < 0 else "direct") if reject else "no evidence"
         for fit in family:
             if not math.isfinite(fit.p_value):
-                fit.relation = "not tested"
+                fit.relation = "not pooled" if math.isfinite(fit.heterogeneity_p) else "not tested"

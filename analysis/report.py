@@ -218,7 +218,7 @@ def _findings(analysis: Analysis) -> str:
         items.append("<b>Random versus score-based pruning</b> at the smallest f (test accuracy with KD at α*, "
                      "random minus the method under the same teacher and labels, points, model predictions with "
                      f"{LEVEL:.0%} intervals; without KD: measured means): " + "; ".join(parts) + ".")
-    tested = [fit for fit in analysis.fits if fit.relation != "not tested"]
+    tested = [fit for fit in analysis.fits if fit.relation in ("inverse", "direct", "no evidence")]
     if tested:
         items.append(
             f"<b>Direction of the α-f relation</b>, tested per method and pooled, Holm's procedure across these "

@@ -1,6 +1,7 @@
 """Analysis: the tidy table, the pooled alpha*(f) model, Holm, KD gains, and the report files."""
 
 import json
+import os
 
 import fsspec
 import numpy as np
@@ -406,3 +407,39 @@ def test_a_table_written_before_the_cohort_seed_rename_reads_the_same(tmp_path):
     older = frame.rename(columns={"cohort_seed": "trial_seed"})
     loaded = load_experiment(str(write_experiment(tmp_path / "older", older))).trials
     assert "trial_seed" not in loaded and loaded["cohort_seed"].tolist() == tidy(frame)["cohort_seed"].tolist()
+
+
+EDGE_FIXTURE = os.path.join(os.path.dirname(__file__), "data", "edge_optimum.csv")
+
+
+def test_an_optimum_at_the_edge_is_a_relation_when_the_printed_alpha_star_falls():
+    """A table shaped like a self-distillation sweep (tests/data/make_edge_optimum.py: alpha* = 1 at small
+    f, falling to about 0.3 at f = 1, tight intervals): the verdict agrees with the alpha*(f) the report
+    prints. The test before (a straight line through the unclipped peaks) said "no evidence" for EL2N."""
+    fits = {fit.method: fit for fit in fit_alpha_f(tidy(pd.read_csv(EDGE_FIXTURE)))}
+    for fit in fits.values():
+        assert fit.alpha[0] == 1.0 and fit.hi[-1] < fit.lo[0]  # the printed curve: from the edge, clearly down
+        assert fit.relation == "inverse" and fit.slope_hi < 0, fit.verdict()
+        # the slope is of the printed curve (alpha* per tenfold change of f): near its fall from end to end
+        ends = (fit.alpha[-1] - fit.alpha[0]) / np.log10(fit.f[-1] / fit.f[0])
+        assert 1.5 * ends <= fit.slope <= 0.5 * ends
+
+
+def test_methods_whose_curves_differ_are_not_pooled_and_shared_ones_are():
+    """Random falls from the edge while EL2N stays flat at 0.3 (they meet at f = 1): no pooled verdict,
+    each method's own stands; when both fall alike the pooled fit is tested as before."""
+    # at half the default noise (the signal-to-noise of the real self-distillation sweep of the issue)
+    mixed = {fit.method: fit for fit in fit_alpha_f(tidy(simulate_sweep("mixed", "grid", 16, seed=0, noise_scale=0.5,
+                                                                          methods=("random", "el2n"))))}
+    assert mixed["pooled"].relation == "not pooled" and mixed["pooled"].heterogeneity_p < 0.05
+    assert "curves differ" in mixed["pooled"].verdict() and np.isnan(mixed["pooled"].p_adjusted)
+    assert mixed["random"].relation == "inverse" and mixed["el2n"].relation == "no evidence"
+    shared = {fit.method: fit for fit in fit_alpha_f(tidy(simulate_sweep("edge_steep", "grid", 16, seed=0, noise_scale=0.5,
+                                                                           methods=("random", "el2n"))))}
+    assert shared["pooled"].heterogeneity_p >= 0.05 and shared["pooled"].relation == "inverse"
+
+
+def test_an_optimum_at_the_edge_everywhere_is_no_relation():
+    fits = fit_alpha_f(tidy(simulate_sweep("edge_null", "grid", 16, seed=1, methods=("random", "el2n"))))
+    assert all(fit.relation in ("no evidence", "not pooled") for fit in fits)
+    assert all((fit.alpha == 1.0).all() for fit in fits if fit.method != "pooled")
