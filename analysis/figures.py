@@ -134,7 +134,7 @@ def alpha_vs_f(cells: pd.DataFrame, fits: list[AlphaFFit]) -> go.Figure:
         low, high = fit.f_range
         grid = np.geomspace(low, high, 60)
         curve = fit.curve(grid)
-        label = f"{fit.group}: α*(f) curve and 95 % band (model; {fit.relation})"
+        label = f"{fit.group}: α*(f) curve and pointwise 95 % band (model; {fit.relation})"
         fig.add_trace(go.Scatter(
             x=np.r_[grid, grid[::-1]], y=np.r_[curve["hi"], curve["lo"][::-1]], fill="toself", mode="lines",
             line=dict(width=0), fillcolor=_rgba(color, 0.08 if method == POOLED else 0.1), hoverinfo="skip",
@@ -487,8 +487,9 @@ register_figure(
     how="each marker is α*(f) of one method at one kept fraction from the pooled model (a model estimate, not a "
         "trial), with its 95 % interval; methods sharing an f are shifted sideways so their intervals can be told "
         "apart, the black square at f = 1 is the full-data cell that every method shares, and hollow markers are "
-        "optima the data cannot pin; lines and bands are each method's α*(f) curve and its 95 % band, so a band "
-        "that slopes down to the right is an inverse relation.",
+        "optima the data cannot pin; lines and bands are each method's α*(f) curve and its pointwise 95 % "
+        "band (each f on its own, not the whole curve at once); whether α* falls as f grows is the slope test in the "
+        "findings and the fits table, not a reading of the bands.",
 )(lambda analysis: alpha_vs_f(analysis.cells, analysis.fits))
 register_figure(
     "accuracy", title="Test accuracy versus f", nav="accuracy versus f", per_noise_level=True,

@@ -117,6 +117,19 @@ def _num(value, digits: int = 3) -> str:
     return "–" if value is None or pd.isna(value) else f"{value:.{digits}g}"
 
 
+def _fixed(value, decimals: int = 2, sign: bool = False) -> str:
+    """``value`` to ``decimals`` decimals (never "6.8e-17" or "-0.00": a value that rounds to 0 is 0)."""
+    if value is None or pd.isna(value):
+        return "–"
+    value = 0.0 if abs(value) < 0.5 * 10**-decimals else float(value)
+    return f"{value:+.{decimals}f}" if sign and value else f"{value:.{decimals}f}"
+
+
+def _p(value) -> str:
+    """A p-value as its precision supports: "< 0.001" below that, never 0; two significant digits above."""
+    return "–" if value is None or pd.isna(value) else "< 0.001" if value < 0.001 else f"{value:.2g}"
+
+
 def _ci_pts(value, lo, hi) -> str:
     return f"{_pts(value)} [{_pts(lo)}, {_pts(hi)}]"
 
@@ -186,10 +199,23 @@ def _capacity_finding(capacity: pd.DataFrame) -> str:
             "measured means, where the teacher plays no part): " + "; ".join(parts) + ".")
 
 
+def _scope(analysis: Analysis) -> str:
+    """What the findings generalise over: the study replicates they rest on."""
+    replicates = sorted(analysis.experiment.trials["replicate"].unique())
+    if len(replicates) == 1:
+        return ("<b>What these findings rest on</b>: one study replicate, so one teacher, one score table and one "
+                "kept subset per cell. Every interval counts the variation between students trained in these cells, "
+                "not between teachers or subsets: another replicate can move the numbers by more than the intervals "
+                "say. Sweep with <code>--replicates 0 1 2</code> to see that variation.")
+    return (f"<b>What these findings rest on</b>: {len(replicates)} study replicates (each its own teacher, score "
+            "tables and subsets), analysed as separate cells. The intervals count the variation between students; "
+            "the variation between replicates is not in them: compare the replicates' rows in the cells table.")
+
+
 def _findings(analysis: Analysis) -> str:
     cells, optima = analysis.cells, analysis.optima
     t = t_quantile(optima.noise_df if np.isfinite(optima.noise_df) else 1.0)
-    items = []
+    items = [_scope(analysis)]
     by_f = kd_gain_by_f(cells, t)
     if len(by_f):
         parts = [f"f = {r.fraction:g}: <b>{_ci_pts(r.gain, r.lo, r.hi)}</b> ({r.wins} of {r.cells} cells a win)"
@@ -266,16 +292,17 @@ def _fits_table(fits: list[AlphaFFit]) -> str:
     rows, classes = [], []
     for fit in fits:
         points = "<br>".join(
-            f"f = {f:g}: {_num(a)} [{_num(lo)}, {_num(hi)}]" + ("" if p else " <span class='warn'>(not pinned)</span>")
+            f"f = {f:g}: {_fixed(a)} [{_fixed(lo)}, {_fixed(hi)}]" + ("" if p else " <span class='warn'>(not pinned)</span>")
             for f, a, lo, hi, p in zip(fit.f, fit.alpha, fit.lo, fit.hi, fit.pinned))
         rows.append([
             _e(fit.group), points or "–",
-            f"{_num(fit.slope, 2)} [{_num(fit.slope_lo, 2)}, {_num(fit.slope_hi, 2)}]",
-            _num(fit.p_value, 2), _num(fit.p_adjusted, 2), _e(fit.relation), str(fit.n_trials), _e(fit.message),
+            f"{_fixed(fit.slope, sign=True)} [{_fixed(fit.slope_lo, sign=True)}, {_fixed(fit.slope_hi, sign=True)}]",
+            _p(fit.p_value), _p(fit.p_adjusted), _e(fit.relation), str(fit.n_trials), _e(fit.message),
         ])
         classes.append("chosen" if fit.relation in ("inverse", "direct") else "")
     return _table(["group", f"α*(f), model [{LEVEL:.0%} interval]", "slope of α* per tenfold f [interval]",
-                   "p", "Holm p", "relation", "trials", "note"], rows, left=2, row_class=classes)
+                   "sign p (twice the posterior probability of the other sign)", "Holm-adjusted", "relation", "trials",
+                   "note"], rows, left=2, row_class=classes)
 
 
 def _cells_table(cells: pd.DataFrame) -> str:
@@ -288,10 +315,10 @@ def _cells_table(cells: pd.DataFrame) -> str:
         win = "win" if c["kd_win"] else ""
         rows.append([
             _e(c["method"]), f"{c['fraction']:g}", *([f"{c['label_noise']:g}"] if noisy else []),
-            _e(f"{c['teacher_arch']}→{c['student_arch']}" + (f", seed {c['replicate']}" if several else "")),
-            f"{_num(c['alpha_opt'])} [{_num(c['alpha_lo'])}, {_num(c['alpha_hi'])}]" + ("" if c["pinned"] else " (not pinned)"),
-            f"{_num(c['cell_alpha'])} [{_num(c['cell_alpha_lo'])}, {_num(c['cell_alpha_hi'])}]",
-            f"{_num(c['best_alpha'])}: {_pct(c['best_val_acc'])} / {_pct(c['best_test_acc'])}",
+            _e(f"{c['teacher_arch']}→{c['student_arch']}" + (f", replicate {c['replicate']}" if several else "")),
+            f"{_fixed(c['alpha_opt'])} [{_fixed(c['alpha_lo'])}, {_fixed(c['alpha_hi'])}]" + ("" if c["pinned"] else " (not pinned)"),
+            f"{_fixed(c['cell_alpha'])} [{_fixed(c['cell_alpha_lo'])}, {_fixed(c['cell_alpha_hi'])}]",
+            f"{_fixed(c['best_alpha'])}: {_pct(c['best_val_acc'])} / {_pct(c['best_test_acc'])}",
             f"{_pct(c['baseline_val_acc'])} / {_pct(c['baseline_test_acc'])}",
             f"{_pct(c['val_at_opt'])} / {_pct(c['test_at_opt'])}",
             f"{_ci_pts(c['kd_gain_test'], c['kd_gain_test_lo'], c['kd_gain_test_hi'])} {win}",
@@ -300,7 +327,8 @@ def _cells_table(cells: pd.DataFrame) -> str:
         ])
     return _table(["method", "f", *(["label noise P"] if noisy else []), "teacher→student",
                    f"α* (pooled model) [{LEVEL:.0%}]", "α* from this cell alone (diagnostic)",
-                   "best trial α: val / test (measured)", "no KD val / test (measured)",
+                   "best trial α: val / test (measured; the best of the cell's noisy trials, so optimistic)",
+                   "no KD val / test (measured)",
                    "at α* val / test (model, within the trials' range)", "KD gain, test (pts, model) [95%]",
                    "completed / trials", "status"], rows, left=4 if noisy else 3)
 

@@ -207,7 +207,7 @@ def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) 
         "| label noise P | method | alpha*(f) | slope per tenfold f [95 %] | p (Holm) | relation |",
         "| --- | --- | --- | --- | --- | --- |",
         *(f"| {r['label_noise']:g} | {r['method']} | " + ", ".join(f"{f}: {a:.2f}" for f, a in r["alpha"].items())
-          + f" | {r['slope']:+.2f} [{r['slope_lo']:+.2f}, {r['slope_hi']:+.2f}] | {r['p']:.3f} ({r['p_holm']:.3f}) | {r['relation']} |"
+          + f" | {r['slope']:+.2f} [{r['slope_lo']:+.2f}, {r['slope_hi']:+.2f}] | {p_text(r['p'], r['p_holm'])} | {r['relation']} |"
           for r in three["fits"]),
         "",
         f"## 4. At small f a smaller teacher can beat a larger one: {four['verdict']}",
@@ -219,6 +219,11 @@ def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) 
         "",
     ]
     return "\n".join(lines)
+
+
+def p_text(p: float, holm: float) -> str:
+    """"p (Holm p)", or a dash for a fit that was not tested (the pooled fit of methods whose curves differ)."""
+    return "–" if p != p else f"{p:.3f} ({holm:.3f})"
 
 
 def main(argv: list[str] | None = None) -> int:
