@@ -2,27 +2,58 @@
 the page that shows them (``analysis.report``) and the figures (``analysis.figures``).
 
 Every comparison takes the cell table (``analysis.optimum.cell_optima``) and ``t``, the quantile of the
-cells' intervals, and gives a table with a 95 % interval per row.
+cells' intervals, and gives a table with a 95 % interval per row, at the level the data reach
+(``replicate_mean``): with two or more study replicates (each its own teacher, score tables and
+subsets) the replicates are the units, so the interval counts the variation between teachers and
+subsets as well as between students, and says over how many replicates (``replicates``); with one,
+the interval is conditional on that replicate's teacher and subsets.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
+from analysis.pooled import t_quantile
 from contract import FULL
 
 
+def replicate_mean(rows: pd.DataFrame, value: str, se: str, t: float) -> dict:
+    """The mean of ``value`` over ``rows`` (cells, or differences between cells of one replicate) with its
+    95 % interval. Two or more study replicates: each replicate's mean over its rows is one draw of the
+    population (another teacher, other scores and subsets), and the interval is the mean over replicates
+    ± t(R - 1) · sd / sqrt(R): it counts the variation between replicates together with that between
+    students. One replicate: the rows' own standard errors with ``t`` (conditional on that replicate)."""
+    per_replicate = rows.groupby("replicate")[value].mean() if "replicate" in rows else pd.Series([rows[value].mean()])
+    count = len(per_replicate)
+    if count >= 2:
+        mean = float(per_replicate.mean())
+        error, quantile = float(per_replicate.std(ddof=1) / math.sqrt(count)), t_quantile(count - 1)
+    else:
+        mean = float(rows[value].mean())
+        error = se_of_mean(rows[se]) if rows[se].notna().all() else np.nan
+        quantile = t
+    finite = np.isfinite(error) and np.isfinite(quantile)
+    return {"mean": mean, "se": error, "lo": mean - quantile * error if finite else np.nan,
+            "hi": mean + quantile * error if finite else np.nan, "replicates": count}
+
+
+def _bounded(estimate: dict) -> dict:
+    """An accuracy difference's interval within [-1, 1]."""
+    return {**estimate, "lo": max(-1.0, estimate["lo"]), "hi": min(1.0, estimate["hi"])}
+
+
 def kd_gain_by_f(cells: pd.DataFrame, t: float) -> pd.DataFrame:
-    """Mean KD gain (test, at alpha*) over the cells at each f, with a 95 % interval (cells independent)."""
+    """Mean KD gain (test, at alpha*) over the cells at each f, with a 95 % interval (``replicate_mean``)."""
     rows = []
     scored = cells[cells["kd_gain_test_se"].notna()]
     for fraction, part in scored.groupby("fraction"):
-        gain = part["kd_gain_test"].mean()
-        se = float(np.sqrt((part["kd_gain_test_se"] ** 2).sum()) / len(part))
-        rows.append({"fraction": fraction, "cells": len(part), "gain": gain, "lo": max(-1.0, gain - t * se),
-                     "hi": min(1.0, gain + t * se), "wins": int(part["kd_win"].sum())})
-    return pd.DataFrame(rows)
+        estimate = _bounded(replicate_mean(part, "kd_gain_test", "kd_gain_test_se", t))
+        rows.append({"fraction": fraction, "cells": len(part), "gain": estimate["mean"], "lo": estimate["lo"],
+                     "hi": estimate["hi"], "replicates": estimate["replicates"], "wins": int(part["kd_win"].sum())})
+    return pd.DataFrame(rows, columns=["fraction", "cells", "gain", "lo", "hi", "replicates", "wins"])
 
 
 def noise_levels(cells: pd.DataFrame) -> list[float]:
@@ -32,19 +63,38 @@ def noise_levels(cells: pd.DataFrame) -> list[float]:
 
 def kd_gain_by_noise(cells: pd.DataFrame, t: float, by=("method", "fraction", "label_noise")) -> pd.DataFrame:
     """Mean KD gain (test, at alpha*) over the cells of each ``by`` group (by default each (method, f,
-    label noise P)), with a 95 % interval: gain ± t·se, the se of the mean of independent cells; a group
-    of one cell keeps that cell's own interval (``kd_gain_test_lo``/``_hi``) when ``t`` is the cells'
-    (``CellOptima.t_test``). No interval where a cell has none."""
+    label noise P)), with a 95 % interval (``replicate_mean``); a group of one cell keeps that cell's own
+    interval when ``t`` is the cells' (``CellOptima.t_test``). No interval where a cell has none."""
     rows = []
     scored = cells[cells["kd_gain_test"].notna()]
     for key, part in scored.groupby(list(by), sort=True):
-        gain = float(part["kd_gain_test"].mean())
-        se = se_of_mean(part["kd_gain_test_se"]) if part["kd_gain_test_se"].notna().all() else np.nan
-        finite = np.isfinite(se) and np.isfinite(t)
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "cells": len(part), "gain": gain, "se": se,
-                     "lo": max(-1.0, gain - t * se) if finite else np.nan, "hi": min(1.0, gain + t * se) if finite else np.nan,
-                     "wins": int(part["kd_win"].sum())})
-    return pd.DataFrame(rows, columns=[*by, "cells", "gain", "se", "lo", "hi", "wins"])
+        estimate = _bounded(replicate_mean(part, "kd_gain_test", "kd_gain_test_se", t))
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "cells": len(part),
+                     "gain": estimate["mean"], "se": estimate["se"], "lo": estimate["lo"], "hi": estimate["hi"],
+                     "replicates": estimate["replicates"], "wins": int(part["kd_win"].sum())})
+    return pd.DataFrame(rows, columns=[*by, "cells", "gain", "se", "lo", "hi", "replicates", "wins"])
+
+
+def noise_gain_difference(cells: pd.DataFrame, t: float) -> dict | None:
+    """The mean KD gain at the highest label noise rate minus at the lowest, with a 95 % interval: per
+    replicate (its cells at each rate, paired by the replicate's teacher and subsets), then
+    ``replicate_mean``. None with one rate or no gain at one of them."""
+    scored = cells[cells["kd_gain_test"].notna()]
+    rates = noise_levels(scored)
+    if len(rates) < 2:
+        return None
+    low, high = rates[0], rates[-1]
+    rows = []
+    for replicate, part in scored.groupby("replicate"):
+        at = {p: part[np.isclose(part["label_noise"], p)] for p in (low, high)}
+        if any(frame.empty for frame in at.values()):
+            continue
+        rows.append({"replicate": replicate,
+                     "diff": at[high]["kd_gain_test"].mean() - at[low]["kd_gain_test"].mean(),
+                     "se": math.hypot(se_of_mean(at[high]["kd_gain_test_se"]), se_of_mean(at[low]["kd_gain_test_se"]))})
+    if not rows:
+        return None
+    return {"low": low, "high": high, **_bounded(replicate_mean(pd.DataFrame(rows), "diff", "se", t))}
 
 
 def se_of_mean(se: pd.Series) -> float:
@@ -52,13 +102,34 @@ def se_of_mean(se: pd.Series) -> float:
     return float(np.sqrt((se**2).sum()) / len(se))
 
 
+def _differences(part: pd.DataFrame, column: str, reference, others) -> pd.DataFrame:
+    """Per replicate and per other level of ``column``: its test accuracy with KD at alpha* minus the
+    reference level's (model predictions, each the mean over the replicate's cells), its se, and the
+    same difference of the measured means without KD."""
+    rows = []
+    for replicate, here in part.groupby("replicate"):
+        means = here.groupby(column).agg(acc=("test_at_opt", "mean"), se=("test_at_opt_se", se_of_mean),
+                                         base=("baseline_test_acc", "mean"))
+        if reference not in means.index:
+            continue
+        ref = means.loc[reference]
+        for other in others:
+            if other in means.index:
+                row = means.loc[other]
+                rows.append({"replicate": replicate, column: other, "acc": float(row["acc"]), "acc_ref": float(ref["acc"]),
+                             "diff": float(row["acc"] - ref["acc"]), "se": float(np.hypot(row["se"], ref["se"])),
+                             "diff_no_kd": float(row["base"] - ref["base"])})
+    return pd.DataFrame(rows, columns=["replicate", column, "acc", "acc_ref", "diff", "se", "diff_no_kd"])
+
+
 def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = None) -> pd.DataFrame:
     """Test accuracy with KD at alpha* of random pruning minus each score-based method's, with a 95 %
     interval, and the same difference without KD (alpha = 0, measured means), within each context
     (label noise, teacher, student: methods are compared under the same teacher on the same labels),
-    at ``fraction`` or, by default, the context's smallest f where random was swept. Replicates are
-    averaged (the se of a mean of independent cells)."""
-    columns = ["label_noise", "teacher_arch", "student_arch", "fraction", "method", "diff", "lo", "hi", "diff_no_kd"]
+    at ``fraction`` or, by default, the context's smallest f where random was swept. The difference is
+    taken within each replicate (same teacher and split), then over replicates (``replicate_mean``)."""
+    columns = ["label_noise", "teacher_arch", "student_arch", "fraction", "method", "diff", "lo", "hi", "diff_no_kd",
+               "replicates"]
     pruned = cells[(cells["method"] != FULL) & cells["test_at_opt"].notna()]
     if "label_noise" not in pruned:
         pruned = pruned.assign(label_noise=0.0)
@@ -67,30 +138,26 @@ def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = Non
         if "random" not in set(context["method"]) or context["method"].nunique() < 2:
             continue
         at = float(context.loc[context["method"] == "random", "fraction"].min()) if fraction is None else fraction
-        here = context[np.isclose(context["fraction"], at)].groupby("method").agg(
-            acc=("test_at_opt", "mean"), se=("test_at_opt_se", se_of_mean),
-            base=("baseline_test_acc", "mean"))
-        if "random" not in here.index:
-            continue
-        ref = here.loc["random"]
-        for method, row in here.drop(index="random").iterrows():
-            diff = float(ref["acc"] - row["acc"])
-            se = float(np.hypot(ref["se"], row["se"]))
-            finite = np.isfinite(se) and np.isfinite(t)
+        here = context[np.isclose(context["fraction"], at)]
+        others = sorted(set(here["method"]) - {"random"})
+        # the scored method minus random, per replicate; reported as random minus the method
+        differences = _differences(here, "method", "random", others)
+        for method, part in differences.groupby("method", sort=True):
+            estimate = replicate_mean(part.assign(diff=-part["diff"]), "diff", "se", t)
             rows.append({"label_noise": float(noise), "teacher_arch": teacher, "student_arch": student, "fraction": at,
-                         "method": method, "diff": diff, "lo": diff - t * se if finite else np.nan,
-                         "hi": diff + t * se if finite else np.nan, "diff_no_kd": float(ref["base"] - row["base"])})
+                         "method": method, "diff": estimate["mean"], "lo": estimate["lo"], "hi": estimate["hi"],
+                         "diff_no_kd": float(-part["diff_no_kd"].mean()), "replicates": estimate["replicates"]})
     return pd.DataFrame(rows, columns=columns)
 
 
 def teacher_capacity(cells: pd.DataFrame, t: float) -> pd.DataFrame:
     """Where cells distil from several teachers: at each (method, f, label noise, student) that has them,
     test accuracy with KD at alpha* under every teacher smaller than the largest, minus under the largest
-    (model predictions, mean over replicates), with a 95 % interval (independent cells: the se of a
-    difference of means), and the same difference without KD (alpha = 0, measured means; a check: the
-    teacher plays no part there, so it should be near 0)."""
+    (model predictions; per replicate, then ``replicate_mean``), with a 95 % interval, and the same
+    difference without KD (alpha = 0, measured means; a check: the teacher plays no part there, so it
+    should be near 0)."""
     columns = ["method", "fraction", "label_noise", "student_arch", "teacher_arch", "larger_arch", "acc", "acc_larger",
-               "diff", "lo", "hi", "diff_no_kd"]
+               "diff", "lo", "hi", "diff_no_kd", "replicates"]
     pruned = cells[cells["test_at_opt"].notna()]
     if "label_noise" not in pruned:
         pruned = pruned.assign(label_noise=0.0)
@@ -102,20 +169,18 @@ def teacher_capacity(cells: pd.DataFrame, t: float) -> pd.DataFrame:
     pruned = pruned[pruned["teacher_arch"].map(lambda arch: np.isfinite(sizes.get(arch, np.nan)))]
     rows = []
     for (method, fraction, noise, student), part in pruned.groupby(["method", "fraction", "label_noise", "student_arch"], sort=True):
-        here = part.groupby("teacher_arch").agg(
-            acc=("test_at_opt", "mean"), se=("test_at_opt_se", se_of_mean),
-            base=("baseline_test_acc", "mean"))
-        if len(here) < 2:
+        order = sorted(part["teacher_arch"].unique(), key=lambda arch: (sizes[arch], arch))
+        if len(order) < 2:
             continue
-        order = sorted(here.index, key=lambda arch: (sizes[arch], arch))
-        larger = here.loc[order[-1]]
+        differences = _differences(part, "teacher_arch", order[-1], order[:-1])
         for arch in order[:-1]:
-            row = here.loc[arch]
-            diff = float(row["acc"] - larger["acc"])
-            se = float(np.hypot(row["se"], larger["se"]))
-            finite = np.isfinite(se) and np.isfinite(t)
+            mine = differences[differences["teacher_arch"] == arch]
+            if mine.empty:
+                continue
+            estimate = replicate_mean(mine, "diff", "se", t)
             rows.append({"method": method, "fraction": float(fraction), "label_noise": float(noise), "student_arch": student,
-                         "teacher_arch": arch, "larger_arch": order[-1], "acc": float(row["acc"]),
-                         "acc_larger": float(larger["acc"]), "diff": diff, "lo": diff - t * se if finite else np.nan,
-                         "hi": diff + t * se if finite else np.nan, "diff_no_kd": float(row["base"] - larger["base"])})
+                         "teacher_arch": arch, "larger_arch": order[-1], "acc": float(mine["acc"].mean()),
+                         "acc_larger": float(mine["acc_ref"].mean()), "diff": estimate["mean"], "lo": estimate["lo"],
+                         "hi": estimate["hi"], "diff_no_kd": float(mine["diff_no_kd"].mean()),
+                         "replicates": estimate["replicates"]})
     return pd.DataFrame(rows, columns=columns)

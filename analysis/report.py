@@ -25,7 +25,8 @@ import pandas as pd
 from analysis.alpha_f import AlphaFFit, fit_alpha_f
 from analysis.optimum import CellOptima, cell_optima
 from analysis.pooled import LEVEL, SIGNIFICANCE, t_quantile
-from analysis.comparisons import kd_gain_by_f, kd_gain_by_noise, noise_levels, random_vs_scored, teacher_capacity
+from analysis.comparisons import (kd_gain_by_f, kd_gain_by_noise, noise_gain_difference, noise_levels, random_vs_scored,
+                                  teacher_capacity)
 from analysis.results import Experiment, ResultsError, load_experiment
 from contract import FULL
 from contract.storage import write_bytes
@@ -192,11 +193,16 @@ def _trials_per_cell(trials: pd.DataFrame) -> str:
 def _capacity_finding(capacity: pd.DataFrame) -> str:
     noisy = capacity["label_noise"].nunique() > 1
     parts = [f"{_e(r.method)} f = {r.fraction:g}{f', P = {r.label_noise:g}' if noisy else ''}: {_e(r.teacher_arch)} minus "
-             f"{_e(r.larger_arch)} <b>{_ci_pts(r.diff, r.lo, r.hi)}</b> (without KD {_pts(r.diff_no_kd)})"
+             f"{_e(r.larger_arch)}{_over(r.replicates)} <b>{_ci_pts(r.diff, r.lo, r.hi)}</b> (without KD {_pts(r.diff_no_kd)})"
              for r in capacity.itertuples()]
     return ("<b>Teacher capacity</b> (test accuracy with KD at α*, a smaller teacher minus the largest, points, "
             f"model predictions with {LEVEL:.0%} intervals; positive: the smaller teacher is better; without KD: "
             "measured means, where the teacher plays no part): " + "; ".join(parts) + ".")
+
+
+def _over(replicates: int) -> str:
+    """How far an interval generalises, said where it goes beyond one replicate."""
+    return f" (over {replicates} replicates)" if replicates > 1 else ""
 
 
 def _scope(analysis: Analysis) -> str:
@@ -208,8 +214,10 @@ def _scope(analysis: Analysis) -> str:
                 "not between teachers or subsets: another replicate can move the numbers by more than the intervals "
                 "say. Sweep with <code>--replicates 0 1 2</code> to see that variation.")
     return (f"<b>What these findings rest on</b>: {len(replicates)} study replicates (each its own teacher, score "
-            "tables and subsets), analysed as separate cells. The intervals count the variation between students; "
-            "the variation between replicates is not in them: compare the replicates' rows in the cells table.")
+            "tables and subsets). The KD gains and the comparisons between methods, teachers and noise rates are "
+            "taken per replicate and their intervals are over the replicates (a t interval with "
+            f"{len(replicates) - 1} degrees of freedom), so they count the variation between teachers and subsets; "
+            "α*(f) and its slope test pool the replicates' cells and count the variation between students only.")
 
 
 def _findings(analysis: Analysis) -> str:
@@ -218,8 +226,8 @@ def _findings(analysis: Analysis) -> str:
     items = [_scope(analysis)]
     by_f = kd_gain_by_f(cells, t)
     if len(by_f):
-        parts = [f"f = {r.fraction:g}: <b>{_ci_pts(r.gain, r.lo, r.hi)}</b> ({r.wins} of {r.cells} cells a win)"
-                 for r in by_f.itertuples()]
+        parts = [f"f = {r.fraction:g}{_over(r.replicates)}: <b>{_ci_pts(r.gain, r.lo, r.hi)}</b> ({r.wins} of {r.cells} cells "
+                 "a win)" for r in by_f.itertuples()]
         wins = int(cells["kd_win"].sum())
         scored = int(cells["kd_gain_test_se"].notna().sum())
         items.append(
@@ -239,7 +247,8 @@ def _findings(analysis: Analysis) -> str:
     if len(versus):
         several = versus[["label_noise", "teacher_arch", "student_arch"]].drop_duplicates().shape[0] > 1
         parts = [(_e(f"{r.teacher_arch}→{r.student_arch}, P = {r.label_noise:g}, ") if several else "")
-                 + f"f = {r.fraction:g}, vs {_e(r.method)}: <b>{_ci_pts(r.diff, r.lo, r.hi)}</b> (without KD {_pts(r.diff_no_kd)})"
+                 + f"f = {r.fraction:g}, vs {_e(r.method)}{_over(r.replicates)}: <b>{_ci_pts(r.diff, r.lo, r.hi)}</b> "
+                 f"(without KD {_pts(r.diff_no_kd)})"
                  for r in versus.itertuples()]
         items.append("<b>Random versus score-based pruning</b> at the smallest f (test accuracy with KD at α*, "
                      "random minus the method under the same teacher and labels, points, model predictions with "
@@ -276,15 +285,13 @@ def _noise_finding(cells: pd.DataFrame, t: float) -> str:
              for r in by_p.itertuples()]
     text = ("<b>KD gain versus label noise</b> (test accuracy at α* minus at α = 0, points, mean over the cells at "
             f"each noise rate P, {LEVEL:.0%} interval; see the figure for each method and f): " + "; ".join(parts))
-    if len(by_p) > 1:
-        low, high = by_p.iloc[0], by_p.iloc[-1]
-        diff = high["gain"] - low["gain"]
-        se = float(np.hypot(high["se"], low["se"]))
-        lo, hi = (diff - t * se, diff + t * se) if np.isfinite(se) and np.isfinite(t) else (np.nan, np.nan)
+    difference = noise_gain_difference(cells, t)
+    if difference is not None:
+        lo, hi = difference["lo"], difference["hi"]
         verdict = ("" if not np.isfinite(lo) else " (the interval excludes 0)" if lo > 0 or hi < 0
                    else " (the interval includes 0: no evidence of a difference at this budget)")
-        text += (f". The gain at P = {high['label_noise']:g} minus at P = {low['label_noise']:g}: "
-                 f"<b>{_ci_pts(diff, lo, hi)}</b>{verdict}")
+        text += (f". The gain at P = {difference['high']:g} minus at P = {difference['low']:g}"
+                 f"{_over(difference['replicates'])}: <b>{_ci_pts(difference['mean'], lo, hi)}</b>{verdict}")
     return text + "."
 
 

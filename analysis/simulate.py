@@ -89,10 +89,40 @@ def curvature(truth: str, f: float) -> float:
     return 0.0 if truth == "flat" else 0.03 + 0.05 * math.log10(1 / f)
 
 
-def true_accuracy(truth: str, method: str, f: float, alpha) -> np.ndarray:
-    top = 0.95 - 0.15 * math.log10(1 / f) + EDGE.get(method, 0.0) * (1 - f)
-    peak = raw_optimum(truth, f, method)
-    return np.clip(top - curvature(truth, f) * (np.asarray(alpha, float) - peak) ** 2, 0.0, 1.0)
+def true_accuracy(truth: str, method: str, f: float, alpha, effect: dict | None = None) -> np.ndarray:
+    """Expected accuracy at ``alpha``; ``effect``: a replicate's own effect (``replicate_effect``)."""
+    effect = effect or NO_EFFECT
+    top = 0.95 - 0.15 * math.log10(1 / f) + EDGE.get(method, 0.0) * (1 - f) + effect["level"]
+    peak = raw_optimum(truth, f, method) + effect["shift"]
+    k = curvature(truth, f) * effect["scale"]
+    return np.clip(top - k * (np.asarray(alpha, float) - peak) ** 2, 0.0, 1.0)
+
+
+# A study replicate (its own teacher, scores and subsets) moves every cell of the replicate alike: its
+# accuracy level (the teacher's quality), how much KD matters (a multiplier of the curvature, log-normal)
+# and where the peak lies (a shift of the optimum). ``replicate_sd`` sets the log-sd of the multiplier;
+# the shift's sd is a third of it in alpha, the level's 1 point.
+NO_EFFECT = {"level": 0.0, "scale": 1.0, "shift": 0.0}
+REPLICATE_LEVEL_SD = 0.01
+
+
+def replicate_effect(rng: np.random.Generator, replicate_sd: float) -> dict:
+    return {"level": float(rng.normal(0, REPLICATE_LEVEL_SD)), "scale": float(np.exp(rng.normal(0, replicate_sd))),
+            "shift": float(rng.normal(0, replicate_sd / 3))}
+
+
+def population_gain(truth: str, f: float, methods, replicate_sd: float, draws: int = 20000, seed: int = 0) -> float:
+    """The KD gain at f over the population of replicates: the mean over replicates and methods of the
+    expected accuracy at the replicate's best alpha in [0, 1] minus at alpha = 0 (what a sweep's mean KD
+    gain at f estimates when its replicates are draws from that population)."""
+    rng = np.random.default_rng(seed)
+    gains = []
+    for _ in range(draws if replicate_sd > 0 else 1):
+        effect = replicate_effect(rng, replicate_sd) if replicate_sd > 0 else NO_EFFECT
+        for method in methods:
+            best = min(1.0, max(0.0, raw_optimum(truth, f, method) + effect["shift"]))
+            gains.append(float(true_accuracy(truth, method, f, best, effect) - true_accuracy(truth, method, f, 0.0, effect)))
+    return float(np.mean(gains))
 
 
 def sweep_cells(methods=METHODS, fractions=FRACTIONS, replicates: int = 1, full: bool = True,
@@ -110,16 +140,21 @@ def sweep_cells(methods=METHODS, fractions=FRACTIONS, replicates: int = 1, full:
 
 def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0, methods=METHODS,
                    fractions=FRACTIONS, replicates: int = 1, noise_scale: float = 1.0, full: bool = True,
-                   label_noise=(0.0,)) -> pd.DataFrame:
+                   label_noise=(0.0,), replicate_sd: float = 0.0) -> pd.DataFrame:
     """The results table of one simulated sweep. ``noise_scale`` multiplies every noise sd (to match a
-    real sweep's measured trial-to-trial sd); the truth is the same at every ``label_noise`` level."""
+    real sweep's measured trial-to-trial sd); the truth is the same at every ``label_noise`` level.
+    ``replicate_sd`` > 0: each replicate draws its own effect (``replicate_effect``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = AlphaSpace(design=design)
     rng = np.random.default_rng([seed, zlib.crc32(truth.encode()), zlib.crc32(design.encode()), trials_per_cell])
     rows = []
+    effects: dict[int, dict] = {}
     for cell_index, cell in enumerate(sweep_cells(methods, fractions, replicates, full, label_noise)):
+        if replicate_sd > 0 and cell.replicate not in effects:  # drawn only then: other sweeps' draws unchanged
+            effects[cell.replicate] = replicate_effect(rng, replicate_sd)
+        effect = effects.get(cell.replicate)
         offset = rng.normal(0, CELL_SD * noise_scale)
         name = cell.name
         study = optuna.create_study(direction="maximize", sampler=space.sampler(name, seed=seed))
@@ -130,7 +165,7 @@ def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0,
                 warnings.simplefilter("ignore")
                 trial = study.ask(space.distributions())
             alpha = float(trial.params["alpha"])
-            mean = float(true_accuracy(truth, cell.method, cell.fraction, alpha)) + offset
+            mean = float(true_accuracy(truth, cell.method, cell.fraction, alpha, effect)) + offset
             shared = rng.normal(0, TRAIN_SD * noise_scale)
             val = float(np.clip(mean + shared + rng.normal(0, VAL_EVAL_SD * noise_scale), 0, 1))
             test = float(np.clip(mean + shared + rng.normal(0, TEST_EVAL_SD * noise_scale), 0, 1))
@@ -142,4 +177,6 @@ def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0,
                          "score_key": None if cell.method == FULL else f"scores-{cell.method}", "selection": "hard",
                          "class_balanced": False, "trial_id": f"{cell_index}-{number}", "profile": "sim",
                          "version": "sim"})
-    return pd.DataFrame(rows).reindex(columns=list(RESULT_COLUMNS))
+    frame = pd.DataFrame(rows).reindex(columns=list(RESULT_COLUMNS))
+    frame.attrs["replicate_effects"] = effects  # {replicate: effect}: the truth a calibration compares with
+    return frame

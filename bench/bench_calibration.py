@@ -19,7 +19,11 @@ the sweep does), and the real analysis (``analysis.results.tidy``, ``analysis.al
   analysis calls narrow enough to pin alpha*, and the share of those with |error| <= 0.1;
 - gain cov.: coverage of the 95 % KD-gain intervals (truth: expected test accuracy at the reported
   alpha* minus at alpha = 0); false wins: share of cells called a KD win under the flat truth;
-- impossible: reported accuracies outside [0, 1] or alphas outside the searched range (all truths).
+- impossible: reported accuracies outside [0, 1] or alphas outside the searched range (all truths);
+- gain by f cov (population): coverage of the report's mean-KD-gain-per-f intervals of the gain over the
+  population of replicates (``analysis.simulate.population_gain``); random vs scored cov: of random
+  minus each scored method at the smallest f. With ``--replicates R --replicate-sd S`` every replicate
+  has its own effect, so this is the coverage a finding needs to generalise beyond one teacher and subset.
 
 With ``--truths edge_null edge_steep edge_shallow mixed`` (optima at the edge of the range, see
 ``analysis.simulate``) a second table: FWER when alpha* = 1 at every f; power against falls from the
@@ -47,7 +51,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
-from analysis.simulate import FRACTIONS, METHODS, TRUTHS, a_star, simulate_sweep, true_accuracy  # noqa: E402
+from analysis.simulate import (EDGE, FRACTIONS, METHODS, TRUTHS, a_star, population_gain, raw_optimum,  # noqa: E402
+                               simulate_sweep, true_accuracy)
 
 CLASSIC = ("none", "flat", "inverse", "direct")  # the default truths; the edge ones on request (--truths)
 EDGE_TRUTHS = ("edge_null", "edge_steep", "edge_shallow", "mixed")
@@ -62,9 +67,13 @@ def one_sweep(args: tuple) -> dict:
     from analysis.optimum import cell_optima
     from analysis.results import tidy
 
-    frame = tidy(simulate_sweep(truth, design, trials, seed=seed, **design_options))
+    raw = simulate_sweep(truth, design, trials, seed=seed, **design_options)
+    effects = raw.attrs.get("replicate_effects", {})
+    shifts = {r: e["shift"] for r, e in effects.items()}
+    frame = tidy(raw)
     fits = fit_alpha_f(frame, seed=seed, n_draws=200)
-    cells = cell_optima(frame, fits=fits).table
+    optima = cell_optima(frame, fits=fits)
+    cells = optima.table
     # one fit per (method, label noise level); power counts each level's fit
     found = {}
     for fit in fits:
@@ -81,7 +90,9 @@ def one_sweep(args: tuple) -> dict:
         bad += int(((values < 0) | (values > 1)).sum())
     out["impossible"] = bad
     if truth != "flat":
-        truth_alpha = np.array([a_star(truth, f, m) for f, m in zip(cells["fraction"], cells["method"])])
+        truth_alpha = np.clip([a_star(truth, f, m) if not shifts else  # a replicate's effect moves its optimum
+                               raw_optimum(truth, f, m) + shifts[r]
+                               for f, m, r in zip(cells["fraction"], cells["method"], cells["replicate"])], 0.0, 1.0)
         out["covered"] = ((cells["alpha_lo"] <= truth_alpha + 1e-9) & (truth_alpha - 1e-9 <= cells["alpha_hi"])).to_numpy().tolist()
         out["error"] = np.abs(cells["alpha_opt"].to_numpy(float) - truth_alpha).tolist()
         out["pinned"] = cells["pinned"].astype(bool).tolist()
@@ -90,10 +101,23 @@ def one_sweep(args: tuple) -> dict:
         if not math.isfinite(c["kd_gain_test_lo"]):
             continue
         method = "random" if c["method"] == "full" else c["method"]
-        true_gain = float(true_accuracy(truth, method, c["fraction"], c["alpha_opt"]) - true_accuracy(truth, method, c["fraction"], 0.0))
+        effect = effects.get(c["replicate"])  # the cell's own truth: its replicate's effect included
+        true_gain = float(true_accuracy(truth, method, c["fraction"], c["alpha_opt"], effect)
+                          - true_accuracy(truth, method, c["fraction"], 0.0, effect))
         gains.append((c["kd_gain_test_lo"] <= true_gain <= c["kd_gain_test_hi"], bool(c["kd_win"])))
     out["gain_covered"] = [g[0] for g in gains]
     out["wins"] = [g[1] for g in gains]
+    # The summary findings against the population of replicates (analysis.simulate.population_gain): the
+    # mean KD gain per f, and random minus each scored method at the smallest f (truth: random's edge).
+    from analysis.comparisons import kd_gain_by_f, random_vs_scored
+
+    spread = design_options.get("replicate_sd", 0.0)
+    out["population_covered"] = [
+        bool(r.lo <= population_gain(truth, r.fraction, methods if r.fraction < 1 else ("full",), spread) <= r.hi)
+        for r in kd_gain_by_f(cells, optima.t_test).itertuples()] if truth in CLASSIC else []
+    smallest = min(design_options["fractions"])
+    out["versus_covered"] = [bool(r.lo <= EDGE.get("random", 0.0) * (1 - smallest) <= r.hi)
+                             for r in random_vs_scored(cells, optima.t_test).itertuples()] if truth in CLASSIC else []
     return out
 
 
@@ -128,6 +152,8 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS) ->
     row["gain_coverage"] = _rate(c for r in mine for c in r["gain_covered"])
     row["false_wins"] = _rate(w for r in by["flat"] for w in r["wins"])
     row["impossible"] = int(sum(r["impossible"] for r in mine))
+    row["population_coverage"] = _rate(c for r in mine for c in r.get("population_covered", []))
+    row["versus_coverage"] = _rate(c for r in mine for c in r.get("versus_covered", []))
     # optima at the edge of the range: the null at alpha* = 1, falls from the edge, methods that differ
     row["fwer_edge_null"] = _rate(r["any_finding"] for r in by["edge_null"])
     for truth in ("edge_steep", "edge_shallow"):
@@ -151,7 +177,8 @@ def _pct(value) -> str:
 def print_table(rows: list[dict], methods=METHODS) -> None:
     pooled = ["pooled"] if len(methods) > 1 else []
     head = ("design", "n/cell", "sweeps", "FWER none", "FWER flat", *(f"pw {m[:5]}" for m in (*methods, *pooled)),
-            "pw direct", "wrong", "coverage", "med|err|", "err<=.1", "pinned", "err<=.1 pinned", "gain cov", "false wins", "impossible")
+            "pw direct", "wrong", "coverage", "med|err|", "err<=.1", "pinned", "err<=.1 pinned", "gain cov", "false wins", "impossible",
+            "gain by f cov (population)", "random vs scored cov")
     print(" | ".join(head))
     print("|".join("---" for _ in head))
     for r in rows:
@@ -159,7 +186,8 @@ def print_table(rows: list[dict], methods=METHODS) -> None:
                  *(_pct(r[f"power_{m}"]) for m in (*methods, *pooled)), _pct(r["power_direct"]),
                  _pct(r["wrong"]), _pct(r["coverage"]),
                  f"{r['median_error']:.3f}" if math.isfinite(r["median_error"]) else "–", _pct(r["within_0.1"]),
-                 _pct(r["pinned_share"]), _pct(r["pinned_within_0.1"]), _pct(r["gain_coverage"]), _pct(r["false_wins"]), str(r["impossible"])]
+                 _pct(r["pinned_share"]), _pct(r["pinned_within_0.1"]), _pct(r["gain_coverage"]), _pct(r["false_wins"]), str(r["impossible"]),
+                 _pct(r["population_coverage"]), _pct(r["versus_coverage"])]
         print(" | ".join(cells))
     edge_rows = ("fwer_edge_null", "power_edge_steep", "power_edge_shallow", "mixed_random")
     if not any(math.isfinite(r[key]) for r in rows for key in edge_rows):
@@ -193,9 +221,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="levels, each its own cells and fits, one Holm family (the truth is the same at each)")
     design.add_argument("--noise-scale", type=float, default=1.0,
                         help="multiply every noise sd: a real sweep's measured validation sd / 1.5 points")
+    design.add_argument("--replicates", type=int, default=1, help="study replicates per sweep (each its own cells)")
+    design.add_argument("--replicate-sd", type=float, default=0.0,
+                        help="each replicate's own effect (analysis.simulate.replicate_effect): log-sd of how much KD "
+                        "matters; the optimum moves by a third of it (default 0: replicates differ only by noise)")
     args = parser.parse_args(argv)
     options = {"methods": tuple(args.methods), "fractions": tuple(args.fractions), "full": not args.no_full_cell,
-               "label_noise": tuple(args.label_noise), "noise_scale": args.noise_scale}
+               "label_noise": tuple(args.label_noise), "noise_scale": args.noise_scale, "replicates": args.replicates,
+               "replicate_sd": args.replicate_sd}
     tasks = [(truth, design, trials, args.seed * 100_003 + s, options) for design in args.designs for trials in args.trials
              for truth in args.truths for s in range(args.sweeps)]
     start = time.perf_counter()

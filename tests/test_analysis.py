@@ -443,3 +443,31 @@ def test_an_optimum_at_the_edge_everywhere_is_no_relation():
     fits = fit_alpha_f(tidy(simulate_sweep("edge_null", "grid", 16, seed=1, methods=("random", "el2n"))))
     assert all(fit.relation in ("no evidence", "not pooled") for fit in fits)
     assert all((fit.alpha == 1.0).all() for fit in fits if fit.method != "pooled")
+
+
+def test_with_replicates_the_summary_intervals_are_over_the_replicates(tmp_path):
+    """Three study replicates, each with its own effect: the mean KD gain per f and random minus EL2N are
+    taken per replicate and their intervals are t intervals over the replicates (2 degrees of freedom);
+    one replicate alone keeps the cells' own intervals and says it rests on one."""
+    from analysis.comparisons import kd_gain_by_f, random_vs_scored
+    from analysis.pooled import t_quantile
+
+    frame = tidy(simulate_sweep("inverse", "grid", 8, seed=0, methods=("random", "el2n"), fractions=(0.1, 0.5),
+                                replicates=3, replicate_sd=0.5))
+    cells = cell_optima(frame).table
+    by_f = kd_gain_by_f(cells, 2.0)
+    assert (by_f["replicates"] == 3).all()
+    for row in by_f.itertuples():
+        per = cells[np.isclose(cells["fraction"], row.fraction)].groupby("replicate")["kd_gain_test"].mean()
+        half = t_quantile(2) * per.std(ddof=1) / np.sqrt(3)
+        assert row.gain == pytest.approx(per.mean()) and row.hi - row.lo == pytest.approx(2 * half)
+    versus = random_vs_scored(cells, 2.0).iloc[0]
+    here = cells[np.isclose(cells["fraction"], 0.1)].pivot(index="replicate", columns="method", values="test_at_opt")
+    diffs = here["random"] - here["el2n"]
+    assert versus["replicates"] == 3 and versus["diff"] == pytest.approx(diffs.mean())
+    assert versus["hi"] - versus["lo"] == pytest.approx(2 * t_quantile(2) * diffs.std(ddof=1) / np.sqrt(3))
+    alone = kd_gain_by_f(cells[cells["replicate"] == 0], 2.0)
+    assert (alone["replicates"] == 1).all()
+    build_report(str(write_experiment(tmp_path / "reps", frame)), out=str(tmp_path / "r.html"), n_boot=50)
+    text = (tmp_path / "r.html").read_text()
+    assert "3 study replicates" in text and "(over 3 replicates)" in text
