@@ -74,6 +74,21 @@ def shipped_modules() -> list[ModuleType]:
     return list(tops.values())
 
 
+def load_plugins_first(argv: list[str] | None) -> str | None:
+    """Import the ``--plugin`` modules a command line names, before its parser is built (so that their
+    entries are in its help texts and in every registry its settings are checked against); the one-line
+    reason when one cannot be imported (for the caller's ``parser.error``), else None."""
+    import argparse
+
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--plugin", action="append", default=[])
+    try:
+        load_plugins(early.parse_known_args(argv)[0].plugin)
+    except PluginError as error:
+        return str(error)
+    return None
+
+
 def load_from_env() -> None:
     """Import the plugins named in ``KDSWEEP_PLUGINS`` (a worker process's set-up hook)."""
     names = [name for name in os.environ.get(PLUGINS_ENV, "").split(",") if name]

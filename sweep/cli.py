@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from contract import ALPHA_RANGE, DEFAULT_TAU
-from contract.plugins import load_plugins
 from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
 from sweep import ray_adapter
 from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan
@@ -29,14 +28,6 @@ EXAMPLES = """examples:
   continue a stopped sweep (finished trials are kept; same --storage):
     python -m sweep.run --resume --name svhn-fast --storage /mnt/shared/runs
 """
-
-
-def load_plugins_first(argv: list[str] | None) -> None:
-    """Import the ``--plugin`` modules before the parser is built, so that their entries are in its help
-    texts and in every registry the settings are checked against (``contract.plugins``)."""
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--plugin", action="append", default=[])
-    load_plugins(early.parse_known_args(argv)[0].plugin)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,11 +18,10 @@ import time
 
 import contract
 from contract import METRIC, MODE, SWEEP_FILE, CohortSettings
-from contract.plugins import PluginError, load_plugins
+from contract.plugins import load_plugins, load_plugins_first
 from contract.storage import check_writable, read_text
 from sweep import console, ray_adapter
-from sweep.cli import (build_parser, check_resume_flags, config_from_args, describe, experiment_dir, load_plugins_first,
-                       resume_command)
+from sweep.cli import build_parser, check_resume_flags, config_from_args, describe, experiment_dir, resume_command
 from sweep.console import say
 from sweep.live import LiveResults
 from sweep.lock import ExperimentLock
@@ -34,11 +33,10 @@ from trainables.artifacts import ArtifactStore
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        load_plugins_first(argv)
-    except PluginError as error:
-        build_parser().error(str(error))
+    plugin_problem = load_plugins_first(argv)  # before the parser: its help lists the plugins' entries
     parser = build_parser()
+    if plugin_problem:
+        parser.error(plugin_problem)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for noisy in ("optuna", "ray", "trainables.artifacts"):

@@ -169,6 +169,9 @@ def test_a_plugins_code_is_in_its_artifact_keys_and_a_broken_plugin_is_refused(r
     (tmp_path / "broken_entries.py").write_text("import not_a_module_anywhere\n")
     for spec, message in ((str(tmp_path / "missing.py"), "no such file"),
                           (str(tmp_path / "broken_entries.py"), "cannot import it (ModuleNotFoundError")):
-        with pytest.raises(SystemExit) as exit_:
-            main(["--plugin", spec, "--dataset", "digits", "--dry-run"])
-        assert exit_.value.code == 2 and message in capsys.readouterr().err
+        from trainables.teacher import main as teacher_main
+
+        for command, args in ((main, ["--dataset", "digits", "--dry-run"]), (teacher_main, ["--dataset", "digits"])):
+            with pytest.raises(SystemExit) as exit_:  # the sweep and the workers' own command lines alike
+                command(["--plugin", spec, *args])
+            assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -22,6 +22,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         help="skip the md5 check of the raw CIFAR/SVHN files (for re-packed copies)",
     )
     group.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    group.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                       help="a module of yours that registers models, datasets or pruning methods (a module name or a "
+                       ".py file; repeatable), imported before anything else")
 
 
 def add_download_args(group) -> None:

@@ -169,6 +169,9 @@ def compute_scores(
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from contract.plugins import load_plugins_first
+
+    plugin_problem = load_plugins_first(argv)  # before the parser: its help lists the plugins' entries
     from search_spaces.defaults import defaults_for
     from trainables.cli import add_data_args, add_recipe_args, recipe_from_args, usage_errors, val_size_arg
     from trainables.datasets import load_dataset
@@ -192,6 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--store", default=None, help="artifact store: a directory or fsspec URI (default $KDSWEEP_ARTIFACTS or ./artifacts)")
     parser.add_argument("--out", default=None, help="also write the table as CSV (id, score)")
     add_recipe_args(parser)
+    if plugin_problem:
+        parser.error(plugin_problem)
     args = parser.parse_args(argv)
 
     with usage_errors(parser):

@@ -92,6 +92,9 @@ def read_ids(path: str) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from contract.plugins import load_plugins_first
+
+    plugin_problem = load_plugins_first(argv)  # before the parser: its help lists the plugins' entries
     from search_spaces.defaults import defaults_for
     from trainables.cli import add_data_args, add_recipe_args, recipe_from_args, usage_errors, val_size_arg
     from trainables.models import check_model_name
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split-seed", type=int, default=None, help="seed of the validation split (likewise)")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     add_recipe_args(parser)
+    if plugin_problem:
+        parser.error(plugin_problem)
     args = parser.parse_args(argv)
 
     # Everything that can be wrong with the input is reported as a usage error before training.

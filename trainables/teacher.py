@@ -183,6 +183,9 @@ def print_epoch(report: EpochReport) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from contract.plugins import load_plugins_first
+
+    plugin_problem = load_plugins_first(argv)  # before the parser: its help lists the plugins' entries
     from search_spaces.defaults import defaults_for
     from trainables.cli import add_data_args, add_recipe_args, recipe_from_args, usage_errors, val_size_arg
 
@@ -199,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--store", default=None,
                         help="artifact store (directory or fsspec URI): reuse the teacher cached there, or train and cache it")
     add_recipe_args(parser)
+    if plugin_problem:
+        parser.error(plugin_problem)
     args = parser.parse_args(argv)
 
     from trainables.models import check_model_name
