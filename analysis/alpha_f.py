@@ -15,8 +15,10 @@ report's fits go through Holm's procedure at 5 % (family-wise error control). ``
 not (at this budget the data cannot tell the direction; this is not evidence of no relation), and
 "not tested" with fewer than three fractions or too few trials to estimate the noise.
 
-The test is on the alpha*(f) the report prints (the location clipped to the searched range; see
-``analysis.pooled``), so an optimum at the edge (alpha* = 1 at small f) counts for what it is. The
+The test is on the optimum clipped to the searched range, as the report prints alpha*, so an optimum
+at the edge (alpha* = 1 at small f) counts for what it is: the sign of the clipped slope on the
+printed curve and on a straight line in ln f, the smaller p-value doubled (see ``analysis.pooled``).
+The slope printed is the printed curve's. The
 pooled fit assumes one curve for every method; it is given a verdict only when the data do not say
 otherwise (``curves_differ``: an F test of one shared curve against a curve per method, at 5 %);
 when the curves differ the pooled fit is "not pooled" (left out of Holm's family) and the methods'
@@ -65,6 +67,8 @@ class AlphaFFit:
     relation: str = "not tested"
     message: str = ""
     heterogeneity_p: float = float("nan")  # pooled fit: p of "the methods share one curve" (curves_differ)
+    decided_by: str = ""  # which statistic gave the smaller p: "curve" (the printed one) or "line"
+    test_slope: float = float("nan")  # that statistic's slope (median): its sign names the direction
     anchors: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ln f of the curve's anchors
     draws: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # (n, A) unit alpha
 
@@ -133,7 +137,8 @@ class AlphaFFit:
             "slope": {"value": _clean(self.slope), "lo": _clean(self.slope_lo), "hi": _clean(self.slope_hi),
                       "unit": "alpha per tenfold change of f"},
             "p_value": _clean(self.p_value), "p_adjusted": _clean(self.p_adjusted), "relation": self.relation,
-            "heterogeneity_p": _clean(self.heterogeneity_p),
+            "heterogeneity_p": _clean(self.heterogeneity_p), "decided_by": self.decided_by,
+            "test_slope": _clean(self.test_slope),
             "message": self.message, "anchors_ln_f": [float(a) for a in self.anchors],
             "draws": [[float(f"{v:.5g}") for v in row] for row in self.draws],
         }
@@ -149,6 +154,7 @@ class AlphaFFit:
             slope=_nan(data["slope"]["value"]), slope_lo=_nan(data["slope"]["lo"]), slope_hi=_nan(data["slope"]["hi"]),
             p_value=_nan(data["p_value"]), p_adjusted=_nan(data["p_adjusted"]), relation=data["relation"],
             message=data.get("message", ""), heterogeneity_p=_nan(data.get("heterogeneity_p")),
+            decided_by=data.get("decided_by", ""), test_slope=_nan(data.get("test_slope", data["slope"]["value"])),
             anchors=np.array(data["anchors_ln_f"], float),
             draws=np.array(data["draws"], float).reshape(-1, len(data["anchors_ln_f"])),
         )
@@ -252,10 +258,16 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
             anchors=post.anchors, draws=post.draws(n_draws, rng),
         )
         if len(fractions) >= 3:
-            # the test: the slope of the printed alpha*(f) (the location clipped to the range), see pooled
-            slope = post.clipped_slope()
-            fit.slope, fit.slope_lo, fit.slope_hi = (v * span for v in post.summary(slope))
-            fit.p_value = pooled.sign_p_value(slope, post.weights)
+            # the test (pooled: "The direction of the alpha-f relation"): the sign of the clipped optimum's
+            # slope on the printed curve and on a line with interior anchors, the smaller p doubled
+            curve = post.clipped_slope()
+            line_post = pooled.location_posterior(st, x, sigma**2, most=2, interior=True)
+            line = line_post.clipped_slope()
+            p_curve, p_line = pooled.sign_p_value(curve, post.weights), pooled.sign_p_value(line, line_post.weights)
+            fit.slope, fit.slope_lo, fit.slope_hi = (v * span for v in post.summary(curve))
+            fit.p_value = min(1.0, 2 * min(p_curve, p_line))
+            fit.decided_by = "curve" if p_curve <= p_line else "line"
+            fit.test_slope = fit.slope if fit.decided_by == "curve" else line_post.summary(line)[0] * span
         else:
             fit.message = f"{len(fractions)} distinct f; the test of a direction needs at least 3"
         if method == POOLED and math.isfinite(fit.p_value):
@@ -313,7 +325,7 @@ def apply_holm(fits: list[AlphaFFit], level: float = SIGNIFICANCE) -> None:
         rejected, adjusted = pooled.holm([fit.p_value for fit in tested], level)
         for fit, reject, p_adj in zip(tested, rejected, adjusted):
             fit.p_adjusted = float(p_adj)
-            fit.relation = ("inverse" if fit.slope < 0 else "direct") if reject else "no evidence"
+            fit.relation = ("inverse" if fit.test_slope < 0 else "direct") if reject else "no evidence"
         for fit in family:
             if not math.isfinite(fit.p_value):
                 fit.relation = "not pooled" if math.isfinite(fit.heterogeneity_p) else "not tested"
