@@ -240,9 +240,12 @@ def location_posterior(st: CellStats, x: np.ndarray, sigma2: float, most: int = 
     return LocationPosterior(anchors=anchors, grid=grid, weights=w / w.sum(), x=np.unique(x))
 
 
+TIE = 1e-9  # a slope this close to 0 is no slope (an optimum clipped to one edge at every f, up to rounding)
+
+
 def sign_p_value(slope: np.ndarray, weights: np.ndarray) -> float:
-    below = float(weights[slope < 0].sum())
-    above = float(weights[slope > 0].sum())
+    below = float(weights[slope < -TIE].sum())
+    above = float(weights[slope > TIE].sum())
     tie = max(0.0, 1.0 - below - above)
     return float(min(1.0, 2 * min(below + tie / 2, above + tie / 2)))
 

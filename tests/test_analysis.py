@@ -468,3 +468,13 @@ def test_with_replicates_the_summary_intervals_are_over_the_replicates(tmp_path)
     build_report(str(write_experiment(tmp_path / "reps", frame)), out=str(tmp_path / "r.html"), n_boot=50)
     text = (tmp_path / "r.html").read_text()
     assert "3 study replicates" in text and "(over 3 replicates)" in text
+
+
+def test_a_slope_that_is_zero_up_to_rounding_is_a_tie():
+    """An optimum clipped to the edge at every f has a slope of 0 up to floating-point rounding (3e-16 in
+    a real study): those draws are ties, not evidence of a direction."""
+    from analysis.pooled import sign_p_value
+
+    weights = np.full(4, 0.25)
+    assert sign_p_value(np.array([3.3e-16, -2e-17, 3.3e-16, 0.0]), weights) == 1.0
+    assert sign_p_value(np.array([0.1, 0.2, 0.3, 3e-16]), weights) == pytest.approx(0.25)
