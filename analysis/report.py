@@ -233,7 +233,8 @@ def _findings(analysis: Analysis) -> str:
         items.append(
             "<b>KD gain</b> (test accuracy at α* minus at α = 0, points, mean over the cells at each f, "
             f"{LEVEL:.0%} interval): " + "; ".join(parts) + f". A cell counts as a win only when its own interval "
-            f"excludes 0: <b>{wins} of {scored}</b> cells (per-cell intervals, not adjusted for multiplicity).")
+            f"excludes 0: <b>{wins} of {scored}</b> cells, a count to explore, not a finding (per-cell intervals, not "
+            f"adjusted for multiplicity: among {scored} cells some wins come by chance even where KD does nothing).")
     if len(noise_levels(cells)) > 1:
         items.append(_noise_finding(cells, optima.t_test))
     capacity = teacher_capacity(cells, t)
