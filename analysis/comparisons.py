@@ -109,7 +109,7 @@ def _differences(part: pd.DataFrame, column: str, reference, others) -> pd.DataF
     rows = []
     for replicate, here in part.groupby("replicate"):
         means = here.groupby(column).agg(acc=("test_at_opt", "mean"), se=("test_at_opt_se", se_of_mean),
-                                         base=("baseline_test_acc", "mean"))
+                                         base=("baseline_test_acc", "mean"), base_se=("baseline_test_se", se_of_mean))
         if reference not in means.index:
             continue
         ref = means.loc[reference]
@@ -118,18 +118,19 @@ def _differences(part: pd.DataFrame, column: str, reference, others) -> pd.DataF
                 row = means.loc[other]
                 rows.append({"replicate": replicate, column: other, "acc": float(row["acc"]), "acc_ref": float(ref["acc"]),
                              "diff": float(row["acc"] - ref["acc"]), "se": float(np.hypot(row["se"], ref["se"])),
-                             "diff_no_kd": float(row["base"] - ref["base"])})
-    return pd.DataFrame(rows, columns=["replicate", column, "acc", "acc_ref", "diff", "se", "diff_no_kd"])
+                             "diff_no_kd": float(row["base"] - ref["base"]),
+                             "se_no_kd": float(np.hypot(row["base_se"], ref["base_se"]))})
+    return pd.DataFrame(rows, columns=["replicate", column, "acc", "acc_ref", "diff", "se", "diff_no_kd", "se_no_kd"])
 
 
 def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = None) -> pd.DataFrame:
     """Test accuracy with KD at alpha* of random pruning minus each score-based method's, with a 95 %
-    interval, and the same difference without KD (alpha = 0, measured means), within each context
+    interval, and the same difference without KD (alpha = 0, measured means, with theirs), within each context
     (label noise, teacher, student: methods are compared under the same teacher on the same labels),
     at ``fraction`` or, by default, the context's smallest f where random was swept. The difference is
     taken within each replicate (same teacher and split), then over replicates (``replicate_mean``)."""
     columns = ["label_noise", "teacher_arch", "student_arch", "fraction", "method", "diff", "lo", "hi", "diff_no_kd",
-               "replicates"]
+               "no_kd_lo", "no_kd_hi", "replicates"]
     pruned = cells[(cells["method"] != FULL) & cells["test_at_opt"].notna()]
     if "label_noise" not in pruned:
         pruned = pruned.assign(label_noise=0.0)
@@ -144,9 +145,12 @@ def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = Non
         differences = _differences(here, "method", "random", others)
         for method, part in differences.groupby("method", sort=True):
             estimate = replicate_mean(part.assign(diff=-part["diff"]), "diff", "se", t)
+            # without KD: the measured means of the alpha = 0 students, with their own interval
+            no_kd = replicate_mean(part.assign(diff=-part["diff_no_kd"]), "diff", "se_no_kd", t)
             rows.append({"label_noise": float(noise), "teacher_arch": teacher, "student_arch": student, "fraction": at,
                          "method": method, "diff": estimate["mean"], "lo": estimate["lo"], "hi": estimate["hi"],
-                         "diff_no_kd": float(-part["diff_no_kd"].mean()), "replicates": estimate["replicates"]})
+                         "diff_no_kd": no_kd["mean"], "no_kd_lo": no_kd["lo"], "no_kd_hi": no_kd["hi"],
+                         "replicates": estimate["replicates"]})
     return pd.DataFrame(rows, columns=columns)
 
 

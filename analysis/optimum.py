@@ -191,6 +191,8 @@ def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
             n_alphas=len(np.unique(np.round(u, 9))),
             baseline_val_acc=baseline["val_acc"].mean() if len(baseline) else np.nan,
             baseline_test_acc=baseline["test_acc"].mean() if len(baseline) else np.nan,
+            # the measured mean's se: the report's test noise over the cell's alpha = 0 students
+            baseline_test_se=sigma_test / math.sqrt(len(baseline)) if len(baseline) else np.nan,
         )
         notes = []
         if done.empty:

@@ -249,11 +249,12 @@ def _findings(analysis: Analysis) -> str:
         several = versus[["label_noise", "teacher_arch", "student_arch"]].drop_duplicates().shape[0] > 1
         parts = [(_e(f"{r.teacher_arch}→{r.student_arch}, P = {r.label_noise:g}, ") if several else "")
                  + f"f = {r.fraction:g}, vs {_e(r.method)}{_over(r.replicates)}: <b>{_ci_pts(r.diff, r.lo, r.hi)}</b> "
-                 f"(without KD {_pts(r.diff_no_kd)})"
+                 f"(without KD {_ci_pts(r.diff_no_kd, r.no_kd_lo, r.no_kd_hi)})"
                  for r in versus.itertuples()]
         items.append("<b>Random versus score-based pruning</b> at the smallest f (test accuracy with KD at α*, "
                      "random minus the method under the same teacher and labels, points, model predictions with "
-                     f"{LEVEL:.0%} intervals; without KD: measured means): " + "; ".join(parts) + ".")
+                     f"{LEVEL:.0%} intervals; without KD: the measured means of the α = 0 students, with theirs): "
+                     + "; ".join(parts) + ".")
     tested = [fit for fit in analysis.fits if fit.relation in ("inverse", "direct", "no evidence")]
     if tested:
         items.append(

@@ -261,6 +261,12 @@ def test_random_is_compared_with_score_methods_under_the_same_teacher_and_labels
     assert set(versus["method"]) == {"el2n"}
     assert abs(versus["diff"].iloc[1] - versus["diff"].iloc[0] - 0.05) < 0.01
     assert abs(versus["diff_no_kd"].iloc[1] - versus["diff_no_kd"].iloc[0] - 0.05) < 0.01
+    # without KD too an interval: the measured means of the alpha = 0 students, each sigma_test / sqrt(n)
+    at = cells[np.isclose(cells["fraction"], 0.2) & (cells["label_noise"] == 0.0)].set_index("method")
+    half = 2.0 * np.hypot(at.loc["random", "baseline_test_se"], at.loc["el2n", "baseline_test_se"])
+    first = versus.iloc[0]
+    assert first["no_kd_hi"] - first["no_kd_lo"] == pytest.approx(2 * half) and half > 0
+    assert first["no_kd_lo"] < first["diff_no_kd"] < first["no_kd_hi"]
     assert list(random_vs_scored(cells, 2.0, fraction=0.5)["fraction"]) == [0.5, 0.5]
 
 
