@@ -18,9 +18,8 @@ not (at this budget the data cannot tell the direction; this is not evidence of 
 The test is on the optimum clipped to the searched range, as the report prints alpha*, so an optimum
 at the edge (alpha* = 1 at small f) counts for what it is: the sign of the clipped slope on the
 printed curve and on a straight line in ln f, the smaller p-value doubled (see ``analysis.pooled``).
-The slope printed is the printed curve's. The
-pooled fit assumes one curve for every method; it is given a verdict only when the data do not say
-otherwise (``curves_differ``: an F test of one shared curve against a curve per method, at 5 %);
+The slope printed is the printed curve's. The pooled fit assumes one curve for every method; it is
+given a verdict only when the data do not say otherwise (``curves_differ``: an F test of one shared curve against a curve per method, at 5 %);
 when the curves differ the pooled fit is "not pooled" (left out of Holm's family) and the methods'
 own verdicts stand.
 """
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from analysis import pooled
 from analysis.pooled import LEVEL, SIGNIFICANCE, CellStats
@@ -301,8 +301,6 @@ def curves_differ(data: dict, method_cells: list[list[str]], sigma: float, df: f
     if df1 <= 0:
         return float("nan")
     statistic = max(rss_shared - rss_separate, 0.0) / df1 / sigma**2
-    from scipy import stats as sps
-
     return float(sps.f.sf(statistic, df1, max(df, 1.0)))
 
 
