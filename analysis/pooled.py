@@ -188,14 +188,6 @@ class LocationPosterior:
         """(G, len(x)) peak location (unit alpha, unclipped) for every grid point."""
         return self.grid @ lagrange(self.anchors, np.atleast_1d(x)).T
 
-    def slope(self) -> np.ndarray:
-        """(G,) least-squares slope of m against log10 f over the group's fractions (unit alpha)."""
-        if len(self.x) < 2:
-            return np.zeros(len(self.grid))
-        xs = self.x / math.log(10)
-        d = xs - xs.mean()
-        return self.m(self.x) @ d / (d @ d)
-
     def clipped_slope(self) -> np.ndarray:
         """(G,) least-squares slope against log10 f of the peak location clipped to the searched range
         (unit alpha) over the group's fractions: the slope of the alpha*(f) a report prints."""
@@ -222,16 +214,15 @@ def location_posterior(st: CellStats, x: np.ndarray, sigma2: float, most: int = 
                        interior: bool = False) -> LocationPosterior:
     """The grid posterior of the anchors given the noise variance ``sigma2`` (at most ``most`` anchors,
     each uniform on ``BOX``; ``interior``: see ``anchors_for``)."""
-    box = BOX
     anchors = anchors_for(x, most, interior)
     basis = lagrange(anchors, x)
     a = len(anchors)
-    coarse = _grid([box[0]] * a, [box[1]] * a, COARSE[a])
+    coarse = _grid([BOX[0]] * a, [BOX[1]] * a, COARSE[a])
     logw = -peak_rss(st, coarse @ basis.T).sum(1) / (2 * sigma2)
     keep = coarse[logw > logw.max() - 20]
-    step = (box[1] - box[0]) / (COARSE[a] - 1)
-    lows = np.maximum(keep.min(0) - step, box[0])
-    highs = np.minimum(keep.max(0) + step, box[1])
+    step = (BOX[1] - BOX[0]) / (COARSE[a] - 1)
+    lows = np.maximum(keep.min(0) - step, BOX[0])
+    highs = np.minimum(keep.max(0) + step, BOX[1])
     grid = _grid(lows, highs, FINE[a])
     logw = -peak_rss(st, grid @ basis.T).sum(1) / (2 * sigma2)
     w = np.exp(logw - logw.max())

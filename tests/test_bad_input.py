@@ -104,6 +104,8 @@ CASES = [
     ("scores", ["--dataset", "digits", "--method", "memorization", "--option", "scores_file={tmp}/bytes.csv"], "scores file"),
     ("scores", ["--dataset", "digits", "--method", "memorization", "--option", "scores_file={tmp}/noids.npz"], "needs arrays 'ids' and 'scores'"),
     ("scores", ["--dataset", "digits", "--method", "el2n", "--out", "{tmp}/a-file/s.csv"], "cannot write to"),
+    ("scores", ["--dataset", "digits", "--method", "el2n", "--option", "epoch_fraction"], "expected FIELD=VALUE"),
+    ("scores", ["--dataset", "digits", "--method", "el2n", "--option", "epoch_fraction=late"], "takes a float"),
     # analysis
     ("report", ["{tmp}/nothing-here"], "no results at"),
     ("report", ["{tmp}/results.csv"], "results.csv"),

@@ -205,8 +205,13 @@ def parse_score_options(items: list[str]) -> dict[str, dict]:
 
 def parse_method_options(method: str, items: list[str]) -> dict:
     """``["epoch_fraction=0.2"]`` -> {field: value} for one method (``python -m trainables.scores --option``)."""
-    return {name: value for name, value in parse_score_options(
-        [f"{method}.{item}" for item in items]).get(method, {}).items()}
+    options = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not (sep and name):
+            raise ValueError(f"--option {item!r}: expected FIELD=VALUE, for example epoch_fraction=0.2")
+        options[name] = _typed(method, name, text, f"--option {item}")
+    return options
 
 
 def score_option_problems(options: dict[str, dict]) -> list[str]:
