@@ -38,6 +38,7 @@ per-cell offset (sd 0.5 points: the cell's subset, teacher and scores, a block e
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 import zlib
@@ -111,6 +112,7 @@ def replicate_effect(rng: np.random.Generator, replicate_sd: float) -> dict:
             "shift": float(rng.normal(0, replicate_sd / 3))}
 
 
+@functools.lru_cache(maxsize=None)  # the same for every simulated sweep of a calibration: computed once
 def population_gain(truth: str, f: float, methods, replicate_sd: float, draws: int = 20000, seed: int = 0) -> float:
     """The KD gain at f over the population of replicates: the mean over replicates and methods of the
     expected accuracy at the replicate's best alpha in [0, 1] minus at alpha = 0 (what a sweep's mean KD
