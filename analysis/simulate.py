@@ -39,6 +39,7 @@ per-cell offset (sd 0.5 points: the cell's subset, teacher and scores, a block e
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 import math
 import warnings
 import zlib
@@ -182,3 +183,54 @@ def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0,
     frame = pd.DataFrame(rows).reindex(columns=list(RESULT_COLUMNS))
     frame.attrs["replicate_effects"] = effects  # {replicate: effect}: the truth a calibration compares with
     return frame
+
+
+@dataclass(frozen=True)
+class MatchedNoise:
+    """How a real sweep's signal-to-noise compares with the simulator's (``matched_noise_scale``)."""
+
+    scale: float  # the ``noise_scale`` at which simulated sweeps are as informative as the real one
+    sigma: float  # the real sweep's trial-to-trial sd of validation accuracy (the pooled model's residual sd)
+    kd_ratio: float  # how much alpha matters there against here: summed per-cell curvature, real over simulated
+    cells: int  # cells with a curvature estimate (three distinct alphas or more)
+
+    def describe(self) -> str:
+        return (f"noise scale {self.scale:.2f}: validation sd {100 * self.sigma:.2f} points between trials "
+                f"({self.sigma / NOISE_SD:.2f}x the simulator's), alpha mattering {self.kd_ratio:.2f}x as much "
+                f"(curvature over {self.cells} cells)")
+
+
+def matched_noise_scale(trials: pd.DataFrame, alpha_range=(0.0, 1.0)) -> MatchedNoise:
+    """The simulator's ``noise_scale`` that matches a real sweep's signal to noise, measured from its tidy
+    results table. What decides every test of the analysis is how far accuracy moves with alpha against
+    the trial-to-trial noise, so a real sweep whose noise is s times the simulator's and whose accuracy
+    curves in alpha are c times as curved is simulated at noise_scale = s / c (the truths' shapes kept).
+    The curvature of a cell is the least-squares quadratic's in unit alpha (unbiased under a parabolic
+    peak whatever the design); c is the sum over cells of the real curvatures over the sum of the
+    simulator's at the same fractions (a sum, not a median of ratios: single cells' curvatures are noisy,
+    often negative). Raises ValueError when the table cannot say (no cell with three alphas, or no
+    curvature: alpha does not matter there, and no budget finds its optimum)."""
+    from analysis.alpha_f import noise_sd
+
+    done = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
+    sigma, _ = noise_sd(done, alpha_range)
+    low, high = float(alpha_range[0]), float(alpha_range[1])
+    measured = simulated = 0.0
+    cells = 0
+    for _, part in done.groupby("cell", sort=False):
+        u = (part["alpha"].to_numpy(float) - low) / (high - low)
+        if len(np.unique(np.round(u, 9))) < 3:
+            continue
+        y = part["val_acc"].to_numpy(float)
+        coefficients = np.polyfit(u, y, 2)
+        measured += -float(coefficients[0])
+        simulated += curvature("inverse", float(part["fraction"].iloc[0]))
+        cells += 1
+    if not cells or not math.isfinite(sigma):
+        raise ValueError("no cell with three distinct alphas (or too few trials to measure the noise): "
+                         "nothing to match the simulator to")
+    ratio = measured / simulated
+    if ratio <= 0:
+        raise ValueError(f"the accuracy does not peak in alpha in these results (summed curvature {measured:+.3f}): "
+                         "alpha does not matter there, so no budget can locate its optimum")
+    return MatchedNoise(scale=(sigma / NOISE_SD) / ratio, sigma=sigma, kd_ratio=ratio, cells=cells)

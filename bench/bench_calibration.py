@@ -204,6 +204,23 @@ def print_table(rows: list[dict], methods=METHODS) -> None:
                           _pct(r["mixed_false"]), _pct(r["mixed_pooled"]), _pct(r["coverage_edge"])]))
 
 
+def noise_scale_of(parser: argparse.ArgumentParser, location: str, label_noise: float) -> float:
+    from analysis.results import ResultsError, load_experiment
+    from analysis.simulate import matched_noise_scale
+
+    try:
+        experiment = load_experiment(location)
+        trials = experiment.trials
+        level = trials[np.isclose(trials["label_noise"], label_noise)]
+        if level.empty:
+            raise ValueError(f"no cells at label noise P = {label_noise:g} in {location}")
+        matched = matched_noise_scale(level, experiment.alpha_range)
+    except (ResultsError, ValueError, OSError) as error:
+        parser.error(f"--noise-from: {error}")
+    print(f"signal to noise of {location} (label noise P = {label_noise:g}): {matched.describe()}")
+    return matched.scale
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--designs", nargs="+", default=["tpe", "grid"], help="alpha designs (default %(default)s)")
@@ -219,13 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     design.add_argument("--no-full-cell", action="store_true", help="no shared f = 1 cell (a sweep without 1.0)")
     design.add_argument("--label-noise", nargs="+", type=float, default=[0.0],
                         help="levels, each its own cells and fits, one Holm family (the truth is the same at each)")
-    design.add_argument("--noise-scale", type=float, default=1.0,
-                        help="multiply every noise sd: a real sweep's measured validation sd / 1.5 points")
+    noise = design.add_mutually_exclusive_group()
+    noise.add_argument("--noise-scale", type=float, default=1.0,
+                       help="multiply every noise sd (default 1: validation sd 1.5 points, curvature as documented "
+                       "in analysis.simulate)")
+    noise.add_argument("--noise-from", metavar="RESULTS",
+                       help="an experiment directory or results.csv: simulate at its signal to noise "
+                       "(analysis.simulate.matched_noise_scale), measured on its cells at the first --label-noise level")
     design.add_argument("--replicates", type=int, default=1, help="study replicates per sweep (each its own cells)")
     design.add_argument("--replicate-sd", type=float, default=0.0,
                         help="each replicate's own effect (analysis.simulate.replicate_effect): log-sd of how much KD "
                         "matters; the optimum moves by a third of it (default 0: replicates differ only by noise)")
     args = parser.parse_args(argv)
+    if args.noise_from:
+        args.noise_scale = noise_scale_of(parser, args.noise_from, args.label_noise[0])
     options = {"methods": tuple(args.methods), "fractions": tuple(args.fractions), "full": not args.no_full_cell,
                "label_noise": tuple(args.label_noise), "noise_scale": args.noise_scale, "replicates": args.replicates,
                "replicate_sd": args.replicate_sd}

@@ -15,7 +15,7 @@ from analysis.predict import main as predict_main
 from analysis.report import analyse, build_report
 from analysis.report import main as report_main
 from analysis.results import ResultsError, load_experiment, tidy
-from analysis.simulate import simulate_sweep
+from analysis.simulate import NOISE_SD, simulate_sweep
 from contract import RESULT_COLUMNS
 
 COLUMNS = list(RESULT_COLUMNS)
@@ -484,3 +484,25 @@ def test_a_slope_that_is_zero_up_to_rounding_is_a_tie():
     weights = np.full(4, 0.25)
     assert sign_p_value(np.array([3.3e-16, -2e-17, 3.3e-16, 0.0]), weights) == 1.0
     assert sign_p_value(np.array([0.1, 0.2, 0.3, 3e-16]), weights) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("truth,noise_scale", [("inverse", 1.0), ("edge_steep", 0.5), ("none", 0.3)])
+def test_a_sweeps_signal_to_noise_is_measured_as_the_simulators_noise_scale(truth, noise_scale):
+    """Simulated sweeps of a known noise scale measure as that scale (within the estimate's noise), so
+    a real sweep's measured scale simulates sweeps as informative as it was."""
+    from analysis.simulate import matched_noise_scale
+
+    matched = matched_noise_scale(tidy(simulate_sweep(truth, "grid", 16, seed=4, noise_scale=noise_scale,
+                                                      methods=("random", "el2n", "grand"))))
+    assert matched.cells == 19 and 0.75 < matched.scale / noise_scale < 1.33, matched.describe()
+    assert 0.9 < matched.sigma / (noise_scale * NOISE_SD) < 1.1
+
+
+def test_a_sweep_where_alpha_does_not_matter_cannot_be_matched():
+    """Accuracy lowest at alpha = 0.5 and higher towards both ends (noise on top): no peak to locate."""
+    from analysis.simulate import matched_noise_scale
+
+    frame = tidy(simulate_sweep("inverse", "grid", 16, seed=4, methods=("random",)))
+    noise = np.random.default_rng(0).normal(0, 0.01, len(frame))
+    with pytest.raises(ValueError, match="does not peak in alpha"):
+        matched_noise_scale(frame.assign(val_acc=0.8 + 0.05 * (frame["alpha"] - 0.5) ** 2 + noise))
