@@ -13,6 +13,7 @@ from contract import ALPHA_RANGE, DEFAULT_TAU
 from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
 from sweep import ray_adapter
 from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan
+from sweep.planner import DEFAULT_PLAN_SWEEPS
 from trainables.cli import add_download_args, val_size_arg
 from trainables.datasets import list_datasets
 from trainables.models import list_models
@@ -120,7 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--report-every", type=float, default=120.0, metavar="SECONDS",
                        help="while the sweep runs, rewrite results.csv and the report when a cell finishes, at most this "
                        "often (default 120; the first finished cell at once)")
-    where.add_argument("--dry-run", action="store_true", help="print the plan (cells, trials, artifacts to compute or reuse, resources) and stop")
+    where.add_argument("--dry-run", action="store_true",
+                       help="print the plan (cells, trials, artifacts to compute or reuse, resources, the compute and the "
+                       "power of each question of the report) and stop")
+    planning = p.add_argument_group("planning (printed by --dry-run and at the start of every sweep; sweep.planner)")
+    planning.add_argument("--noise-from", metavar="EXPERIMENT", default=None,
+                          help="an earlier experiment (directory or results.csv) of this recipe: its measured signal to "
+                          "noise sets the planned power, its pace the planned time (default: the simulator's noise, no time)")
+    planning.add_argument("--plan-sweeps", type=int, default=None, metavar="N",
+                          help=f"simulated sweeps for the planned power (default: {DEFAULT_PLAN_SWEEPS} in --dry-run, none "
+                          "before a sweep, where they would delay its start by about a minute; 0: none)")
     return p
 
 

@@ -27,6 +27,7 @@ from sweep.live import LiveResults
 from sweep.lock import ExperimentLock
 from sweep.optuna_storage import check_optuna_storage, default_optuna_url
 from sweep.plan import SweepConfig, SweepPlan, make_plan
+from sweep.planner import DEFAULT_PLAN_SWEEPS, plan_lines
 from sweep.record import check_recorded_plan, check_saved_state, relocated, write_sweep_file
 from sweep.stopping import DiskWatch, StopSignals, space_needed
 from trainables.artifacts import ArtifactStore
@@ -95,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         resolve_artifacts(plan, datasets, split)
         if recorded is not None:
             check_recorded_plan(plan, recorded, store)
+        # the power costs simulated sweeps (a minute for a large design on a laptop): by default in the
+        # dry run, which is where a budget is chosen, and not before every sweep
+        plan_sweeps = args.plan_sweeps if args.plan_sweeps is not None else DEFAULT_PLAN_SWEEPS if args.dry_run else 0
+        if plan_sweeps < 0:
+            raise ValueError(f"--plan-sweeps must be >= 0, got {plan_sweeps}")
+        planned = plan_lines(plan, len(split.train_ids), args.noise_from, plan_sweeps, args.address)
         if not args.dry_run:
             check_writable(exp_dir)
             check_writable(store.root)
@@ -113,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
         gpus = config.gpus_per_trial if config.gpus_per_trial is not None else "1 if the cluster has GPUs, else 0"
         print(describe(plan, artifact_status(plan, store), {"cpu": config.cpus_per_trial, "gpu": gpus}, where))
+        print("\n".join(planned))
         return 0
 
     # ---- one writer: the experiment's lock, then its saved state and the disk, still before compute ----
@@ -148,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         log_path = console.log_to(exp_dir)
         if log_path:
             say(f"sweep {config.name}: {len(plan.cells)} cells x {plan.trials_per_cell} trials; log: {log_path}")
+        for line in planned:  # what it costs and can answer (sweep.planner)
+            say(line.strip() if line.startswith("  ") and not line.startswith("    ") else line)
         slots = ray_adapter.trial_slots(config.cpus_per_trial, config.gpus_per_trial or 0.0)
         watch = DiskWatch(exp_dir, stops, reserve=plan_space(plan, store, exp_dir, dataset, split, slots=slots).reserve)
         ray_adapter.hide_failures_while(watch.failing)  # the sweep's own line says why trials failed

@@ -63,9 +63,15 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
         assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
         assert study.trials[0].params["alpha"] == 0.0
 
-    # the same study again, under another name: teacher and scores come from the cache
-    assert main([*SMALL, "--storage", str(tmp_path), "--name", "second"]) == 0
+    # the same study again, under another name: teacher and scores come from the cache; planned from the
+    # first (sweep.planner): the compute it states is what the first one ran, its time from the first's pace
+    assert main([*SMALL, "--storage", str(tmp_path), "--name", "second", "--noise-from", str(tmp_path / "first")]) == 0
     out = capsys.readouterr().out
+    cohort_steps = results.groupby(["method", "fraction"])["steps_run"].max().sum()
+    assert f"compute: 6 students, {results['steps_run'].sum():,} optimisation steps ({cohort_steps:,} steps of cohorts of up to 2)" in out
+    assert re.search(r"time: \d+ s of cohort busy time \(quartiles \d+ s-\d+ s\), about \d+ s of wall time on \d+ trial "
+                     r"slots?, at the pace of \d+ ms per cohort step .* 3 cohorts of 2 small_cnn students", out), out
+    assert "power: not estimated (--dry-run prints it" in out
     assert "teachers: 1 (1 reused" in out
     assert "scores: 2 tables (2 reused from the artifact cache, 0 scoring runs computed)" in out
     second = pd.read_csv(tmp_path / "second" / "results.csv")

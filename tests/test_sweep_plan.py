@@ -1,5 +1,7 @@
 """The sweep's plan, command-line validation and searcher, without starting Ray."""
 
+import re
+
 import numpy as np
 import optuna
 import pytest
@@ -84,10 +86,15 @@ def test_command_line_errors_exit_before_ray(capsys, tmp_path):
 
 def test_dry_run_prints_the_plan(capsys, tmp_path):
     code = main(["--dataset", "digits", "--profile", "smoke", "--methods", "random", "el2n", "--fractions", "0.2", "1.0",
-                 "--trials-per-cell", "2", "--storage", str(tmp_path), "--name", "plan", "--dry-run"])
+                 "--trials-per-cell", "4", "--storage", str(tmp_path), "--name", "plan", "--dry-run", "--plan-sweeps", "10"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "cells: 3 x 2 trials = 6 trials" in out
+    assert "cells: 3 x 4 trials = 12 trials" in out
+    # the planner: compute, no time without a measured pace, the power of each question of the report
+    assert re.search(r"compute: 12 students, [\d,]+ optimisation steps", out) and "time: not estimated" in out
+    assert "power against the simulator's paper-like truth (10 simulated sweeps of this design; noise: the simulator's default" in out
+    for question in ("KD gain at f = 0.2", "KD gain at f = 1", "random ahead of el2n at f = 0.2"):
+        assert re.search(rf"\d+% ± \d+  {re.escape(question)}\n", out), out
     assert "digits|el2n|f=0.2|small_cnn->small_cnn|replicate=0" in out and "digits|full|f=1.0|" in out
     assert "teacher small_cnn|replicate=0: compute" in out
     assert "score el2n|replicate=0: compute" in out and "score random|replicate=0: compute" in out

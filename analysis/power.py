@@ -1,0 +1,146 @@
+"""What a planned sweep can answer, before any compute: the power of each question its report answers.
+
+The questions (those of ``analysis.report``'s findings):
+
+- the KD gain at each f (mean over the methods at that f): found when its 95 % interval lies above 0;
+- random pruning against each score-based method at the smallest f (the paper's claim that random
+  pruning wins at small f): found when the interval of random minus the method lies above 0;
+- the direction of the alpha-f relation, per method and pooled: found when the test says "inverse"
+  after Holm's procedure, as the report says it.
+
+Each is asked of simulated sweeps (``analysis.simulate``) with the planned design (methods, fractions,
+the f = 1 cell, students per cell, alpha design, replicates, label noise levels) under the simulator's
+paper-like truth ("inverse": alpha* = 0.25 + 0.06 / f, KD gaining 5.8 points at f = 0.1 and 0.3 at
+f = 1, random pruning ahead of score-based by (1 - f) points), analysed by the real analysis; the power
+is the share of simulated sweeps that find the answer. The noise level is the simulator's noise
+scale: 1 by default (validation sd 1.5 points between trials), or matched to an earlier experiment's
+measured signal to noise (``analysis.simulate.matched_noise_scale``). The powers are against that
+truth at that noise: a real effect smaller than the simulator's needs more students than planned.
+Replicates are simulated without a replicate-level effect (none is known before the study), so the
+planned power of replicate-level findings is an upper bound.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from contract import FULL
+
+TRUTH = "inverse"
+MINIMUM_SWEEPS = 10
+
+
+@dataclass(frozen=True)
+class PlannedDesign:
+    """What decides the power of a sweep: its cells and its students per cell."""
+
+    methods: tuple[str, ...]  # the methods of the cells with f < 1
+    fractions: tuple[float, ...]  # f < 1
+    full: bool  # the shared f = 1 cell
+    trials_per_cell: int
+    alpha_design: str
+    replicates: int = 1
+    label_noise: tuple[float, ...] = (0.0,)
+
+
+@dataclass(frozen=True)
+class QuestionPower:
+    question: str
+    power: float  # share of simulated sweeps that find it
+    sweeps: int
+
+    @property
+    def standard_error(self) -> float:
+        return math.sqrt(max(self.power * (1 - self.power), 0.25 / self.sweeps) / self.sweeps)
+
+
+def _outcomes(task: tuple) -> dict[str, bool]:
+    """The answers one simulated sweep of the design finds (a worker process's job)."""
+    design, noise_scale, seed = task
+    warnings.filterwarnings("ignore")
+    from analysis.alpha_f import POOLED, fit_alpha_f
+    from analysis.comparisons import kd_gain_by_f, random_vs_scored
+    from analysis.optimum import cell_optima
+    from analysis.results import tidy
+    from analysis.simulate import simulate_sweep
+
+    raw = simulate_sweep(TRUTH, design.alpha_design, design.trials_per_cell, seed=seed, methods=design.methods,
+                         fractions=design.fractions, replicates=design.replicates, noise_scale=noise_scale,
+                         full=design.full, label_noise=design.label_noise)
+    frame = tidy(raw)
+    fits = fit_alpha_f(frame, seed=seed, n_draws=200)
+    optima = cell_optima(frame, fits=fits)
+    found = {}
+    several = len(design.label_noise) > 1
+    for row in kd_gain_by_f(optima.table, optima.t_test).itertuples():
+        where = f" (P = {row.label_noise:g})" if several and hasattr(row, "label_noise") else ""
+        found[f"KD gain at f = {row.fraction:g}{where}"] = bool(row.lo > 0)
+    for row in random_vs_scored(optima.table, optima.t_test).itertuples():
+        where = f" (P = {row.label_noise:g})" if several and hasattr(row, "label_noise") else ""
+        found[f"random ahead of {row.method} at f = {row.fraction:g}{where}"] = bool(row.lo > 0)
+    for fit in fits:
+        if fit.relation == "not tested":
+            continue
+        where = f" (P = {fit.context.get('label_noise', 0):g})" if several else ""
+        name = "pooled over the methods" if fit.method == POOLED else fit.method
+        found[f"alpha*(f) falls with f: {name}{where}"] = fit.relation == "inverse"
+    return found
+
+
+def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40, seed: int = 0,
+               jobs: int = 1) -> list[QuestionPower]:
+    """The power of every question of ``design``'s report at ``noise_scale``, from ``sweeps`` simulated sweeps."""
+    if sweeps < MINIMUM_SWEEPS:
+        raise ValueError(f"the power needs at least {MINIMUM_SWEEPS} simulated sweeps, got {sweeps}")
+    unknown = [m for m in design.methods if m == FULL]
+    if unknown:
+        raise ValueError("the methods of a design are those of the cells with f < 1")
+    tasks = [(design, noise_scale, seed * 100_003 + s) for s in range(sweeps)]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            results = list(pool.map(_outcomes, tasks, chunksize=max(1, sweeps // (4 * jobs))))
+    else:
+        results = [_outcomes(task) for task in tasks]
+    names = list(dict.fromkeys(name for found in results for name in found))
+    return [QuestionPower(name, float(np.mean([found.get(name, False) for found in results])), sweeps) for name in names]
+
+
+@dataclass(frozen=True)
+class Pace:
+    """Busy seconds per optimisation step of a cohort, measured on an earlier experiment's cohorts
+    (setup, evaluation and checkpoints included, at the concurrency that experiment ran with)."""
+
+    seconds_per_step: float  # the median over its cohorts
+    low: float  # quartiles over its cohorts
+    high: float
+    cohorts: int
+    cohort_size: int  # its median cohort size
+    student_arch: str
+    source: str
+
+    def describe(self) -> str:
+        return (f"{1000 * self.seconds_per_step:.0f} ms per cohort step (quartiles {1000 * self.low:.0f}-"
+                f"{1000 * self.high:.0f}; {self.cohorts} cohorts of {self.cohort_size} {self.student_arch} "
+                f"students in {self.source})")
+
+
+def measured_pace(trials, source: str) -> Pace:
+    """The pace of an experiment's completed cohorts (``busy_s`` over the most steps a member ran)."""
+    done = trials[(trials["status"] == "completed")]
+    needed = {"busy_s", "steps_run", "cohort"}
+    if not needed <= set(done.columns):
+        raise ValueError(f"{source} has no cohort timings (columns {', '.join(sorted(needed))})")
+    cohorts = done.groupby(["cell", "cohort"]).agg(busy=("busy_s", "first"), steps=("steps_run", "max"),
+                                                    size=("alpha", "size"), arch=("student_arch", "first"))
+    cohorts = cohorts[(cohorts["busy"] > 0) & (cohorts["steps"] > 0)]
+    if cohorts.empty:
+        raise ValueError(f"{source} has no completed cohort with a timing")
+    per_step = cohorts["busy"] / cohorts["steps"]
+    low, mid, high = np.quantile(per_step, [0.25, 0.5, 0.75])
+    return Pace(float(mid), float(low), float(high), len(cohorts), int(cohorts["size"].median()),
+                str(cohorts["arch"].mode().iloc[0]), source)

@@ -1,0 +1,125 @@
+"""Before any compute: what a sweep will cost and what its report can answer (``--dry-run`` prints it,
+every sweep starts with it).
+
+- The compute: students, optimisation steps (each student's, and each cohort's: the members of a
+  cohort step together), and, with an earlier experiment's measured pace (``--noise-from``), the busy
+  time and the wall time on the sweep's trial slots.
+- The power of every question of the report (``analysis.power``) at the planned design and a noise
+  level: the simulator's default, or the signal to noise measured on the earlier experiment
+  (``analysis.simulate.matched_noise_scale``), said which.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from contract import FULL
+from sweep.plan import SweepPlan
+
+DEFAULT_PLAN_SWEEPS = 40  # in --dry-run; a sweep itself only with --plan-sweeps
+
+
+def planned_steps(plan: SweepPlan, train_size: int) -> tuple[int, int]:
+    """(student steps, cohort steps) of the whole plan: a cell's subset keeps round(f x train) images
+    (``trainables.selection``), trains ``recipe.epochs_for`` its steps per epoch (the loader's
+    ceil(n / batch)); its students run in cohorts of ``plan.cohort_size`` that step together."""
+    students = cohorts = 0
+    per_cell_cohorts = -(-plan.trials_per_cell // plan.cohort_size)
+    for cell in plan.cells:
+        kept = max(1, int(round(cell.fraction * train_size)))
+        per_epoch = math.ceil(kept / plan.recipe.batch_size)
+        steps = plan.recipe.epochs_for(per_epoch) * per_epoch
+        students += plan.trials_per_cell * steps
+        cohorts += per_cell_cohorts * steps
+    return students, cohorts
+
+
+def trial_slots(plan: SweepPlan, address: str | None) -> int | None:
+    """How many cohorts run at once: ``--max-concurrent``, else on the embedded local Ray the CPUs
+    over ``--cpus-per-cohort``; on a cluster not known before it is reached (None)."""
+    config = plan.config
+    if config.max_concurrent:
+        return int(config.max_concurrent)
+    if address:
+        return None
+    return max(1, int((os.cpu_count() or 1) // max(config.cpus_per_trial or 1.0, 1e-9)))
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_lines(plan: SweepPlan, train_size: int, noise_from: str | None, plan_sweeps: int,
+               address: str | None = None) -> list[str]:
+    """The planner's lines (``noise_from``: an experiment directory or results.csv; ``plan_sweeps``:
+    simulated sweeps for the power, 0 for none). Raises ValueError on an unreadable experiment."""
+    from analysis.power import PlannedDesign, measured_pace, plan_power
+    from analysis.results import ResultsError, load_experiment
+    from analysis.simulate import matched_noise_scale
+
+    students, cohort_steps = planned_steps(plan, train_size)
+    lines = [f"  compute: {plan.num_trials} students, {students:,} optimisation steps "
+             f"({cohort_steps:,} steps of cohorts of up to {plan.cohort_size})"]
+    scale, noise_text = 1.0, ("the simulator's default noise scale 1 (validation sd 1.5 points between trials; "
+                              "not measured for this dataset: --noise-from an earlier experiment measures it)")
+    if noise_from:
+        try:
+            experiment = load_experiment(noise_from)
+        except (ResultsError, OSError) as error:
+            raise ValueError(f"--noise-from: {error}") from None
+        trials = experiment.trials
+        try:
+            pace = measured_pace(trials, noise_from)
+            slots = trial_slots(plan, address)
+            busy = cohort_steps * pace.seconds_per_step
+            range_text = f"{_hours(cohort_steps * pace.low)}-{_hours(cohort_steps * pace.high)}"
+            wall = (f", about {_hours(busy / slots)} of wall time on {slots} trial slot{'s' * (slots > 1)}" if slots
+                    else "; the wall time is that over the cluster's trial slots")
+            lines.append(f"  time: {_hours(busy)} of cohort busy time (quartiles {range_text}){wall}, "
+                         f"at the pace of {pace.describe()}")
+            if pace.student_arch not in plan.students or pace.cohort_size != plan.cohort_size:
+                lines.append("    (that pace was measured with another student or cohort size: a rough guide)")
+        except ValueError as error:
+            lines.append(f"  time: not estimated ({error})")
+        level = plan.label_noise[0]
+        at_level = trials[(trials["label_noise"] - level).abs() < 1e-9]
+        try:
+            matched = matched_noise_scale(at_level if len(at_level) else trials, experiment.alpha_range)
+            scale, noise_text = matched.scale, f"measured on {noise_from}: {matched.describe()}"
+        except ValueError as error:
+            noise_text += f" (--noise-from {noise_from}: {error})"
+    else:
+        lines.append("  time: not estimated (no measured pace: --noise-from an earlier experiment of this recipe gives one)")
+    if plan_sweeps <= 0:
+        lines.append("  power: not estimated (--dry-run prints it, or --plan-sweeps N)")
+        return lines
+    design = PlannedDesign(
+        methods=tuple(m for m in plan.methods if m != FULL), fractions=tuple(f for f in plan.fractions if f < 1.0),
+        full=1.0 in plan.fractions, trials_per_cell=plan.trials_per_cell, alpha_design=plan.config.alpha_design,
+        replicates=len(plan.config.replicates), label_noise=tuple(plan.label_noise))
+    if not design.methods or not design.fractions:
+        lines.append("  power: nothing to plan (no pruned cells)")
+        return lines
+    powers = plan_power(design, scale, plan_sweeps, jobs=min(2, os.cpu_count() or 1))
+    lines.append(f"  power against the simulator's paper-like truth ({plan_sweeps} simulated sweeps of this design; "
+                 f"noise: {noise_text}):")
+    if not powers:
+        lines.append(f"    none of the report's questions: {plan.trials_per_cell} students per cell are too few to "
+                     "estimate a KD gain or the noise")
+    for question in powers:
+        lines.append(f"    {100 * question.power:3.0f}% ± {100 * question.standard_error:.0f}  {question.question}")
+    caveats = []
+    if len(plan.teachers) > 1 or len(plan.students) > 1:
+        caveats.append("one teacher and student simulated")
+    if plan.config.halving:
+        caveats.append("without halving")
+    if len(plan.config.replicates) > 1:
+        caveats.append("replicates without a replicate-level effect: an upper bound for replicate-level findings")
+    if caveats:
+        lines.append(f"    ({'; '.join(caveats)})")
+    return lines
