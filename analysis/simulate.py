@@ -154,11 +154,13 @@ def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0,
     rng = np.random.default_rng([seed, zlib.crc32(truth.encode()), zlib.crc32(design.encode()), trials_per_cell])
     rows = []
     effects: dict[int, dict] = {}
+    offsets: dict[tuple, float] = {}
     for cell_index, cell in enumerate(sweep_cells(methods, fractions, replicates, full, label_noise)):
         if replicate_sd > 0 and cell.replicate not in effects:  # drawn only then: other sweeps' draws unchanged
             effects[cell.replicate] = replicate_effect(rng, replicate_sd)
         effect = effects.get(cell.replicate)
         offset = rng.normal(0, CELL_SD * noise_scale)
+        offsets[(cell.method, cell.fraction, cell.label_noise, cell.replicate)] = float(offset)
         name = cell.name
         study = optuna.create_study(direction="maximize", sampler=space.sampler(name, seed=seed))
         for point in space.initial_points(trials_per_cell):
@@ -182,6 +184,9 @@ def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0,
                          "version": "sim"})
     frame = pd.DataFrame(rows).reindex(columns=list(RESULT_COLUMNS))
     frame.attrs["replicate_effects"] = effects  # {replicate: effect}: the truth a calibration compares with
+    # {(method, f, label noise, replicate): the cell's offset}: with one replicate, the truth of a comparison
+    # between cells is conditional on their draws (their subsets, scores: one draw each)
+    frame.attrs["cell_offsets"] = offsets
     return frame
 
 
