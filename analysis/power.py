@@ -33,6 +33,8 @@ from contract import FULL
 
 TRUTH = "inverse"
 MINIMUM_SWEEPS = 10
+DIRECTION = "alpha*(f) falls with f"  # the questions --target-power plans for (the paper's central claim)
+LADDER = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # students per cell a target tries
 
 
 @dataclass(frozen=True)
@@ -144,3 +146,37 @@ def measured_pace(trials, source: str) -> Pace:
     low, mid, high = np.quantile(per_step, [0.25, 0.5, 0.75])
     return Pace(float(mid), float(low), float(high), len(cohorts), int(cohorts["size"].median()),
                 str(cohorts["arch"].mode().iloc[0]), source)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What ``students_for_power`` found: the students per cell, the powers there, what it tried."""
+
+    trials_per_cell: int | None  # None: not reached within the maximum
+    powers: list[QuestionPower]  # at trials_per_cell (at the maximum when not reached)
+    tried: dict[int, float]  # students per cell -> the smallest power of the target's questions
+
+
+def students_for_power(design: PlannedDesign, target: float, max_trials: int, noise_scale: float = 1.0,
+                       sweeps: int = 40, seed: int = 0, jobs: int = 1) -> Target:
+    """The fewest students per cell (on ``LADDER``, up to ``max_trials``) at which every alpha-f direction
+    question (each method's and the pooled one) has power >= ``target``: up the ladder from the
+    cheapest design, stopping at the first that reaches it (a large design costs the most to simulate,
+    so it is simulated only when the smaller ones fall short)."""
+    from dataclasses import replace
+
+    ladder = sorted({n for n in LADDER if n < max_trials} | {max_trials})
+    tried: dict[int, float] = {}
+    powers: list[QuestionPower] = []
+    for n in ladder:
+        powers = plan_power(replace(design, trials_per_cell=n), noise_scale, sweeps, seed, jobs)
+        direction = [q.power for q in powers if q.question.startswith(DIRECTION)]
+        if not direction:
+            if n < ladder[-1]:
+                continue  # too few students to estimate the noise: try more
+            raise ValueError("no alpha-f direction to plan for: the test needs at least 3 distinct fractions "
+                             "(the f = 1 cell counts) and enough students per cell to estimate the noise")
+        tried[n] = min(direction)
+        if tried[n] >= target:
+            return Target(n, powers, tried)
+    return Target(None, powers, tried)

@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     planning.add_argument("--plan-sweeps", type=int, default=None, metavar="N",
                           help=f"simulated sweeps for the planned power (default: {DEFAULT_PLAN_SWEEPS} in --dry-run, none "
                           "before a sweep, where they would delay its start by about a minute; 0: none)")
+    planning.add_argument("--target-power", type=float, default=None, metavar="P",
+                          help="choose the students per cell (instead of --trials-per-cell): the fewest at which every "
+                          "alpha-f direction question (each method's and the pooled one) has power P (0.8: 80 %%) "
+                          "against the simulator's paper-like truth at the planned noise; refused when --max-trials "
+                          "does not reach it")
+    planning.add_argument("--max-trials", type=int, default=64, metavar="N",
+                          help="with --target-power: at most this many students per cell (default 64)")
     return p
 
 

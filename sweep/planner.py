@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
+from analysis.power import MINIMUM_SWEEPS, PlannedDesign, Target, measured_pace, plan_power, students_for_power
 from contract import FULL
 from sweep.plan import SweepPlan
 
@@ -54,27 +56,69 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def plan_lines(plan: SweepPlan, train_size: int, noise_from: str | None, plan_sweeps: int,
-               address: str | None = None) -> list[str]:
-    """The planner's lines (``noise_from``: an experiment directory or results.csv; ``plan_sweeps``:
-    simulated sweeps for the power, 0 for none). Raises ValueError on an unreadable experiment."""
-    from analysis.power import PlannedDesign, measured_pace, plan_power
+@dataclass(frozen=True)
+class NoiseLevel:
+    """The noise the power is planned at, and the earlier experiment it was measured on (if any)."""
+
+    scale: float  # the simulator's noise scale
+    text: str  # where it comes from, for the console
+    trials: object = None  # the earlier experiment's tidy trials (its pace), or None
+    source: str | None = None
+
+
+DEFAULT_NOISE = NoiseLevel(1.0, "the simulator's default noise scale 1 (validation sd 1.5 points between trials; not "
+                                "measured for this dataset: --noise-from an earlier experiment measures it)")
+
+
+def noise_level(noise_from: str | None, label_noise: float) -> NoiseLevel:
+    """The noise level of ``--noise-from`` (measured at the sweep's first label noise level when the
+    experiment has it), or the default. Raises ValueError on an unreadable experiment."""
     from analysis.results import ResultsError, load_experiment
     from analysis.simulate import matched_noise_scale
 
+    if not noise_from:
+        return DEFAULT_NOISE
+    try:
+        experiment = load_experiment(noise_from)
+    except (ResultsError, OSError) as error:
+        raise ValueError(f"--noise-from: {error}") from None
+    trials = experiment.trials
+    at_level = trials[(trials["label_noise"] - label_noise).abs() < 1e-9]
+    try:
+        matched = matched_noise_scale(at_level if len(at_level) else trials, experiment.alpha_range)
+    except ValueError as error:
+        return NoiseLevel(DEFAULT_NOISE.scale, f"{DEFAULT_NOISE.text} (--noise-from {noise_from}: {error})", trials, noise_from)
+    return NoiseLevel(matched.scale, f"measured on {noise_from}: {matched.describe()}", trials, noise_from)
+
+
+def design_of(plan: SweepPlan) -> PlannedDesign:
+    return PlannedDesign(
+        methods=tuple(m for m in plan.methods if m != FULL), fractions=tuple(f for f in plan.fractions if f < 1.0),
+        full=1.0 in plan.fractions, trials_per_cell=plan.trials_per_cell, alpha_design=plan.config.alpha_design,
+        replicates=len(plan.config.replicates), label_noise=tuple(plan.label_noise))
+
+
+def choose_trials(plan: SweepPlan, noise: NoiseLevel, target: float, max_trials: int, sweeps: int) -> Target:
+    """``--target-power``: the fewest students per cell at which every alpha-f direction question reaches ``target``."""
+    if not 0 < target < 1:
+        raise ValueError(f"--target-power must be between 0 and 1, got {target:g}")
+    if max_trials < 2:
+        raise ValueError(f"--max-trials must be >= 2, got {max_trials}")
+    if sweeps < MINIMUM_SWEEPS:
+        raise ValueError(f"--target-power needs --plan-sweeps >= {MINIMUM_SWEEPS}, got {sweeps}")
+    return students_for_power(design_of(plan), target, max_trials, noise.scale, sweeps, jobs=min(2, os.cpu_count() or 1))
+
+
+def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps: int, address: str | None = None,
+               target: Target | None = None) -> list[str]:
+    """The planner's lines (``plan_sweeps``: simulated sweeps for the power, 0 for none; ``target``: what
+    ``--target-power`` chose, whose powers are then the ones printed)."""
     students, cohort_steps = planned_steps(plan, train_size)
     lines = [f"  compute: {plan.num_trials} students, {students:,} optimisation steps "
              f"({cohort_steps:,} steps of cohorts of up to {plan.cohort_size})"]
-    scale, noise_text = 1.0, ("the simulator's default noise scale 1 (validation sd 1.5 points between trials; "
-                              "not measured for this dataset: --noise-from an earlier experiment measures it)")
-    if noise_from:
+    if noise.trials is not None:
         try:
-            experiment = load_experiment(noise_from)
-        except (ResultsError, OSError) as error:
-            raise ValueError(f"--noise-from: {error}") from None
-        trials = experiment.trials
-        try:
-            pace = measured_pace(trials, noise_from)
+            pace = measured_pace(noise.trials, noise.source)
             slots = trial_slots(plan, address)
             busy = cohort_steps * pace.seconds_per_step
             range_text = f"{_hours(cohort_steps * pace.low)}-{_hours(cohort_steps * pace.high)}"
@@ -86,28 +130,24 @@ def plan_lines(plan: SweepPlan, train_size: int, noise_from: str | None, plan_sw
                 lines.append("    (that pace was measured with another student or cohort size: a rough guide)")
         except ValueError as error:
             lines.append(f"  time: not estimated ({error})")
-        level = plan.label_noise[0]
-        at_level = trials[(trials["label_noise"] - level).abs() < 1e-9]
-        try:
-            matched = matched_noise_scale(at_level if len(at_level) else trials, experiment.alpha_range)
-            scale, noise_text = matched.scale, f"measured on {noise_from}: {matched.describe()}"
-        except ValueError as error:
-            noise_text += f" (--noise-from {noise_from}: {error})"
     else:
         lines.append("  time: not estimated (no measured pace: --noise-from an earlier experiment of this recipe gives one)")
-    if plan_sweeps <= 0:
+    if target is not None:
+        tried = ", ".join(f"{n}: {100 * p:.0f}%" for n, p in sorted(target.tried.items()))
+        lines.append(f"  students per cell: {plan.trials_per_cell}, the fewest at which every alpha-f direction question "
+                     f"has the target power (the weakest one's power at each number tried: {tried})")
+        powers = target.powers
+    elif plan_sweeps <= 0:
         lines.append("  power: not estimated (--dry-run prints it, or --plan-sweeps N)")
         return lines
-    design = PlannedDesign(
-        methods=tuple(m for m in plan.methods if m != FULL), fractions=tuple(f for f in plan.fractions if f < 1.0),
-        full=1.0 in plan.fractions, trials_per_cell=plan.trials_per_cell, alpha_design=plan.config.alpha_design,
-        replicates=len(plan.config.replicates), label_noise=tuple(plan.label_noise))
-    if not design.methods or not design.fractions:
+    elif not design_of(plan).methods or not design_of(plan).fractions:
         lines.append("  power: nothing to plan (no pruned cells)")
         return lines
-    powers = plan_power(design, scale, plan_sweeps, jobs=min(2, os.cpu_count() or 1))
-    lines.append(f"  power against the simulator's paper-like truth ({plan_sweeps} simulated sweeps of this design; "
-                 f"noise: {noise_text}):")
+    else:
+        powers = plan_power(design_of(plan), noise.scale, plan_sweeps, jobs=min(2, os.cpu_count() or 1))
+    sweeps = powers[0].sweeps if powers else plan_sweeps
+    lines.append(f"  power against the simulator's paper-like truth ({sweeps} simulated sweeps of this design; "
+                 f"noise: {noise.text}):")
     if not powers:
         lines.append(f"    none of the report's questions: {plan.trials_per_cell} students per cell are too few to "
                      "estimate a KD gain or the noise")

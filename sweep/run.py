@@ -27,7 +27,7 @@ from sweep.live import LiveResults
 from sweep.lock import ExperimentLock
 from sweep.optuna_storage import check_optuna_storage, default_optuna_url
 from sweep.plan import SweepConfig, SweepPlan, make_plan
-from sweep.planner import DEFAULT_PLAN_SWEEPS, plan_lines
+from sweep.planner import DEFAULT_PLAN_SWEEPS, choose_trials, noise_level, plan_lines
 from sweep.record import check_recorded_plan, check_saved_state, relocated, write_sweep_file
 from sweep.stopping import DiskWatch, StopSignals, space_needed
 from trainables.artifacts import ArtifactStore
@@ -81,6 +81,28 @@ def main(argv: list[str] | None = None) -> int:
             ray_adapter.check_address(args.address)  # before anything is loaded: a wrong address costs seconds
         exp_dir = experiment_dir(config)
         plan = make_plan(config)
+        # the power costs simulated sweeps (a minute for a large design on a laptop): by default in the
+        # dry run, which is where a budget is chosen, and not before every sweep
+        plan_sweeps = args.plan_sweeps if args.plan_sweeps is not None else DEFAULT_PLAN_SWEEPS if args.dry_run else 0
+        if plan_sweeps < 0:
+            raise ValueError(f"--plan-sweeps must be >= 0, got {plan_sweeps}")
+        noise = noise_level(args.noise_from, plan.label_noise[0])
+        target = None
+        if args.target_power is not None:
+            if args.resume or args.trials_per_cell is not None:
+                raise ValueError("--target-power chooses the students per cell of a new sweep: not with "
+                                 f"{'--resume' if args.resume else '--trials-per-cell'}")
+            say(f"planning: the students per cell for power {args.target_power:g} ({plan_sweeps or DEFAULT_PLAN_SWEEPS} "
+                "simulated sweeps per number tried)...")
+            target = choose_trials(plan, noise, args.target_power, args.max_trials, plan_sweeps or DEFAULT_PLAN_SWEEPS)
+            if target.trials_per_cell is None:
+                weakest = target.tried[max(target.tried)]
+                raise ValueError(f"--target-power {args.target_power:g} is not reached within --max-trials {args.max_trials}: "
+                                 f"at {max(target.tried)} students per cell the weakest alpha-f direction question has "
+                                 f"power {100 * weakest:.0f} % (more fractions or replicates, a larger --max-trials, "
+                                 "or fewer methods)")
+            config.trials_per_cell = target.trials_per_cell
+            plan = make_plan(config)
         from sweep.stages import resolve_artifacts
         from trainables.datasets import load_dataset
         from trainables.splits import label_noise_seed, validation_split, with_label_noise
@@ -96,12 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         resolve_artifacts(plan, datasets, split)
         if recorded is not None:
             check_recorded_plan(plan, recorded, store)
-        # the power costs simulated sweeps (a minute for a large design on a laptop): by default in the
-        # dry run, which is where a budget is chosen, and not before every sweep
-        plan_sweeps = args.plan_sweeps if args.plan_sweeps is not None else DEFAULT_PLAN_SWEEPS if args.dry_run else 0
-        if plan_sweeps < 0:
-            raise ValueError(f"--plan-sweeps must be >= 0, got {plan_sweeps}")
-        planned = plan_lines(plan, len(split.train_ids), args.noise_from, plan_sweeps, args.address)
+        planned = plan_lines(plan, len(split.train_ids), noise, plan_sweeps, args.address, target)
         if not args.dry_run:
             check_writable(exp_dir)
             check_writable(store.root)

@@ -82,6 +82,15 @@ def test_command_line_errors_exit_before_ray(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["--resume", "--name", "nothing-here", "--storage", str(tmp_path)])
     assert "nothing to resume" in capsys.readouterr().err
+    # the planner's flags, refused before any simulation or training
+    base = ["--dataset", "digits", "--profile", "smoke", "--storage", str(tmp_path), "--dry-run"]
+    for flags, message in ((["--target-power", "1.5"], "--target-power must be between 0 and 1"),
+                           (["--target-power", "0.8", "--trials-per-cell", "8"], "not with --trials-per-cell"),
+                           (["--plan-sweeps", "-1"], "--plan-sweeps must be >= 0"),
+                           (["--noise-from", str(tmp_path / "no-such-experiment")], "--noise-from")):
+        with pytest.raises(SystemExit):
+            main([*base, *flags])
+        assert message in capsys.readouterr().err, flags
 
 
 def test_dry_run_prints_the_plan(capsys, tmp_path):
