@@ -5,17 +5,18 @@ The questions (those of ``analysis.report``'s findings):
 - the KD gain at each f (mean over the methods at that f): found when its 95 % interval lies above 0;
 - random pruning against each score-based method at the smallest f (the paper's claim that random
   pruning wins at small f): found when the interval of random minus the method lies above 0;
-- the direction of the alpha-f relation, per method and pooled: found when the test says "inverse"
-  after Holm's procedure, as the report says it.
+- the direction of the alpha-f relation, per method and pooled: found when the test says the true
+  direction after Holm's procedure, as the report says it.
 
 Each is asked of simulated sweeps (``analysis.simulate``) with the planned design (methods, fractions,
-the f = 1 cell, students per cell, alpha design, replicates, label noise levels) under the simulator's
-paper-like truth ("inverse": alpha* = 0.25 + 0.06 / f, KD gaining 5.8 points at f = 0.1 and 0.3 at
-f = 1, random pruning ahead of score-based by (1 - f) points), analysed by the real analysis; the power
-is the share of simulated sweeps that find the answer. The noise level is the simulator's noise
-scale: 1 by default (validation sd 1.5 points between trials), or matched to an earlier experiment's
-measured signal to noise (``analysis.simulate.matched_noise_scale``). The powers are against that
-truth at that noise: a real effect smaller than the simulator's needs more students than planned.
+the f = 1 cell, students per cell, alpha design, replicates, label noise levels) under one of the
+simulator's truths (``TRUTHS``; by default the paper-like "inverse": alpha* = 0.25 + 0.06 / f, KD
+gaining 5.8 points at f = 0.1 and 0.3 at f = 1; in every truth random pruning is ahead of score-based
+by (1 - f) points), analysed by the real analysis; the power is the share of simulated sweeps that
+find the answer. The noise level is the simulator's noise scale: 1 by default (validation sd 1.5
+points between trials), or matched to an earlier experiment's measured signal to noise
+(``analysis.simulate.matched_noise_scale``). The powers are against that truth at that noise: a real
+effect smaller than the simulator's needs more students than planned.
 Replicates are simulated without a replicate-level effect (none is known before the study), so the
 planned power of replicate-level findings is an upper bound.
 """
@@ -31,9 +32,15 @@ import numpy as np
 
 from contract import FULL
 
-TRUTH = "inverse"
+# the truths a plan can be made against (analysis.simulate), and how the console names them
+TRUTHS = {
+    "inverse": "the paper's inverse relation, alpha* = 0.25 + 0.06 / f",
+    "edge_steep": "alpha* = 1 up to f = 0.39, then falling to 0.3 at f = 1",
+    "edge_shallow": "alpha* = 1 up to f = 0.47, then falling to 0.6 at f = 1",
+    "direct": "alpha* rising with f, 0.2 + 0.55 sqrt(f)",
+}
 MINIMUM_SWEEPS = 10
-DIRECTION = "alpha*(f) falls with f"  # the questions --target-power plans for (the paper's central claim)
+DIRECTION = "alpha*(f) "  # the questions --target-power plans for (the paper's central claim): their prefix
 LADDER = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # students per cell a target tries
 
 
@@ -63,7 +70,7 @@ class QuestionPower:
 
 def _outcomes(task: tuple) -> dict[str, bool]:
     """The answers one simulated sweep of the design finds (a worker process's job)."""
-    design, noise_scale, seed = task
+    design, noise_scale, seed, truth = task
     warnings.filterwarnings("ignore")
     from analysis.alpha_f import POOLED, fit_alpha_f
     from analysis.comparisons import kd_gain_by_f, random_vs_scored
@@ -71,7 +78,7 @@ def _outcomes(task: tuple) -> dict[str, bool]:
     from analysis.results import tidy
     from analysis.simulate import simulate_sweep
 
-    raw = simulate_sweep(TRUTH, design.alpha_design, design.trials_per_cell, seed=seed, methods=design.methods,
+    raw = simulate_sweep(truth, design.alpha_design, design.trials_per_cell, seed=seed, methods=design.methods,
                          fractions=design.fractions, replicates=design.replicates, noise_scale=noise_scale,
                          full=design.full, label_noise=design.label_noise)
     frame = tidy(raw)
@@ -90,19 +97,23 @@ def _outcomes(task: tuple) -> dict[str, bool]:
             continue
         where = f" (P = {fit.context.get('label_noise', 0):g})" if several else ""
         name = "pooled over the methods" if fit.method == POOLED else fit.method
-        found[f"alpha*(f) falls with f: {name}{where}"] = fit.relation == "inverse"
+        expected = "direct" if truth == "direct" else "inverse"
+        found[f"{DIRECTION}{'rises' if expected == 'direct' else 'falls'} with f: {name}{where}"] = fit.relation == expected
     return found
 
 
 def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40, seed: int = 0,
-               jobs: int = 1) -> list[QuestionPower]:
-    """The power of every question of ``design``'s report at ``noise_scale``, from ``sweeps`` simulated sweeps."""
+               jobs: int = 1, truth: str = "inverse") -> list[QuestionPower]:
+    """The power of every question of ``design``'s report at ``noise_scale`` when ``truth`` holds (one of
+    ``TRUTHS``), from ``sweeps`` simulated sweeps."""
+    if truth not in TRUTHS:
+        raise ValueError(f"unknown truth {truth!r} to plan against; choose one of {', '.join(TRUTHS)}")
     if sweeps < MINIMUM_SWEEPS:
         raise ValueError(f"the power needs at least {MINIMUM_SWEEPS} simulated sweeps, got {sweeps}")
     unknown = [m for m in design.methods if m == FULL]
     if unknown:
         raise ValueError("the methods of a design are those of the cells with f < 1")
-    tasks = [(design, noise_scale, seed * 100_003 + s) for s in range(sweeps)]
+    tasks = [(design, noise_scale, seed * 100_003 + s, truth) for s in range(sweeps)]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             results = list(pool.map(_outcomes, tasks, chunksize=max(1, sweeps // (4 * jobs))))
@@ -114,8 +125,11 @@ def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40
 
 @dataclass(frozen=True)
 class Pace:
-    """Busy seconds per optimisation step of a cohort, measured on an earlier experiment's cohorts
-    (setup, evaluation and checkpoints included, at the concurrency that experiment ran with)."""
+    """Busy seconds per optimisation step of one student, measured on an earlier experiment's cohorts
+    (a cohort's busy time over its members' steps: setup, evaluation and checkpoints included, at the
+    concurrency that experiment ran with). Per student, not per cohort: on a CPU a cohort's members
+    train one after another, so its time grows with its size; on a GPU they train fused and a larger
+    cohort costs less per student, which this overestimates."""
 
     seconds_per_step: float  # the median over its cohorts
     low: float  # quartiles over its cohorts
@@ -126,18 +140,18 @@ class Pace:
     source: str
 
     def describe(self) -> str:
-        return (f"{1000 * self.seconds_per_step:.0f} ms per cohort step (quartiles {1000 * self.low:.0f}-"
+        return (f"{1000 * self.seconds_per_step:.0f} ms per student step (quartiles {1000 * self.low:.0f}-"
                 f"{1000 * self.high:.0f}; {self.cohorts} cohorts of {self.cohort_size} {self.student_arch} "
                 f"students in {self.source})")
 
 
 def measured_pace(trials, source: str) -> Pace:
-    """The pace of an experiment's completed cohorts (``busy_s`` over the most steps a member ran)."""
+    """The pace of an experiment's completed cohorts (``busy_s`` over the steps its members ran)."""
     done = trials[(trials["status"] == "completed")]
     needed = {"busy_s", "steps_run", "cohort"}
     if not needed <= set(done.columns):
         raise ValueError(f"{source} has no cohort timings (columns {', '.join(sorted(needed))})")
-    cohorts = done.groupby(["cell", "cohort"]).agg(busy=("busy_s", "first"), steps=("steps_run", "max"),
+    cohorts = done.groupby(["cell", "cohort"]).agg(busy=("busy_s", "first"), steps=("steps_run", "sum"),
                                                     size=("alpha", "size"), arch=("student_arch", "first"))
     cohorts = cohorts[(cohorts["busy"] > 0) & (cohorts["steps"] > 0)]
     if cohorts.empty:
@@ -158,7 +172,7 @@ class Target:
 
 
 def students_for_power(design: PlannedDesign, target: float, max_trials: int, noise_scale: float = 1.0,
-                       sweeps: int = 40, seed: int = 0, jobs: int = 1) -> Target:
+                       sweeps: int = 40, seed: int = 0, jobs: int = 1, truth: str = "inverse") -> Target:
     """The fewest students per cell (on ``LADDER``, up to ``max_trials``) at which every alpha-f direction
     question (each method's and the pooled one) has power >= ``target``: up the ladder from the
     cheapest design, stopping at the first that reaches it (a large design costs the most to simulate,
@@ -169,7 +183,7 @@ def students_for_power(design: PlannedDesign, target: float, max_trials: int, no
     tried: dict[int, float] = {}
     powers: list[QuestionPower] = []
     for n in ladder:
-        powers = plan_power(replace(design, trials_per_cell=n), noise_scale, sweeps, seed, jobs)
+        powers = plan_power(replace(design, trials_per_cell=n), noise_scale, sweeps, seed, jobs, truth)
         direction = [q.power for q in powers if q.question.startswith(DIRECTION)]
         if not direction:
             if n < ladder[-1]:

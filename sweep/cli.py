@@ -13,6 +13,7 @@ from contract import ALPHA_RANGE, DEFAULT_TAU
 from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
 from sweep import ray_adapter
 from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan
+from analysis.power import TRUTHS as PLAN_TRUTHS
 from sweep.planner import DEFAULT_PLAN_SWEEPS
 from trainables.cli import add_download_args, val_size_arg
 from trainables.datasets import list_datasets
@@ -134,10 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     planning.add_argument("--target-power", type=float, default=None, metavar="P",
                           help="choose the students per cell (instead of --trials-per-cell): the fewest at which every "
                           "alpha-f direction question (each method's and the pooled one) has power P (0.8: 80 %%) "
-                          "against the simulator's paper-like truth at the planned noise; refused when --max-trials "
+                          "against --plan-truth at the planned noise; refused when --max-trials "
                           "does not reach it")
     planning.add_argument("--max-trials", type=int, default=64, metavar="N",
                           help="with --target-power: at most this many students per cell (default 64)")
+    planning.add_argument("--plan-truth", default="inverse", choices=list(PLAN_TRUTHS),
+                          help="the simulated truth the power is planned against: " + "; ".join(
+                              f"{name}: {text}" for name, text in PLAN_TRUTHS.items()) + " (default inverse)")
     return p
 
 

@@ -2,8 +2,8 @@
 every sweep starts with it).
 
 - The compute: students, optimisation steps (each student's, and each cohort's: the members of a
-  cohort step together), and, with an earlier experiment's measured pace (``--noise-from``), the busy
-  time and the wall time on the sweep's trial slots.
+  cohort step together), and, with an earlier experiment's measured pace (``--noise-from``: busy
+  seconds per student step), the busy time and the wall time on the sweep's trial slots.
 - The power of every question of the report (``analysis.power``) at the planned design and a noise
   level: the simulator's default, or the signal to noise measured on the earlier experiment
   (``analysis.simulate.matched_noise_scale``), said which.
@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from analysis.power import MINIMUM_SWEEPS, PlannedDesign, Target, measured_pace, plan_power, students_for_power
+from analysis.power import MINIMUM_SWEEPS, TRUTHS, PlannedDesign, Target, measured_pace, plan_power, students_for_power
 from contract import FULL
 from sweep.plan import SweepPlan
 
@@ -98,7 +98,8 @@ def design_of(plan: SweepPlan) -> PlannedDesign:
         replicates=len(plan.config.replicates), label_noise=tuple(plan.label_noise))
 
 
-def choose_trials(plan: SweepPlan, noise: NoiseLevel, target: float, max_trials: int, sweeps: int) -> Target:
+def choose_trials(plan: SweepPlan, noise: NoiseLevel, target: float, max_trials: int, sweeps: int,
+                  truth: str = "inverse") -> Target:
     """``--target-power``: the fewest students per cell at which every alpha-f direction question reaches ``target``."""
     if not 0 < target < 1:
         raise ValueError(f"--target-power must be between 0 and 1, got {target:g}")
@@ -106,11 +107,12 @@ def choose_trials(plan: SweepPlan, noise: NoiseLevel, target: float, max_trials:
         raise ValueError(f"--max-trials must be >= 2, got {max_trials}")
     if sweeps < MINIMUM_SWEEPS:
         raise ValueError(f"--target-power needs --plan-sweeps >= {MINIMUM_SWEEPS}, got {sweeps}")
-    return students_for_power(design_of(plan), target, max_trials, noise.scale, sweeps, jobs=min(2, os.cpu_count() or 1))
+    return students_for_power(design_of(plan), target, max_trials, noise.scale, sweeps, jobs=min(2, os.cpu_count() or 1),
+                              truth=truth)
 
 
 def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps: int, address: str | None = None,
-               target: Target | None = None) -> list[str]:
+               target: Target | None = None, truth: str = "inverse") -> list[str]:
     """The planner's lines (``plan_sweeps``: simulated sweeps for the power, 0 for none; ``target``: what
     ``--target-power`` chose, whose powers are then the ones printed)."""
     students, cohort_steps = planned_steps(plan, train_size)
@@ -120,14 +122,14 @@ def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps:
         try:
             pace = measured_pace(noise.trials, noise.source)
             slots = trial_slots(plan, address)
-            busy = cohort_steps * pace.seconds_per_step
-            range_text = f"{_hours(cohort_steps * pace.low)}-{_hours(cohort_steps * pace.high)}"
+            busy = students * pace.seconds_per_step
+            range_text = f"{_hours(students * pace.low)}-{_hours(students * pace.high)}"
             wall = (f", about {_hours(busy / slots)} of wall time on {slots} trial slot{'s' * (slots > 1)}" if slots
                     else "; the wall time is that over the cluster's trial slots")
-            lines.append(f"  time: {_hours(busy)} of cohort busy time (quartiles {range_text}){wall}, "
+            lines.append(f"  time: {_hours(busy)} of busy time (quartiles {range_text}){wall}, "
                          f"at the pace of {pace.describe()}")
-            if pace.student_arch not in plan.students or pace.cohort_size != plan.cohort_size:
-                lines.append("    (that pace was measured with another student or cohort size: a rough guide)")
+            if pace.student_arch not in plan.students:
+                lines.append("    (that pace was measured with another student: a rough guide)")
         except ValueError as error:
             lines.append(f"  time: not estimated ({error})")
     else:
@@ -144,10 +146,10 @@ def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps:
         lines.append("  power: nothing to plan (no pruned cells)")
         return lines
     else:
-        powers = plan_power(design_of(plan), noise.scale, plan_sweeps, jobs=min(2, os.cpu_count() or 1))
+        powers = plan_power(design_of(plan), noise.scale, plan_sweeps, jobs=min(2, os.cpu_count() or 1), truth=truth)
     sweeps = powers[0].sweeps if powers else plan_sweeps
-    lines.append(f"  power against the simulator's paper-like truth ({sweeps} simulated sweeps of this design; "
-                 f"noise: {noise.text}):")
+    lines.append(f"  power when {TRUTHS[truth]} (the simulator's truth {truth!r}; {sweeps} simulated sweeps of this "
+                 f"design; noise: {noise.text}):")
     if not powers:
         lines.append(f"    none of the report's questions: {plan.trials_per_cell} students per cell are too few to "
                      "estimate a KD gain or the noise")

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{'--resume' if args.resume else '--trials-per-cell'}")
             say(f"planning: the students per cell for power {args.target_power:g} ({plan_sweeps or DEFAULT_PLAN_SWEEPS} "
                 "simulated sweeps per number tried)...")
-            target = choose_trials(plan, noise, args.target_power, args.max_trials, plan_sweeps or DEFAULT_PLAN_SWEEPS)
+            target = choose_trials(plan, noise, args.target_power, args.max_trials, plan_sweeps or DEFAULT_PLAN_SWEEPS,
+                                   args.plan_truth)
             if target.trials_per_cell is None:
                 weakest = target.tried[max(target.tried)]
                 raise ValueError(f"--target-power {args.target_power:g} is not reached within --max-trials {args.max_trials}: "
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         resolve_artifacts(plan, datasets, split)
         if recorded is not None:
             check_recorded_plan(plan, recorded, store)
-        planned = plan_lines(plan, len(split.train_ids), noise, plan_sweeps, args.address, target)
+        planned = plan_lines(plan, len(split.train_ids), noise, plan_sweeps, args.address, target, args.plan_truth)
         if not args.dry_run:
             check_writable(exp_dir)
             check_writable(store.root)

@@ -101,7 +101,8 @@ def test_dry_run_prints_the_plan(capsys, tmp_path):
     assert "cells: 3 x 4 trials = 12 trials" in out
     # the planner: compute, no time without a measured pace, the power of each question of the report
     assert re.search(r"compute: 12 students, [\d,]+ optimisation steps", out) and "time: not estimated" in out
-    assert "power against the simulator's paper-like truth (10 simulated sweeps of this design; noise: the simulator's default" in out
+    assert ("power when the paper's inverse relation, alpha* = 0.25 + 0.06 / f (the simulator's truth 'inverse'; "
+            "10 simulated sweeps of this design; noise: the simulator's default") in out
     for question in ("KD gain at f = 0.2", "KD gain at f = 1", "random ahead of el2n at f = 0.2"):
         assert re.search(rf"\d+% ± \d+  {re.escape(question)}\n", out), out
     assert "digits|el2n|f=0.2|small_cnn->small_cnn|replicate=0" in out and "digits|full|f=1.0|" in out
