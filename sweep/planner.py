@@ -11,6 +11,7 @@ every sweep starts with it).
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 from dataclasses import dataclass
@@ -35,6 +36,32 @@ def planned_steps(plan: SweepPlan, train_size: int) -> tuple[int, int]:
         students += plan.trials_per_cell * steps
         cohorts += per_cell_cohorts * steps
     return students, cohorts
+
+
+def cohort_sizes(plan: SweepPlan, train_size: int) -> list[int]:
+    """Every cohort's student steps (members x steps), in the order the searcher hands them out
+    (round-robin over the cells: every cell's first cohort, then every cell's second, ...)."""
+    per_cell = []
+    for cell in plan.cells:
+        kept = max(1, int(round(cell.fraction * train_size)))
+        per_epoch = math.ceil(kept / plan.recipe.batch_size)
+        steps = plan.recipe.epochs_for(per_epoch) * per_epoch
+        members, left = [], plan.trials_per_cell
+        while left > 0:
+            members.append(min(plan.cohort_size, left))
+            left -= members[-1]
+        per_cell.append([m * steps for m in members])
+    return [cohorts[k] for k in range(max(map(len, per_cell), default=0)) for cohorts in per_cell if k < len(cohorts)]
+
+
+def makespan(durations: list[float], slots: int) -> float:
+    """When the last cohort ends, each started on the first free slot in the given order: the wall time,
+    tail included (a last cohort running alone while the other slots idle)."""
+    free = [0.0] * slots
+    for duration in durations:
+        start = heapq.heappop(free)
+        heapq.heappush(free, start + duration)
+    return max(free)
 
 
 def trial_slots(plan: SweepPlan, address: str | None) -> int | None:
@@ -124,10 +151,11 @@ def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps:
             slots = trial_slots(plan, address)
             busy = students * pace.seconds_per_step
             range_text = f"{_hours(students * pace.low)}-{_hours(students * pace.high)}"
-            wall = (f", about {_hours(busy / slots)} of wall time on {slots} trial slot{'s' * (slots > 1)}" if slots
+            durations = [steps * pace.seconds_per_step for steps in cohort_sizes(plan, train_size)]
+            wall = (f", about {_hours(makespan(durations, slots))} of wall time on {slots} trial slot{'s' * (slots > 1)}" if slots
                     else "; the wall time is that over the cluster's trial slots")
-            lines.append(f"  time: {_hours(busy)} of busy time (quartiles {range_text}){wall}, "
-                         f"at the pace of {pace.describe()}")
+            lines.append(f"  time: {_hours(busy)} of the students' busy time (quartiles {range_text}){wall}, at the pace "
+                         f"of {pace.describe()}; teachers and scores before them")
             if pace.student_arch not in plan.students:
                 lines.append("    (that pace was measured with another student: a rough guide)")
         except ValueError as error:

@@ -31,3 +31,11 @@ def test_the_target_power_is_reached_with_the_fewest_students_on_the_ladder_or_r
     assert all(found.tried[n] < 0.8 for n in fewer)  # every smaller number tried fell short
     refused = students_for_power(DESIGN, target=0.8, max_trials=4, noise_scale=5.0, sweeps=10)
     assert refused.trials_per_cell is None and refused.tried[4] < 0.8
+
+
+def test_the_planned_wall_time_counts_the_cohorts_that_run_alone_at_the_end():
+    from sweep.planner import makespan
+
+    assert makespan([3.0, 3.0, 3.0], slots=2) == 6.0  # the third cohort runs alone
+    assert makespan([4.0, 1.0, 1.0, 1.0, 1.0], slots=2) == 4.0  # the short ones fill the other slot
+    assert makespan([2.0] * 4, slots=8) == 2.0

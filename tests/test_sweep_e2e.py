@@ -72,7 +72,7 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
     assert f"compute: 6 students, {results['steps_run'].sum():,} optimisation steps ({cohort_steps:,} steps of cohorts of up to 2)" in out
     per_step = results.groupby(["method", "fraction"]).agg(busy=("busy_s", "first"), steps=("steps_run", "sum"))
     busy = results["steps_run"].sum() * float(np.median(per_step["busy"] / per_step["steps"]))
-    assert re.search(rf"time: {busy:.0f} s of busy time \(quartiles \d+ s-\d+ s\), about \d+ s of wall time on \d+ trial "
+    assert re.search(rf"time: {busy:.0f} s of the students' busy time \(quartiles \d+ s-\d+ s\), about \d+ s of wall time on \d+ trial "
                      r"slots?, at the pace of \d+ ms per student step .* 3 cohorts of 2 small_cnn students", out), out
     assert "power: not estimated (--dry-run prints it" in out
     assert "teachers: 1 (1 reused" in out
