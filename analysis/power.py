@@ -110,9 +110,8 @@ def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40
         raise ValueError(f"unknown truth {truth!r} to plan against; choose one of {', '.join(TRUTHS)}")
     if sweeps < MINIMUM_SWEEPS:
         raise ValueError(f"the power needs at least {MINIMUM_SWEEPS} simulated sweeps, got {sweeps}")
-    unknown = [m for m in design.methods if m == FULL]
-    if unknown:
-        raise ValueError("the methods of a design are those of the cells with f < 1")
+    if FULL in design.methods:
+        raise ValueError(f"the methods of a design are those of the cells with f < 1, not {FULL!r}")
     tasks = [(design, noise_scale, seed * 100_003 + s, truth) for s in range(sweeps)]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
