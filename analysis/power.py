@@ -40,7 +40,6 @@ TRUTHS = {
     "direct": "alpha* rising with f, 0.2 + 0.55 sqrt(f)",
 }
 MINIMUM_SWEEPS = 10
-DIRECTION = "alpha*(f) "  # the questions --target-power plans for (the paper's central claim): their prefix
 LADDER = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # students per cell a target tries
 
 
@@ -57,9 +56,13 @@ class PlannedDesign:
     label_noise: tuple[float, ...] = (0.0,)
 
 
+KD_GAIN, VERSUS, DIRECTION = "kd gain", "random versus scored", "alpha-f direction"  # the kinds of question
+
+
 @dataclass(frozen=True)
 class QuestionPower:
     question: str
+    kind: str  # KD_GAIN, VERSUS or DIRECTION (the one --target-power plans for: the paper's central claim)
     power: float  # share of simulated sweeps that find it
     sweeps: int
 
@@ -68,8 +71,8 @@ class QuestionPower:
         return math.sqrt(max(self.power * (1 - self.power), 0.25 / self.sweeps) / self.sweeps)
 
 
-def _outcomes(task: tuple) -> dict[str, bool]:
-    """The answers one simulated sweep of the design finds (a worker process's job)."""
+def _outcomes(task: tuple) -> dict[str, tuple[str, bool]]:
+    """{question: (kind, found)} of one simulated sweep of the design (a worker process's job)."""
     design, noise_scale, seed, truth = task
     warnings.filterwarnings("ignore")
     from analysis.alpha_f import POOLED, fit_alpha_f
@@ -88,17 +91,18 @@ def _outcomes(task: tuple) -> dict[str, bool]:
     several = len(design.label_noise) > 1
     for row in kd_gain_by_f(optima.table, optima.t_test).itertuples():
         where = f" (P = {row.label_noise:g})" if several and hasattr(row, "label_noise") else ""
-        found[f"KD gain at f = {row.fraction:g}{where}"] = bool(row.lo > 0)
+        found[f"KD gain at f = {row.fraction:g}{where}"] = (KD_GAIN, bool(row.lo > 0))
     for row in random_vs_scored(optima.table, optima.t_test).itertuples():
         where = f" (P = {row.label_noise:g})" if several and hasattr(row, "label_noise") else ""
-        found[f"random ahead of {row.method} at f = {row.fraction:g}{where}"] = bool(row.lo > 0)
+        found[f"random ahead of {row.method} at f = {row.fraction:g}{where}"] = (VERSUS, bool(row.lo > 0))
     for fit in fits:
         if fit.relation == "not tested":
             continue
         where = f" (P = {fit.context.get('label_noise', 0):g})" if several else ""
         name = "pooled over the methods" if fit.method == POOLED else fit.method
         expected = "direct" if truth == "direct" else "inverse"
-        found[f"{DIRECTION}{'rises' if expected == 'direct' else 'falls'} with f: {name}{where}"] = fit.relation == expected
+        question = f"alpha*(f) {'rises' if expected == 'direct' else 'falls'} with f: {name}{where}"
+        found[question] = (DIRECTION, fit.relation == expected)
     return found
 
 
@@ -118,8 +122,9 @@ def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40
             results = list(pool.map(_outcomes, tasks, chunksize=max(1, sweeps // (4 * jobs))))
     else:
         results = [_outcomes(task) for task in tasks]
-    names = list(dict.fromkeys(name for found in results for name in found))
-    return [QuestionPower(name, float(np.mean([found.get(name, False) for found in results])), sweeps) for name in names]
+    kinds = {name: kind for found in results for name, (kind, _) in found.items()}  # in the order first found
+    return [QuestionPower(name, kind, float(np.mean([found.get(name, (kind, False))[1] for found in results])), sweeps)
+            for name, kind in kinds.items()]
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,7 @@ def students_for_power(design: PlannedDesign, target: float, max_trials: int, no
     powers: list[QuestionPower] = []
     for n in ladder:
         powers = plan_power(replace(design, trials_per_cell=n), noise_scale, sweeps, seed, jobs, truth)
-        direction = [q.power for q in powers if q.question.startswith(DIRECTION)]
+        direction = [q.power for q in powers if q.kind == DIRECTION]
         if not direction:
             if n < ladder[-1]:
                 continue  # too few students to estimate the noise: try more
@@ -193,3 +198,22 @@ def students_for_power(design: PlannedDesign, target: float, max_trials: int, no
         if tried[n] >= target:
             return Target(n, powers, tried)
     return Target(None, powers, tried)
+
+
+def measured_noise(location: str, label_noise: float):
+    """(tidy trials, ``MatchedNoise`` or the ValueError saying why there is none, which cells it was
+    measured on) of an earlier experiment (a directory or results CSV): its cells at ``label_noise``
+    when it has them (noise differs a lot between levels), else all of them. Raises ResultsError (a
+    ValueError) or OSError when the experiment cannot be read."""
+    from analysis.results import load_experiment
+    from analysis.simulate import matched_noise_scale
+
+    experiment = load_experiment(location)
+    trials = experiment.trials
+    level = trials[np.isclose(trials["label_noise"], label_noise)]
+    where = f"its cells at label noise P = {label_noise:g}" if len(level) else f"all its cells (none at P = {label_noise:g})"
+    try:
+        matched = matched_noise_scale(level if len(level) else trials, experiment.alpha_range)
+    except ValueError as error:
+        return trials, error, where
+    return trials, matched, where

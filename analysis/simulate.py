@@ -39,10 +39,10 @@ per-cell offset (sd 0.5 points: the cell's subset, teacher and scores, a block e
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 import math
 import warnings
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd

@@ -217,19 +217,15 @@ def print_table(rows: list[dict], methods=METHODS) -> None:
 
 
 def noise_scale_of(parser: argparse.ArgumentParser, location: str, label_noise: float) -> float:
-    from analysis.results import ResultsError, load_experiment
-    from analysis.simulate import matched_noise_scale
+    from analysis.power import measured_noise
 
     try:
-        experiment = load_experiment(location)
-        trials = experiment.trials
-        level = trials[np.isclose(trials["label_noise"], label_noise)]
-        if level.empty:
-            raise ValueError(f"no cells at label noise P = {label_noise:g} in {location}")
-        matched = matched_noise_scale(level, experiment.alpha_range)
-    except (ResultsError, ValueError, OSError) as error:
+        _, matched, where = measured_noise(location, label_noise)
+    except (ValueError, OSError) as error:
         parser.error(f"--noise-from: {error}")
-    print(f"signal to noise of {location} (label noise P = {label_noise:g}): {matched.describe()}")
+    if isinstance(matched, ValueError):
+        parser.error(f"--noise-from {location}: {matched}")
+    print(f"signal to noise of {location} ({where}): {matched.describe()}")
     return matched.scale
 
 

@@ -16,41 +16,26 @@ import math
 import os
 from dataclasses import dataclass
 
-from analysis.power import MINIMUM_SWEEPS, TRUTHS, PlannedDesign, Target, measured_pace, plan_power, students_for_power
+from analysis.power import (MINIMUM_SWEEPS, TRUTHS, PlannedDesign, Target, measured_noise, measured_pace, plan_power,
+                            students_for_power)
 from contract import FULL
 from sweep.plan import SweepPlan
 
 DEFAULT_PLAN_SWEEPS = 40  # in --dry-run; a sweep itself only with --plan-sweeps
 
 
-def planned_steps(plan: SweepPlan, train_size: int) -> tuple[int, int]:
-    """(student steps, cohort steps) of the whole plan: a cell's subset keeps round(f x train) images
-    (``trainables.selection``), trains ``recipe.epochs_for`` its steps per epoch (the loader's
-    ceil(n / batch)); its students run in cohorts of ``plan.cohort_size`` that step together."""
-    students = cohorts = 0
-    per_cell_cohorts = -(-plan.trials_per_cell // plan.cohort_size)
-    for cell in plan.cells:
-        kept = max(1, int(round(cell.fraction * train_size)))
-        per_epoch = math.ceil(kept / plan.recipe.batch_size)
-        steps = plan.recipe.epochs_for(per_epoch) * per_epoch
-        students += plan.trials_per_cell * steps
-        cohorts += per_cell_cohorts * steps
-    return students, cohorts
-
-
-def cohort_sizes(plan: SweepPlan, train_size: int) -> list[int]:
-    """Every cohort's student steps (members x steps), in the order the searcher hands them out
-    (round-robin over the cells: every cell's first cohort, then every cell's second, ...)."""
+def planned_cohorts(plan: SweepPlan, train_size: int) -> list[tuple[int, int]]:
+    """Every cohort as (members, steps), in the order the searcher hands them out (round-robin over the
+    cells: every cell's first cohort, then every cell's second, ...). A cell's subset keeps round(f x
+    train) images (``trainables.selection``) and trains ``recipe.epochs_for`` its steps per epoch (the
+    loader's ceil(n / batch)); its students run in cohorts of ``plan.cohort_size`` that step together."""
     per_cell = []
     for cell in plan.cells:
         kept = max(1, int(round(cell.fraction * train_size)))
         per_epoch = math.ceil(kept / plan.recipe.batch_size)
         steps = plan.recipe.epochs_for(per_epoch) * per_epoch
-        members, left = [], plan.trials_per_cell
-        while left > 0:
-            members.append(min(plan.cohort_size, left))
-            left -= members[-1]
-        per_cell.append([m * steps for m in members])
+        full, rest = divmod(plan.trials_per_cell, plan.cohort_size)
+        per_cell.append([(plan.cohort_size, steps)] * full + ([(rest, steps)] if rest else []))
     return [cohorts[k] for k in range(max(map(len, per_cell), default=0)) for cohorts in per_cell if k < len(cohorts)]
 
 
@@ -98,24 +83,17 @@ DEFAULT_NOISE = NoiseLevel(1.0, "the simulator's default noise scale 1 (validati
 
 
 def noise_level(noise_from: str | None, label_noise: float) -> NoiseLevel:
-    """The noise level of ``--noise-from`` (measured at the sweep's first label noise level when the
-    experiment has it), or the default. Raises ValueError on an unreadable experiment."""
-    from analysis.results import ResultsError, load_experiment
-    from analysis.simulate import matched_noise_scale
-
+    """The noise level of ``--noise-from`` (``analysis.power.measured_noise``), or the default. Raises
+    ValueError on an unreadable experiment."""
     if not noise_from:
         return DEFAULT_NOISE
     try:
-        experiment = load_experiment(noise_from)
-    except (ResultsError, OSError) as error:
+        trials, matched, where = measured_noise(noise_from, label_noise)
+    except (ValueError, OSError) as error:  # a ResultsError is a ValueError
         raise ValueError(f"--noise-from: {error}") from None
-    trials = experiment.trials
-    at_level = trials[(trials["label_noise"] - label_noise).abs() < 1e-9]
-    try:
-        matched = matched_noise_scale(at_level if len(at_level) else trials, experiment.alpha_range)
-    except ValueError as error:
-        return NoiseLevel(DEFAULT_NOISE.scale, f"{DEFAULT_NOISE.text} (--noise-from {noise_from}: {error})", trials, noise_from)
-    return NoiseLevel(matched.scale, f"measured on {noise_from}: {matched.describe()}", trials, noise_from)
+    if isinstance(matched, ValueError):
+        return NoiseLevel(DEFAULT_NOISE.scale, f"{DEFAULT_NOISE.text} (--noise-from {noise_from}: {matched})", trials, noise_from)
+    return NoiseLevel(matched.scale, f"measured on {noise_from} ({where}): {matched.describe()}", trials, noise_from)
 
 
 def design_of(plan: SweepPlan) -> PlannedDesign:
@@ -142,8 +120,9 @@ def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps:
                target: Target | None = None, truth: str = "inverse") -> list[str]:
     """The planner's lines (``plan_sweeps``: simulated sweeps for the power, 0 for none; ``target``: what
     ``--target-power`` chose, whose powers are then the ones printed)."""
-    students, cohort_steps = planned_steps(plan, train_size)
-    lines = [f"  compute: {plan.num_trials} students, {students:,} optimisation steps "
+    cohorts = planned_cohorts(plan, train_size)
+    students, cohort_steps = sum(m * steps for m, steps in cohorts), sum(steps for _, steps in cohorts)
+    lines = [f"compute: {plan.num_trials} students, {students:,} optimisation steps "
              f"({cohort_steps:,} steps of cohorts of up to {plan.cohort_size})"]
     if noise.trials is not None:
         try:
@@ -151,38 +130,38 @@ def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps:
             slots = trial_slots(plan, address)
             busy = students * pace.seconds_per_step
             range_text = f"{_hours(students * pace.low)}-{_hours(students * pace.high)}"
-            durations = [steps * pace.seconds_per_step for steps in cohort_sizes(plan, train_size)]
+            durations = [members * steps * pace.seconds_per_step for members, steps in cohorts]
             wall = (f", about {_hours(makespan(durations, slots))} of wall time on {slots} trial slot{'s' * (slots > 1)}" if slots
                     else "; the wall time is that over the cluster's trial slots")
-            lines.append(f"  time: {_hours(busy)} of the students' busy time (quartiles {range_text}){wall}, at the pace "
+            lines.append(f"time: {_hours(busy)} of the students' busy time (quartiles {range_text}){wall}, at the pace "
                          f"of {pace.describe()}; teachers and scores before them")
             if pace.student_arch not in plan.students:
-                lines.append("    (that pace was measured with another student: a rough guide)")
+                lines.append("  (that pace was measured with another student: a rough guide)")
         except ValueError as error:
-            lines.append(f"  time: not estimated ({error})")
+            lines.append(f"time: not estimated ({error})")
     else:
-        lines.append("  time: not estimated (no measured pace: --noise-from an earlier experiment of this recipe gives one)")
+        lines.append("time: not estimated (no measured pace: --noise-from an earlier experiment of this recipe gives one)")
     if target is not None:
         tried = ", ".join(f"{n}: {100 * p:.0f}%" for n, p in sorted(target.tried.items()))
-        lines.append(f"  students per cell: {plan.trials_per_cell}, the fewest at which every alpha-f direction question "
+        lines.append(f"students per cell: {plan.trials_per_cell}, the fewest at which every alpha-f direction question "
                      f"has the target power (the weakest one's power at each number tried: {tried})")
         powers = target.powers
     elif plan_sweeps <= 0:
-        lines.append("  power: not estimated (--dry-run prints it, or --plan-sweeps N)")
+        lines.append("power: not estimated (--dry-run prints it, or --plan-sweeps N)")
         return lines
     elif not design_of(plan).methods or not design_of(plan).fractions:
-        lines.append("  power: nothing to plan (no pruned cells)")
+        lines.append("power: nothing to plan (no pruned cells)")
         return lines
     else:
         powers = plan_power(design_of(plan), noise.scale, plan_sweeps, jobs=min(2, os.cpu_count() or 1), truth=truth)
     sweeps = powers[0].sweeps if powers else plan_sweeps
-    lines.append(f"  power when {TRUTHS[truth]} (the simulator's truth {truth!r}; {sweeps} simulated sweeps of this "
+    lines.append(f"power when {TRUTHS[truth]} (the simulator's truth {truth!r}; {sweeps} simulated sweeps of this "
                  f"design; noise: {noise.text}):")
     if not powers:
-        lines.append(f"    none of the report's questions: {plan.trials_per_cell} students per cell are too few to "
+        lines.append(f"  none of the report's questions: {plan.trials_per_cell} students per cell are too few to "
                      "estimate a KD gain or the noise")
     for question in powers:
-        lines.append(f"    {100 * question.power:3.0f}% ± {100 * question.standard_error:.0f}  {question.question}")
+        lines.append(f"  {100 * question.power:3.0f}% ± {100 * question.standard_error:.0f}  {question.question}")
     caveats = []
     if len(plan.teachers) > 1 or len(plan.students) > 1:
         caveats.append("one teacher and student simulated")
@@ -191,5 +170,5 @@ def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps:
     if len(plan.config.replicates) > 1:
         caveats.append("replicates without a replicate-level effect: an upper bound for replicate-level findings")
     if caveats:
-        lines.append(f"    ({'; '.join(caveats)})")
+        lines.append(f"  ({'; '.join(caveats)})")
     return lines

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
         gpus = config.gpus_per_trial if config.gpus_per_trial is not None else "1 if the cluster has GPUs, else 0"
         print(describe(plan, artifact_status(plan, store), {"cpu": config.cpus_per_trial, "gpu": gpus}, where))
-        print("\n".join(planned))
+        print("\n".join(f"  {line}" for line in planned))
         return 0
 
     # ---- one writer: the experiment's lock, then its saved state and the disk, still before compute ----
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if log_path:
             say(f"sweep {config.name}: {len(plan.cells)} cells x {plan.trials_per_cell} trials; log: {log_path}")
         for line in planned:  # what it costs and can answer (sweep.planner)
-            say(line.strip() if line.startswith("  ") and not line.startswith("    ") else line)
+            say(line)
         slots = ray_adapter.trial_slots(config.cpus_per_trial, config.gpus_per_trial or 0.0)
         watch = DiskWatch(exp_dir, stops, reserve=plan_space(plan, store, exp_dir, dataset, split, slots=slots).reserve)
         ray_adapter.hide_failures_while(watch.failing)  # the sweep's own line says why trials failed

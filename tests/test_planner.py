@@ -18,14 +18,15 @@ def test_the_planned_power_follows_the_signal_to_noise_and_names_every_question(
     for question in ("KD gain at f = 0.1", "alpha*(f) falls with f: random", "alpha*(f) falls with f: pooled over the methods"):
         assert clear[question].power >= 0.8 and noisy[question].power <= 0.4, (question, clear[question], noisy[question])
     assert all(q.sweeps == 10 and 0 < q.standard_error < 0.2 for q in clear.values())
+    assert {q.kind for q in clear.values() if q.question.startswith("alpha*(f)")} == {"alpha-f direction"}
 
 
 def test_the_target_power_is_reached_with_the_fewest_students_on_the_ladder_or_refused():
-    from analysis.power import LADDER, students_for_power
+    from analysis.power import DIRECTION, LADDER, students_for_power
 
     found = students_for_power(DESIGN, target=0.8, max_trials=16, noise_scale=0.3, sweeps=10)
     assert found.trials_per_cell in LADDER and found.trials_per_cell <= 16
-    direction = [q.power for q in found.powers if q.question.startswith("alpha*(f) falls with f")]
+    direction = [q.power for q in found.powers if q.kind == DIRECTION]
     assert len(direction) == 3 and min(direction) == found.tried[found.trials_per_cell] >= 0.8
     fewer = [n for n in found.tried if n < found.trials_per_cell]
     assert all(found.tried[n] < 0.8 for n in fewer)  # every smaller number tried fell short
