@@ -30,6 +30,17 @@ so KD gains about 0.3 points at f = 1 and 5.8 points at f = 0.1 under the invers
 - ``mixed``: methods whose curves differ: random as ``edge_steep``, every other method flat at
   a* = 0.3 (the value all share at f = 1, where every method keeps the same data).
 
+Shapes of the peak in alpha (``shape``; d = alpha - peak, k = k(f)): the analysis fits parabolas, so a
+calibration that drew only parabolas would prove little (DESIGN 6b). Each shape keeps the KD gain of
+the same order:
+
+- ``parabola``: k d^2;
+- ``gauss``: a Gaussian bump, 0.6 k (1 - exp(-d^2 / (2 * 0.35^2))): sharper at the top than the
+  parabola (5x its curvature there), flat far from it;
+- ``asymmetric``: k d^2 below the peak (towards alpha = 0), 3 k d^2 above it;
+- ``plateau``: k (|d| - 0.1)^2 beyond a flat top 0.2 wide: every alpha on the top is optimal
+  (``optimal_range``), so an alpha* interval is right when it meets the top.
+
 Noise: a trial's training noise (sd 1.3 points, shared by its validation and test accuracy) plus
 evaluation noise (sd 0.75 points on validation, 0.5 on test): validation accuracy varies by about 1.5
 points between trials with the same alpha, the level measured on real replicate trials so far; plus a
@@ -52,6 +63,8 @@ from contract import DEFAULT_TAU, FULL, RESULT_COLUMNS, Cell
 
 METHODS = ("random", "el2n", "grand", "forgetting", "memorization")
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+SHAPES = ("parabola", "gauss", "asymmetric", "plateau")
+GAUSS_WIDTH, GAUSS_HEIGHT, ASYMMETRY, PLATEAU_HALF_WIDTH = 0.35, 0.6, 3.0, 0.1
 TRUTHS = ("none", "inverse", "direct", "flat", "edge_steep", "edge_shallow", "edge_null", "mixed")
 TRAIN_SD, VAL_EVAL_SD, TEST_EVAL_SD, CELL_SD = 0.013, 0.0075, 0.005, 0.005
 NOISE_SD = math.sqrt(TRAIN_SD**2 + VAL_EVAL_SD**2)  # trial-to-trial sd of validation accuracy (~0.015)
@@ -87,17 +100,41 @@ def a_star(truth: str, f: float, method: str = "random") -> float:
     return min(1.0, max(0.0, raw_optimum(truth, f, method)))
 
 
+def optimal_range(truth: str, f: float, method: str = "random", shape: str = "parabola",
+                  shift: float = 0.0) -> tuple[float, float]:
+    """The alphas in the searched range [0, 1] where the expected accuracy is highest: one point (the
+    peak, clipped) for every shape but ``plateau``, whose flat top is optimal all along."""
+    peak = raw_optimum(truth, f, method) + shift
+    half = PLATEAU_HALF_WIDTH if shape == "plateau" and truth != "flat" else 0.0
+    return min(1.0, max(0.0, peak - half)), min(1.0, max(0.0, peak + half))
+
+
 def curvature(truth: str, f: float) -> float:
     return 0.0 if truth == "flat" else 0.03 + 0.05 * math.log10(1 / f)
 
 
-def true_accuracy(truth: str, method: str, f: float, alpha, effect: dict | None = None) -> np.ndarray:
+def drop(d, k: float, shape: str = "parabola") -> np.ndarray:
+    """How far below the top accuracy lies at distance ``d`` = alpha - peak (see the module's shapes)."""
+    d = np.asarray(d, float)
+    if shape == "parabola":
+        return k * d**2
+    if shape == "gauss":
+        return GAUSS_HEIGHT * k * (1 - np.exp(-d**2 / (2 * GAUSS_WIDTH**2)))
+    if shape == "asymmetric":
+        return np.where(d > 0, ASYMMETRY, 1.0) * k * d**2
+    if shape == "plateau":
+        return k * np.maximum(np.abs(d) - PLATEAU_HALF_WIDTH, 0.0) ** 2
+    raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def true_accuracy(truth: str, method: str, f: float, alpha, effect: dict | None = None,
+                  shape: str = "parabola") -> np.ndarray:
     """Expected accuracy at ``alpha``; ``effect``: a replicate's own effect (``replicate_effect``)."""
     effect = effect or NO_EFFECT
     top = 0.95 - 0.15 * math.log10(1 / f) + EDGE.get(method, 0.0) * (1 - f) + effect["level"]
     peak = raw_optimum(truth, f, method) + effect["shift"]
     k = curvature(truth, f) * effect["scale"]
-    return np.clip(top - k * (np.asarray(alpha, float) - peak) ** 2, 0.0, 1.0)
+    return np.clip(top - drop(np.asarray(alpha, float) - peak, k, shape), 0.0, 1.0)
 
 
 # A study replicate (its own teacher, scores and subsets) moves every cell of the replicate alike: its
@@ -114,7 +151,8 @@ def replicate_effect(rng: np.random.Generator, replicate_sd: float) -> dict:
 
 
 @functools.lru_cache(maxsize=None)  # the same for every simulated sweep of a calibration: computed once
-def population_gain(truth: str, f: float, methods, replicate_sd: float, draws: int = 20000, seed: int = 0) -> float:
+def population_gain(truth: str, f: float, methods, replicate_sd: float, draws: int = 20000, seed: int = 0,
+                    shape: str = "parabola") -> float:
     """The KD gain at f over the population of replicates: the mean over replicates and methods of the
     expected accuracy at the replicate's best alpha in [0, 1] minus at alpha = 0 (what a sweep's mean KD
     gain at f estimates when its replicates are draws from that population)."""
@@ -124,7 +162,8 @@ def population_gain(truth: str, f: float, methods, replicate_sd: float, draws: i
         effect = replicate_effect(rng, replicate_sd) if replicate_sd > 0 else NO_EFFECT
         for method in methods:
             best = min(1.0, max(0.0, raw_optimum(truth, f, method) + effect["shift"]))
-            gains.append(float(true_accuracy(truth, method, f, best, effect) - true_accuracy(truth, method, f, 0.0, effect)))
+            gains.append(float(true_accuracy(truth, method, f, best, effect, shape)
+                               - true_accuracy(truth, method, f, 0.0, effect, shape)))
     return float(np.mean(gains))
 
 
@@ -143,10 +182,13 @@ def sweep_cells(methods=METHODS, fractions=FRACTIONS, replicates: int = 1, full:
 
 def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0, methods=METHODS,
                    fractions=FRACTIONS, replicates: int = 1, noise_scale: float = 1.0, full: bool = True,
-                   label_noise=(0.0,), replicate_sd: float = 0.0) -> pd.DataFrame:
+                   label_noise=(0.0,), replicate_sd: float = 0.0, shape: str = "parabola") -> pd.DataFrame:
     """The results table of one simulated sweep. ``noise_scale`` multiplies every noise sd (to match a
     real sweep's measured trial-to-trial sd); the truth is the same at every ``label_noise`` level.
-    ``replicate_sd`` > 0: each replicate draws its own effect (``replicate_effect``)."""
+    ``replicate_sd`` > 0: each replicate draws its own effect (``replicate_effect``). ``shape``: the
+    peak's shape in alpha (``SHAPES``)."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -170,7 +212,7 @@ def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0,
                 warnings.simplefilter("ignore")
                 trial = study.ask(space.distributions())
             alpha = float(trial.params["alpha"])
-            mean = float(true_accuracy(truth, cell.method, cell.fraction, alpha, effect)) + offset
+            mean = float(true_accuracy(truth, cell.method, cell.fraction, alpha, effect, shape)) + offset
             shared = rng.normal(0, TRAIN_SD * noise_scale)
             val = float(np.clip(mean + shared + rng.normal(0, VAL_EVAL_SD * noise_scale), 0, 1))
             test = float(np.clip(mean + shared + rng.normal(0, TEST_EVAL_SD * noise_scale), 0, 1))

@@ -3,6 +3,7 @@
     python bench/bench_calibration.py                          # tpe and grid, 3/6/8/12 trials, 10 sweeps each
     python bench/bench_calibration.py --sweeps 100 --trials 8 --designs grid
     python bench/bench_calibration.py --designs grid+gp --sweeps 5 --truths none inverse   # slow: a GP per ask
+    python bench/bench_calibration.py --designs grid --trials 16 --shapes parabola gauss asymmetric plateau
 
 Each simulated sweep (``analysis.simulate``: 5 methods x 6 fractions + the shared f = 1 cell, validation
 noise sd 1.5 points between trials, a 0.5-point offset per cell) draws its alphas through the real
@@ -14,8 +15,10 @@ the sweep does), and the real analysis (``analysis.results.tidy``, ``analysis.al
   truth has no relation ("none": a* = 0.5 everywhere) or no KD effect at all ("flat");
 - power: share of fits that find "inverse" under the paper-like inverse truth, per method and pooled;
   "direct" likewise under the direct truth (mean over methods); "wrong": a direction opposite to the truth;
-- coverage of the 95 % alpha* intervals of every cell (under none, inverse and direct), the median
-  |alpha* error| and the share of cells with |error| <= 0.1; "pinned": share of cells whose interval the
+- coverage of the 95 % alpha* intervals of every cell (under none, inverse and direct; an interval
+  covers when it meets the alphas where the expected accuracy is highest: one point, or a plateau's
+  top), and of the full-data cell's alone (per truth), the median |alpha* error| (distance to those
+  alphas) and the share of cells with |error| <= 0.1; "pinned": share of cells whose interval the
   analysis calls narrow enough to pin alpha*, and the share of those with |error| <= 0.1;
 - gain cov.: coverage of the 95 % KD-gain intervals (truth: expected test accuracy at the reported
   alpha* minus at alpha = 0); false wins: share of cells called a KD win under the flat truth;
@@ -32,6 +35,10 @@ With ``--truths edge_null edge_steep edge_shallow mixed`` (optima at the edge of
 edge (steep, shallow), per method and pooled; wrong directions; for methods whose curves differ
 (random falls, the others flat), random's power, the share of sweeps with a finding for a flat method,
 and the share with a pooled finding (the pooled fit should be withheld); coverage of alpha* there.
+
+With ``--shapes`` each shape of the peak in alpha (``analysis.simulate``: parabola, a Gaussian bump,
+asymmetric, a plateau) gets its own rows, drawn from the same seeds: the analysis fits a peak of
+another family, so these rows say whether its error rates survive a curve shaped unlike it.
 
 Targets at the default budget: FWER <= 5 %, coverage in [90 %, 98 %], |error| <= 0.1 in >= 80 % of
 cells, power >= 80 % for the inverse relation, zero impossible values. Monte Carlo error: with S sweeps
@@ -53,8 +60,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
-from analysis.simulate import (EDGE, FRACTIONS, METHODS, TRUTHS, a_star, population_gain, raw_optimum,  # noqa: E402
-                               simulate_sweep, true_accuracy)
+from analysis.simulate import (EDGE, FRACTIONS, METHODS, SHAPES, TRUTHS, optimal_range,  # noqa: E402
+                               population_gain, simulate_sweep, true_accuracy)
 
 CLASSIC = ("none", "flat", "inverse", "direct")  # the default truths; the edge ones on request (--truths)
 EDGE_TRUTHS = ("edge_null", "edge_steep", "edge_shallow", "mixed")
@@ -64,6 +71,7 @@ def one_sweep(args: tuple) -> dict:
     """Metrics of one simulated sweep (run in a worker process)."""
     truth, design, trials, seed, design_options = args
     methods = design_options["methods"]
+    shape = design_options.get("shape", "parabola")
     warnings.filterwarnings("ignore")
     from analysis.alpha_f import POOLED, fit_alpha_f
     from analysis.optimum import cell_optima
@@ -80,7 +88,7 @@ def one_sweep(args: tuple) -> dict:
     found = {}
     for fit in fits:
         found.setdefault(fit.method, []).append(fit.relation)
-    out = {"truth": truth, "design": design, "trials": trials, "seed": seed,
+    out = {"truth": truth, "design": design, "trials": trials, "seed": seed, "shape": shape,
            "any_finding": any(r in ("inverse", "direct") for rs in found.values() for r in rs),
            "relations": {m: found.get(m, ["not tested"]) for m in (*methods, POOLED)}}
     bad = 0
@@ -92,20 +100,23 @@ def one_sweep(args: tuple) -> dict:
         bad += int(((values < 0) | (values > 1)).sum())
     out["impossible"] = bad
     if truth != "flat":
-        truth_alpha = np.clip([a_star(truth, f, m) if not shifts else  # a replicate's effect moves its optimum
-                               raw_optimum(truth, f, m) + shifts[r]
-                               for f, m, r in zip(cells["fraction"], cells["method"], cells["replicate"])], 0.0, 1.0)
-        out["covered"] = ((cells["alpha_lo"] <= truth_alpha + 1e-9) & (truth_alpha - 1e-9 <= cells["alpha_hi"])).to_numpy().tolist()
-        out["error"] = np.abs(cells["alpha_opt"].to_numpy(float) - truth_alpha).tolist()
+        # the optimal alphas of each cell (one point, or a plateau's top), a replicate's effect moving them
+        best = np.array([optimal_range(truth, f, m, shape, shifts.get(r, 0.0))
+                         for f, m, r in zip(cells["fraction"], cells["method"], cells["replicate"])]).reshape(-1, 2)
+        covered = ((cells["alpha_lo"] <= best[:, 1] + 1e-9) & (best[:, 0] - 1e-9 <= cells["alpha_hi"])).to_numpy()
+        opt = cells["alpha_opt"].to_numpy(float)
+        out["covered"] = covered.tolist()
+        out["error"] = np.maximum.reduce([best[:, 0] - opt, opt - best[:, 1], np.zeros(len(opt))]).tolist()
         out["pinned"] = cells["pinned"].astype(bool).tolist()
+        out["full_covered"] = covered[(cells["method"] == "full").to_numpy()].tolist()
     gains = []
     for _, c in cells.iterrows():
         if not math.isfinite(c["kd_gain_test_lo"]):
             continue
         method = "random" if c["method"] == "full" else c["method"]
         effect = effects.get(c["replicate"])  # the cell's own truth: its replicate's effect included
-        true_gain = float(true_accuracy(truth, method, c["fraction"], c["alpha_opt"], effect)
-                          - true_accuracy(truth, method, c["fraction"], 0.0, effect))
+        true_gain = float(true_accuracy(truth, method, c["fraction"], c["alpha_opt"], effect, shape)
+                          - true_accuracy(truth, method, c["fraction"], 0.0, effect, shape))
         gains.append((c["kd_gain_test_lo"] <= true_gain <= c["kd_gain_test_hi"], bool(c["kd_win"])))
     out["gain_covered"] = [g[0] for g in gains]
     out["wins"] = [g[1] for g in gains]
@@ -115,7 +126,8 @@ def one_sweep(args: tuple) -> dict:
 
     spread = design_options.get("replicate_sd", 0.0)
     out["population_covered"] = [
-        bool(r.lo <= population_gain(truth, r.fraction, methods if r.fraction < 1 else ("full",), spread) <= r.hi)
+        bool(r.lo <= population_gain(truth, r.fraction, methods if r.fraction < 1 else ("full",), spread,
+                                     shape=shape) <= r.hi)
         for r in kd_gain_by_f(cells, optima.t_test).itertuples()] if truth in CLASSIC else []
     smallest = min(design_options["fractions"])
     offsets = raw.attrs["cell_offsets"]
@@ -138,10 +150,10 @@ def _rate(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def summarise(results: list[dict], design: str, trials: int, methods=METHODS) -> dict:
-    mine = [r for r in results if r["design"] == design and r["trials"] == trials]
+def summarise(results: list[dict], design: str, trials: int, methods=METHODS, shape: str = "parabola") -> dict:
+    mine = [r for r in results if r["design"] == design and r["trials"] == trials and r["shape"] == shape]
     by = {t: [r for r in mine if r["truth"] == t] for t in TRUTHS}
-    row = {"design": design, "trials": trials, "sweeps": max(len(v) for v in by.values())}
+    row = {"design": design, "trials": trials, "shape": shape, "sweeps": max(len(v) for v in by.values())}
     row["fwer_none"] = _rate(r["any_finding"] for r in by["none"])
     row["fwer_flat"] = _rate(r["any_finding"] for r in by["flat"])
     pooled = ["pooled"] if len(methods) > 1 else []
@@ -156,6 +168,9 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS) ->
     errors = np.array([e for r in located for e in r["error"]], float)
     errors = errors[np.isfinite(errors)]
     row["coverage"] = _rate(covered)
+    row["full_coverage"] = _rate(c for r in located for c in r["full_covered"])
+    for truth in ("none", "inverse", "direct"):
+        row[f"full_coverage_{truth}"] = _rate(c for r in by[truth] for c in r["full_covered"])
     row["median_error"] = float(np.median(errors)) if len(errors) else float("nan")
     row["within_0.1"] = _rate(errors <= 0.1)
     pinned_err = np.array([e for r in located for e, p in zip(r["error"], r["pinned"]) if p], float)
@@ -188,15 +203,16 @@ def _pct(value) -> str:
 
 def print_table(rows: list[dict], methods=METHODS) -> None:
     pooled = ["pooled"] if len(methods) > 1 else []
-    head = ("design", "n/cell", "sweeps", "FWER none", "FWER flat", *(f"pw {m[:5]}" for m in (*methods, *pooled)),
-            "pw direct", "wrong", "coverage", "med|err|", "err<=.1", "pinned", "err<=.1 pinned", "gain cov", "false wins", "impossible",
+    head = ("design", "n/cell", "shape", "sweeps", "FWER none", "FWER flat", *(f"pw {m[:5]}" for m in (*methods, *pooled)),
+            "pw direct", "wrong", "coverage", "full cell cov (none/inv/dir)", "med|err|", "err<=.1", "pinned", "err<=.1 pinned", "gain cov", "false wins", "impossible",
             "gain by f cov (population)", "random vs scored cov")
     print(" | ".join(head))
     print("|".join("---" for _ in head))
     for r in rows:
-        cells = [r["design"], str(r["trials"]), str(r["sweeps"]), _pct(r["fwer_none"]), _pct(r["fwer_flat"]),
+        cells = [r["design"], str(r["trials"]), r["shape"], str(r["sweeps"]), _pct(r["fwer_none"]), _pct(r["fwer_flat"]),
                  *(_pct(r[f"power_{m}"]) for m in (*methods, *pooled)), _pct(r["power_direct"]),
                  _pct(r["wrong"]), _pct(r["coverage"]),
+                 f"{_pct(r['full_coverage'])} ({'/'.join(_pct(r[f'full_coverage_{t}']).strip() for t in ('none', 'inverse', 'direct'))})",
                  f"{r['median_error']:.3f}" if math.isfinite(r["median_error"]) else "–", _pct(r["within_0.1"]),
                  _pct(r["pinned_share"]), _pct(r["pinned_within_0.1"]), _pct(r["gain_coverage"]), _pct(r["false_wins"]), str(r["impossible"]),
                  _pct(r["population_coverage"]), _pct(r["versus_coverage"])]
@@ -205,12 +221,12 @@ def print_table(rows: list[dict], methods=METHODS) -> None:
     if not any(math.isfinite(r[key]) for r in rows for key in edge_rows):
         return
     print()
-    head = ("design", "n/cell", "FWER edge null", "pw steep", "pw steep pooled", "pw shallow", "pw shallow pooled",
+    head = ("design", "n/cell", "shape", "FWER edge null", "pw steep", "pw steep pooled", "pw shallow", "pw shallow pooled",
             "wrong", "mixed: pw random", "mixed: false (others)", "mixed: pooled finding", "coverage edge")
     print(" | ".join(head))
     print("|".join("---" for _ in head))
     for r in rows:
-        print(" | ".join([r["design"], str(r["trials"]), _pct(r["fwer_edge_null"]), _pct(r["power_edge_steep"]),
+        print(" | ".join([r["design"], str(r["trials"]), r["shape"], _pct(r["fwer_edge_null"]), _pct(r["power_edge_steep"]),
                           _pct(r["power_edge_steep_pooled"]), _pct(r["power_edge_shallow"]),
                           _pct(r["power_edge_shallow_pooled"]), _pct(r["wrong_edge"]), _pct(r["mixed_random"]),
                           _pct(r["mixed_false"]), _pct(r["mixed_pooled"]), _pct(r["coverage_edge"])]))
@@ -255,14 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     design.add_argument("--replicate-sd", type=float, default=0.0,
                         help="each replicate's own effect (analysis.simulate.replicate_effect): log-sd of how much KD "
                         "matters; the optimum moves by a third of it (default 0: replicates differ only by noise)")
+    design.add_argument("--shapes", nargs="+", default=["parabola"], choices=SHAPES,
+                        help="shapes of the peak in alpha (analysis.simulate; default parabola), each its own rows")
     args = parser.parse_args(argv)
     if args.noise_from:
         args.noise_scale = noise_scale_of(parser, args.noise_from, args.label_noise[0])
     options = {"methods": tuple(args.methods), "fractions": tuple(args.fractions), "full": not args.no_full_cell,
                "label_noise": tuple(args.label_noise), "noise_scale": args.noise_scale, "replicates": args.replicates,
                "replicate_sd": args.replicate_sd}
-    tasks = [(truth, design, trials, args.seed * 100_003 + s, options) for design in args.designs for trials in args.trials
-             for truth in args.truths for s in range(args.sweeps)]
+    # the same seeds for every shape: the shapes' rows differ by the shape, not by the noise drawn
+    tasks = [(truth, design, trials, args.seed * 100_003 + s, {**options, "shape": shape}) for design in args.designs
+             for trials in args.trials for shape in args.shapes for truth in args.truths for s in range(args.sweeps)]
     start = time.perf_counter()
     print(f"{len(tasks)} simulated sweeps on {args.jobs} processes "
           f"(noise: validation sd {1.5 * args.noise_scale:.2f} points between trials, {0.5 * args.noise_scale:.2f} per cell; "
@@ -273,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             results = list(pool.map(one_sweep, tasks, chunksize=2))
     else:
         results = [one_sweep(task) for task in tasks]
-    rows = [summarise(results, d, n, args.methods) for d in args.designs for n in args.trials]
+    rows = [summarise(results, d, n, args.methods, shape) for d in args.designs for n in args.trials for shape in args.shapes]
     print_table(rows, args.methods)
     print(f"({time.perf_counter() - start:.0f} s)")
     return 0
