@@ -26,6 +26,7 @@ from plotly.subplots import make_subplots
 
 from analysis.alpha_f import POOLED, AlphaFFit
 from analysis.comparisons import kd_gain_by_noise, noise_levels
+from analysis.optimum import peak_value
 from contract import ALPHA_RANGE, FULL
 from contract.registry import Registry
 
@@ -35,11 +36,6 @@ MAX_COLUMNS = 3
 GRID_POINTS = 101
 LOG_AXIS = "kept fraction f (log scale)"
 SHIFT = 0.035  # sideways shift between methods at one f, in ln f
-
-
-def quadratic_value(coef: np.ndarray, alpha) -> np.ndarray:
-    alpha = np.asarray(alpha, dtype=float)
-    return coef[..., 0:1] + coef[..., 1:2] * alpha + coef[..., 2:3] * alpha**2
 
 
 def _shifted(fraction, index: int, count: int) -> np.ndarray:
@@ -121,7 +117,7 @@ def alpha_vs_f(cells: pd.DataFrame, fits: list[AlphaFFit]) -> go.Figure:
     if len(full):
         fig.add_trace(go.Scatter(
             x=full["fraction"], y=full["alpha_opt"], mode="markers", name="f = 1: full data, shared by every method",
-            marker=dict(color="#111", size=10, symbol="square"),
+            marker=dict(color="#111", size=10, symbol=np.where(full["pinned"].astype(bool), "square", "square-open").tolist()),
             error_y=dict(type="data", symmetric=False, array=full["alpha_hi"] - full["alpha_opt"],
                          arrayminus=full["alpha_opt"] - full["alpha_lo"], thickness=1.2, color="#111"),
             hovertemplate="full data (every method), α* = %{y:.3f}<extra></extra>",
@@ -170,43 +166,45 @@ def _grid_shape(n: int) -> tuple[int, int]:
     return math.ceil(n / columns), columns
 
 
-def accuracy_vs_f(cells: pd.DataFrame) -> go.Figure:
-    """Test accuracy against f per method: KD at alpha* (model prediction, 95 % interval), no KD
-    (alpha = 0, measured mean), the teacher."""
-    from analysis.pooled import t_quantile
+def _interval(part: pd.DataFrame, column: str) -> dict:
+    """Error bars from a column's 95 % interval (``column``_lo and _hi; none where missing)."""
+    return dict(type="data", symmetric=False, array=(part[f"{column}_hi"] - part[column]).fillna(0.0),
+                arrayminus=(part[column] - part[f"{column}_lo"]).fillna(0.0), thickness=1)
 
+
+def accuracy_vs_f(cells: pd.DataFrame) -> go.Figure:
+    """Test accuracy against f per method: KD at alpha* and no KD (alpha = 0), both predictions of the
+    cell's model with their 95 % intervals (the two ends of the cells table's KD gain), the teacher."""
     methods = _methods(cells)
     colors = method_colors(methods)
     rows, columns = _grid_shape(len(methods))
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=methods, shared_yaxes=True,
                         horizontal_spacing=0.05, vertical_spacing=0.18 if rows > 1 else 0.1)
     levels = _noise_levels(cells)  # with several label noise levels: one set of lines per level
-    t = t_quantile(30)
     for i, method in enumerate(methods):
         row, col = i // columns + 1, i % columns + 1
         for j, level in enumerate(levels):
             here = _at_level(cells, level)
             teacher = here["teacher_test_acc"].dropna()
             part = _with_full(here, method).groupby("fraction", as_index=False)[
-                ["test_at_opt", "test_at_opt_se", "baseline_test_acc", "alpha_opt"]].mean().sort_values("fraction")
+                ["test_at_opt", "test_at_opt_lo", "test_at_opt_hi", "test_at_zero", "test_at_zero_lo", "test_at_zero_hi",
+                 "alpha_opt"]].mean().sort_values("fraction")
             first = i == 0
             noise = f", label noise {level:g}" if len(levels) > 1 else ""
             symbol = NOISE_SYMBOLS[j % len(NOISE_SYMBOLS)]
-            se = part["test_at_opt_se"].fillna(0.0)
             fig.add_trace(go.Scatter(
                 x=_shifted(part["fraction"], 2 * j + 1, 2 * len(levels)), y=part["test_at_opt"], mode="lines+markers",
                 name=f"KD at α* (model prediction, 95 % interval){noise}", marker=dict(symbol=symbol),
                 legendgroup=f"kd{j}", showlegend=first, line=dict(color=colors[method]), customdata=part["alpha_opt"],
-                error_y=dict(type="data", array=np.minimum(t * se, 1 - part["test_at_opt"]),
-                             arrayminus=np.minimum(t * se, part["test_at_opt"]), thickness=1),
+                error_y=_interval(part, "test_at_opt"),
                 hovertemplate=f"{method}{noise}, f = %{{x:.2g}}<br>KD at α* = %{{customdata:.2f}}: %{{y:.2%}} (model)<extra></extra>",
             ), row=row, col=col)
             fig.add_trace(go.Scatter(
-                x=_shifted(part["fraction"], 2 * j, 2 * len(levels)), y=part["baseline_test_acc"], mode="lines+markers",
-                name=f"no KD (α = 0, measured mean){noise}",
+                x=_shifted(part["fraction"], 2 * j, 2 * len(levels)), y=part["test_at_zero"], mode="lines+markers",
+                name=f"no KD (α = 0, model prediction, 95 % interval){noise}", error_y=_interval(part, "test_at_zero"),
                 legendgroup=f"nokd{j}", showlegend=first, line=dict(color=colors[method], dash="dot"),
                 marker=dict(symbol=f"{symbol}-open"),
-                hovertemplate=f"{method}{noise}, f = %{{x:.2g}}<br>no KD: %{{y:.2%}} (measured)<extra></extra>",
+                hovertemplate=f"{method}{noise}, f = %{{x:.2g}}<br>no KD: %{{y:.2%}} (model)<extra></extra>",
             ), row=row, col=col)
             if len(teacher):
                 fig.add_trace(go.Scatter(
@@ -263,7 +261,7 @@ def val_vs_alpha(trials: pd.DataFrame, cells: pd.DataFrame) -> go.Figure:
                 if isinstance(cell.get("curve"), list):
                     grid = np.linspace(float(done["alpha"].min()), float(done["alpha"].max()), GRID_POINTS // 4)
                     fig.add_trace(go.Scatter(
-                        x=grid, y=quadratic_value(np.asarray(cell["curve"])[None, :], grid)[0], mode="lines",
+                        x=grid, y=peak_value(cell["curve"], grid), mode="lines",
                         name="this cell's own peaked curve (diagnostic)", legendgroup="fit", showlegend=show,
                         line=dict(color=colors[method], width=1.5), hoverinfo="skip",
                     ), row=r, col=c)
@@ -486,22 +484,24 @@ register_figure(
     "alpha-f", title="Optimal α versus f", nav="α versus f", per_noise_level=True,
     how="each marker is α*(f) of one method at one kept fraction from the pooled model (a model estimate, not a "
         "trial), with its 95 % interval; methods sharing an f are shifted sideways so their intervals can be told "
-        "apart, the black square at f = 1 is the full-data cell that every method shares, and hollow markers are "
+        "apart, the black square at f = 1 is the full-data cell that every method shares (its α* from its own trials: "
+        "the curves' ends at f = 1 rest mostly on the smaller fractions), and hollow markers are "
         "optima the data cannot pin; lines and bands are each method's α*(f) curve and its pointwise 95 % "
         "band (each f on its own, not the whole curve at once); whether α* falls as f grows is the slope test in the "
         "findings and the fits table, not a reading of the bands.",
 )(lambda analysis: alpha_vs_f(analysis.cells, analysis.fits))
 register_figure(
     "accuracy", title="Test accuracy versus f", nav="accuracy versus f", per_noise_level=True,
-    how="for each method, the solid line is test accuracy with KD at α* (a model prediction, within the range its "
-        "trials measured, with a 95 % interval) and the dotted line the measured mean without KD (α = 0); the gap "
-        "between them is the KD gain, and the dashed line is the teacher.",
+    how="for each method, the solid line is test accuracy with KD at α* and the dotted line without KD (α = 0), "
+        "both predictions of the cell's own model within the range its trials measured, with 95 % intervals; the gap "
+        "between them is the cells table's KD gain (with replicates, both are means over them), and the dashed "
+        "line is the teacher.",
 )(lambda analysis: accuracy_vs_f(analysis.cells))
 register_figure(
     "val-alpha", title="Validation accuracy versus α", nav="accuracy versus α",
     how="each panel is one cell: dots are measured trials (validation accuracy), the line is the cell's own best "
-        "peaked curve (a diagnostic, flat when the trials show no peak), and the dashed line and band are α* and "
-        "its 95 % interval from the pooled model.",
+        "peak (a diagnostic, flat when the trials show no peak; up to three times steeper on one side), and the "
+        "dashed line and band are α* and its 95 % interval from the pooled model (the f = 1 cell's from its own trials).",
 )(lambda analysis: val_vs_alpha(analysis.experiment.trials, analysis.cells))
 register_figure(
     "heatmap", title="Accuracy over (α, f)", nav="heatmap",

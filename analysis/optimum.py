@@ -5,19 +5,24 @@ One row per cell. Three kinds of numbers, labelled as such in the report:
 - measured: the alpha = 0 baseline (mean of its completed trials), the best trial (its alpha and its
   accuracies). A measurement is an accuracy some trial reached.
 - the cell alone (a diagnostic): the posterior of the peak's location from this cell's trials only
-  (the best concave parabola per candidate peak, ``analysis.pooled.peak_rss``, with the report's noise
+  (the best concave peak per candidate location, ``analysis.pooled.peak_rss``, with the report's noise
   level). ``cell_pinned`` says whether that interval is narrower than half the searched range; a
   cell with fewer than three distinct alphas, or a flat or noisy response, cannot pin its optimum
   and says so in ``note``.
 - the answer: ``alpha_opt`` with ``alpha_lo``/``alpha_hi`` is alpha*(f) of the cell's group from the
   pooled fit (``analysis.alpha_f``), the estimate to trust; ``pinned`` tells whether its interval is
-  narrower than half the range. At that alpha, ``val_at_opt`` and ``test_at_opt`` are predictions of a
+  narrower than half the range. The full-data cell (f = 1) is the exception: its alpha* is its own
+  (the cell-alone posterior). At f = 1 alpha matters least, so the curve's value there rests mostly on
+  the small-f cells and on the curve's shape in ln f; it covered the truth in 66-91 % of simulated
+  sweeps (far below 95 % with an asymmetric peak), while the cell's own posterior holds its level. It is
+  the number a user reads for "which alpha on all my data", so it stands on that data. At that alpha, ``val_at_opt`` and ``test_at_opt`` are predictions of a
   least-squares quadratic in alpha through the cell's own trials (``prediction``: "model"), clipped to
   the range of accuracies the cell's trials measured, so never outside [0, 1] and never beyond what a
   trial supports; with two distinct alphas they are the mean at the nearest measured alpha
   ("measured"). The test set never chooses alpha: alpha* comes from validation accuracy only.
 
-KD gain: ``kd_gain_test`` is test accuracy at alpha* minus at alpha = 0, both from the cell's quadratic
+KD gain: ``kd_gain_test`` is test accuracy at alpha* minus at alpha = 0 (``test_at_opt`` minus
+``test_at_zero``, each with its 95 % interval: the accuracy figure draws these two), both from the cell's quadratic
 (test accuracy is independent of the choice of alpha*, so the gain is not inflated by that choice),
 with a 95 % interval (t with the noise's degrees of freedom; the noise of test accuracy is pooled
 over the report). ``kd_win`` is true only when the interval's lower end is above 0: a gain of 1e-16
@@ -97,13 +102,20 @@ def _cell_alone(u: np.ndarray, y: np.ndarray, sigma: float, alpha_range) -> dict
     elif st.distinct[0] >= MIN_DISTINCT_FOR_CURVE:  # no noise estimate: the best peak, without an interval
         out["cell_alpha"] = low + float(np.clip(best, 0, 1)) * span
     if st.distinct[0] >= MIN_DISTINCT_FOR_CURVE:
-        z = 2 * best * u - u**2
+        ratio = float(pooled.RATIOS[int(np.argmin(pooled.peak_rss_by_ratio(st, np.array([[best]]))[0, 0]))])
+        z = np.where(u < best, 1.0, ratio) * (u - best) ** 2
         dz = z - z.mean()
-        k = max(0.0, float(dz @ (y - y.mean())) / float(dz @ dz)) if dz @ dz > 1e-12 else 0.0
-        c = float(y.mean() - k * z.mean())
-        a, b = 1 / span, -low / span  # u = a * alpha + b
-        out["curve"] = [c + 2 * k * best * b - k * b * b, 2 * k * best * a - 2 * k * a * b, -k * a * a]
+        k = max(0.0, -float(dz @ (y - y.mean())) / float(dz @ dz)) if dz @ dz > 1e-12 else 0.0
+        # in alpha units: level, curvature below the peak, the peak, the ratio above it (``peak_value``)
+        out["curve"] = [float(y.mean() + k * z.mean()), k / span**2, low + best * span, ratio]
     return out
+
+
+def peak_value(curve, alpha) -> np.ndarray:
+    """The value at ``alpha`` of a cell's own best peak (``curve``: level, curvature, peak, ratio)."""
+    level, k, peak, ratio = curve
+    alpha = np.asarray(alpha, float)
+    return level - k * np.where(alpha < peak, 1.0, ratio) * (alpha - peak) ** 2
 
 
 def _clip_to(values, observed):
@@ -115,7 +127,8 @@ def _clip_to(values, observed):
 
 
 def _at_optimum(done: pd.DataFrame, alpha_opt: float, sigma_test: float, t: float, alpha_range) -> dict:
-    out = dict.fromkeys(["val_at_opt", "test_at_opt", "test_at_opt_se", "kd_gain_val", "kd_gain_test", "kd_gain_test_se",
+    out = dict.fromkeys(["val_at_opt", "test_at_opt", "test_at_opt_se", "test_at_opt_lo", "test_at_opt_hi", "test_at_zero",
+                         "test_at_zero_lo", "test_at_zero_hi", "kd_gain_val", "kd_gain_test", "kd_gain_test_se",
                          "kd_gain_test_lo", "kd_gain_test_hi"], np.nan)
     out.update(kd_win=False, prediction="none")
     if not math.isfinite(alpha_opt) or done.empty:
@@ -136,8 +149,15 @@ def _at_optimum(done: pd.DataFrame, alpha_opt: float, sigma_test: float, t: floa
         out["prediction"] = kind
         if has_base:
             out[f"kd_gain_{short}"] = float(values[0] - values[1])
+        if metric == "test_acc" and has_base:
+            out["test_at_zero"] = float(values[1])  # the same model at alpha = 0: the KD gain's other end
         if metric == "test_acc" and math.isfinite(sigma_test):
             out["test_at_opt_se"] = float(sigma_test * math.sqrt(max(cov[0, 0], 0.0))) if np.isfinite(cov[0, 0]) else np.nan
+            ends = [(0, "test_at_opt")] + ([(1, "test_at_zero")] if has_base else [])
+            for i, name in ends:  # 95 % intervals of the two ends, within [0, 1]
+                if np.isfinite(cov[i, i]):
+                    half = t * sigma_test * math.sqrt(max(cov[i, i], 0.0))
+                    out[f"{name}_lo"], out[f"{name}_hi"] = max(0.0, values[i] - half), min(1.0, values[i] + half)
             if has_base and np.isfinite(cov).all():
                 se = sigma_test * math.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0))
                 gain = out["kd_gain_test"]
@@ -208,7 +228,8 @@ def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
                    best_trial_id=best.get("trial_id"))
         row.update(_cell_alone(u, done["val_acc"].to_numpy(float), sigma, alpha_range))
         fit = by_cell.get(row["cell"], (None,))[0]
-        if fit is not None:
+        own = row["method"] == FULL  # the full-data cell: alpha* on its own evidence (see the module's docstring)
+        if fit is not None and not own:
             i = int(np.argmin(np.abs(fit.f - float(row["fraction"]))))
             row.update(alpha_opt=float(fit.alpha[i]), alpha_lo=float(fit.lo[i]), alpha_hi=float(fit.hi[i]),
                        pinned=bool(fit.pinned[i]), group=fit.group)
@@ -220,6 +241,8 @@ def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
             notes.append(f"{row['n_alphas']} distinct α: this cell alone cannot locate its optimum")
         elif not row["cell_pinned"]:
             notes.append("flat or noisy response: this cell alone cannot pin its optimum")
+        if own and fit is not None:
+            notes.append("α* from this cell's own trials (the curve's value at f = 1 rests mostly on the smaller fractions)")
         if not row["pinned"] and math.isfinite(row["alpha_opt"]):
             notes.append("α* not pinned at this f (interval wider than half the range)")
         if not math.isfinite(sigma):

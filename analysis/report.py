@@ -396,8 +396,9 @@ def _provenance(analysis: Analysis) -> str:
 
 def _alpha_f_notes(analysis: Analysis) -> str:
     return (f"""<p class="muted">α*(f) comes from one model per method fitted to all of its trials at once: in every cell accuracy is
-a peaked curve in α with its own level and height, and the peak's location is a smooth curve in log f shared by the
-method's cells; intervals are {LEVEL:.0%} posterior intervals whose coverage is checked on simulated sweeps
+a peak in α with its own level, height and asymmetry (up to three times steeper on one side), and the peak's location
+is a smooth curve in log f shared by the method's cells (the full-data cell's α* is its own: at f = 1 the curve rests
+mostly on the smaller fractions); intervals are {LEVEL:.0%} posterior intervals whose coverage is checked on simulated sweeps
 (bench/bench_calibration.py). The slope is the change of α* per tenfold change of f (negative: α* grows as f
 shrinks); its test is controlled across the methods of this report by Holm's procedure.</p>""" + _fits_table(analysis.fits))
 

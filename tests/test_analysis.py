@@ -506,3 +506,60 @@ def test_a_sweep_where_alpha_does_not_matter_cannot_be_matched():
     noise = np.random.default_rng(0).normal(0, 0.01, len(frame))
     with pytest.raises(ValueError, match="does not peak in alpha"):
         matched_noise_scale(frame.assign(val_acc=0.8 + 0.05 * (frame["alpha"] - 0.5) ** 2 + noise))
+
+
+# ---- peaks that are not parabolas, and the full-data cell ----------------------------------------
+@pytest.mark.parametrize("shape", ["parabola", "gauss", "asymmetric", "plateau"])
+def test_every_simulated_peak_shape_peaks_where_its_truth_says(shape):
+    """The calibration's shapes (analysis.simulate): the best alpha on a fine grid lies in the shape's
+    optimal range, the top is the same for every shape, and the shapes differ away from it."""
+    from analysis.simulate import optimal_range, true_accuracy
+
+    grid = np.linspace(0, 1, 2001)
+    for truth, f in [("inverse", 0.1), ("inverse", 0.5), ("direct", 0.3), ("none", 1.0), ("edge_steep", 0.2)]:
+        values = true_accuracy(truth, "el2n", f, grid, shape=shape)
+        low, high = optimal_range(truth, f, "el2n", shape)
+        best = grid[values >= values.max() - 1e-12]
+        assert low - 1e-3 <= best.min() and best.max() <= high + 1e-3, (truth, f, best.min(), best.max())
+        if 0 < low <= high < 1:  # a peak inside the range: the same top for every shape
+            assert values.max() == pytest.approx(true_accuracy(truth, "el2n", f, (low + high) / 2, shape="parabola"))
+    top = float(true_accuracy("none", "el2n", 0.1, 0.5))
+    parabola = true_accuracy("none", "el2n", 0.1, [0.3, 0.7])
+    here = true_accuracy("none", "el2n", 0.1, [0.3, 0.7], shape=shape)
+    if shape == "asymmetric":  # three times steeper above the peak (0.5) than below
+        assert here[0] == pytest.approx(parabola[0]) and top - here[1] == pytest.approx(3 * (top - parabola[1]))
+    elif shape != "parabola":
+        assert not np.allclose(here, parabola)
+
+
+def test_an_asymmetric_peak_is_located_where_it_is():
+    """Accuracy falling three times faster above the optimum than below: a symmetric parabola put the
+    optimum about 0.1 towards the gentle side with narrow intervals (49 % coverage in the calibration);
+    the peak with a ratio per cell covers the truth."""
+    from analysis.simulate import optimal_range
+
+    covered = total = 0
+    for seed in range(3):
+        _, _, cells = analysed(simulate_sweep("inverse", "grid", 16, seed=seed, noise_scale=0.5, shape="asymmetric",
+                                              methods=("random", "el2n")))
+        for row in cells.itertuples():
+            low, high = optimal_range("inverse", row.fraction, row.method, "asymmetric")
+            covered += int(row.alpha_lo <= high + 1e-9 and low - 1e-9 <= row.alpha_hi)
+            total += 1
+        assert impossible(cells) == 0
+    assert covered / total >= 0.85, f"{covered} of {total} intervals cover the optimum"
+
+
+def test_the_full_data_cell_stands_on_its_own_trials():
+    """The f = 1 cell's alpha* is its own posterior (the number a user reads for all the data), not the
+    curve's end, and its note says so; every other cell takes the pooled curve's."""
+    trials, fits, cells = analysed(simulate_sweep("direct", "grid", 12, seed=3, methods=("random", "el2n")))
+    full = cells[cells["method"] == "full"].iloc[0]
+    assert (full["alpha_opt"], full["alpha_lo"], full["alpha_hi"]) == (full["cell_alpha"], full["cell_alpha_lo"], full["cell_alpha_hi"])
+    assert "own trials" in full["note"]
+    pooled_fit = next(fit for fit in fits if fit.method == "pooled")
+    for row in cells[cells["method"] != "full"].itertuples():
+        fit = next(fit for fit in fits if fit.method == row.method)
+        i = int(np.argmin(np.abs(fit.f - row.fraction)))
+        assert row.alpha_opt == pytest.approx(fit.alpha[i])
+    assert 1.0 in pooled_fit.f  # the curve still uses the f = 1 cell's trials
