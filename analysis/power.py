@@ -189,12 +189,11 @@ def students_for_power(design: PlannedDesign, target: float, max_trials: int, no
     for n in ladder:
         powers = plan_power(replace(design, trials_per_cell=n), noise_scale, sweeps, seed, jobs, truth)
         direction = [q.power for q in powers if q.kind == DIRECTION]
-        if not direction:
-            if n < ladder[-1]:
-                continue  # too few students to estimate the noise: try more
+        if not direction and len(set(design.fractions) | ({1.0} if design.full else set())) < 3:
             raise ValueError("no alpha-f direction to plan for: the test needs at least 3 distinct fractions "
-                             "(the f = 1 cell counts) and enough students per cell to estimate the noise")
-        tried[n] = min(direction)
+                             "(the f = 1 cell counts)")
+        # no direction tested at all: too few students per cell to estimate the noise (power 0 there)
+        tried[n] = min(direction) if direction else 0.0
         if tried[n] >= target:
             return Target(n, powers, tried)
     return Target(None, powers, tried)
