@@ -14,8 +14,9 @@ One row per cell. Three kinds of numbers, labelled as such in the report:
   narrower than half the range. The full-data cell (f = 1) is the exception: its alpha* is its own
   (the cell-alone posterior). At f = 1 alpha matters least, so the curve's value there rests mostly on
   the small-f cells and on the curve's shape in ln f; it covered the truth in 66-91 % of simulated
-  sweeps (far below 95 % with an asymmetric peak), while the cell's own posterior holds its level. It is
-  the number a user reads for "which alpha on all my data", so it stands on that data. At that alpha, ``val_at_opt`` and ``test_at_opt`` are predictions of a
+  sweeps (66 % with an asymmetric peak), the cell's own posterior in 94-100 %. It is the number a user
+  reads for "which alpha on all my data", so it stands on that data.
+  At the cell's alpha*, ``val_at_opt`` and ``test_at_opt`` are predictions of a
   least-squares quadratic in alpha through the cell's own trials (``prediction``: "model"), clipped to
   the range of accuracies the cell's trials measured, so never outside [0, 1] and never beyond what a
   trial supports; with two distinct alphas they are the mean at the nearest measured alpha
@@ -85,10 +86,11 @@ def test_noise(trials: pd.DataFrame) -> tuple[float, float]:
 
 
 def _cell_alone(u: np.ndarray, y: np.ndarray, sigma: float, alpha_range) -> dict:
-    """The cell's own posterior of its peak (unit alpha) and its best concave parabola (alpha units)."""
+    """The cell's own posterior of its peak (unit alpha) and its best peak (alpha units)."""
     st = CellStats.of([(u, y)])
     v = np.linspace(*pooled.BOX, V_POINTS)
-    rss = pooled.peak_rss(st, v[:, None])[:, 0]
+    by_ratio = pooled.peak_rss_by_ratio(st, v[:, None])[:, 0]  # (V, R)
+    rss = by_ratio.min(-1)
     out = {"cell_alpha": np.nan, "cell_alpha_lo": np.nan, "cell_alpha_hi": np.nan, "cell_pinned": False, "curve": None}
     low, high = alpha_range
     span = high - low
@@ -102,7 +104,7 @@ def _cell_alone(u: np.ndarray, y: np.ndarray, sigma: float, alpha_range) -> dict
     elif st.distinct[0] >= MIN_DISTINCT_FOR_CURVE:  # no noise estimate: the best peak, without an interval
         out["cell_alpha"] = low + float(np.clip(best, 0, 1)) * span
     if st.distinct[0] >= MIN_DISTINCT_FOR_CURVE:
-        ratio = float(pooled.RATIOS[int(np.argmin(pooled.peak_rss_by_ratio(st, np.array([[best]]))[0, 0]))])
+        ratio = float(pooled.RATIOS[int(np.argmin(by_ratio[int(np.argmin(rss))]))])
         z = np.where(u < best, 1.0, ratio) * (u - best) ** 2
         dz = z - z.mean()
         k = max(0.0, -float(dz @ (y - y.mean())) / float(dz @ dz)) if dz @ dz > 1e-12 else 0.0
