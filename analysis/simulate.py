@@ -132,22 +132,44 @@ def true_accuracy(truth: str, method: str, f: float, alpha, effect: dict | None 
     """Expected accuracy at ``alpha``; ``effect``: a replicate's own effect (``replicate_effect``)."""
     effect = effect or NO_EFFECT
     top = 0.95 - 0.15 * math.log10(1 / f) + EDGE.get(method, 0.0) * (1 - f) + effect["level"]
-    peak = raw_optimum(truth, f, method) + effect["shift"]
+    peak = raw_optimum(truth, f, method) + replicate_move(effect, f)
     k = curvature(truth, f) * effect["scale"]
     return np.clip(top - drop(np.asarray(alpha, float) - peak, k, shape), 0.0, 1.0)
 
 
 # A study replicate (its own teacher, scores and subsets) moves every cell of the replicate alike: its
 # accuracy level (the teacher's quality), how much KD matters (a multiplier of the curvature, log-normal)
-# and where the peak lies (a shift of the optimum). ``replicate_sd`` sets the log-sd of the multiplier;
-# the shift's sd is a third of it in alpha, the level's 1 point.
-NO_EFFECT = {"level": 0.0, "scale": 1.0, "shift": 0.0}
+# and where the peak lies: a shift of the optimum, and a tilt of it in log f (alpha per tenfold change of
+# f, about the middle of 0.1-1), so that one teacher's alpha*(f) can fall faster than another's and the
+# direction of the alpha-f relation is a question about the population of replicates, not about one.
+# ``replicate_sd`` sets the log-sd of the multiplier; the shift's and the tilt's sds are a third of it in
+# alpha (0.1 and 0.1 per decade at 0.3), the level's 1 point.
+NO_EFFECT = {"level": 0.0, "scale": 1.0, "shift": 0.0, "tilt": 0.0}
 REPLICATE_LEVEL_SD = 0.01
+TILT_CENTRE = math.log10(math.sqrt(0.1))  # the tilt turns the optimum about f = 0.32
 
 
 def replicate_effect(rng: np.random.Generator, replicate_sd: float) -> dict:
     return {"level": float(rng.normal(0, REPLICATE_LEVEL_SD)), "scale": float(np.exp(rng.normal(0, replicate_sd))),
-            "shift": float(rng.normal(0, replicate_sd / 3))}
+            "shift": float(rng.normal(0, replicate_sd / 3)), "tilt": float(rng.normal(0, replicate_sd / 3))}
+
+
+def replicate_move(effect: dict, f: float) -> float:
+    """How far a replicate's effect moves the optimum at ``f`` (its shift plus its tilt)."""
+    return effect["shift"] + effect.get("tilt", 0.0) * (math.log10(f) - TILT_CENTRE)
+
+
+@functools.lru_cache(maxsize=None)
+def population_optimum(truth: str, f: float, method: str, replicate_sd: float, draws: int = 20000,
+                       seed: int = 0) -> float:
+    """alpha*(f) over the population of replicates: the mean over replicates of the best alpha in [0, 1]
+    (what a replicate-level alpha*(f) estimates; ``a_star`` when replicates do not differ)."""
+    if replicate_sd <= 0:
+        return a_star(truth, f, method)
+    rng = np.random.default_rng(seed)
+    effects = [replicate_effect(rng, replicate_sd) for _ in range(draws)]
+    raw = raw_optimum(truth, f, method)
+    return float(np.mean([min(1.0, max(0.0, raw + replicate_move(e, f))) for e in effects]))
 
 
 @functools.lru_cache(maxsize=None)  # the same for every simulated sweep of a calibration: computed once
@@ -161,7 +183,7 @@ def population_gain(truth: str, f: float, methods, replicate_sd: float, draws: i
     for _ in range(draws if replicate_sd > 0 else 1):
         effect = replicate_effect(rng, replicate_sd) if replicate_sd > 0 else NO_EFFECT
         for method in methods:
-            best = min(1.0, max(0.0, raw_optimum(truth, f, method) + effect["shift"]))
+            best = min(1.0, max(0.0, raw_optimum(truth, f, method) + replicate_move(effect, f)))
             gains.append(float(true_accuracy(truth, method, f, best, effect, shape)
                                - true_accuracy(truth, method, f, 0.0, effect, shape)))
     return float(np.mean(gains))

@@ -30,6 +30,15 @@ the sweep does), and the real analysis (``analysis.results.tidy``, ``analysis.al
   ``--replicates R --replicate-sd S`` every replicate has its own effect, so this is the coverage a
   finding needs to generalise beyond one teacher and subset.
 
+With ``--replicates R`` (R >= 2) a third table: the answers over replicates (the report's verdicts: each
+replicate's own alpha*(f) curve, a t test over their slopes) beside the same tests on the replicates'
+cells pooled (conditional on them): FWER under none and edge_null, power per method under inverse
+and edge_steep, and the coverage of each method's alpha*(f) intervals of the population's alpha*(f)
+(``analysis.simulate.population_optimum``: the mean over replicates of the best alpha; within the
+0.005 that printing to two decimals hides). ``--replicate-sd`` gives each replicate its own shift and
+tilt of the optimum in log f, so a direction found in the pooled cells of three teachers need not be
+the population's.
+
 With ``--truths edge_null edge_steep edge_shallow mixed`` (optima at the edge of the range, see
 ``analysis.simulate``) a second table: FWER when alpha* = 1 at every f; power against falls from the
 edge (steep, shallow), per method and pooled; wrong directions; for methods whose curves differ
@@ -61,10 +70,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
 from analysis.simulate import (EDGE, FRACTIONS, METHODS, SHAPES, TRUTHS, optimal_range,  # noqa: E402
-                               population_gain, simulate_sweep, true_accuracy)
+                               population_gain, population_optimum, replicate_move, simulate_sweep,
+                               true_accuracy)
 
 CLASSIC = ("none", "flat", "inverse", "direct")  # the default truths; the edge ones on request (--truths)
 EDGE_TRUTHS = ("edge_null", "edge_steep", "edge_shallow", "mixed")
+# alpha is printed to two decimals: a population alpha* of 0.999 (one replicate in fifty below the edge)
+# read against an interval printed [1.00, 1.00] is covered
+PRINTED = 0.005
 
 
 def one_sweep(args: tuple) -> dict:
@@ -79,18 +92,21 @@ def one_sweep(args: tuple) -> dict:
 
     raw = simulate_sweep(truth, design, trials, seed=seed, **design_options)
     effects = raw.attrs.get("replicate_effects", {})
-    shifts = {r: e["shift"] for r, e in effects.items()}
     frame = tidy(raw)
     fits = fit_alpha_f(frame, seed=seed, n_draws=200)
     optima = cell_optima(frame, fits=fits)
     cells = optima.table
     # one fit per (method, label noise level); power counts each level's fit
-    found = {}
+    found, within = {}, {}
     for fit in fits:
         found.setdefault(fit.method, []).append(fit.relation)
+        within.setdefault(fit.method, []).append(fit.within.get("relation", fit.relation))
     out = {"truth": truth, "design": design, "trials": trials, "seed": seed, "shape": shape,
            "any_finding": any(r in ("inverse", "direct") for rs in found.values() for r in rs),
-           "relations": {m: found.get(m, ["not tested"]) for m in (*methods, POOLED)}}
+           "relations": {m: found.get(m, ["not tested"]) for m in (*methods, POOLED)},
+           # with replicates: the tests on their cells pooled (conditional on them), for comparison
+           "any_within": any(r in ("inverse", "direct") for rs in within.values() for r in rs),
+           "within": {m: within.get(m, ["not tested"]) for m in (*methods, POOLED)}}
     bad = 0
     for column in ACCURACY_COLUMNS:
         values = cells[column].to_numpy(float)
@@ -101,7 +117,7 @@ def one_sweep(args: tuple) -> dict:
     out["impossible"] = bad
     if truth != "flat":
         # the optimal alphas of each cell (one point, or a plateau's top), a replicate's effect moving them
-        best = np.array([optimal_range(truth, f, m, shape, shifts.get(r, 0.0))
+        best = np.array([optimal_range(truth, f, m, shape, replicate_move(effects[r], f) if r in effects else 0.0)
                          for f, m, r in zip(cells["fraction"], cells["method"], cells["replicate"])]).reshape(-1, 2)
         covered = ((cells["alpha_lo"] <= best[:, 1] + 1e-9) & (best[:, 0] - 1e-9 <= cells["alpha_hi"])).to_numpy()
         opt = cells["alpha_opt"].to_numpy(float)
@@ -109,6 +125,14 @@ def one_sweep(args: tuple) -> dict:
         out["error"] = np.maximum.reduce([best[:, 0] - opt, opt - best[:, 1], np.zeros(len(opt))]).tolist()
         out["pinned"] = cells["pinned"].astype(bool).tolist()
         out["full_covered"] = covered[(cells["method"] == "full").to_numpy()].tolist()
+        # with replicates, alpha*(f) of each method's fit against the population's (the mean over replicates
+        # of the best alpha, analysis.simulate.population_optimum): what an answer over replicates claims
+        spread = design_options.get("replicate_sd", 0.0)
+        if design_options.get("replicates", 1) > 1 and shape != "plateau":
+            out["population_alpha_covered"] = [
+                bool(fit.lo[i] - PRINTED <= population_optimum(truth, float(f), fit.method if f < 1 else "full", spread)
+                     <= fit.hi[i] + PRINTED)
+                for fit in fits if fit.method != POOLED and fit.replicates > 1 for i, f in enumerate(fit.f)]
     gains = []
     for _, c in cells.iterrows():
         if not math.isfinite(c["kd_gain_test_lo"]):
@@ -156,6 +180,11 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS, sh
     row = {"design": design, "trials": trials, "shape": shape, "sweeps": max(len(v) for v in by.values())}
     row["fwer_none"] = _rate(r["any_finding"] for r in by["none"])
     row["fwer_flat"] = _rate(r["any_finding"] for r in by["flat"])
+    row["fwer_none_within"] = _rate(r["any_within"] for r in by["none"])
+    row["fwer_edge_null_within"] = _rate(r["any_within"] for r in by["edge_null"])
+    row["power_within"] = _rate(x == "inverse" for r in by["inverse"] for m in methods for x in r["within"][m])
+    row["power_edge_steep_within"] = _rate(x == "inverse" for r in by["edge_steep"] for m in methods for x in r["within"][m])
+    row["population_alpha_coverage"] = _rate(c for r in mine for c in r.get("population_alpha_covered", []))
     pooled = ["pooled"] if len(methods) > 1 else []
     for method in (*methods, *pooled):
         row[f"power_{method}"] = _rate(x == "inverse" for r in by["inverse"] for x in r["relations"][method])
@@ -232,6 +261,23 @@ def print_table(rows: list[dict], methods=METHODS) -> None:
                           _pct(r["mixed_false"]), _pct(r["mixed_pooled"]), _pct(r["coverage_edge"])]))
 
 
+def print_replicate_table(rows: list[dict]) -> None:
+    """With replicates: the answers over replicates (the verdicts) beside the tests on their cells pooled."""
+    if not any(math.isfinite(r["population_alpha_coverage"]) for r in rows):
+        return
+    print()
+    head = ("design", "n/cell", "shape", "FWER none (over reps / within)", "FWER edge null (over / within)",
+            "pw inverse per method (over / within)", "pw steep per method (over / within)", "alpha*(f) population cov")
+    print(" | ".join(head))
+    print("|".join("---" for _ in head))
+    for r in rows:
+        print(" | ".join([r["design"], str(r["trials"]), r["shape"],
+                          *(f"{_pct(r[a]).strip()} / {_pct(r[b]).strip()}" for a, b in (
+                              ("fwer_none", "fwer_none_within"), ("fwer_edge_null", "fwer_edge_null_within"),
+                              ("power_mean", "power_within"), ("power_edge_steep", "power_edge_steep_within"))),
+                          _pct(r["population_alpha_coverage"])]))
+
+
 def noise_scale_of(parser: argparse.ArgumentParser, location: str, label_noise: float) -> float:
     from analysis.power import measured_noise
 
@@ -270,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     design.add_argument("--replicates", type=int, default=1, help="study replicates per sweep (each its own cells)")
     design.add_argument("--replicate-sd", type=float, default=0.0,
                         help="each replicate's own effect (analysis.simulate.replicate_effect): log-sd of how much KD "
-                        "matters; the optimum moves by a third of it (default 0: replicates differ only by noise)")
+                        "matters; the optimum shifts and tilts in log f by a third of it (default 0: replicates differ "
+                        "only by noise)")
     design.add_argument("--shapes", nargs="+", default=["parabola"], choices=SHAPES,
                         help="shapes of the peak in alpha (analysis.simulate; default parabola), each its own rows")
     args = parser.parse_args(argv)
@@ -294,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         results = [one_sweep(task) for task in tasks]
     rows = [summarise(results, d, n, args.methods, shape) for d in args.designs for n in args.trials for shape in args.shapes]
     print_table(rows, args.methods)
+    print_replicate_table(rows)
     print(f"({time.perf_counter() - start:.0f} s)")
     return 0
 
