@@ -10,7 +10,10 @@ module for the model, why it was chosen and how its intervals are computed.
 Per fit: alpha*(f) at every fraction of the group with its 95 % interval and whether the data pin it
 (interval narrower than half the searched range); the slope of alpha* against log10 f (alpha per
 tenfold change of f) with its interval; a two-sided p-value for the slope's sign. The p-values of one
-report's fits go through Holm's procedure at 5 % (family-wise error control). ``relation`` is
+report's fits go through one multiple-testing procedure at 5 % (family-wise error control,
+``adjust_directions``): the pooled direction first, at 5 %; once it is found, the methods' own, with
+Holm's procedure among them (a graphical procedure: Holm's over every fit at once would ask the pooled
+fit for 5 % / (methods + 1), which few replicates cannot give). ``relation`` is
 "inverse" (alpha* grows as f shrinks) or "direct" when the test rejects, "no evidence" when it does
 not (at this budget the data cannot tell the direction; this is not evidence of no relation), and
 "not tested" with fewer than three fractions or too few trials to estimate the noise.
@@ -18,10 +21,23 @@ not (at this budget the data cannot tell the direction; this is not evidence of 
 The test is on the optimum clipped to the searched range, as the report prints alpha*, so an optimum
 at the edge (alpha* = 1 at small f) counts for what it is: the sign of the clipped slope on the
 printed curve and on a straight line in ln f, the smaller p-value doubled (see ``analysis.pooled``).
-The slope printed is the printed curve's. The pooled fit assumes one curve for every method; it is
+The slope printed is the printed curve's.
+
+Study replicates (each its own teacher, scores and subsets) are the units of a group's answer when it
+has two or more with the group's fractions each (``replicate_level``): each replicate fits its own
+curve on its own cells; alpha*(f) is the mean over replicates of their curves' posterior medians, with
+a t interval on R - 1 degrees of freedom, and the direction test is a t test over the replicates'
+slopes (the posterior medians of the printed curve's clipped slope), so its interval and its p-value
+agree. So an answer counts the variation between teachers and subsets, and says over how many
+replicates. The same test on the replicates' cells pooled (``within``) is the answer conditional on
+those replicates; it is reported beside it (its own family, the same procedure), never as the verdict: with 3
+replicates it has far more power, and it is what a reader may state about these teachers only. A
+cell's own alpha* (the cells table) is its replicate's curve.
+
+The pooled fit assumes one curve for every method; it is
 given a verdict only when the data do not say otherwise (``curves_differ``: an F test of one shared curve against a curve per method, at 5 %);
-when the curves differ the pooled fit is "not pooled" (left out of Holm's family) and the methods'
-own verdicts stand.
+when the curves differ the pooled fit is "not pooled" (left out of the family) and the methods' own
+verdicts stand, tested from the start with Holm's procedure among them.
 """
 
 from __future__ import annotations
@@ -68,6 +84,13 @@ class AlphaFFit:
     message: str = ""
     heterogeneity_p: float = float("nan")  # pooled fit: p of "the methods share one curve" (curves_differ)
     decided_by: str = ""  # which statistic gave the smaller p: "curve" (the printed one) or "line"
+    replicates: int = 1  # study replicates the answer is over (1: conditional on one, or on the cells pooled)
+    # with replicates: the test on their cells pooled, conditional on these replicates (keys as the fit's:
+    # slope, slope_lo, slope_hi, p_value, p_adjusted, relation)
+    within: dict = field(default_factory=dict)
+    # with replicates: each replicate's own alpha*(f) at ``f`` (replicate -> (alpha, lo, hi)), and its draws
+    by_replicate: dict = field(default_factory=dict)
+    replicate_draws: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)), repr=False)  # (R, n, A)
     test_slope: float = float("nan")  # that statistic's slope (median): its sign names the direction
     anchors: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ln f of the curve's anchors
     draws: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # (n, A) unit alpha
@@ -90,7 +113,12 @@ class AlphaFFit:
         if not self.fitted:
             nan = np.full(len(f), np.nan)
             return {"f": f, "alpha": nan, "lo": nan, "hi": nan}
-        values = self._to_alpha(self.draws @ pooled.lagrange(self.anchors, np.log(f)).T)
+        basis = pooled.lagrange(self.anchors, np.log(f)).T
+        if self.replicate_draws.size:  # the mean over replicates of their curves, a t interval over them
+            medians = np.median(np.clip(self.replicate_draws @ basis, 0.0, 1.0), axis=1)  # (R, len(f))
+            mid, lo, hi = over_replicates(medians)
+            return {"f": f, "alpha": self._to_alpha(mid), "lo": self._to_alpha(lo), "hi": self._to_alpha(hi)}
+        values = self._to_alpha(self.draws @ basis)
         tail = (1 - LEVEL) / 2
         return {"f": f, "alpha": np.median(values, 0), "lo": np.quantile(values, tail, 0),
                 "hi": np.quantile(values, 1 - tail, 0)}
@@ -114,19 +142,27 @@ class AlphaFFit:
         return _p_text(self.p_adjusted)
 
     def verdict(self) -> str:
-        """The finding in words."""
-        slope = (f"slope of α* per tenfold change of f: {self.slope:+.2f} [{self.slope_lo:+.2f}, {self.slope_hi:+.2f}]"
+        """The finding in words, saying what it generalises over."""
+        over = f"mean over {self.replicates} replicates, " if self.replicates > 1 else ""
+        slope = (f"{over}slope of α* per tenfold change of f: {self.slope:+.2f} [{self.slope_lo:+.2f}, {self.slope_hi:+.2f}]"
                  if math.isfinite(self.slope) else "")
         if self.relation == "inverse":
-            return f"inverse: α* grows as f shrinks ({slope}; Holm-adjusted p {self._p()})"
-        if self.relation == "direct":
-            return f"direct: α* grows with f ({slope}; Holm-adjusted p {self._p()})"
-        if self.relation == "no evidence":
-            return (f"no evidence either way at this budget ({slope}; Holm-adjusted p {self._p()}); "
+            text = f"inverse: α* grows as f shrinks ({slope}; adjusted p {self._p()})"
+        elif self.relation == "direct":
+            text = f"direct: α* grows with f ({slope}; adjusted p {self._p()})"
+        elif self.relation == "no evidence":
+            text = (f"no evidence either way at this budget ({slope}; adjusted p {self._p()}); "
                     "this does not show that there is no relation")
-        if self.relation == "not pooled":
+        elif self.relation == "not pooled":
             return f"not pooled: {self.message}"
-        return f"not tested: {self.message}"
+        else:
+            return f"not tested: {self.message}"
+        if self.within:
+            w = self.within
+            text += (f". Within these {self.replicates} replicates (their cells pooled, conditional on their teachers "
+                     f"and subsets): {w['relation']}, slope {w['slope']:+.2f} [{w['slope_lo']:+.2f}, {w['slope_hi']:+.2f}], "
+                     f"adjusted p {_p_text(w['p_adjusted'])}")
+        return text
 
     def to_dict(self) -> dict:
         return {
@@ -138,7 +174,11 @@ class AlphaFFit:
                       "unit": "alpha per tenfold change of f"},
             "p_value": _clean(self.p_value), "p_adjusted": _clean(self.p_adjusted), "relation": self.relation,
             "heterogeneity_p": _clean(self.heterogeneity_p), "decided_by": self.decided_by,
-            "test_slope": _clean(self.test_slope),
+            "test_slope": _clean(self.test_slope), "replicates": self.replicates,
+            "within": {key: _clean(value) for key, value in self.within.items()},
+            "by_replicate": {str(r): [[_clean(v) for v in values] for values in triple]
+                             for r, triple in self.by_replicate.items()},
+            "replicate_draws": [[[float(f"{v:.5g}") for v in row] for row in draws] for draws in self.replicate_draws],
             "message": self.message, "anchors_ln_f": [float(a) for a in self.anchors],
             "draws": [[float(f"{v:.5g}") for v in row] for row in self.draws],
         }
@@ -155,8 +195,14 @@ class AlphaFFit:
             p_value=_nan(data["p_value"]), p_adjusted=_nan(data["p_adjusted"]), relation=data["relation"],
             message=data.get("message", ""), heterogeneity_p=_nan(data.get("heterogeneity_p")),
             decided_by=data.get("decided_by", ""), test_slope=_nan(data.get("test_slope", data["slope"]["value"])),
+            replicates=int(data.get("replicates", 1)),
+            within={key: (_nan(value) if key != "relation" else value) for key, value in data.get("within", {}).items()},
+            by_replicate={int(r): tuple(np.array([_nan(v) for v in values], float) for values in triple)
+                          for r, triple in data.get("by_replicate", {}).items()},
             anchors=np.array(data["anchors_ln_f"], float),
             draws=np.array(data["draws"], float).reshape(-1, len(data["anchors_ln_f"])),
+            replicate_draws=np.array(data.get("replicate_draws", []), float).reshape(
+                -1, len(data["draws"]), len(data["anchors_ln_f"])) if data.get("replicate_draws") else np.zeros((0, 0, 0)),
         )
 
 
@@ -175,10 +221,10 @@ def _unit(alpha: np.ndarray, alpha_range: tuple[float, float]) -> np.ndarray:
     return (np.asarray(alpha, float) - low) / (high - low)
 
 
-def _cell_data(done: pd.DataFrame, alpha_range) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """cell name -> (unit alpha, validation accuracy, ln f) of its completed trials."""
+def _cell_data(done: pd.DataFrame, alpha_range) -> dict[str, tuple[np.ndarray, np.ndarray, float, int]]:
+    """cell name -> (unit alpha, validation accuracy, ln f, study replicate) of its completed trials."""
     return {name: (_unit(part["alpha"].to_numpy(float), alpha_range), part["val_acc"].to_numpy(float),
-                   math.log(float(part["fraction"].iloc[0])))
+                   math.log(float(part["fraction"].iloc[0])), int(part["replicate"].iloc[0]) if "replicate" in part else 0)
             for name, part in done.groupby("cell", sort=False)}
 
 
@@ -228,13 +274,12 @@ def noise_sd(trials: pd.DataFrame, alpha_range=ALPHA_RANGE) -> tuple[float, floa
 
 def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_RANGE, seed: int = 0,
                 n_draws: int = DEFAULT_DRAWS, sigma: float | None = None) -> list[AlphaFFit]:
-    """Every group's pooled fit, with Holm's procedure applied across the fits of one context (``apply_holm``)."""
+    """Every group's pooled fit, with the multiple-testing procedure across the fits of one context (``adjust_directions``)."""
     alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
     done = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
     noise_df = float("inf")  # a given sigma is taken as known
     if sigma is None:
         sigma, noise_df = noise_sd(done, alpha_range)
-    span = alpha_range[1] - alpha_range[0]
     fits = []
     data = _cell_data(done, alpha_range)
     for label, method, context, names in groups_of(done):
@@ -248,15 +293,10 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
                                   message="too few completed trials to estimate the trial-to-trial noise"))
             continue
         post = pooled.location_posterior(st, x, sigma**2)  # anchors in unit alpha; sigma in accuracy
-        m = post.m(np.log(fractions))
-        summaries = [post.summary(np.clip(m[:, i], 0, 1)) for i in range(len(fractions))]
-        mid, lo, hi = (np.array([s[k] for s in summaries]) for k in range(3))
+        mid, lo, hi = _alpha_star(post, fractions)
         rng = np.random.default_rng([seed, len(fits)])
-        fit = AlphaFFit(
-            **base, f=fractions, alpha=alpha_range[0] + mid * span, lo=alpha_range[0] + lo * span,
-            hi=alpha_range[0] + hi * span, pinned=(hi - lo) <= pooled.PINNED_WIDTH,
-            anchors=post.anchors, draws=post.draws(n_draws, rng),
-        )
+        fit = AlphaFFit(**base, f=fractions, alpha=mid, lo=lo, hi=hi, anchors=post.anchors,
+                        pinned=(hi - lo) <= pooled.PINNED_WIDTH, draws=post.draws(n_draws, rng))
         if len(fractions) >= 3:
             # the test (pooled: "The direction of the alpha-f relation"): the sign of the clipped optimum's
             # slope on the printed curve and on a line with interior anchors, the smaller p doubled
@@ -264,22 +304,111 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
             line_post = pooled.location_posterior(st, x, sigma**2, most=2, interior=True)
             line = line_post.clipped_slope()
             p_curve, p_line = pooled.sign_p_value(curve, post.weights), pooled.sign_p_value(line, line_post.weights)
-            fit.slope, fit.slope_lo, fit.slope_hi = (v * span for v in post.summary(curve))
+            fit.slope, fit.slope_lo, fit.slope_hi = post.summary(curve)
             fit.p_value = min(1.0, 2 * min(p_curve, p_line))
             fit.decided_by = "curve" if p_curve <= p_line else "line"
-            fit.test_slope = fit.slope if fit.decided_by == "curve" else line_post.summary(line)[0] * span
+            fit.test_slope = fit.slope if fit.decided_by == "curve" else line_post.summary(line)[0]
         else:
             fit.message = f"{len(fractions)} distinct f; the test of a direction needs at least 3"
+        replicate_level(fit, data, names, fractions, sigma, n_draws, rng)
+        _to_alpha_units(fit, alpha_range)
         if method == POOLED and math.isfinite(fit.p_value):
             method_cells = [names for _, other, where, names in groups_of(done) if where == context and other != POOLED]
             fit.heterogeneity_p = curves_differ(data, method_cells, sigma, noise_df)
             if fit.heterogeneity_p < SIGNIFICANCE:  # one curve for all methods is not what the data say
-                fit.p_value = float("nan")
+                fit.p_value, fit.within = float("nan"), {}
                 fit.message = (f"the methods' α*(f) curves differ (F test p {_p_text(fit.heterogeneity_p)}): "
                                "no pooled verdict; read each method's own")
         fits.append(fit)
-    apply_holm(fits)
+    adjust_directions(fits)
     return fits
+
+
+def _alpha_star(post: pooled.LocationPosterior, fractions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """alpha*(f) at ``fractions``: the posterior median of the clipped optimum and its 95 % interval (unit alpha)."""
+    m = post.m(np.log(fractions))
+    summaries = [post.summary(np.clip(m[:, i], 0, 1)) for i in range(len(fractions))]
+    return tuple(np.array([s[k] for s in summaries]) for k in range(3))
+
+
+def over_replicates(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(R, ...) per-replicate estimates -> their mean and its 95 % t interval on R - 1 degrees of freedom,
+    kept in the searched range [0, 1] (unit alpha): each replicate's estimate carries its own students'
+    noise, so their spread counts that and the variation between teachers and subsets alike."""
+    count = len(values)
+    mean = values.mean(0)
+    half = pooled.t_quantile(count - 1) * values.std(0, ddof=1) / math.sqrt(count)
+    return mean, np.clip(mean - half, 0.0, 1.0), np.clip(mean + half, 0.0, 1.0)
+
+
+def replicate_level(fit: AlphaFFit, data: dict, names: list[str], fractions: np.ndarray, sigma: float,
+                    n_draws: int, rng: np.random.Generator) -> None:
+    """Makes the study replicates the units of ``fit``'s answer (see the module's docstring) when two or
+    more replicates have every fraction of the group: alpha*(f) and the slope test over them; the
+    pooled-cells test moves to ``fit.within``. Unit alpha throughout. Otherwise leaves ``fit`` as it is."""
+    groups: dict[int, list[str]] = {}
+    for name in names:
+        groups.setdefault(data[name][3], []).append(name)
+    complete = {}
+    for replicate, replicate_names in sorted(groups.items()):
+        st, x = _group_cells(data, replicate_names)
+        if np.array_equal(np.unique(np.round(np.exp(x), 12)), fractions):
+            complete[replicate] = (st, x)
+    if len(complete) < 2:
+        if len(groups) >= 2:
+            note = (f"{len(groups)} replicates, but fewer than two with every f of the group: the answer pools their "
+                    "cells and is conditional on them")
+            fit.message = f"{fit.message}; {note}" if fit.message else note
+        return
+    medians, slopes, draws = [], [], []
+    for replicate, (st, x) in complete.items():
+        post = pooled.location_posterior(st, x, sigma**2)
+        mid, lo, hi = _alpha_star(post, fractions)
+        fit.by_replicate[replicate] = (mid, lo, hi)
+        medians.append(mid)
+        draws.append(post.draws(n_draws, rng) if post.anchors.shape == fit.anchors.shape else
+                     np.zeros((0, len(fit.anchors))))
+        # each replicate's slope is its posterior median, not its mean: an optimum near the edge skews the
+        # clipped slope's posterior (it can fall below the edge, not rise above it), and that skew, alike
+        # in every replicate, must not read as a trend
+        slopes.append(post.summary(post.clipped_slope())[0])
+    fit.replicates = len(complete)
+    fit.alpha, fit.lo, fit.hi = over_replicates(np.array(medians))
+    fit.pinned = (fit.hi - fit.lo) <= pooled.PINNED_WIDTH
+    if all(d.shape[0] for d in draws):
+        fit.replicate_draws = np.array(draws)
+    if math.isfinite(fit.p_value):
+        fit.within = {"slope": fit.slope, "slope_lo": fit.slope_lo, "slope_hi": fit.slope_hi, "p_value": fit.p_value,
+                      "p_adjusted": float("nan"), "relation": "not tested"}
+        # one test, on the printed curve's slope (not the smaller of two p-values doubled, as within one
+        # replicate: with R - 1 degrees of freedom the doubling would cost more than the line adds), so its
+        # interval excludes 0 exactly when its p-value is below 5 %
+        fit.slope, fit.slope_lo, fit.slope_hi, fit.p_value = _t_test(np.array(slopes))
+        fit.decided_by, fit.test_slope = "curve", fit.slope
+
+
+def _t_test(values: np.ndarray) -> tuple[float, float, float, float]:
+    """(mean, lo, hi, two-sided p) of a t test that the replicates' values average 0."""
+    count = len(values)
+    mean, error = float(values.mean()), float(values.std(ddof=1) / math.sqrt(count))
+    if error > pooled.TIE:
+        p = float(2 * sps.t.sf(abs(mean) / error, count - 1))
+    else:  # every replicate's value the same: none (all at the edge) or one without spread
+        p = 1.0 if abs(mean) <= pooled.TIE else 0.0
+    half = pooled.t_quantile(count - 1) * error
+    return mean, mean - half, mean + half, p
+
+
+def _to_alpha_units(fit: AlphaFFit, alpha_range: tuple[float, float]) -> None:
+    """From unit alpha (the model's) to the searched range's: alpha*(f), the slopes, each replicate's alpha*(f)."""
+    low, span = alpha_range[0], alpha_range[1] - alpha_range[0]
+    fit.alpha, fit.lo, fit.hi = (low + v * span for v in (fit.alpha, fit.lo, fit.hi))
+    fit.slope, fit.slope_lo, fit.slope_hi, fit.test_slope = (v * span for v in (fit.slope, fit.slope_lo, fit.slope_hi,
+                                                                                fit.test_slope))
+    for key in ("slope", "slope_lo", "slope_hi"):
+        if key in fit.within:
+            fit.within[key] *= span
+    fit.by_replicate = {r: tuple(low + v * span for v in triple) for r, triple in fit.by_replicate.items()}
 
 
 def curves_differ(data: dict, method_cells: list[list[str]], sigma: float, df: float) -> float:
@@ -312,18 +441,61 @@ def _p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.2g}"
 
 
-def apply_holm(fits: list[AlphaFFit], level: float = SIGNIFICANCE) -> None:
-    """Holm's procedure over the tested fits of each context: sets p_adjusted and relation. The label
-    noise levels of one (dataset, teacher, student) are one family: their fits are tested together."""
+def adjust_directions(fits: list[AlphaFFit], level: float = SIGNIFICANCE) -> None:
+    """The multiple-testing procedure over the tested fits of each context: sets p_adjusted and relation.
+    The label noise levels of one (dataset, teacher, student) are one family: their fits are tested
+    together. The pooled direction is asked first (the paper's question: does alpha* fall as f grows?),
+    the methods' own after it (``direction_graph``); the family-wise error rate is at most ``level``."""
     by_context: dict[tuple, list[AlphaFFit]] = {}
     for fit in fits:
         by_context.setdefault(tuple(sorted((k, v) for k, v in fit.context.items() if k != "label_noise")), []).append(fit)
     for family in by_context.values():
         tested = [fit for fit in family if math.isfinite(fit.p_value)]
-        rejected, adjusted = pooled.holm([fit.p_value for fit in tested], level)
+        weights, transitions = direction_graph(tested)
+        rejected, adjusted = pooled.graphical([fit.p_value for fit in tested], weights, transitions, level)
         for fit, reject, p_adj in zip(tested, rejected, adjusted):
             fit.p_adjusted = float(p_adj)
             fit.relation = ("inverse" if fit.test_slope < 0 else "direct") if reject else "no evidence"
         for fit in family:
             if not math.isfinite(fit.p_value):
                 fit.relation = "not pooled" if math.isfinite(fit.heterogeneity_p) else "not tested"
+        # the tests within the replicates (their cells pooled): a family of their own, the same graph
+        rejected, adjusted = pooled.graphical([fit.within.get("p_value", np.nan) for fit in tested], weights,
+                                              transitions, level)
+        for fit, reject, p_adj in zip(tested, rejected, adjusted):
+            if fit.within:
+                fit.within["p_adjusted"] = float(p_adj)
+                fit.within["relation"] = ("inverse" if fit.within["slope"] < 0 else "direct") if reject else "no evidence"
+
+
+def direction_graph(tested: list[AlphaFFit]) -> tuple[np.ndarray, np.ndarray]:
+    """The weights and transitions of ``pooled.graphical`` for one family's tested fits. Each label noise
+    level has an equal share of the error rate; within a level the pooled fit holds it all when it is
+    tested (the methods' curves agree), and when it is rejected its share passes to the level's methods
+    equally, each method's to the level's other methods (Holm's procedure among them; a level's only
+    method passes its share to the other levels). A pooled fit not tested (one method, or curves that differ) leaves the share to
+    the level's methods from the start. With a single level and a pooled fit: the pooled direction is
+    tested at 5 %, the methods' at Holm's levels among themselves once it is found, and none before.
+    (Holm's procedure over all fits at once would test the pooled fit at 5 % / (methods + 1): with three
+    replicates, whose t test has 2 degrees of freedom, that needs a t of 8.9 instead of 4.3.)"""
+    count = len(tested)
+    weights, transitions = np.zeros(count), np.zeros((count, count))
+    levels: dict[float, dict[str, list[int]]] = {}
+    for i, fit in enumerate(tested):
+        kind = "pooled" if fit.method == POOLED else "methods"
+        levels.setdefault(fit.context.get("label_noise", 0.0), {"pooled": [], "methods": []})[kind].append(i)
+    entries = {level: members["pooled"] or members["methods"] for level, members in levels.items()}
+    for level, members in levels.items():
+        for i in entries[level]:
+            weights[i] = 1 / len(levels) / len(entries[level])
+        others = [i for other, indices in entries.items() if other != level for i in indices]
+        for i in members["pooled"]:
+            _share(transitions, i, members["methods"] or others)
+        for i in members["methods"]:
+            _share(transitions, i, [k for k in members["methods"] if k != i] or others)
+    return weights, transitions
+
+
+def _share(transitions: np.ndarray, source: int, targets: list[int]) -> None:
+    for k in targets:
+        transitions[source, k] = 1 / len(targets)

@@ -130,7 +130,8 @@ def alpha_vs_f(cells: pd.DataFrame, fits: list[AlphaFFit]) -> go.Figure:
         low, high = fit.f_range
         grid = np.geomspace(low, high, 60)
         curve = fit.curve(grid)
-        label = f"{fit.group}: α*(f) curve and pointwise 95 % band (model; {fit.relation})"
+        over = f", mean over {fit.replicates} replicates" if fit.replicates > 1 else ""
+        label = f"{fit.group}: α*(f) curve and pointwise 95 % band (model{over}; {fit.relation})"
         fig.add_trace(go.Scatter(
             x=np.r_[grid, grid[::-1]], y=np.r_[curve["hi"], curve["lo"][::-1]], fill="toself", mode="lines",
             line=dict(width=0), fillcolor=_rgba(color, 0.08 if method == POOLED else 0.1), hoverinfo="skip",
@@ -389,10 +390,11 @@ def kd_gain_vs_noise(gains: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def accuracy_by_teacher(cells: pd.DataFrame, t: float) -> go.Figure:
+def accuracy_by_teacher(cells: pd.DataFrame) -> go.Figure:
     """Teacher capacity: test accuracy against f under each teacher, one panel per method (and label noise
-    level) that was distilled from several teachers: KD at alpha* (model prediction, ``t`` x se
-    interval) solid, no KD (alpha = 0, measured mean) dotted, each teacher's own accuracy dashed."""
+    level) that was distilled from several teachers: KD at alpha* solid, no KD (alpha = 0) dotted, both
+    the cell model's predictions with their 95 % intervals as in ``accuracy_vs_f``; each teacher's own
+    accuracy dashed."""
     pruned = cells[(cells["method"] != FULL) & cells["test_at_opt"].notna()]
     panels = [(method, level) for (method, level), part in pruned.groupby(["method", "label_noise"], sort=True)
               if part["teacher_arch"].nunique() > 1]
@@ -409,25 +411,26 @@ def accuracy_by_teacher(cells: pd.DataFrame, t: float) -> go.Figure:
         here = pruned[(pruned["method"] == method) & (pruned["label_noise"] == level)]
         for j, arch in enumerate(teachers):
             part = here[here["teacher_arch"] == arch].groupby("fraction", as_index=False)[
-                ["test_at_opt", "test_at_opt_se", "baseline_test_acc", "teacher_test_acc", "alpha_opt"]].mean()
+                ["test_at_opt", "test_at_opt_lo", "test_at_opt_hi", "test_at_zero", "test_at_zero_lo", "test_at_zero_hi",
+                 "teacher_test_acc", "alpha_opt"]].mean()
             if part.empty:
                 continue
             part = part.sort_values("fraction")
             first = arch not in shown
             shown.add(arch)
-            err = np.nan_to_num(t * part["test_at_opt_se"].to_numpy(float))
             x = _shifted(part["fraction"], j, len(teachers))
             fig.add_trace(go.Scatter(
                 x=x, y=part["test_at_opt"], mode="lines+markers", name=f"teacher {arch}: KD at α* (model, 95 % interval)",
                 legendgroup=f"kd-{arch}", showlegend=first, line=dict(color=colors[arch]), customdata=part["alpha_opt"],
-                error_y=dict(type="data", array=err, thickness=1),
+                error_y=_interval(part, "test_at_opt"),
                 hovertemplate=f"{method}, teacher {arch}, f = %{{x:.2g}}<br>KD at α* = %{{customdata:.2f}}: %{{y:.2%}} "
                               "(model)<extra></extra>"), row=row, col=col)
             fig.add_trace(go.Scatter(
-                x=x, y=part["baseline_test_acc"], mode="lines+markers", name=f"teacher {arch}'s cells: no KD (measured)",
-                legendgroup=f"nokd-{arch}", showlegend=first, line=dict(color=colors[arch], dash="dot"),
-                marker=dict(symbol="circle-open"),
-                hovertemplate=f"{method}, f = %{{x:.2g}}<br>no KD: %{{y:.2%}} (measured)<extra></extra>"), row=row, col=col)
+                x=x, y=part["test_at_zero"], mode="lines+markers",
+                name=f"teacher {arch}'s cells: no KD (α = 0, model, 95 % interval)", legendgroup=f"nokd-{arch}",
+                showlegend=first, line=dict(color=colors[arch], dash="dot"), marker=dict(symbol="circle-open"),
+                error_y=_interval(part, "test_at_zero"),
+                hovertemplate=f"{method}, f = %{{x:.2g}}<br>no KD: %{{y:.2%}} (model)<extra></extra>"), row=row, col=col)
             accuracy = part["teacher_test_acc"].dropna()
             if len(accuracy):
                 fig.add_trace(go.Scatter(
@@ -488,7 +491,8 @@ register_figure(
         "the curves' ends at f = 1 rest mostly on the smaller fractions), and hollow markers are "
         "optima the data cannot pin; lines and bands are each method's α*(f) curve and its pointwise 95 % "
         "band (each f on its own, not the whole curve at once); whether α* falls as f grows is the slope test in the "
-        "findings and the fits table, not a reading of the bands.",
+        "findings and the fits table, not a reading of the bands. With study replicates each marker is one "
+        "replicate's own α* (its own curve) and the curve and band are the mean over the replicates with a t interval.",
 )(lambda analysis: alpha_vs_f(analysis.cells, analysis.fits))
 register_figure(
     "accuracy", title="Test accuracy versus f", nav="accuracy versus f", per_noise_level=True,
@@ -520,8 +524,9 @@ register_figure(
     "teachers", title="Teacher capacity", nav="teacher capacity",
     shown=lambda analysis: analysis.cells["teacher_arch"].nunique() > 1,  # a capacity study
     how="each panel is one method distilled from several teachers: for each teacher (one colour), the solid line "
-        "is test accuracy with KD at α* (a model prediction with its 95 % interval), the dotted line the measured "
-        "mean without KD (α = 0, where the teacher plays no part) and the dashed line the teacher's own accuracy; "
-        "where a smaller teacher's solid line lies above a larger one's, the smaller teacher distils better at "
-        "that f.",
-)(lambda analysis: accuracy_by_teacher(analysis.cells, analysis.optima.t_test))
+        "is test accuracy with KD at α* and the dotted line without KD (α = 0, where the teacher plays no part), "
+        "both predictions of the cell's own model with their 95 % intervals as in the accuracy figure (with "
+        "replicates, means over them), and the dashed line the teacher's own accuracy; where a smaller teacher's "
+        "solid line lies above a larger one's, the smaller teacher distils better at that f (the findings give "
+        "the difference with its interval).",
+)(lambda analysis: accuracy_by_teacher(analysis.cells))

@@ -10,7 +10,8 @@ One row per cell. Three kinds of numbers, labelled as such in the report:
   cell with fewer than three distinct alphas, or a flat or noisy response, cannot pin its optimum
   and says so in ``note``.
 - the answer: ``alpha_opt`` with ``alpha_lo``/``alpha_hi`` is alpha*(f) of the cell's group from the
-  pooled fit (``analysis.alpha_f``), the estimate to trust; ``pinned`` tells whether its interval is
+  pooled fit (``analysis.alpha_f``; with study replicates, the curve of the cell's own replicate), the
+  estimate to trust; ``pinned`` tells whether its interval is
   narrower than half the range. The full-data cell (f = 1) is the exception: its alpha* is its own
   (the cell-alone posterior). At f = 1 alpha matters least, so the curve's value there rests mostly on
   the small-f cells and on the curve's shape in ln f; it covered the truth in 66-91 % of simulated
@@ -233,8 +234,11 @@ def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
         own = row["method"] == FULL  # the full-data cell: alpha* on its own evidence (see the module's docstring)
         if fit is not None and not own:
             i = int(np.argmin(np.abs(fit.f - float(row["fraction"]))))
-            row.update(alpha_opt=float(fit.alpha[i]), alpha_lo=float(fit.lo[i]), alpha_hi=float(fit.hi[i]),
-                       pinned=bool(fit.pinned[i]), group=fit.group)
+            # with replicates the cell's own replicate's curve (the fit's alpha* is their mean)
+            alpha, lo, hi = fit.by_replicate.get(int(row["replicate"]), (fit.alpha, fit.lo, fit.hi))
+            row.update(alpha_opt=float(alpha[i]), alpha_lo=float(lo[i]), alpha_hi=float(hi[i]),
+                       pinned=bool(hi[i] - lo[i] <= pooled.PINNED_WIDTH * (alpha_range[1] - alpha_range[0])),
+                       group=fit.group)
         else:
             row.update(alpha_opt=row["cell_alpha"], alpha_lo=row["cell_alpha_lo"], alpha_hi=row["cell_alpha_hi"],
                        pinned=row["cell_pinned"], group=None)

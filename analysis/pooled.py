@@ -325,6 +325,41 @@ def holm(p_values: list[float] | np.ndarray, level: float = SIGNIFICANCE) -> tup
     return rejected, adjusted
 
 
+def graphical(p_values, weights, transitions, level: float = SIGNIFICANCE) -> tuple[np.ndarray, np.ndarray]:
+    """The graphical multiple-testing procedure (Bretz, Maurer, Brannath and Posch, Statistics in Medicine
+    2009): (rejected, adjusted p-values), in the input order. Hypothesis i starts with the share
+    ``weights[i]`` of ``level`` (the shares sum to at most 1); when it is rejected its share passes on,
+    ``transitions[i][k]`` of it to hypothesis k (rows sum to at most 1), and the graph is updated as the
+    paper's algorithm does. The family-wise error rate is at most ``level`` whatever the dependence
+    between the tests. Holm's procedure is the graph with equal weights and equal transitions; a
+    hypothesis with weight 0 is tested only once others pass their share to it (gatekeeping).
+    A NaN p-value is never rejected (adjusted 1) and passes nothing on."""
+    p = np.asarray(p_values, float)
+    m = len(p)
+    w = np.asarray(weights, float).copy()
+    g = np.asarray(transitions, float).reshape(m, m).copy()
+    adjusted, rejected = np.ones(m), np.zeros(m, bool)
+    active = [i for i in range(m) if not np.isnan(p[i])]
+    running = 0.0
+    while active:
+        ratio = [p[i] / w[i] if w[i] > 0 else np.inf for i in active]
+        j = active[int(np.argmin(ratio))]
+        if not np.isfinite(min(ratio)):
+            break  # no weight left on any remaining hypothesis: none can be rejected
+        running = max(running, min(1.0, p[j] / w[j]))
+        adjusted[j] = running
+        rejected[j] = running <= level
+        active.remove(j)
+        new_g = g.copy()
+        for a in active:
+            w[a] += w[j] * g[j, a]
+            for b in active:
+                denominator = 1 - g[a, j] * g[j, a]
+                new_g[a, b] = (g[a, b] + g[a, j] * g[j, b]) / denominator if a != b and denominator > 0 else 0.0
+        g, w[j] = new_g, 0.0
+    return rejected, adjusted
+
+
 def t_quantile(df: float) -> float:
     return float(sps.t.ppf(1 - (1 - LEVEL) / 2, max(df, 1.0)))
 

@@ -6,7 +6,7 @@ The questions (those of ``analysis.report``'s findings):
 - random pruning against each score-based method at the smallest f (the paper's claim that random
   pruning wins at small f): found when the interval of random minus the method lies above 0;
 - the direction of the alpha-f relation, per method and pooled: found when the test says the true
-  direction after Holm's procedure, as the report says it.
+  direction after the report's multiple-testing procedure, as the report says it.
 
 Each is asked of simulated sweeps (``analysis.simulate``) with the planned design (methods, fractions,
 the f = 1 cell, students per cell, alpha design, replicates, label noise levels) under one of the
@@ -17,8 +17,10 @@ find the answer. The noise level is the simulator's noise scale: 1 by default (v
 points between trials), or matched to an earlier experiment's measured signal to noise
 (``analysis.simulate.matched_noise_scale``). The powers are against that truth at that noise: a real
 effect smaller than the simulator's needs more students than planned.
-Replicates are simulated without a replicate-level effect (none is known before the study), so the
-planned power of replicate-level findings is an upper bound.
+With two or more replicates every answer is over them (t tests and intervals on R - 1 degrees of
+freedom: with 3 replicates the direction of the alpha-f relation needs a far larger effect than the
+same students in one replicate). Replicates are simulated without a replicate-level effect (none is
+known before the study), so the planned power of those answers is an upper bound.
 """
 
 from __future__ import annotations

@@ -67,7 +67,8 @@ def fit_document(analysis: Analysis) -> dict:
         "posterior_draws": analysis.optima.n_boot,
         "seed": analysis.optima.seed,
         "level": LEVEL,
-        "family_wise_error": {"procedure": "Holm", "level": SIGNIFICANCE},
+        "family_wise_error": {"procedure": "graphical: the pooled direction first, then Holm among the methods",
+                              "level": SIGNIFICANCE},
         "noise_sd": {"val": _json_num(analysis.optima.sigma_val), "test": _json_num(analysis.optima.sigma_test),
                      "df": _json_num(analysis.optima.noise_df)},
         "alpha_range": list(analysis.experiment.alpha_range),
@@ -216,8 +217,12 @@ def _scope(analysis: Analysis) -> str:
     return (f"<b>What these findings rest on</b>: {len(replicates)} study replicates (each its own teacher, score "
             "tables and subsets). The KD gains and the comparisons between methods, teachers and noise rates are "
             "taken per replicate and their intervals are over the replicates (a t interval with "
-            f"{len(replicates) - 1} degrees of freedom), so they count the variation between teachers and subsets; "
-            "α*(f) and its slope test pool the replicates' cells and count the variation between students only.")
+            f"{len(replicates) - 1} degrees of freedom), so they count the variation between teachers and subsets. "
+            "So are α*(f) and the direction of the α-f relation: each replicate fits its own curve on its own cells, "
+            "α*(f) is the mean of the replicates' curves and the slope test is a t test over their slopes. Beside each "
+            "direction the report gives the same test on the replicates' cells pooled: that one is conditional on "
+            "these teachers and subsets, and far more powerful with few replicates. The cells table's α* is the "
+            "cell's own replicate's curve.")
 
 
 def _findings(analysis: Analysis) -> str:
@@ -258,8 +263,9 @@ def _findings(analysis: Analysis) -> str:
     tested = [fit for fit in analysis.fits if fit.relation in ("inverse", "direct", "no evidence")]
     if tested:
         items.append(
-            f"<b>Direction of the α-f relation</b>, tested per method and pooled, Holm's procedure across these "
-            f"{len(tested)} tests at {SIGNIFICANCE:.0%} (family-wise error rate):<ul>"
+            f"<b>Direction of the α-f relation</b>, {len(tested)} tests with a family-wise error rate of "
+            f"{SIGNIFICANCE:.0%}: the pooled direction first (at {SIGNIFICANCE:.0%}), each method's once the pooled one is "
+            "found (Holm's procedure among them; from the start when there is no pooled verdict):<ul>"
             + "".join(f"<li>{_e(fit.group)}: {_e(fit.verdict())}</li>" for fit in analysis.fits) + "</ul>")
     else:
         items.append("<b>Direction of the α-f relation</b>: "
@@ -303,15 +309,23 @@ def _fits_table(fits: list[AlphaFFit]) -> str:
         points = "<br>".join(
             f"f = {f:g}: {_fixed(a)} [{_fixed(lo)}, {_fixed(hi)}]" + ("" if p else " <span class='warn'>(not pinned)</span>")
             for f, a, lo, hi, p in zip(fit.f, fit.alpha, fit.lo, fit.hi, fit.pinned))
+        relation = _e(fit.relation)
+        if fit.within:
+            w = fit.within
+            relation += (f"<br><small>within these replicates (cells pooled): {_e(w['relation'])}, slope "
+                         f"{_fixed(w['slope'], sign=True)} [{_fixed(w['slope_lo'], sign=True)}, "
+                         f"{_fixed(w['slope_hi'], sign=True)}], adjusted p {_p(w['p_adjusted'])}</small>")
+        over = (f"{fit.replicates} replicates (t test, {fit.replicates - 1} df)" if fit.replicates > 1
+                else "the cells (one draw of teacher and subsets)")
         rows.append([
             _e(fit.group), points or "–",
             f"{_fixed(fit.slope, sign=True)} [{_fixed(fit.slope_lo, sign=True)}, {_fixed(fit.slope_hi, sign=True)}]",
-            _p(fit.p_value), _p(fit.p_adjusted), _e(fit.relation), str(fit.n_trials), _e(fit.message),
+            _p(fit.p_value), _p(fit.p_adjusted), relation, over, str(fit.n_trials), _e(fit.message),
         ])
         classes.append("chosen" if fit.relation in ("inverse", "direct") else "")
     return _table(["group", f"α*(f), model [{LEVEL:.0%} interval]", "slope of α* per tenfold f [interval]",
-                   "sign p (twice the posterior probability of the other sign)", "Holm-adjusted", "relation", "trials",
-                   "note"], rows, left=2, row_class=classes)
+                   "p, two-sided (over replicates: a t test; else twice the posterior probability of the other sign)",
+                   "adjusted p (pooled first, then Holm among the methods)", "relation", "answer over", "trials", "note"], rows, left=2, row_class=classes)
 
 
 def _cells_table(cells: pd.DataFrame) -> str:
@@ -358,7 +372,7 @@ def _provenance(analysis: Analysis) -> str:
             + " (symmetric, training split only; validation and test labels clean)")] if noise_levels(trials) != [0.0] else []),
         ("package version", ", ".join(sorted(trials["version"].dropna().astype(str).unique())) if "version" in trials else "–"),
         ("analysis", f"pooled model (analysis.pooled), {analysis.optima.n_boot} posterior draws per fit, seed "
-                     f"{analysis.optima.seed}, {LEVEL:.0%} intervals, Holm at {SIGNIFICANCE:.0%}"),
+                     f"{analysis.optima.seed}, {LEVEL:.0%} intervals, family-wise error {SIGNIFICANCE:.0%}"),
     ]
     out = [_table(None, [[_e(k), _e(v)] for k, v in facts], left=2)]
 
@@ -400,7 +414,8 @@ a peak in α with its own level, height and asymmetry (up to three times steeper
 is a smooth curve in log f shared by the method's cells (the full-data cell's α* is its own: at f = 1 the curve rests
 mostly on the smaller fractions); intervals are {LEVEL:.0%} posterior intervals whose coverage is checked on simulated sweeps
 (bench/bench_calibration.py). The slope is the change of α* per tenfold change of f (negative: α* grows as f
-shrinks); its test is controlled across the methods of this report by Holm's procedure.</p>""" + _fits_table(analysis.fits))
+shrinks); its tests are controlled together at a family-wise error rate of {SIGNIFICANCE:.0%}: the pooled direction first, the
+methods' once it is found, with Holm's procedure among them.</p>""" + _fits_table(analysis.fits))
 
 
 # What the page adds under a figure's section (the statistics that belong with it).

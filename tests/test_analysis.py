@@ -85,6 +85,59 @@ def test_holm_controls_the_family_wise_error_under_the_null():
     assert any_rejected <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 4000)
 
 
+def _fit(method: str, p: float, noise: float = 0.0) -> AlphaFFit:
+    nan = np.full(3, np.nan)
+    return AlphaFFit(group=method, method=method, context={"dataset": "d", "label_noise": noise}, cells=[],
+                     alpha_range=(0.0, 1.0), f=np.array([0.1, 0.5, 1.0]), alpha=nan, lo=nan, hi=nan,
+                     pinned=np.zeros(3, bool), n_trials=10, sigma=0.01, p_value=p, test_slope=-0.5)
+
+
+def test_the_graphical_procedure_is_holm_with_equal_weights_and_a_gate_with_zero_weight():
+    from analysis.pooled import graphical
+
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        n = int(rng.integers(1, 6))
+        p = rng.uniform(0, 0.1, n)
+        transitions = (np.ones((n, n)) - np.eye(n)) / max(n - 1, 1)
+        ours, theirs = graphical(p, np.full(n, 1 / n), transitions), holm(p)
+        assert (ours[0] == theirs[0]).all() and np.allclose(ours[1], theirs[1])
+    # a gate: hypothesis 0 at the full level; the others only once it is rejected, Holm among them
+    gate = np.zeros((4, 4))
+    gate[0, 1:] = 1 / 3
+    gate[1:, 1:] = (np.ones((3, 3)) - np.eye(3)) / 2
+    rejected, adjusted = graphical([0.04, 0.001, 0.3, 0.012], [1, 0, 0, 0], gate)
+    assert rejected.tolist() == [True, True, False, True] and np.allclose(adjusted, [0.04, 0.04, 0.3, 0.04])
+    rejected, adjusted = graphical([0.06, 0.001, 0.3, 0.012], [1, 0, 0, 0], gate)
+    assert not rejected.any() and np.allclose(adjusted, [0.06, 0.06, 0.3, 0.06])
+    null = rng.uniform(size=(4000, 4))
+    assert np.mean([graphical(row, [1, 0, 0, 0], gate)[0].any() for row in null]) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 4000)
+
+
+def test_the_pooled_direction_is_asked_first_and_the_methods_after_it():
+    """One level: the pooled fit at 5 %, then the methods with Holm among them; no pooled verdict (curves
+    that differ): Holm among the methods from the start; two label noise levels share the 5 %."""
+    from analysis.alpha_f import adjust_directions
+
+    fits = [_fit("pooled", 0.04), _fit("random", 0.001), _fit("el2n", 0.02)]
+    adjust_directions(fits)
+    assert [f.relation for f in fits] == ["inverse"] * 3 and np.allclose([f.p_adjusted for f in fits], [0.04, 0.04, 0.04])
+    fits = [_fit("pooled", 0.06), _fit("random", 0.001), _fit("el2n", 0.02)]
+    adjust_directions(fits)
+    assert [f.relation for f in fits] == ["no evidence"] * 3
+    fits = [_fit("pooled", float("nan")), _fit("random", 0.001), _fit("el2n", 0.03)]
+    fits[0].heterogeneity_p = 0.01
+    adjust_directions(fits)
+    assert [f.relation for f in fits] == ["not pooled", "inverse", "inverse"]
+    assert np.allclose([f.p_adjusted for f in fits[1:]], [0.002, 0.03])
+    fits = [_fit("pooled", 0.03, 0.0), _fit("random", 0.001, 0.0), _fit("pooled", 0.04, 0.3)]
+    adjust_directions(fits)  # each level's pooled fit at 2.5 %: neither passes
+    assert [f.relation for f in fits] == ["no evidence"] * 3
+    fits = [_fit("pooled", 0.03, 0.0), _fit("random", 0.001, 0.0), _fit("pooled", 0.02, 0.3)]
+    adjust_directions(fits)  # the second passes and hands its share on: the first then has 5 %
+    assert [f.relation for f in fits] == ["inverse"] * 3
+
+
 # ---- simulated sweeps with a known answer (analysis.simulate, as the calibration harness) -------
 
 def test_no_relation_gives_no_finding_and_an_inverse_one_gives_inverse():
@@ -474,6 +527,58 @@ def test_with_replicates_the_summary_intervals_are_over_the_replicates(tmp_path)
     build_report(str(write_experiment(tmp_path / "reps", frame)), out=str(tmp_path / "r.html"), n_boot=50)
     text = (tmp_path / "r.html").read_text()
     assert "3 study replicates" in text and "(over 3 replicates)" in text
+
+
+def _replicates_of(truths, **options) -> pd.DataFrame:
+    """A sweep of len(truths) study replicates, replicate r drawn under truths[r] (each its own cells)."""
+    count = len(truths)
+    parts = [simulate_sweep(truth, "grid", 16, seed=r, replicates=count, **options) for r, truth in enumerate(truths)]
+    return tidy(pd.concat([part[part["replicate"] == r] for r, part in enumerate(parts)], ignore_index=True))
+
+
+def test_with_replicates_alpha_f_and_its_direction_are_over_the_replicates(tmp_path):
+    """Three replicates, one whose optimum falls steeply with f and two where it does not move: the
+    answer over replicates (each replicate's own curve; alpha*(f) their mean with a t interval on 2 df,
+    the direction a t test over their slopes) finds no direction, while the same test on their cells
+    pooled, conditional on these three teachers, finds the fall and is reported beside it, never as
+    the verdict. Each cell's alpha* is its own replicate's curve; the JSON round trip keeps all of it."""
+    from scipy import stats as sps
+
+    from analysis.pooled import t_quantile
+
+    frame = _replicates_of(("edge_steep", "none", "none"), methods=("random",), fractions=(0.1, 0.2, 0.3, 0.5, 0.7),
+                           noise_scale=0.3)
+    (fit,) = fit_alpha_f(frame, n_draws=300)
+    assert fit.replicates == 3 and sorted(fit.by_replicate) == [0, 1, 2]
+    medians = np.array([fit.by_replicate[r][0] for r in range(3)])
+    mean, half = medians.mean(0), t_quantile(2) * medians.std(0, ddof=1) / np.sqrt(3)
+    assert np.allclose(fit.alpha, mean) and np.allclose(fit.lo, np.clip(mean - half, 0, 1))
+    assert np.allclose(fit.hi, np.clip(mean + half, 0, 1))
+    # replicate 0 falls from 1 towards 0.3, the others stay near 0.5: one teacher's fall is not the population's
+    assert medians[0, 0] > 0.9 and medians[0, -1] < 0.5 and np.all(np.abs(medians[1:, 1:] - 0.5) < 0.2)
+    half = (fit.slope_hi - fit.slope_lo) / 2
+    assert fit.p_value == pytest.approx(2 * sps.t.sf(abs(fit.slope) / (half / t_quantile(2)), 2), rel=1e-6)
+    assert fit.relation == "no evidence" and fit.within["relation"] == "inverse"
+    assert "mean over 3 replicates" in fit.verdict() and "Within these 3 replicates" in fit.verdict()
+    cells = cell_optima(frame, fits=[fit]).table
+    for row in cells[cells["method"] == "random"].itertuples():
+        i = int(np.argmin(np.abs(fit.f - row.fraction)))
+        assert row.alpha_opt == pytest.approx(fit.by_replicate[row.replicate][0][i])
+    back = AlphaFFit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert back.within == pytest.approx(fit.within) and back.replicates == 3
+    curve = back.curve(back.f)
+    assert np.allclose(curve["alpha"], fit.alpha, atol=0.03) and np.allclose(curve["hi"] - curve["lo"], fit.hi - fit.lo, atol=0.06)
+    build_report(str(write_experiment(tmp_path / "reps", frame)), out=str(tmp_path / "r.html"), n_boot=50)
+    text = (tmp_path / "r.html").read_text()
+    assert "3 replicates (t test, 2 df)" in text and "within these replicates (cells pooled): inverse" in text
+
+
+def test_replicates_that_agree_give_a_direction_over_them():
+    """Three replicates that all fall from the edge: the answer over them finds the inverse relation."""
+    (fit,) = fit_alpha_f(_replicates_of(("edge_steep",) * 3, methods=("random",), fractions=(0.1, 0.2, 0.3, 0.5, 0.7),
+                                        noise_scale=0.3), n_draws=300)
+    assert fit.replicates == 3 and fit.relation == "inverse" and fit.within["relation"] == "inverse"
+    assert fit.slope_hi < 0
 
 
 def test_a_slope_that_is_zero_up_to_rounding_is_a_tie():
