@@ -8,7 +8,8 @@ to ``OUT``:
 
 - ``results.csv``: every sweep's trials, one row per student (the sweep's own results format);
 - ``cells.csv`` and ``fit.json``: the project's analysis of all trials at once (``analysis.report.analyse``:
-  every cell's alpha* and KD gain with 95 % intervals, the alpha-f fits with Holm's procedure);
+  every cell's alpha* and KD gain with 95 % intervals, the alpha-f fits with the report's multiple-testing
+  procedure);
 - ``figures/*.png``: alpha* versus f, KD versus no KD against f, the KD gain against label noise, and
   the teacher-capacity comparison (the report's own plotly figures, written with kaleido);
 - ``findings.md`` and ``claims.json``: the paper's four claims, each with its numbers, intervals and a
@@ -23,7 +24,9 @@ Verdict rules (95 % intervals; "points" are percentage points of test accuracy):
    ("matches") at every noise level, and the difference is larger at the smallest f than at the largest;
    *not reproduced* when an interval lies below 0.
 3. The optimal alpha grows as f shrinks: *reproduced* for a (method, noise) group when its alpha-f test
-   says "inverse" after Holm's procedure over the study's tests (family-wise error 5 %); "direct" is a
+   says "inverse" after the report's multiple-testing procedure over the study's tests (family-wise error
+   5 %; Holm's procedure when the rule was written, since then the pooled direction first and the
+   methods' once it is found: the verdicts are the same under both); "direct" is a
    contrary finding; "no evidence" means this budget cannot tell.
 4. At small f a teacher smaller than the student can beat a larger one: *reproduced* when, at some f <= 0.2,
    the smaller teacher minus the larger (with KD) has an interval above 0; *contrary* when an interval lies
@@ -121,7 +124,7 @@ def claim_inverse(fits) -> dict:
     rows = [{"group": fit.group, "method": fit.method, "label_noise": fit.context["label_noise"],
              "alpha": dict(zip((f"{f:g}" for f in fit.f), map(float, fit.alpha))),
              "slope": fit.slope, "slope_lo": fit.slope_lo, "slope_hi": fit.slope_hi, "p": fit.p_value,
-             "p_holm": fit.p_adjusted, "relation": fit.relation} for fit in fits]
+             "p_adjusted": fit.p_adjusted, "relation": fit.relation} for fit in fits]
     relations = [r["relation"] for r in rows if r["method"] != "pooled"]
     verdict = ("reproduced" if relations and all(r == "inverse" for r in relations)
                else "contrary" if "direct" in relations
@@ -204,10 +207,10 @@ def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) 
         "",
         f"## 3. The optimal alpha grows as f shrinks: {three['verdict']}",
         "",
-        "| label noise P | method | alpha*(f) | slope per tenfold f [95 %] | p (Holm) | relation |",
+        "| label noise P | method | alpha*(f) | slope per tenfold f [95 %] | p (adjusted) | relation |",
         "| --- | --- | --- | --- | --- | --- |",
         *(f"| {r['label_noise']:g} | {r['method']} | " + ", ".join(f"{f}: {a:.2f}" for f, a in r["alpha"].items())
-          + f" | {r['slope']:+.2f} [{r['slope_lo']:+.2f}, {r['slope_hi']:+.2f}] | {p_text(r['p'], r['p_holm'])} | {r['relation']} |"
+          + f" | {r['slope']:+.2f} [{r['slope_lo']:+.2f}, {r['slope_hi']:+.2f}] | {p_text(r['p'], r['p_adjusted'])} | {r['relation']} |"
           for r in three["fits"]),
         "",
         f"## 4. At small f a smaller teacher can beat a larger one: {four['verdict']}",
@@ -221,9 +224,9 @@ def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) 
     return "\n".join(lines)
 
 
-def p_text(p: float, holm: float) -> str:
-    """"p (Holm p)", or a dash for a fit that was not tested (the pooled fit of methods whose curves differ)."""
-    return "–" if p != p else f"{p:.3f} ({holm:.3f})"
+def p_text(p: float, adjusted: float) -> str:
+    """"p (adjusted p)", or a dash for a fit that was not tested (the pooled fit of methods whose curves differ)."""
+    return "–" if p != p else f"{p:.3f} ({adjusted:.3f})"
 
 
 def main(argv: list[str] | None = None) -> int:
