@@ -68,8 +68,10 @@ pinned at the edge at every f, slope exactly 0, count half to each side, so an o
 everywhere is no relation); the test's p-value is the smaller of the two doubled (Bonferroni: the
 error rate holds whatever their dependence), its direction that statistic's sign. The effect size
 printed is the printed curve's slope with its 95 % interval. Across the methods of one report (and
-the pooled group) the p-values go through Holm's step-down procedure at 5 %, which bounds the
-family-wise error rate under any dependence between the tests (they share the f = 1 cell). The error
+the pooled group) the p-values go through a graphical procedure at 5 % (``graphical``; the pooled fit
+first, then Holm's step-down procedure among the methods, ``analysis.alpha_f.adjust_directions``),
+which bounds the family-wise error rate under any dependence between the tests (they share the f = 1
+cell). The error
 rates and the power against both kinds of truth are printed by ``bench/bench_calibration.py``.
 """
 

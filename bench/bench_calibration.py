@@ -11,8 +11,9 @@ design (one in-memory Optuna study per cell, the design's enqueued points, then 
 the sweep does), and the real analysis (``analysis.results.tidy``, ``analysis.alpha_f.fit_alpha_f``,
 ``analysis.optimum.cell_optima``) reads the results table. Printed, per design and trials per cell:
 
-- FWER: share of sweeps with any alpha-f finding (any method or the pooled fit, after Holm) when the
-  truth has no relation ("none": a* = 0.5 everywhere) or no KD effect at all ("flat");
+- FWER: share of sweeps with any alpha-f finding (any method or the pooled fit, after the
+  multiple-testing procedure) when the truth has no relation ("none": a* = 0.5 everywhere) or no KD
+  effect at all ("flat");
 - power: share of fits that find "inverse" under the paper-like inverse truth, per method and pooled;
   "direct" likewise under the direct truth (mean over methods); "wrong": a direction opposite to the truth;
 - coverage of the 95 % alpha* intervals of every cell (under none, inverse and direct; an interval
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     design.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS), help="kept fractions below 1")
     design.add_argument("--no-full-cell", action="store_true", help="no shared f = 1 cell (a sweep without 1.0)")
     design.add_argument("--label-noise", nargs="+", type=float, default=[0.0],
-                        help="levels, each its own cells and fits, one Holm family (the truth is the same at each)")
+                        help="levels, each its own cells and fits, one family of tests (the truth is the same at each)")
     noise = design.add_mutually_exclusive_group()
     noise.add_argument("--noise-scale", type=float, default=1.0,
                        help="multiply every noise sd (default 1: validation sd 1.5 points, curvature as documented "

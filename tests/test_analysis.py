@@ -1,4 +1,4 @@
-"""Analysis: the tidy table, the pooled alpha*(f) model, Holm, KD gains, and the report files."""
+"""Analysis: the tidy table, the pooled alpha*(f) model, multiple testing, KD gains, and the report files."""
 
 import json
 import os
@@ -299,6 +299,9 @@ def test_teacher_capacity_compares_teachers_by_size_within_each_cell_and_the_rep
     build_report(str(write_experiment(tmp_path / "teachers", pd.concat([large, small], ignore_index=True))), out=str(page), n_boot=50)
     html = page.read_text()
     assert "fig-teachers" in html and "<b>Teacher capacity</b>" in html and "resnet20 minus cnn3_w64 <b>+4." in html
+    # both ends of the KD gain are the cell model's, with its intervals (no measured baseline with a fixed t)
+    # plotly writes the figure's JSON with non-ASCII escaped (the legend's α is \u03b1)
+    assert "teacher resnet20's cells: no KD (\\u03b1 = 0, model, 95 % interval)" in html
 
 
 def test_random_is_compared_with_score_methods_under_the_same_teacher_and_labels():
