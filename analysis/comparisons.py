@@ -125,7 +125,7 @@ def _differences(part: pd.DataFrame, column: str, reference, others) -> pd.DataF
 
 def random_vs_scored(cells: pd.DataFrame, t: float, fraction: float | None = None) -> pd.DataFrame:
     """Test accuracy with KD at alpha* of random pruning minus each score-based method's, with a 95 %
-    interval, and the same difference without KD (alpha = 0, measured means, with theirs), within each context
+    interval, and the same difference without KD (alpha = 0, measured means, with its interval), within each context
     (label noise, teacher, student: methods are compared under the same teacher on the same labels),
     at ``fraction`` or, by default, the context's smallest f where random was swept. The difference is
     taken within each replicate (same teacher and split), then over replicates (``replicate_mean``)."""

@@ -114,6 +114,21 @@ def test_the_graphical_procedure_is_holm_with_equal_weights_and_a_gate_with_zero
     assert np.mean([graphical(row, [1, 0, 0, 0], gate)[0].any() for row in null]) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 4000)
 
 
+def test_a_direction_found_by_the_line_says_so_when_the_curves_interval_reaches_zero():
+    """The verdict sits beside the printed curve's slope interval; when the straight-line statistic decided
+    and that interval reaches 0, the words say which statistic found the direction."""
+    from analysis.alpha_f import adjust_directions
+
+    fit = _fit("random", 0.001)
+    fit.slope, fit.slope_lo, fit.slope_hi, fit.decided_by = -0.4, -0.85, 0.01, "line"
+    adjust_directions([fit])
+    assert fit.relation == "inverse" and "straight line in ln f (slope -0.50" in fit.verdict()
+    fit.slope_hi = -0.02  # the interval agrees with the verdict: nothing to explain
+    assert "straight line" not in fit.verdict()
+    fit.slope_hi, fit.decided_by = 0.01, "curve"
+    assert "straight line" not in fit.verdict()
+
+
 def test_the_pooled_direction_is_asked_first_and_the_methods_after_it():
     """One level: the pooled fit at 5 %, then the methods with Holm among them; no pooled verdict (curves
     that differ): Holm among the methods from the start; two label noise levels share the 5 %."""
