@@ -159,8 +159,8 @@ class AlphaFFit:
             return f"not tested: {self.message}"
         if self.relation in ("inverse", "direct") and self.decided_by == "line" and self.slope_lo <= 0 <= self.slope_hi:
             # the two statistics disagree: say which one decided, so the interval beside the verdict is not misread
-            text += (f"; found by the test's straight line in ln f (slope {self.test_slope:+.2f} per tenfold change), "
-                     "the printed curve's interval, which also spends its width on the curve's bend, reaches 0")
+            text += (f"; the test's straight line in ln f found it (slope {self.test_slope:+.2f} per tenfold change): "
+                     "the printed curve's interval reaches 0 because it also spends its width on the curve's bend")
         if self.within:
             w = self.within
             text += (f". Within these {self.replicates} replicates (their cells pooled, conditional on their teachers "

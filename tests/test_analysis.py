@@ -122,7 +122,7 @@ def test_a_direction_found_by_the_line_says_so_when_the_curves_interval_reaches_
     fit = _fit("random", 0.001)
     fit.slope, fit.slope_lo, fit.slope_hi, fit.decided_by = -0.4, -0.85, 0.01, "line"
     adjust_directions([fit])
-    assert fit.relation == "inverse" and "straight line in ln f (slope -0.50" in fit.verdict()
+    assert fit.relation == "inverse" and "straight line in ln f found it (slope -0.50" in fit.verdict()
     fit.slope_hi = -0.02  # the interval agrees with the verdict: nothing to explain
     assert "straight line" not in fit.verdict()
     fit.slope_hi, fit.decided_by = 0.01, "curve"
