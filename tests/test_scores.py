@@ -225,8 +225,19 @@ def test_bad_requests_fail_before_compute(changes, message):
         ScoreRequest(**{"method": "el2n", **changes}).check()
 
 
-def test_scores_command_line(tmp_path):
+def test_scores_command_line(tmp_path, capsys, monkeypatch):
+    """The command as a user runs it, in fresh processes; its refusals in this one (a fresh process would
+    only pay torch's import again)."""
+    from trainables.scores import main as scores_main
+
+    def refusal(*args) -> tuple[int, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            scores_main(list(args))
+        return stop.value.code, capsys.readouterr().err
+
     env = {**os.environ, "KDSWEEP_ARTIFACTS": str(tmp_path / "store")}
+    monkeypatch.setenv("KDSWEEP_ARTIFACTS", str(tmp_path / "store"))
     command = [sys.executable, "-m", "trainables.scores", "--dataset", "digits", "--method", "el2n", "--seeds", "2",
                "--epochs", "3", "--precision", "fp32", "--out", str(tmp_path / "el2n.csv")]
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -240,12 +251,12 @@ def test_scores_command_line(tmp_path):
     import pandas as pd
 
     assert len(pd.read_csv(tmp_path / "el2n.csv")) == 1293
-    bad = subprocess.run(command[:5] + ["--method", "grnd"], capture_output=True, text=True, env=env, timeout=300)
-    assert bad.returncode == 2 and "unknown pruning method 'grnd'" in bad.stderr
+    code, err = refusal(*command[3:5], "--method", "grnd")
+    assert code == 2 and "unknown pruning method 'grnd'" in err
     # the method's own options, by name: a later epoch is another table; an option of another method is refused
     later = subprocess.run(command[:-2] + ["--option", "epoch_fraction=0.7"], capture_output=True, text=True, env=env,
                            timeout=300)
     assert later.returncode == 0, later.stderr
     assert json.loads(later.stdout.splitlines()[-1])["key"] != summary["key"]
-    wrong = subprocess.run(command + ["--option", "subset_fraction=0.5"], capture_output=True, text=True, env=env, timeout=300)
-    assert wrong.returncode == 2 and "el2n has the options epoch_fraction, not subset_fraction" in wrong.stderr
+    code, err = refusal(*command[3:], "--option", "subset_fraction=0.5")
+    assert code == 2 and "el2n has the options epoch_fraction, not subset_fraction" in err

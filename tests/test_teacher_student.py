@@ -101,9 +101,19 @@ def _cli(module, *args, env):
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_command_lines(tmp_path, digits_split):
-    """Both commands as a user runs them, in fresh processes."""
+def _usage_error(capsys, main, *args) -> tuple[int, str]:
+    """A command's refusal, in this process (a fresh one would only pay torch's import again)."""
+    with pytest.raises(SystemExit) as stop:
+        main([str(a) for a in args])
+    return stop.value.code, capsys.readouterr().err
+
+
+def test_command_lines(tmp_path, digits_split, capsys, monkeypatch):
+    """Both commands as a user runs them, in fresh processes; their refusals in this one."""
+    from trainables.student import main as student_main
+
     env = {**os.environ, "KDSWEEP_DATA_DIR": str(tmp_path)}
+    monkeypatch.setenv("KDSWEEP_DATA_DIR", str(tmp_path))
     checkpoint = tmp_path / "teacher.pt"
     teacher = _cli("trainables.teacher", "--dataset", "digits", "--epochs", 4, "--precision", "fp32", "--out", checkpoint, env=env)
     assert teacher.returncode == 0, teacher.stderr
@@ -122,10 +132,11 @@ def test_command_lines(tmp_path, digits_split):
     assert result["alpha"] == 0.7 and result["num_train"] == len(ids) and len(result["history"]) == 3
 
     np.savetxt(tmp_path / "leak.txt", np.concatenate([ids, digits_split.val_ids[:1]]), fmt="%d")
-    leak = _cli("trainables.student", *common, "--alpha", 0.7, "--subset-ids", tmp_path / "leak.txt", env=env)
-    assert leak.returncode != 0 and "not in the training split" in leak.stderr
+    capsys.readouterr()
+    code, err = _usage_error(capsys, student_main, *common, "--alpha", 0.7, "--subset-ids", tmp_path / "leak.txt")
+    assert code != 0 and "not in the training split" in err
 
-    bad = _cli("trainables.student", "--dataset", "digits", "--alpha", 1.5, env=env)
-    assert bad.returncode != 0 and "alpha must lie in [0, 1]" in bad.stderr
-    no_teacher = _cli("trainables.student", "--dataset", "digits", "--alpha", 0.5, env=env)
-    assert no_teacher.returncode != 0 and "needs --teacher" in no_teacher.stderr
+    code, err = _usage_error(capsys, student_main, "--dataset", "digits", "--alpha", 1.5)
+    assert code != 0 and "alpha must lie in [0, 1]" in err
+    code, err = _usage_error(capsys, student_main, "--dataset", "digits", "--alpha", 0.5)
+    assert code != 0 and "needs --teacher" in err
