@@ -9,8 +9,8 @@ Commands: ``python -m analysis.report EXPERIMENT`` (HTML report and its tables) 
 ``python -m analysis.predict EXPERIMENT --f 0.15`` (the recommended alpha).
 
 Modules: ``results`` (the tidy trials table), ``pooled`` (the pooled model of alpha*(f), Holm's and
-the graphical multiple-testing procedures), ``alpha_f`` (one pooled fit per method, the direction test with family-wise error
-control), ``optimum`` (per cell: measurements, the cell-alone diagnostic, KD gain with its interval),
+the graphical multiple-testing procedures), ``alpha_f`` (one pooled fit per method, the direction
+test with family-wise error control), ``optimum`` (per cell: measurements, the cell-alone diagnostic, KD gain with its interval),
 ``simulate`` (sweeps simulated from a known truth, for ``bench/bench_calibration.py`` and the tests),
 ``figures`` and ``report`` (``analyse``, ``build_report``; kept out of this namespace so that
 ``python -m analysis.report`` runs clean).

@@ -24,16 +24,18 @@ One row per cell. Three kinds of numbers, labelled as such in the report:
   ("measured"). The test set never chooses alpha: alpha* comes from validation accuracy only.
 
 KD gain: ``kd_gain_test`` is test accuracy at alpha* minus at alpha = 0 (``test_at_opt`` minus
-``test_at_zero``, each with its 95 % interval: the accuracy figure draws these two), both from the cell's quadratic
-(symmetric: it overstates the gain of a peak three times steeper on one side by up to 0.4 points; the
-README's shapes calibration) (test accuracy's evaluation noise is independent of the choice of alpha*; the training noise that a
-student's validation and test accuracies share is not, so a cell whose alpha* rides a lucky student
-inflates its gain a little: up to +0.3 points at f = 0.2 on simulated sweeps at the CIFAR-10 subset's
-noise, small against a cell's interval, not against the mean over many cells),
-with a 95 % interval (t with the noise's degrees of freedom; the noise of test accuracy is pooled
+``test_at_zero``, each with its 95 % interval: the accuracy figure draws these two), both from the
+cell's quadratic, with a 95 % interval (t with the noise's degrees of freedom; the noise of test accuracy is pooled
 over the report). ``kd_win`` is true only when the interval's lower end is above 0: a gain of 1e-16
 is not a win. ``kd_gain_val`` is the same on validation accuracy, which chose alpha* and so is
 optimistic; it carries no interval and no verdict.
+
+Two known biases of ``kd_gain_test``, measured on simulated sweeps at the CIFAR-10 subset's noise
+(small against one cell's interval, not against the mean over many cells; README, shapes):
+the quadratic is symmetric, so it overstates the gain of a peak three times steeper on one side by up
+to 0.4 points; and only test accuracy's evaluation noise is independent of the choice of alpha*, not
+the training noise a student's validation and test accuracies share, so an alpha* that rides a lucky
+student inflates the gain by up to 0.3 points at f = 0.2.
 """
 
 from __future__ import annotations

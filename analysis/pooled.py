@@ -71,8 +71,8 @@ printed is the printed curve's slope with its 95 % interval. Across the methods 
 the pooled group) the p-values go through a graphical procedure at 5 % (``graphical``; the pooled fit
 first, then Holm's step-down procedure among the methods, ``analysis.alpha_f.adjust_directions``),
 which bounds the family-wise error rate under any dependence between the tests (they share the f = 1
-cell). The error
-rates and the power against both kinds of truth are printed by ``bench/bench_calibration.py``.
+cell). The error rates and the power against both kinds of truth are printed by
+``bench/bench_calibration.py``.
 """
 
 from __future__ import annotations

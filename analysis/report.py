@@ -258,7 +258,8 @@ def _findings(analysis: Analysis) -> str:
                  for r in versus.itertuples()]
         items.append("<b>Random versus score-based pruning</b> at the smallest f (test accuracy with KD at α*, "
                      "random minus the method under the same teacher and labels, points, model predictions with "
-                     f"{LEVEL:.0%} intervals; without KD: the difference of the measured means of the α = 0 students, with its interval): "
+                     f"{LEVEL:.0%} intervals; without KD: the difference of the measured means of the α = 0 students, "
+                     "with its interval): "
                      + "; ".join(parts) + ".")
     tested = [fit for fit in analysis.fits if fit.relation in ("inverse", "direct", "no evidence")]
     if tested:

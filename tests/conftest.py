@@ -15,6 +15,15 @@ from contract.recipe import Recipe
 CPU = torch.device("cpu")
 
 
+def refusal(capsys, main, *args) -> tuple[int, str]:
+    """A command's refusal (exit code, stderr), run in this process: a fresh process would only pay
+    torch's import again; the commands' successful runs are tested in fresh processes."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main([str(a) for a in args])
+    return stop.value.code, capsys.readouterr().err
+
+
 @pytest.fixture(scope="session")
 def digits():
     return load_dataset("digits")

@@ -226,15 +226,9 @@ def test_bad_requests_fail_before_compute(changes, message):
 
 
 def test_scores_command_line(tmp_path, capsys, monkeypatch):
-    """The command as a user runs it, in fresh processes; its refusals in this one (a fresh process would
-    only pay torch's import again)."""
+    """The command as a user runs it, in fresh processes; its refusals in this one."""
+    from conftest import refusal
     from trainables.scores import main as scores_main
-
-    def refusal(*args) -> tuple[int, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as stop:
-            scores_main(list(args))
-        return stop.value.code, capsys.readouterr().err
 
     env = {**os.environ, "KDSWEEP_ARTIFACTS": str(tmp_path / "store")}
     monkeypatch.setenv("KDSWEEP_ARTIFACTS", str(tmp_path / "store"))
@@ -251,12 +245,12 @@ def test_scores_command_line(tmp_path, capsys, monkeypatch):
     import pandas as pd
 
     assert len(pd.read_csv(tmp_path / "el2n.csv")) == 1293
-    code, err = refusal(*command[3:5], "--method", "grnd")
+    code, err = refusal(capsys, scores_main, *command[3:5], "--method", "grnd")
     assert code == 2 and "unknown pruning method 'grnd'" in err
     # the method's own options, by name: a later epoch is another table; an option of another method is refused
     later = subprocess.run(command[:-2] + ["--option", "epoch_fraction=0.7"], capture_output=True, text=True, env=env,
                            timeout=300)
     assert later.returncode == 0, later.stderr
     assert json.loads(later.stdout.splitlines()[-1])["key"] != summary["key"]
-    code, err = refusal(*command[3:], "--option", "subset_fraction=0.5")
+    code, err = refusal(capsys, scores_main, *command[3:], "--option", "subset_fraction=0.5")
     assert code == 2 and "el2n has the options epoch_fraction, not subset_fraction" in err

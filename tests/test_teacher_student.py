@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CPU
+from conftest import CPU, refusal
 from search_spaces.defaults import defaults_for
 from trainables.splits import validation_split
 from trainables.selection import random_subset
@@ -101,13 +101,6 @@ def _cli(module, *args, env):
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
 
 
-def _usage_error(capsys, main, *args) -> tuple[int, str]:
-    """A command's refusal, in this process (a fresh one would only pay torch's import again)."""
-    with pytest.raises(SystemExit) as stop:
-        main([str(a) for a in args])
-    return stop.value.code, capsys.readouterr().err
-
-
 def test_command_lines(tmp_path, digits_split, capsys, monkeypatch):
     """Both commands as a user runs them, in fresh processes; their refusals in this one."""
     from trainables.student import main as student_main
@@ -132,11 +125,10 @@ def test_command_lines(tmp_path, digits_split, capsys, monkeypatch):
     assert result["alpha"] == 0.7 and result["num_train"] == len(ids) and len(result["history"]) == 3
 
     np.savetxt(tmp_path / "leak.txt", np.concatenate([ids, digits_split.val_ids[:1]]), fmt="%d")
-    capsys.readouterr()
-    code, err = _usage_error(capsys, student_main, *common, "--alpha", 0.7, "--subset-ids", tmp_path / "leak.txt")
+    code, err = refusal(capsys, student_main, *common, "--alpha", 0.7, "--subset-ids", tmp_path / "leak.txt")
     assert code != 0 and "not in the training split" in err
 
-    code, err = _usage_error(capsys, student_main, "--dataset", "digits", "--alpha", 1.5)
+    code, err = refusal(capsys, student_main, "--dataset", "digits", "--alpha", 1.5)
     assert code != 0 and "alpha must lie in [0, 1]" in err
-    code, err = _usage_error(capsys, student_main, "--dataset", "digits", "--alpha", 0.5)
+    code, err = refusal(capsys, student_main, "--dataset", "digits", "--alpha", 0.5)
     assert code != 0 and "needs --teacher" in err
