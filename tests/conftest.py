@@ -15,6 +15,48 @@ from contract.recipe import Recipe
 CPU = torch.device("cpu")
 
 
+# ---- one embedded Ray for the in-process sweeps that do not test Ray's own start and stop ----
+# Each sweep that starts its own Ray pays its start (about 3 s), its stop (1 s) and worker processes
+# that import torch again; a test that asks for ``embedded_ray`` runs its sweeps in the Ray this
+# process already runs (the driver uses it and leaves it up: sweep.ray_adapter.connect). Every other
+# test starts with no Ray in this process, so its sweeps start and stop their own, as a user's do.
+
+def start_embedded_ray() -> None:
+    import ray
+
+    from sweep import ray_adapter
+
+    if not ray.is_initialized():
+        ray_adapter.connect(None)  # what the driver starts: loopback only
+        ray_adapter.keep_running()  # the sweeps must not end it
+
+
+def end_ray_in_process() -> None:
+    import sys
+
+    ray = sys.modules.get("ray")  # never imported: nothing to end
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def embedded_ray():
+    start_embedded_ray()
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_unless_asked(request):
+    if "embedded_ray" not in request.fixturenames:
+        end_ray_in_process()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_ray_at_exit():
+    yield
+    end_ray_in_process()
+
+
 def refusal(capsys, main, *args) -> tuple[int, str]:
     """A command's refusal (exit code, stderr), run in this process: a fresh process would only pay
     torch's import again; the commands' successful runs are tested in fresh processes."""

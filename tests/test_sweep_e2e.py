@@ -1,4 +1,7 @@
-"""End-to-end sweeps on digits with real Ray (embedded, and a two-node cluster on this machine)."""
+"""End-to-end sweeps on digits with real Ray (embedded, and a two-node cluster on this machine).
+
+The in-process sweeps first, in one embedded Ray (conftest ``embedded_ray``); the loopback test and the
+subprocess drivers start their own, as a user's do; the two-node cluster's tests last."""
 
 import ast
 import json
@@ -28,7 +31,7 @@ def studies(path):
             for s in optuna.get_all_study_summaries(storage)}
 
 
-def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path, capsys):
+def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(embedded_ray, tmp_path, capsys):
     assert main([*SMALL, "--storage", str(tmp_path), "--name", "first"]) == 0
     out = capsys.readouterr().out
     assert "teachers: 1 (0 reused" in out and "scores: 2 tables (0 reused" in out
@@ -86,8 +89,18 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(tmp_path
         main([*SMALL, "--storage", str(tmp_path), "--name", "second"])
     assert "already exists" in capsys.readouterr().err
 
+    # the sweeps ran in the Ray this process already ran, and left it running (a notebook's stays up);
+    # another cluster's address is refused rather than silently ignored
+    import ray
 
-def test_a_label_noise_sweep_gives_every_level_its_own_teacher_scores_and_studies(tmp_path):
+    from sweep import ray_adapter
+
+    assert ray.is_initialized()
+    with pytest.raises(ValueError, match="this process already runs Ray"):
+        ray_adapter.connect("127.0.0.1:1")
+
+
+def test_a_label_noise_sweep_gives_every_level_its_own_teacher_scores_and_studies(embedded_ray, tmp_path):
     import json
 
     from trainables.artifacts import ArtifactStore
@@ -119,80 +132,6 @@ def test_a_label_noise_sweep_gives_every_level_its_own_teacher_scores_and_studie
     assert 'id="fig-kd-noise"' in page and "KD gain versus label noise" in page
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": False},
-    )
-    cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster.address
-    cluster.shutdown()
-
-
-def test_sweep_on_a_two_node_cluster_uses_both_nodes(two_nodes, tmp_path):
-    assert main([*SMALL, "--storage", str(tmp_path), "--name", "cluster", "--address", two_nodes]) == 0
-    results = pd.read_csv(tmp_path / "cluster" / "results.csv")
-    assert (results["status"] == "completed").all() and len(results) == 6
-    assert results["node_id"].nunique() == 2
-
-
-def test_a_crashed_trial_is_retried_from_its_checkpoint(two_nodes, tmp_path, monkeypatch):
-    crashes = tmp_path / "crashes"
-    monkeypatch.setenv("KDSWEEP_TEST_CRASH_ONCE", str(crashes))
-    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.5",
-            "--trials-per-cell", "2", "--storage", str(tmp_path), "--name", "crash", "--address", two_nodes]
-    assert main(args) == 0
-    assert len(os.listdir(crashes)) == 1  # the cell's cohort crashed once ...
-    results = pd.read_csv(tmp_path / "crash" / "results.csv")
-    assert (results["status"] == "completed").all()  # ... and was retried to completion
-    assert (results["resumed_from_epoch"] == 2).all()  # from its epoch-2 checkpoint, not from scratch
-    assert (results["epochs_run"] == 4).all()
-
-
-def _completed(journal):
-    if not journal.exists():
-        return 0
-    try:
-        return sum(
-            t.state == optuna.trial.TrialState.COMPLETE for s in studies(journal).values() for t in s.trials
-        )
-    except Exception:  # the journal is being written
-        return 0
-
-
-def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_path):
-    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
-            "1.0", "--trials-per-cell", "4", "--cohort-size", "2", "--storage", str(tmp_path / "old"), "--name", "killed",
-            "--address", two_nodes]
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    journal = tmp_path / "old" / "killed" / "optuna.journal"
-    deadline = time.time() + 240
-    while _completed(journal) < 2 and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.5)
-    assert driver.poll() is None, "the sweep finished before it could be killed"
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    done_before = _completed(journal)
-    assert 2 <= done_before < 8
-
-    assert main(["--resume", "--name", "killed", "--storage", str(tmp_path / "old"), "--address", two_nodes]) == 0
-    results = pd.read_csv(tmp_path / "old" / "killed" / "results.csv")
-    assert len(results) == 8 and (results["status"] == "completed").all()
-    assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()  # every member exactly once
-    assert results.groupby("cohort").size().eq(2).all() and results["cohort"].nunique() == 4
-    found = studies(journal)
-    assert len(found) == 2
-    for study in found.values():
-        assert len(study.trials) == 4  # the full history, no trial asked twice
-        assert len({t.params["alpha"] for t in study.trials}) == 4  # and no alpha asked twice
-        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-
-
 TINY = ["--dataset", "digits", "--profile", "smoke", "--epochs", "1", "--methods", "el2n", "--fractions", "0.3",
         "--trials-per-cell", "1", "--score-seeds", "1"]
 
@@ -209,7 +148,7 @@ def _kept(store_root, score_key, strategy, class_balanced, replicate=0):
     return subset_digest(ids)
 
 
-def test_selection_options_and_an_sqlite_optuna_storage_go_through_a_sweep(tmp_path, capsys, monkeypatch):
+def test_selection_options_and_an_sqlite_optuna_storage_go_through_a_sweep(embedded_ray, tmp_path, capsys, monkeypatch):
     db = f"sqlite:///{tmp_path / 'studies.db'}"
     args = [*TINY, "--storage", str(tmp_path), "--name", "easy", "--selection", "easy", "--class-balanced",
             "--optuna-storage", db]
@@ -242,7 +181,7 @@ def test_selection_options_and_an_sqlite_optuna_storage_go_through_a_sweep(tmp_p
     assert "gone from" in capsys.readouterr().err
 
 
-def test_ccs_selection_on_a_file_uri_storage(tmp_path):
+def test_ccs_selection_on_a_file_uri_storage(embedded_ray, tmp_path):
     assert main([*TINY, "--storage", f"file://{tmp_path}", "--name", "ccs", "--selection", "ccs"]) == 0
     row = pd.read_csv(tmp_path / "ccs" / "results.csv").iloc[0]
     assert row["status"] == "completed" and row["selection"] == "ccs"
@@ -250,11 +189,72 @@ def test_ccs_selection_on_a_file_uri_storage(tmp_path):
     assert (tmp_path / "ccs" / "optuna.journal").exists()  # the default journal, opened as a file, not a database
 
 
-def test_a_trial_no_node_can_fit_is_refused_instead_of_waiting_forever(tmp_path, capsys):
+def test_a_trial_no_node_can_fit_is_refused_instead_of_waiting_forever(embedded_ray, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*TINY, "--storage", str(tmp_path), "--name", "big", "--cpus-per-cohort", "64"])
     assert exit_.value.code == 2
     assert "a trial asks for 64 CPU and 0 GPU" in capsys.readouterr().err
+
+
+def _completed(journal):
+    if not journal.exists():
+        return 0
+    try:
+        return sum(
+            t.state == optuna.trial.TrialState.COMPLETE for s in studies(journal).values() for t in s.trials
+        )
+    except Exception:  # the journal is being written
+        return 0
+
+
+def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(embedded_ray, tmp_path):
+    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
+            "1.0", "--trials-per-cell", "2", "--cohort-size", "1", "--storage", str(tmp_path), "--name", "interrupted",
+            "--max-concurrent", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    journal = tmp_path / "interrupted" / "optuna.journal"
+    deadline = time.time() + 240
+    while _completed(journal) < 1 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    assert driver.poll() is None, "the sweep finished before Ctrl-C"
+    os.kill(driver.pid, signal.SIGINT)  # what Ctrl-C sends the driver
+    out, _ = driver.communicate(timeout=240)
+    assert driver.returncode == 130, out[-3000:]
+    assert f"python -m sweep.run --resume --name interrupted --storage {tmp_path}" in out
+    results = pd.read_csv(tmp_path / "interrupted" / "results.csv")
+    assert 1 <= len(results) < 4 and results["val_acc"].notna().all()  # no blank row for a trial that never ran
+    assert set(results["status"]) <= {"completed", "interrupted"} and (results["status"] == "completed").any()
+    assert (tmp_path / "interrupted" / "report.html").exists()  # a report of what finished
+
+    assert main(["--resume", "--name", "interrupted", "--storage", str(tmp_path)]) == 0
+    results = pd.read_csv(tmp_path / "interrupted" / "results.csv")
+    assert len(results) == 4 and (results["status"] == "completed").all()
+
+
+def test_a_score_option_reaches_the_score_table_and_its_key(embedded_ray, tmp_path, capsys):
+    """``--score-option memorization.scores_file=FILE``: the sweep prunes by the precomputed scores (the
+    students train on the examples the file ranks hardest) and the table's key names the file."""
+
+    from contract import subset_digest
+    from trainables.datasets import load_dataset
+    from trainables.splits import validation_split
+    from trainables.selection import select
+
+    digits = load_dataset("digits")
+    scores = np.arange(digits.num_train, dtype=float)[::-1].copy()  # the lowest ids are the "hardest"
+    np.savez(tmp_path / "mem.npz", ids=np.arange(digits.num_train), scores=scores)
+    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "2", "--methods", "memorization", "--fractions", "0.3",
+            "--trials-per-cell", "1", "--score-option", f"memorization.scores_file={tmp_path / 'mem.npz'}",
+            "--storage", str(tmp_path), "--name", "mem"]
+    assert main(args) == 0
+    assert "scores: 1 tables (0 reused from the artifact cache, 0 scoring runs computed)" in capsys.readouterr().out
+    row = pd.read_csv(tmp_path / "mem" / "results.csv").query("method == 'memorization'").iloc[0]
+    split = validation_split(digits.y_train, 0.1, seed=0)
+    kept = select(split.train_ids, scores[split.train_ids], digits.y_train[split.train_ids], 0.3, higher_is_harder=True)
+    assert row["subset_digest"] == subset_digest(kept) and kept.max() < digits.num_train * 0.5
+    sweep = json.loads((tmp_path / "mem" / "sweep.json").read_text())
+    assert sweep["score_options"] == {"memorization": {"scores_file": str(tmp_path / "mem.npz")}}
 
 
 def test_the_embedded_ray_listens_on_loopback_only():
@@ -279,31 +279,6 @@ def test_the_embedded_ray_listens_on_loopback_only():
     # every socket the GCS, the raylet, the agents and the workers listen on is a loopback address
     listening = ast.literal_eval(sockets)
     assert listening and set(listening) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
-
-
-def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(tmp_path):
-    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
-            "1.0", "--trials-per-cell", "2", "--cohort-size", "1", "--storage", str(tmp_path), "--name", "interrupted",
-            "--max-concurrent", "1"]
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    journal = tmp_path / "interrupted" / "optuna.journal"
-    deadline = time.time() + 240
-    while _completed(journal) < 1 and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.5)
-    assert driver.poll() is None, "the sweep finished before Ctrl-C"
-    os.kill(driver.pid, signal.SIGINT)  # what Ctrl-C sends the driver
-    out, _ = driver.communicate(timeout=240)
-    assert driver.returncode == 130, out[-3000:]
-    assert f"python -m sweep.run --resume --name interrupted --storage {tmp_path}" in out
-    results = pd.read_csv(tmp_path / "interrupted" / "results.csv")
-    assert 1 <= len(results) < 4 and results["val_acc"].notna().all()  # no blank row for a trial that never ran
-    assert set(results["status"]) <= {"completed", "interrupted"} and (results["status"] == "completed").any()
-    assert (tmp_path / "interrupted" / "report.html").exists()  # a report of what finished
-
-    assert main(["--resume", "--name", "interrupted", "--storage", str(tmp_path)]) == 0
-    results = pd.read_csv(tmp_path / "interrupted" / "results.csv")
-    assert len(results) == 4 and (results["status"] == "completed").all()
 
 
 def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_own_rows(tmp_path):
@@ -346,26 +321,64 @@ def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_o
     pd.testing.assert_frame_equal(rebuilt[columns].reset_index(drop=True), written[columns].reset_index(drop=True))
 
 
-def test_a_score_option_reaches_the_score_table_and_its_key(tmp_path, capsys):
-    """``--score-option memorization.scores_file=FILE``: the sweep prunes by the precomputed scores (the
-    students train on the examples the file ranks hardest) and the table's key names the file."""
+@pytest.fixture(scope="module")
+def two_nodes():
+    from ray.cluster_utils import Cluster
 
-    from contract import subset_digest
-    from trainables.datasets import load_dataset
-    from trainables.splits import validation_split
-    from trainables.selection import select
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": False},
+    )
+    cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster.address
+    cluster.shutdown()
 
-    digits = load_dataset("digits")
-    scores = np.arange(digits.num_train, dtype=float)[::-1].copy()  # the lowest ids are the "hardest"
-    np.savez(tmp_path / "mem.npz", ids=np.arange(digits.num_train), scores=scores)
-    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "2", "--methods", "memorization", "--fractions", "0.3",
-            "--trials-per-cell", "1", "--score-option", f"memorization.scores_file={tmp_path / 'mem.npz'}",
-            "--storage", str(tmp_path), "--name", "mem"]
+
+def test_sweep_on_a_two_node_cluster_uses_both_nodes(two_nodes, tmp_path):
+    assert main([*SMALL, "--storage", str(tmp_path), "--name", "cluster", "--address", two_nodes]) == 0
+    results = pd.read_csv(tmp_path / "cluster" / "results.csv")
+    assert (results["status"] == "completed").all() and len(results) == 6
+    assert results["node_id"].nunique() == 2
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint(two_nodes, tmp_path, monkeypatch):
+    crashes = tmp_path / "crashes"
+    monkeypatch.setenv("KDSWEEP_TEST_CRASH_ONCE", str(crashes))
+    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.5",
+            "--trials-per-cell", "2", "--storage", str(tmp_path), "--name", "crash", "--address", two_nodes]
     assert main(args) == 0
-    assert "scores: 1 tables (0 reused from the artifact cache, 0 scoring runs computed)" in capsys.readouterr().out
-    row = pd.read_csv(tmp_path / "mem" / "results.csv").query("method == 'memorization'").iloc[0]
-    split = validation_split(digits.y_train, 0.1, seed=0)
-    kept = select(split.train_ids, scores[split.train_ids], digits.y_train[split.train_ids], 0.3, higher_is_harder=True)
-    assert row["subset_digest"] == subset_digest(kept) and kept.max() < digits.num_train * 0.5
-    sweep = json.loads((tmp_path / "mem" / "sweep.json").read_text())
-    assert sweep["score_options"] == {"memorization": {"scores_file": str(tmp_path / "mem.npz")}}
+    assert len(os.listdir(crashes)) == 1  # the cell's cohort crashed once ...
+    results = pd.read_csv(tmp_path / "crash" / "results.csv")
+    assert (results["status"] == "completed").all()  # ... and was retried to completion
+    assert (results["resumed_from_epoch"] == 2).all()  # from its epoch-2 checkpoint, not from scratch
+    assert (results["epochs_run"] == 4).all()
+
+
+def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_path):
+    args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
+            "1.0", "--trials-per-cell", "4", "--cohort-size", "2", "--storage", str(tmp_path / "old"), "--name", "killed",
+            "--address", two_nodes]
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    journal = tmp_path / "old" / "killed" / "optuna.journal"
+    deadline = time.time() + 240
+    while _completed(journal) < 2 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    assert driver.poll() is None, "the sweep finished before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done_before = _completed(journal)
+    assert 2 <= done_before < 8
+
+    assert main(["--resume", "--name", "killed", "--storage", str(tmp_path / "old"), "--address", two_nodes]) == 0
+    results = pd.read_csv(tmp_path / "old" / "killed" / "results.csv")
+    assert len(results) == 8 and (results["status"] == "completed").all()
+    assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()  # every member exactly once
+    assert results.groupby("cohort").size().eq(2).all() and results["cohort"].nunique() == 4
+    found = studies(journal)
+    assert len(found) == 2
+    for study in found.values():
+        assert len(study.trials) == 4  # the full history, no trial asked twice
+        assert len({t.params["alpha"] for t in study.trials}) == 4  # and no alpha asked twice
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)

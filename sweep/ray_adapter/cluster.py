@@ -19,9 +19,21 @@ class ClusterUnreachableError(ConnectionError):
     """``--address`` names a cluster that cannot be reached."""
 
 
+_started_here = False  # whether connect() started or joined the Ray this process runs, so shutdown() ends it
+
+
 def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
-    """Start an embedded local Ray (``address=None``, bound to 127.0.0.1) or join a cluster."""
+    """Start an embedded local Ray (``address=None``, bound to 127.0.0.1) or join a cluster. In a
+    process that already runs Ray (a notebook's or a script's own ``ray.init``), the sweep uses that
+    one and leaves it running (``shutdown``)."""
+    global _started_here
     if ray.is_initialized():
+        running = ray.get_runtime_context().gcs_address
+        if address is not None and address != running:
+            # Ray allows one connection per process: joining another cluster would need ending the
+            # caller's, with whatever it holds.
+            raise ValueError(f"this process already runs Ray (at {running}), and a sweep in it uses that one: "
+                             f"leave --address {address} out, or end it (ray.shutdown()) before the sweep")
         return ray.cluster_resources()
     kwargs: dict[str, Any] = dict(log_to_driver=True, configure_logging=False)
     if address is None:
@@ -56,6 +68,7 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ClusterUnreachableError(f"cannot reach the Ray cluster at {address!r}: {error}") from None
+    _started_here = True
     return ray.cluster_resources()
 
 
@@ -225,9 +238,20 @@ def wait_for_fit(cpus: float, gpus: float, timeout_s: float, *, poll_s: float = 
     return unfit
 
 
+def keep_running() -> None:
+    """Hand the Ray that ``connect`` started to the caller: later sweeps in this process use it and
+    leave it running (a test session's, or a notebook's that wants the loopback binding)."""
+    global _started_here
+    _started_here = False
+
+
 def shutdown() -> None:
-    if ray.is_initialized():
+    """End the Ray connection that ``connect`` made (an embedded Ray stops with it: no trial process
+    is left to write); a Ray the caller started before the sweep stays up, with its processes."""
+    global _started_here
+    if _started_here and ray.is_initialized():
         ray.shutdown()
+    _started_here = False
 
 
 def cluster_gpus() -> float:
