@@ -40,126 +40,16 @@ import json
 import os
 import sys
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from analysis import figures  # noqa: E402
+from analysis.claims import (claim_capacity, claim_inverse, claim_kd_helps, claim_random_vs_scored, combine,  # noqa: E402
+                             interval, noise_mechanism, p_text, pts, write_figures, write_tables)
 from analysis.pooled import LEVEL  # noqa: E402
-from analysis.comparisons import kd_gain_by_noise, random_vs_scored, teacher_capacity  # noqa: E402
-from analysis.report import analyse, fit_document  # noqa: E402
-from contract import FULL  # noqa: E402
 
 SWEEPS = ("main", "small-teacher", "full-data")
 MAIN_TEACHER = "cnn3_w64"
-FIGURE_SIZE = {"width": 1100, "height": 620}
-
-
-def pts(value: float) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{100 * value:+.1f}"
-
-
-def interval(value: float, lo: float, hi: float) -> str:
-    return f"{pts(value)} [{pts(lo)}, {pts(hi)}]"
-
-
-def combine(runs: str) -> pd.DataFrame:
-    frames = []
-    for sweep in SWEEPS:
-        path = os.path.join(runs, sweep, "results.csv")
-        if not os.path.exists(path):
-            raise SystemExit(f"{path} is missing: run studies/cifar10_subset/run.sh first (or pass --runs)")
-        frames.append(pd.read_csv(path))
-    return pd.concat(frames, ignore_index=True)
-
-
-def claim_kd_helps(cells: pd.DataFrame, t: float) -> dict:
-    pruned = cells[(cells["method"] != FULL) & cells["kd_gain_test"].notna()]
-    by = kd_gain_by_noise(pruned, t, by=("label_noise", "fraction"))
-    rows = [{"label_noise": r.label_noise, "fraction": r.fraction, "gain": r.gain, "lo": r.lo, "hi": r.hi,
-             "cells": int(r.cells), "wins": int(r.wins)} for r in by.itertuples()]
-    every_interval = bool(len(by)) and bool((by["lo"] > 0).all())
-    every_cell = bool(len(pruned)) and bool((pruned["kd_gain_test"] > 0).all())
-    verdict = "reproduced" if every_interval and every_cell else "partly reproduced" if (by["lo"] > 0).any() else "not reproduced"
-    per_cell = [{"label_noise": r.label_noise, "fraction": r.fraction, "method": r.method,
-                 "no_kd": r.baseline_test_acc, "kd": r.test_at_opt, "gain": r.kd_gain_test,
-                 "lo": r.kd_gain_test_lo, "hi": r.kd_gain_test_hi}
-                for r in pruned.sort_values(["label_noise", "fraction", "method"]).itertuples()]
-    return {"verdict": verdict, "by_f": rows, "per_cell": per_cell, "cells": int(len(pruned)), "cells_positive": int((pruned["kd_gain_test"] > 0).sum()),
-            "cells_win": int(pruned["kd_win"].sum()), "min_gain": float(pruned["kd_gain_test"].min()),
-            "max_gain": float(pruned["kd_gain_test"].max())}
-
-
-def noise_mechanism(cells: pd.DataFrame, t: float) -> dict:
-    """The paper's explanation, tested with the label-noise axis: per method, the mean KD gain over the
-    fractions at the highest P minus at P = 0, with its interval (cells are independent)."""
-    pruned = cells[(cells["method"] != FULL) & cells["kd_gain_test"].notna()]
-    by = kd_gain_by_noise(pruned, t, by=("method", "label_noise"))
-    rows = []
-    for method, part in by.groupby("method"):
-        low, high = part.iloc[0], part.iloc[-1]
-        diff, se = float(high["gain"] - low["gain"]), float(np.hypot(high["se"], low["se"]))
-        rows.append({"method": method, "low_p": low["label_noise"], "high_p": high["label_noise"],
-                     "gain_low": low["gain"], "gain_high": high["gain"], "diff": diff, "lo": diff - t * se, "hi": diff + t * se})
-    verdict = ", ".join(f"{r['method']}: " + ("more gain under noise" if r["lo"] > 0 else "less gain under noise" if r["hi"] < 0
-                                            else "no difference shown") for r in rows)
-    return {"verdict": verdict, "rows": rows}
-
-
-def claim_random_vs_scored(cells: pd.DataFrame, t: float) -> dict:
-    fractions = sorted(cells.loc[cells["method"] == "random", "fraction"].unique())
-    table = pd.concat([random_vs_scored(cells, t, fraction=f) for f in fractions], ignore_index=True)
-    table = table.sort_values(["label_noise", "method", "fraction"])
-    smallest, largest = table[table["fraction"] == fractions[0]], table[table["fraction"] == fractions[-1]]
-    below = bool((smallest["hi"] < 0).any())
-    beats = bool((smallest["lo"] > 0).all())
-    grows = bool((smallest["diff"].to_numpy() > largest["diff"].to_numpy()).all())
-    verdict = ("not reproduced" if below else
-               ("reproduced (beats)" if beats else "reproduced (matches)") if grows else "partly reproduced")
-    return {"verdict": verdict, "rows": table.to_dict("records")}
-
-
-def claim_inverse(fits) -> dict:
-    rows = [{"group": fit.group, "method": fit.method, "label_noise": fit.context["label_noise"],
-             "alpha": dict(zip((f"{f:g}" for f in fit.f), map(float, fit.alpha))),
-             "slope": fit.slope, "slope_lo": fit.slope_lo, "slope_hi": fit.slope_hi, "p": fit.p_value,
-             "p_adjusted": fit.p_adjusted, "relation": fit.relation} for fit in fits]
-    relations = [r["relation"] for r in rows if r["method"] != "pooled"]
-    verdict = ("reproduced" if relations and all(r == "inverse" for r in relations)
-               else "contrary" if "direct" in relations
-               else "partly reproduced" if "inverse" in relations or any(r["relation"] == "inverse" for r in rows)
-               else "not shown at this budget")
-    return {"verdict": verdict, "fits": rows}
-
-
-def claim_capacity(cells: pd.DataFrame, t: float) -> dict:
-    table = teacher_capacity(cells, t)
-    small = table[table["fraction"] <= 0.2]
-    verdict = ("reproduced" if (small["lo"] > 0).any() else
-               "contrary" if len(small) and (small["hi"] < 0).all() else "inconclusive")
-    return {"verdict": verdict, "rows": table.to_dict("records")}
-
-
-def write_figures(cells: pd.DataFrame, fits, t: float, out: str) -> list[str]:
-    folder = os.path.join(out, "figures")
-    os.makedirs(folder, exist_ok=True)
-    main = cells[cells["teacher_arch"] == MAIN_TEACHER]
-    main_fits = [fit for fit in fits if fit.context["teacher_arch"] == MAIN_TEACHER]
-    wanted = {
-        "alpha_vs_f.png": figures.alpha_vs_f(main, main_fits),
-        "kd_vs_no_kd.png": figures.accuracy_vs_f(main),
-        "kd_gain_vs_label_noise.png": figures.kd_gain_vs_noise(kd_gain_by_noise(main, t)),
-        "teacher_capacity.png": figures.accuracy_by_teacher(cells[cells["label_noise"] == 0], t),
-    }
-    paths = []
-    for name, figure in wanted.items():
-        path = os.path.join(folder, name)
-        figure.update_layout(title_font_size=15)
-        figure.write_image(path, width=FIGURE_SIZE["width"], height=max(FIGURE_SIZE["height"], figure.layout.height or 0),
-                           scale=1)
-        paths.append(path)
-    return paths
 
 
 def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) -> str:
@@ -224,11 +114,6 @@ def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) 
     return "\n".join(lines)
 
 
-def p_text(p: float, adjusted: float) -> str:
-    """"p (adjusted p)", or a dash for a fit that was not tested (the pooled fit of methods whose curves differ)."""
-    return "–" if p != p else f"{p:.3f} ({adjusted:.3f})"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/cifar10_subset", help="the study's --storage (default %(default)s)")
@@ -239,19 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.makedirs(args.out, exist_ok=True)
-    trials = pd.read_csv(args.results) if args.results else combine(args.runs)
+    trials = pd.read_csv(args.results) if args.results else combine(args.runs, SWEEPS, "run studies/cifar10_subset/run.sh first")
     results = os.path.join(args.out, "results.csv")
     if not (args.results and os.path.abspath(args.results) == os.path.abspath(results)):
         trials.to_csv(results, index=False)
-    analysis = analyse(results, n_boot=1000, seed=0)
+    analysis = write_tables(results, args.out)
     cells, fits, optima = analysis.cells, analysis.fits, analysis.optima
     t = optima.t_test
-    cells.drop(columns=["curve"]).to_csv(os.path.join(args.out, "cells.csv"), index=False)
-    document = fit_document(analysis)
-    document.pop("location", None)
-    document.pop("generated_at", None)  # the file changes only when the study's numbers do
-    with open(os.path.join(args.out, "fit.json"), "w") as handle:
-        json.dump(document, handle, indent=1)
 
     main_cells = cells[cells["teacher_arch"] == MAIN_TEACHER]
     claims = {
@@ -270,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, "findings.md"), "w") as handle:
         handle.write(findings_markdown(claims, teachers, sigma, len(trials)))
     if not args.no_figures:
-        write_figures(cells, fits, t, args.out)
+        write_figures(cells, fits, t, args.out, MAIN_TEACHER)
     for name, claim in claims.items():
         print(f"{name}: {claim['verdict']}")
     print(f"written to {args.out}: results.csv, cells.csv, fit.json, claims.json, findings.md"
