@@ -184,7 +184,7 @@ def write_figures(cells: pd.DataFrame, fits, t: float, out: str, main_teacher: s
         "alpha_vs_f.png": figures.alpha_vs_f(main, main_fits),
         "kd_vs_no_kd.png": figures.accuracy_vs_f(main),
         "kd_gain_vs_label_noise.png": figures.kd_gain_vs_noise(kd_gain_by_noise(main, t)),
-        "teacher_capacity.png": figures.accuracy_by_teacher(cells[cells["label_noise"] == 0], t),
+        "teacher_capacity.png": figures.accuracy_by_teacher(cells[cells["label_noise"] == 0]),
     }
     paths = []
     for name, figure in wanted.items():
