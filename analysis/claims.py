@@ -116,7 +116,8 @@ def claim_random_vs_scored(cells: pd.DataFrame, t: float) -> dict:
 def claim_inverse(fits, decided_by: str = "every method") -> dict:
     """The alpha-f fits' directions (after the report's multiple-testing procedure). ``decided_by``
     "every method": *reproduced* when every method's relation is "inverse", *partly* when one is (or
-    the pooled fit); "pooled": *reproduced* when the pooled fit over the methods says "inverse". Either
+    the pooled fit); "pooled": *reproduced* when the pooled fit over the methods says "inverse", and
+    where the methods' curves differ too much to pool ("not pooled"), by every method as above. Either
     way "direct" is *contrary* and no direction is *not shown at this budget*."""
     rows = [{"group": fit.group, "method": fit.method, "label_noise": fit.context["label_noise"],
              "alpha": dict(zip((f"{f:g}" for f in fit.f), map(float, fit.alpha))),
@@ -128,7 +129,7 @@ def claim_inverse(fits, decided_by: str = "every method") -> dict:
             row["within"] = fit.within.get("relation") if fit.within else None
     relations = [r["relation"] for r in rows if r["method"] != "pooled"]
     pooled = [r["relation"] for r in rows if r["method"] == "pooled"]
-    if decided_by == "pooled":
+    if decided_by == "pooled" and pooled and all(r != "not pooled" for r in pooled):
         verdict = ("reproduced" if pooled and all(r == "inverse" for r in pooled)
                    else "contrary" if "direct" in pooled or "direct" in relations
                    else "partly reproduced" if "inverse" in relations
