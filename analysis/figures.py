@@ -227,7 +227,7 @@ def accuracy_vs_f(cells: pd.DataFrame) -> go.Figure:
 
 
 def val_vs_alpha(trials: pd.DataFrame, cells: pd.DataFrame) -> go.Figure:
-    """Small multiples (method x f): every searched point, the fitted quadratic, the optimum and its interval."""
+    """Small multiples (method x f): every searched point, the cell's own peaked curve, the optimum and its interval."""
     methods = _methods(cells)
     fractions = sorted(cells["fraction"].unique())
     colors = method_colors(methods)
