@@ -184,9 +184,12 @@ def write_figures(cells: pd.DataFrame, fits, t: float, out: str, main_teacher: s
     wanted = {
         "alpha_vs_f.png": figures.alpha_vs_f(main, main_fits),
         "kd_vs_no_kd.png": figures.accuracy_vs_f(main),
-        "kd_gain_vs_label_noise.png": figures.kd_gain_vs_noise(kd_gain_by_noise(main, t)),
-        "teacher_capacity.png": figures.accuracy_by_teacher(cells[cells["label_noise"] == 0]),
     }
+    # the comparisons only where the study has their axis (a study that runs in parts may not yet)
+    if main["label_noise"].nunique() > 1:
+        wanted["kd_gain_vs_label_noise.png"] = figures.kd_gain_vs_noise(kd_gain_by_noise(main, t))
+    if cells["teacher_arch"].nunique() > 1:
+        wanted["teacher_capacity.png"] = figures.accuracy_by_teacher(cells[cells["label_noise"] == 0])
     paths = []
     for name, figure in wanted.items():
         path = os.path.join(folder, name)

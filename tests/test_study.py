@@ -1,9 +1,8 @@
-"""The committed CIFAR-10 subset study: its findings are what its committed results table gives.
+"""The committed studies on CIFAR-10 images: their findings are what their committed results tables give.
 
-The README's section "What it finds on real images" quotes `studies/cifar10_subset/findings.md`; this
-fails when a change to the analysis would change those numbers or verdicts without the study's files
-being written again (`python studies/cifar10_subset/analyse.py --results studies/cifar10_subset/results.csv
---out studies/cifar10_subset`)."""
+The README's section "What it finds on real images" quotes each study's `findings.md`; this fails when
+a change to the analysis would change those numbers or verdicts without the study's files being
+written again (`python studies/STUDY/analyse.py --results studies/STUDY/results.csv --out studies/STUDY`)."""
 
 import importlib.util
 import json
@@ -12,11 +11,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-STUDY = Path(__file__).resolve().parents[1] / "studies" / "cifar10_subset"
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+STUDY = STUDIES / "cifar10_subset"
+# what the README states of each study's claims
+STATED = {
+    "cifar10_subset": {"kd_helps": "reproduced", "random_vs_scored": "reproduced (beats)"},
+    "cifar10_self_distillation": {"kd_helps": "reproduced", "random_vs_scored": "reproduced (matches)",
+                                  "inverse_alpha_f": "reproduced"},
+}
 
 
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"study_{name}", STUDY / f"{name}.py")
+def load(name, study=STUDY):
+    spec = importlib.util.spec_from_file_location(f"study_{study.name}_{name}", study / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -32,10 +38,12 @@ def flat(document, prefix=""):
     return {prefix: document}
 
 
-def test_the_committed_findings_are_what_the_committed_results_give(tmp_path):
-    load("analyse").main(["--results", str(STUDY / "results.csv"), "--out", str(tmp_path), "--no-figures"])
-    assert (tmp_path / "findings.md").read_text() == (STUDY / "findings.md").read_text()
-    made, committed = (json.loads(p.read_text()) for p in (tmp_path / "claims.json", STUDY / "claims.json"))
+@pytest.mark.parametrize("name", sorted(STATED))
+def test_the_committed_findings_are_what_the_committed_results_give(name, tmp_path):
+    study = STUDIES / name
+    load("analyse", study).main(["--results", str(study / "results.csv"), "--out", str(tmp_path), "--no-figures"])
+    assert (tmp_path / "findings.md").read_text() == (study / "findings.md").read_text()
+    made, committed = (json.loads(p.read_text()) for p in (tmp_path / "claims.json", study / "claims.json"))
     leaves, committed_leaves = flat(made), flat(committed)
     assert leaves.keys() == committed_leaves.keys()
     numbers = [k for k, v in committed_leaves.items() if isinstance(v, float)]
@@ -43,10 +51,9 @@ def test_the_committed_findings_are_what_the_committed_results_give(tmp_path):
                                                          nan_ok=True)
     assert ({k: v for k, v in leaves.items() if k not in numbers}
             == {k: v for k, v in committed_leaves.items() if k not in numbers})
-    assert {c: committed["claims"][c]["verdict"] for c in ("kd_helps", "random_vs_scored")} == {
-        "kd_helps": "reproduced", "random_vs_scored": "reproduced (beats)"}  # what the README states
+    assert {c: committed["claims"][c]["verdict"] for c in STATED[name]} == STATED[name]
     cells = pd.read_csv(tmp_path / "cells.csv")
-    pd.testing.assert_frame_equal(cells, pd.read_csv(STUDY / "cells.csv"), rtol=1e-9)
+    pd.testing.assert_frame_equal(cells, pd.read_csv(study / "cells.csv"), rtol=1e-9)
 
 
 def test_compare_matches_students_one_to_one_and_sees_a_changed_accuracy():
