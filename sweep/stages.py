@@ -151,11 +151,12 @@ def run_scores(plan: SweepPlan, datasets: dict, dataset_refs: dict, split: Split
         else:
             missing.append((ref, noise, score_request(plan, method, replicate)))
     calls, labels = [], []
-    for _, noise, request in missing:
+    several = len(plan.config.replicates) > 1  # then each line names its table's replicate, as the teachers' do
+    for ref, noise, request in missing:
         for i in range(SCORERS.get(request.method).num_runs(request)):
             calls.append(dict(dataset=dataset_refs[noise], split=split, request=request, index=i, store_root=store.root,
                               allow_cpu_fallback=allow_cpu_fallback))
-            labels.append(f"{request.method}{f'|noise={noise}' if noise > 0 else ''} run {i}")
+            labels.append(f"{ref if several else request.method + (f'|noise={noise}' if noise > 0 else '')} run {i}")
     progress = StageProgress("scoring runs", len(calls))
     on_nodes = ray_adapter.alive_nodes() > 1
     runs = ray_adapter.run_tasks(
