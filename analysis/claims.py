@@ -9,6 +9,7 @@ one replicate's teacher and subsets.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -35,15 +36,40 @@ def p_text(p: float, adjusted: float) -> str:
     return "–" if p != p else f"{p:.3f} ({adjusted:.3f})"
 
 
-def combine(runs: str, sweeps: tuple[str, ...], how: str) -> pd.DataFrame:
-    """The study's sweeps' results.csv under ``runs``, one table; ``how`` says how to make a missing one."""
-    frames = []
-    for sweep in sweeps:
-        path = os.path.join(runs, sweep, "results.csv")
-        if not os.path.exists(path):
+def study_arguments(doc: str, script: str, runs: str, parts: str = "sweeps") -> argparse.ArgumentParser:
+    """The command line every study's ``analyse.py`` takes (``doc``: its docstring; ``script``: its
+    ``__file__``, whose folder is the default ``--out``; ``runs``: the default ``--runs``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", default=runs, help="the study's --storage (default %(default)s)")
+    parser.add_argument("--out", default=os.path.dirname(os.path.abspath(script)), help="where the study's files go")
+    parser.add_argument("--results", help="analyse this combined results.csv (such as the committed one) "
+                                           f"instead of the {parts} under --runs")
+    parser.add_argument("--no-figures", action="store_true", help="tables and verdicts only (no kaleido needed)")
+    return parser
+
+
+def combine(runs: str, parts: tuple[str, ...], how: str, required: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The study's sweeps' results.csv under ``runs``, one table, and the parts not there yet; a missing
+    ``required`` part (default: every part) is an error, ``how`` says how to make it."""
+    frames, missing = [], []
+    for part in parts:
+        path = os.path.join(runs, part, "results.csv")
+        if os.path.exists(path):
+            frames.append(pd.read_csv(path))
+        elif part in (parts if required is None else required):
             raise SystemExit(f"{path} is missing: {how} (or pass --runs)")
-        frames.append(pd.read_csv(path))
-    return pd.concat(frames, ignore_index=True)
+        else:
+            missing.append(part)
+    return pd.concat(frames, ignore_index=True), missing
+
+
+def save_results(trials: pd.DataFrame, args: argparse.Namespace) -> str:
+    """The combined table as ``OUT/results.csv`` (unless it is the table read), its path."""
+    os.makedirs(args.out, exist_ok=True)
+    results = os.path.join(args.out, "results.csv")
+    if not (args.results and os.path.abspath(args.results) == os.path.abspath(results)):
+        trials.to_csv(results, index=False)
+    return results
 
 
 def pruned_cells(cells: pd.DataFrame) -> pd.DataFrame:

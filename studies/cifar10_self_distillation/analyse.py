@@ -32,7 +32,6 @@ within each replicate, then over replicates).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -41,8 +40,9 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from analysis.claims import (claim_capacity, claim_inverse, claim_kd_helps, claim_random_vs_scored,  # noqa: E402
-                             interval, noise_mechanism, p_text, pts, write_figures, write_tables)
+from analysis.claims import (claim_capacity, claim_inverse, claim_kd_helps, claim_random_vs_scored, combine,  # noqa: E402
+                             interval, noise_mechanism, p_text, pts, save_results, study_arguments, write_figures,
+                             write_tables)
 from analysis.comparisons import kd_gain_by_noise  # noqa: E402
 from analysis.pooled import LEVEL  # noqa: E402
 from analysis.simulate import matched_noise_scale  # noqa: E402
@@ -51,21 +51,6 @@ from contract import FULL  # noqa: E402
 PARTS = ("main", "capacity", "label-noise")
 TEACHER = "cnn3_w32"  # the student's own architecture: self-distillation
 CAPACITY_F = 0.1
-
-
-def combine_parts(runs: str) -> tuple[pd.DataFrame, list[str]]:
-    """The parts' results, and the parts not run yet (``main`` must be there)."""
-    frames, missing = [], []
-    for part in PARTS:
-        path = os.path.join(runs, part, "results.csv")
-        if os.path.exists(path):
-            frames.append(pd.read_csv(path))
-        else:
-            missing.append(part)
-    if "main" in missing:
-        raise SystemExit(f"{os.path.join(runs, 'main', 'results.csv')} is missing: run "
-                         "`bash studies/cifar10_self_distillation/run.sh main` first (or pass --runs)")
-    return pd.concat(frames, ignore_index=True), missing
 
 
 def parts_present(trials: pd.DataFrame) -> list[str]:
@@ -154,23 +139,14 @@ def findings_markdown(claims: dict, context: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="runs/cifar10_self_distillation", help="the study's --storage (default %(default)s)")
-    parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)), help="where the study's files go")
-    parser.add_argument("--results", help="analyse this combined results.csv (such as the committed one) "
-                                           "instead of the parts under --runs")
-    parser.add_argument("--no-figures", action="store_true", help="tables and verdicts only (no kaleido needed)")
-    args = parser.parse_args(argv)
-
-    os.makedirs(args.out, exist_ok=True)
+    args = study_arguments(__doc__, __file__, "runs/cifar10_self_distillation", parts="parts").parse_args(argv)
     if args.results:
         trials = pd.read_csv(args.results)
         missing = [part for part in PARTS if part not in parts_present(trials)]
-    else:
-        trials, missing = combine_parts(args.runs)
-    results = os.path.join(args.out, "results.csv")
-    if not (args.results and os.path.abspath(args.results) == os.path.abspath(results)):
-        trials.to_csv(results, index=False)
+    else:  # the study runs in parts: those not run yet are named, and their claims wait
+        trials, missing = combine(args.runs, PARTS, "run `bash studies/cifar10_self_distillation/run.sh main` first",
+                                  required=("main",))
+    results = save_results(trials, args)
     analysis = write_tables(results, args.out)
     cells, fits, t = analysis.cells, analysis.fits, analysis.optima.t_test
     tidy = analysis.experiment.trials  # results.csv with the analysis's `cell` column

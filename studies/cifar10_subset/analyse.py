@@ -35,7 +35,6 @@ Verdict rules (95 % intervals; "points" are percentage points of test accuracy):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -45,7 +44,8 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from analysis.claims import (claim_capacity, claim_inverse, claim_kd_helps, claim_random_vs_scored, combine,  # noqa: E402
-                             interval, noise_mechanism, p_text, pts, write_figures, write_tables)
+                             interval, noise_mechanism, p_text, pts, save_results, study_arguments, write_figures,
+                             write_tables)
 from analysis.pooled import LEVEL  # noqa: E402
 
 SWEEPS = ("main", "small-teacher", "full-data")
@@ -115,19 +115,10 @@ def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="runs/cifar10_subset", help="the study's --storage (default %(default)s)")
-    parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)), help="where the study's files go")
-    parser.add_argument("--results", help="analyse this combined results.csv (such as the committed one) "
-                                           "instead of the sweeps under --runs")
-    parser.add_argument("--no-figures", action="store_true", help="tables and verdicts only (no kaleido needed)")
-    args = parser.parse_args(argv)
-
-    os.makedirs(args.out, exist_ok=True)
-    trials = pd.read_csv(args.results) if args.results else combine(args.runs, SWEEPS, "run studies/cifar10_subset/run.sh first")
-    results = os.path.join(args.out, "results.csv")
-    if not (args.results and os.path.abspath(args.results) == os.path.abspath(results)):
-        trials.to_csv(results, index=False)
+    args = study_arguments(__doc__, __file__, "runs/cifar10_subset").parse_args(argv)
+    trials = (pd.read_csv(args.results) if args.results else
+              combine(args.runs, SWEEPS, "run studies/cifar10_subset/run.sh first")[0])
+    results = save_results(trials, args)
     analysis = write_tables(results, args.out)
     cells, fits, optima = analysis.cells, analysis.fits, analysis.optima
     t = optima.t_test
