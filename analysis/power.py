@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.sequential import DIRECTION
 from contract import FULL
 
 # the truths a plan can be made against (analysis.simulate), and how the console names them
@@ -58,7 +59,6 @@ class PlannedDesign:
     label_noise: tuple[float, ...] = (0.0,)
 
 
-KD_GAIN, VERSUS, DIRECTION = "kd gain", "random versus scored", "alpha-f direction"  # the kinds of question
 
 
 @dataclass(frozen=True)
@@ -67,66 +67,69 @@ class QuestionPower:
     kind: str  # KD_GAIN, VERSUS or DIRECTION (the one --target-power plans for: the paper's central claim)
     power: float  # share of simulated sweeps that find it
     sweeps: int
+    students: float = float("nan")  # mean students of the sweep when it was found (a sequential design's look)
+    sweep_students: float = float("nan")  # mean students each simulated sweep trained in all
 
     @property
     def standard_error(self) -> float:
         return math.sqrt(max(self.power * (1 - self.power), 0.25 / self.sweeps) / self.sweeps)
 
 
-def _outcomes(task: tuple) -> dict[str, tuple[str, bool]]:
-    """{question: (kind, found)} of one simulated sweep of the design (a worker process's job)."""
-    design, noise_scale, seed, truth = task
+def _outcomes(task: tuple) -> tuple[dict[str, tuple[str, bool, int]], int]:
+    """({question: (kind, found, students when found)}, students trained) of one simulated sweep of the
+    design, fixed or sequential (a worker process's job)."""
+    design, noise_scale, seed, truth, sequential = task
     warnings.filterwarnings("ignore")
-    from analysis.alpha_f import POOLED, fit_alpha_f
-    from analysis.comparisons import kd_gain_by_f, random_vs_scored
-    from analysis.optimum import cell_optima
     from analysis.results import tidy
+    from analysis.sequential import answers, expected_answer, found, simulate_sequential
     from analysis.simulate import simulate_sweep
 
-    raw = simulate_sweep(truth, design.alpha_design, design.trials_per_cell, seed=seed, methods=design.methods,
+    most = sequential[0].most if sequential else design.trials_per_cell
+    raw = simulate_sweep(truth, design.alpha_design, most, seed=seed, methods=design.methods,
                          fractions=design.fractions, replicates=design.replicates, noise_scale=noise_scale,
-                         full=design.full, label_noise=design.label_noise)
-    frame = tidy(raw)
-    fits = fit_alpha_f(frame, seed=seed, n_draws=200)
-    optima = cell_optima(frame, fits=fits)
-    found = {}
-    several = len(design.label_noise) > 1
-    for row in kd_gain_by_f(optima.table, optima.t_test).itertuples():
-        where = f" (P = {row.label_noise:g})" if several and hasattr(row, "label_noise") else ""
-        found[f"KD gain at f = {row.fraction:g}{where}"] = (KD_GAIN, bool(row.lo > 0))
-    for row in random_vs_scored(optima.table, optima.t_test).itertuples():
-        where = f" (P = {row.label_noise:g})" if several and hasattr(row, "label_noise") else ""
-        found[f"random ahead of {row.method} at f = {row.fraction:g}{where}"] = (VERSUS, bool(row.lo > 0))
-    for fit in fits:
-        if fit.relation == "not tested":
-            continue
-        where = f" (P = {fit.context.get('label_noise', 0):g})" if several else ""
-        name = "pooled over the methods" if fit.method == POOLED else fit.method
-        expected = "direct" if truth == "direct" else "inverse"
-        question = f"alpha*(f) {'rises' if expected == 'direct' else 'falls'} with f: {name}{where}"
-        found[question] = (DIRECTION, fit.relation == expected)
-    return found
+                         full=design.full, label_noise=design.label_noise,
+                         enqueued=sequential[0].first if sequential else None)
+    if sequential:
+        looks, used = simulate_sequential(tidy(raw), *sequential, seed=seed)
+        decided = looks.decided
+        outcomes = {q: (kind, q in decided and decided[q].answer == expected_answer(kind, truth),
+                        decided[q].students if q in decided else len(used)) for q, kind in looks.questions.items()}
+        students = len(used)
+    else:
+        outcomes = {q: (kind, hit, len(raw)) for q, (kind, hit) in found(answers(tidy(raw), seed=seed), truth).items()}
+        students = len(raw)
+    verb = "rises" if truth == "direct" else "falls"  # the direction question as the console asks it
+    return {name.replace("alpha*(f) direction:", f"alpha*(f) {verb} with f:"): outcome
+            for name, outcome in outcomes.items()}, students
 
 
 def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40, seed: int = 0,
-               jobs: int = 1, truth: str = "inverse") -> list[QuestionPower]:
+               jobs: int = 1, truth: str = "inverse", sequential=None) -> list[QuestionPower]:
     """The power of every question of ``design``'s report at ``noise_scale`` when ``truth`` holds (one of
-    ``TRUTHS``), from ``sweeps`` simulated sweeps."""
+    ``TRUTHS``), from ``sweeps`` simulated sweeps. ``sequential``: (``analysis.sequential.SequentialDesign``,
+    the kinds of question asked) for a sequential sweep (``--until-answered``), whose decisions are the
+    looks' (``design.trials_per_cell`` is then ignored)."""
     if truth not in TRUTHS:
         raise ValueError(f"unknown truth {truth!r} to plan against; choose one of {', '.join(TRUTHS)}")
     if sweeps < MINIMUM_SWEEPS:
         raise ValueError(f"the power needs at least {MINIMUM_SWEEPS} simulated sweeps, got {sweeps}")
     if FULL in design.methods:
         raise ValueError(f"the methods of a design are those of the cells with f < 1, not {FULL!r}")
-    tasks = [(design, noise_scale, seed * 100_003 + s, truth) for s in range(sweeps)]
+    tasks = [(design, noise_scale, seed * 100_003 + s, truth, sequential) for s in range(sweeps)]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             results = list(pool.map(_outcomes, tasks, chunksize=max(1, sweeps // (4 * jobs))))
     else:
         results = [_outcomes(task) for task in tasks]
-    kinds = {name: kind for found in results for name, (kind, _) in found.items()}  # in the order first found
-    return [QuestionPower(name, kind, float(np.mean([found.get(name, (kind, False))[1] for found in results])), sweeps)
-            for name, kind in kinds.items()]
+    kinds = {name: kind for found, _ in results for name, (kind, _, _) in found.items()}  # in the order first found
+    trained = float(np.mean([students for _, students in results]))
+    powers = []
+    for name, kind in kinds.items():
+        hits = [found[name] for found, _ in results if name in found and found[name][1]]
+        power = len(hits) / len(results)
+        powers.append(QuestionPower(name, kind, power, sweeps, float(np.mean([h[2] for h in hits])) if hits else float("nan"),
+                                    trained))
+    return powers
 
 
 @dataclass(frozen=True)

@@ -206,6 +206,41 @@ def _over(replicates: int) -> str:
     return f" (over {replicates} replicates)" if replicates > 1 else ""
 
 
+def _looks(analysis: Analysis) -> str:
+    """A sequential sweep's looks (``analysis.sequential``): what each question's decision rests on."""
+    looks = getattr(analysis.experiment, "looks", None)  # an Experiment built by other code may have none
+    if not looks:
+        return ""
+    design, history, decided = looks["design"], looks.get("history", []), looks.get("decided", {})
+    asked = ", ".join(looks.get("kinds", []))
+    state = (f"stopped after look {len(history)}: {looks['stopped']}" if looks.get("stopped")
+             else f"{len(history)} look{'s' * (len(history) != 1)} so far")
+    intro = (f"<p>A sequential sweep (<code>--until-answered</code>), run until its questions of the kinds {_e(asked)} "
+             f"were answered: the first look at {design['first']} students per cell, then a cohort of {design['step']} "
+             f"more per round to the cells of the questions still open, at most {design['most']} per cell "
+             f"({design['looks']} looks at most); {_e(state)}. Look k tests every open question at its share of the "
+             f"{design['level']:.0%} error rate (spent as {_e(design['spending'])}, t the share of the looks made, so "
+             "the shares add up to it): a decision below keeps its error rate over all the looks, each question's own and the "
+             "directions' family-wise. The intervals elsewhere in this report are each at 95 % for the data as they "
+             "are, as if the design had been fixed; where they and a decision differ, the decision is the "
+             "sequential answer.</p>")
+    rows = []
+    for entry in history:
+        questions = [a for a in entry.get("decided", [])]
+        rows.append([str(entry["look"]), _thousands(entry["students"]), f"{entry['level']:.2g}",
+                     _e("; ".join(f"{q}: {decided[q]['answer']}" for q in questions if q in decided) or "–"),
+                     str(len(entry.get("open", []))), _thousands(entry.get("added", 0)) if entry.get("added") else "–"])
+    table = _table(["look", "students", "level", "decided at this look", "open", "next round"], rows, left=3)
+    last = history[-1] if history else {"open": [], "moot": []}
+    answered = [[_e(q), _e(d["answer"]), str(d["look"]), _thousands(d["students"]), _e(_p(d["p"]))]
+                for q, d in decided.items()]
+    answered += [[_e(q), "open", "–", "–", "–"] for q in last.get("open", []) if q not in decided]
+    answered += [[_e(q), "not asked (the methods' curves differ: read each method's)", "–", "–", "–"]
+                 for q in last.get("moot", []) if q not in decided]
+    return (intro + table + "<p>Each question's answer, the look that decided it and the students the sweep had "
+            "then:</p>" + _table(["question", "answer", "look", "students", "p"], answered))
+
+
 def _scope(analysis: Analysis) -> str:
     """What the findings generalise over: the study replicates they rest on."""
     replicates = sorted(analysis.experiment.trials["replicate"].unique())
@@ -441,6 +476,9 @@ def render_html(analysis: Analysis) -> str:
                         f'{_figure_html(figure.build(analysis), f"fig-{section}", how)}{notes}</section>')
         nav.append(f'<a href="#{section}">{_e(figure.nav)}</a>')
 
+    looks = _looks(analysis)
+    if looks:
+        nav.insert(0, '<a href="#looks">looks</a>')
     title = f"KD on pruned data: {analysis.experiment.name}"
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -455,6 +493,7 @@ def render_html(analysis: Analysis) -> str:
 predictions of the pooled model (analysis.pooled) and are labelled as such.</p>
 <nav>{"".join(nav)}<a href="#cells">cells</a><a href="#provenance">provenance</a></nav></header>
 <section id="findings"><h2>Findings</h2>{_findings(analysis)}</section>
+{f'<section id="looks"><h2>Looks</h2>{looks}</section>' if looks else ""}
 {"".join(sections)}
 <section id="cells"><h2>Cells</h2>{_cells_table(cells)}</section>
 <section id="provenance"><h2>Provenance</h2>{_provenance(analysis)}</section>

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from contract import ALPHA_RANGE, CELL_COLUMNS, COHORTS_DIR, FINAL_STATUSES, METRIC, RENAMED_COLUMNS, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, Cell
+from contract import ALPHA_RANGE, CELL_COLUMNS, COHORTS_DIR, FINAL_STATUSES, METRIC, RENAMED_COLUMNS, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, LOOKS_FILE, Cell
 from contract.storage import read_text
 
 
@@ -38,6 +38,7 @@ class Experiment:
     trials: pd.DataFrame
     sweep: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # what was left out of the analysis, and why
+    looks: dict | None = None  # a sequential sweep's looks (``LOOKS_FILE``: ``analysis.sequential.Looks.to_dict``)
 
     @property
     def name(self) -> str:
@@ -54,13 +55,20 @@ class Experiment:
 
     @property
     def planned_trials(self) -> int | None:
-        """The sweep's planned number of trials (students), from ``sweep.json``; None if unknown."""
+        """The sweep's planned number of trials (students), from ``sweep.json``; None if unknown. A
+        sequential sweep: those of its last look and the round that look started."""
+        if self.looks and self.looks.get("history"):
+            last = self.looks["history"][-1]
+            return int(last["students"] + last.get("added", 0))
         planned = self.sweep.get("resolved", {}).get("num_trials")
         return None if planned is None else int(planned)
 
     @property
     def in_progress(self) -> bool:
-        """Fewer trials finished than planned: the sweep is running, or stopped and resumable."""
+        """Fewer trials finished than planned: the sweep is running, or stopped and resumable. A sequential
+        sweep: until its looks say why it stopped."""
+        if self.looks is not None:
+            return not self.looks.get("stopped")
         return self.planned_trials is not None and self.finished_trials < self.planned_trials
 
 
@@ -97,7 +105,17 @@ def load_experiment(location: str) -> Experiment:
             "finish; an interrupted one continues with `python -m sweep.run --resume --name NAME --storage STORAGE`."
         )
     trials, warnings = outside_searched_range(tidy(table, source=source), sweep, source)
-    return Experiment(location=location, trials=trials, sweep=sweep, warnings=warnings)
+    try:
+        looks = last_looks(read_text(f"{folder}/{LOOKS_FILE}"))
+    except json.JSONDecodeError:
+        looks, warnings = None, [*warnings, f"{folder}/{LOOKS_FILE} is not readable JSON: the looks are not shown"]
+    return Experiment(location=location, trials=trials, sweep=sweep, warnings=warnings, looks=looks)
+
+
+def last_looks(text: str | None) -> dict | None:
+    """A sequential sweep's looks (``LOOKS_FILE``: a line per look, each the whole record): the last line."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None
 
 
 def outside_searched_range(trials: pd.DataFrame, sweep: dict, source: str) -> tuple[pd.DataFrame, list[str]]:

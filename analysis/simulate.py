@@ -204,11 +204,15 @@ def sweep_cells(methods=METHODS, fractions=FRACTIONS, replicates: int = 1, full:
 
 def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0, methods=METHODS,
                    fractions=FRACTIONS, replicates: int = 1, noise_scale: float = 1.0, full: bool = True,
-                   label_noise=(0.0,), replicate_sd: float = 0.0, shape: str = "parabola") -> pd.DataFrame:
+                   label_noise=(0.0,), replicate_sd: float = 0.0, shape: str = "parabola",
+                   enqueued: int | None = None) -> pd.DataFrame:
     """The results table of one simulated sweep. ``noise_scale`` multiplies every noise sd (to match a
     real sweep's measured trial-to-trial sd); the truth is the same at every ``label_noise`` level.
     ``replicate_sd`` > 0: each replicate draws its own effect (``replicate_effect``). ``shape``: the
-    peak's shape in alpha (``SHAPES``)."""
+    peak's shape in alpha (``SHAPES``). ``enqueued``: the students the design plans its first points
+    for (default ``trials_per_cell``); fewer, and the later students come from the design's sampler, as
+    in a sequential sweep whose first look has ``enqueued`` students per cell
+    (``analysis.sequential.simulate_sequential``)."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
     import optuna
@@ -227,7 +231,7 @@ def simulate_sweep(truth: str, design: str, trials_per_cell: int, seed: int = 0,
         offsets[(cell.method, cell.fraction, cell.label_noise, cell.replicate)] = float(offset)
         name = cell.name
         study = optuna.create_study(direction="maximize", sampler=space.sampler(name, seed=seed))
-        for point in space.initial_points(trials_per_cell):
+        for point in space.initial_points(enqueued or trials_per_cell):
             study.enqueue_trial(point, user_attrs={"baseline": point["alpha"] == space.alpha_range[0]})
         for number in range(trials_per_cell):
             with warnings.catch_warnings():

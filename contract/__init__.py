@@ -49,6 +49,10 @@ DEFAULT_TAU = 4.0
 # The files of an experiment directory.
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.csv"
+# A sequential sweep's looks, one line per look (each the whole record then: the last line is the state):
+# sweep.looks writes it, the report reads it. Not ".json": Tune copies an experiment's .json and .pkl
+# files into its own folder when it resumes one and copies them back as it saves, over newer ones.
+LOOKS_FILE = "looks.jsonl"
 # Each cohort's own rows (``COHORTS_DIR/<cohort>.csv``, the results schema), written by its trial as it
 # reports: the analysis reads a running or interrupted sweep from them, never from Tune's files.
 COHORTS_DIR = "cohorts"

@@ -12,7 +12,7 @@ from pathlib import Path
 from contract import ALPHA_RANGE, DEFAULT_TAU
 from search_spaces.alpha_space import DEFAULT_DESIGN, list_designs
 from sweep import ray_adapter
-from sweep.plan import DEFAULT_FRACTIONS, SCHEDULERS, SweepConfig, SweepPlan
+from sweep.plan import DEFAULT_FRACTIONS, DEFAULT_MAX_TRIALS, SCHEDULERS, UNTIL_ANSWERED, SweepConfig, SweepPlan
 from analysis.power import TRUTHS as PLAN_TRUTHS
 from sweep.planner import DEFAULT_PLAN_SWEEPS
 from trainables.cli import add_download_args, val_size_arg
@@ -137,8 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "alpha-f direction question (each method's and the pooled one) has power P (0.8: 80 %%) "
                           "against --plan-truth at the planned noise; refused when --max-trials "
                           "does not reach it")
-    planning.add_argument("--max-trials", type=int, default=64, metavar="N",
-                          help="with --target-power: at most this many students per cell (default 64)")
+    planning.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS, metavar="N",
+                          help="with --target-power or --until-answered: at most this many students per cell "
+                          f"(default {DEFAULT_MAX_TRIALS})")
+    planning.add_argument("--until-answered", nargs="*", default=None, choices=list(UNTIL_ANSWERED), metavar="QUESTION",
+                          help="a sequential sweep: the first look at --trials-per-cell students per cell, then rounds of "
+                          "one cohort more to the cells of the questions still open, each look testing them at its share "
+                          "of the 5 %% error rate, until the questions are answered or --max-trials / --budget-hours is "
+                          "reached. QUESTION: " + ", ".join(UNTIL_ANSWERED) + " (default direction: the alpha-f "
+                          "direction per method and pooled)")
+    planning.add_argument("--budget-hours", type=float, default=None, metavar="H",
+                          help="with --until-answered: start no round after H hours of the sweep's wall time (teachers "
+                          "and scores included; may change on --resume)")
     planning.add_argument("--plan-truth", default="inverse", choices=list(PLAN_TRUTHS),
                           help="the simulated truth the power is planned against: " + "; ".join(
                               f"{name}: {text}" for name, text in PLAN_TRUTHS.items()) + " (default inverse)")
@@ -160,6 +170,8 @@ def config_from_args(args) -> SweepConfig:
         val_size=args.val_size, data_dir=args.data_dir, offline=args.offline, artifacts=args.artifacts,
         optuna_storage=args.optuna_storage, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, max_failures=args.max_failures,
+        until_answered=None if args.until_answered is None else list(args.until_answered or ["direction"]),
+        max_trials=args.max_trials if args.until_answered is not None else None, budget_hours=args.budget_hours,
     )
 
 
@@ -179,6 +191,13 @@ def describe(plan: SweepPlan, status: dict, resources: dict, where: dict) -> str
         f"(alpha in [{config.alpha_range[0]}, {config.alpha_range[1]}], tau {' to '.join(map(str, config.tau))}, "
         f"design {config.alpha_design}; alpha = 0 first in every cell)",
     ]
+    design = plan.sequential
+    if design is not None:
+        lines.append(f"  sequential (--until-answered {' '.join(config.until_answered)}): looks at "
+                     f"{', '.join(map(str, design.schedule))} students per cell, each round bringing the cells of the "
+                     f"questions still open to the next size, at most {design.most} per cell ({design.looks} looks and "
+                     f"{plan.most_trials} students at most"
+                     f"{f'; no round started after {config.budget_hours:g} h' if config.budget_hours else ''})")
     if plan.label_noise != [0.0]:
         lines.append(f"  label noise: {', '.join(f'P = {p:g}' for p in plan.label_noise)} (symmetric, training split "
                      f"only, seeded from split seed {config.split_seed} and P; each level its own teachers and scores)")
@@ -200,7 +219,7 @@ def describe(plan: SweepPlan, status: dict, resources: dict, where: dict) -> str
 SWEEP_DEFINING = (
     "dataset", "profile", "methods", "fractions", "cohort_size", "halving", "teachers", "students", "trials_per_cell",
     "alpha_range", "tau", "alpha_design", "replicates", "label_noise", "score_seeds", "score_options", "epochs", "min_steps", "batch_size",
-    "lr", "selection", "class_balanced", "val_size", "scheduler",
+    "lr", "selection", "class_balanced", "val_size", "scheduler", "until_answered", "max_trials",
 )
 
 

@@ -19,7 +19,7 @@ class LiveResults:
 
     def __init__(self, exp_dir: str, plan: SweepPlan, teacher_metrics: dict, *, every_s: float, scheduler_stops: bool):
         self.exp_dir, self.every_s, self.scheduler_stops = exp_dir, every_s, scheduler_stops
-        self.trials_per_cell, self.num_trials = plan.trials_per_cell, plan.num_trials
+        self.trials_per_cell, self.num_trials = plan.trials_per_cell, plan.most_trials
         self.teacher_metrics = teacher_metrics
         self.cells_written, self.last_write = 0, None
         self.thread = None
@@ -49,12 +49,14 @@ class LiveResults:
     def _write(self, finished) -> None:
         from analysis.report import analyse, default_out, write_report
         from analysis.results import experiment_from_table
+        from sweep.looks import read_looks
         from sweep.results import write_table
 
         try:
             write_table(finished, self.exp_dir)
             record = json.loads(read_text(f"{self.exp_dir}/{SWEEP_FILE}") or "{}")
             experiment = experiment_from_table(self.exp_dir, finished, record)
+            experiment.looks = read_looks(self.exp_dir)  # a sequential sweep's looks so far
             paths = write_report(analyse(experiment), default_out(self.exp_dir))
             say(f"live report ({len(finished)} of {self.num_trials} trials finished): {paths['html']}")
         except Exception as error:  # noqa: BLE001 -- the sweep goes on; the final report follows

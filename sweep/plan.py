@@ -23,6 +23,11 @@ from trainables.selection import STRATEGIES, check_fraction
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 SCHEDULERS = ("fifo", "asha")
+# --until-answered: its words for the kinds of question (``analysis.sequential``); "all" is every kind
+UNTIL_ANSWERED = {"direction": ("alpha-f direction",), "kd-gain": ("kd gain",),
+                  "random-vs-scored": ("random versus scored",),
+                  "all": ("alpha-f direction", "kd gain", "random versus scored")}
+DEFAULT_MAX_TRIALS = 64  # students per cell a sequential sweep (or --target-power) may reach by default
 
 
 @dataclass
@@ -66,6 +71,12 @@ class SweepConfig:
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
     max_failures: int = 2
+    # A sequential sweep (--until-answered): the kinds of question it runs until it has answered
+    # (``UNTIL_ANSWERED``), None for a fixed one; at most ``max_trials`` students per cell, and no round
+    # started after ``budget_hours`` of the sweep's wall time (where and how: may change on --resume).
+    until_answered: list[str] | None = None
+    max_trials: int | None = None
+    budget_hours: float | None = None
 
     def check(self) -> None:
         """Raise ``ValueError`` with every problem found, before anything starts."""
@@ -128,6 +139,17 @@ class SweepConfig:
             problems.append(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
         if "://" in self.storage and not self.storage.startswith("file://") and self.optuna_storage is None:
             problems.append("with a remote --storage, give --optuna-storage (an SQLAlchemy URL or a shared journal file)")
+        for kind in self.until_answered or []:
+            if kind not in UNTIL_ANSWERED:
+                problems.append(f"--until-answered: unknown question {kind!r}; choose from {', '.join(UNTIL_ANSWERED)}")
+        if self.until_answered is None and self.budget_hours is not None:
+            problems.append("--budget-hours bounds a sequential sweep: give --until-answered too")
+        if self.budget_hours is not None and not self.budget_hours > 0:
+            problems.append(f"--budget-hours must be > 0, got {self.budget_hours}")
+        if self.until_answered is not None and self.max_trials is not None and self.trials_per_cell is not None \
+                and self.max_trials < self.trials_per_cell:
+            problems.append(f"--max-trials {self.max_trials} is below --trials-per-cell {self.trials_per_cell}, the "
+                            "students per cell at the first look")
         if self.max_failures < 0:
             problems.append(f"--max-failures must be >= 0, got {self.max_failures}")
         if self.val_size is not None and not (self.val_size >= 1 if isinstance(self.val_size, int) else 0 < self.val_size < 1):
@@ -180,8 +202,52 @@ class SweepPlan:
 
     @property
     def num_cohorts(self) -> int:
-        """Tune trials: each cell's students in cohorts of ``cohort_size``."""
+        """Tune trials: each cell's students in cohorts of ``cohort_size`` (a sequential sweep: at its
+        first look)."""
         return len(self.cells) * -(-self.trials_per_cell // self.cohort_size)
+
+    @property
+    def sequential(self):
+        """The ``analysis.sequential.SequentialDesign`` of a sequential sweep, else None: the first look
+        at ``trials_per_cell`` students per cell, a cohort more per round, at most ``--max-trials``."""
+        if self.config.until_answered is None:
+            return None
+        from analysis.sequential import SequentialDesign
+
+        return SequentialDesign(self.trials_per_cell, self.cohort_size, self.config.max_trials or DEFAULT_MAX_TRIALS)
+
+    def check_questions(self) -> None:
+        """Refuse a sequential sweep whose questions its cells cannot ask (it would stop at its first look
+        with nothing answered)."""
+        kinds = self.question_kinds if self.sequential else ()
+        words = " ".join(self.config.until_answered or [])
+        if "alpha-f direction" in kinds and len(self.fractions) < 3:
+            raise ValueError(f"--until-answered {words}: the alpha-f direction needs at least 3 distinct fractions (the "
+                             f"f = 1 cell counts), the sweep has {len(self.fractions)}; add fractions or ask another question")
+        if "random versus scored" in kinds and ("random" not in self.scored_methods or len(self.scored_methods) < 2):
+            raise ValueError(f"--until-answered {words}: random against scored needs random and a score-based method "
+                             "among --methods")
+
+    @property
+    def question_kinds(self) -> tuple[str, ...]:
+        """The kinds of question a sequential sweep runs until it has answered."""
+        kinds = self.config.until_answered or []
+        return tuple(dict.fromkeys(k for word in kinds or ["direction"] for k in UNTIL_ANSWERED[word]))
+
+    @property
+    def max_cohorts(self) -> int:
+        """The most Tune trials the sweep can run: a sequential sweep's every round gives a cell one cohort
+        more, and its last look is taken in one request for a trial more (answered: finished)."""
+        design = self.sequential
+        if design is None:
+            return self.num_cohorts
+        return len(self.cells) * (-(-design.first // design.step) + -(-(design.most - design.first) // design.step)) + 1
+
+    @property
+    def most_trials(self) -> int:
+        """The most students the sweep can train."""
+        design = self.sequential
+        return len(self.cells) * (design.most if design else self.trials_per_cell)
 
     @property
     def scored_methods(self) -> list[str]:

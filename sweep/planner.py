@@ -123,7 +123,9 @@ def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps:
     cohorts = planned_cohorts(plan, train_size)
     students, cohort_steps = sum(m * steps for m, steps in cohorts), sum(steps for _, steps in cohorts)
     lines = [f"compute: {plan.num_trials} students, {students:,} optimisation steps "
-             f"({cohort_steps:,} steps of cohorts of up to {plan.cohort_size})"]
+             f"({cohort_steps:,} steps of cohorts of up to {plan.cohort_size})"
+             + (f" at the first look; at most {plan.most_trials} students, {students * plan.most_trials // plan.num_trials:,} "
+                "steps, when every round runs to --max-trials" if plan.sequential else "")]
     if noise.trials is not None:
         try:
             pace = measured_pace(noise.trials, noise.source)
@@ -153,15 +155,24 @@ def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps:
         lines.append("power: nothing to plan (no pruned cells)")
         return lines
     else:
-        powers = plan_power(design_of(plan), noise.scale, plan_sweeps, jobs=min(2, os.cpu_count() or 1), truth=truth)
+        sequential = (plan.sequential, plan.question_kinds) if plan.sequential else None
+        powers = plan_power(design_of(plan), noise.scale, plan_sweeps, jobs=min(2, os.cpu_count() or 1), truth=truth,
+                            sequential=sequential)
     sweeps = powers[0].sweeps if powers else plan_sweeps
+    how = "sequential design, its looks' decisions" if plan.sequential and target is None else "design"
     lines.append(f"power when {TRUTHS[truth]} (the simulator's truth {truth!r}; {sweeps} simulated sweeps of this "
-                 f"design; noise: {noise.text}):")
+                 f"{how}; noise: {noise.text}):")
     if not powers:
         lines.append(f"  none of the report's questions: {plan.trials_per_cell} students per cell are too few to "
                      "estimate a KD gain or the noise")
     for question in powers:
-        lines.append(f"  {100 * question.power:3.0f}% ± {100 * question.standard_error:.0f}  {question.question}")
+        when = (f" (decided at {question.students:.0f} students on average)"
+                if plan.sequential and target is None and math.isfinite(question.students) else "")
+        lines.append(f"  {100 * question.power:3.0f}% ± {100 * question.standard_error:.0f}  {question.question}{when}")
+    if plan.sequential and target is None and powers:
+        lines.append(f"  students trained: {powers[0].sweep_students:.0f} on average, of at most {plan.most_trials} "
+                     f"({100 * powers[0].sweep_students / plan.most_trials:.0f} %): the sweep stops when its "
+                     f"{', '.join(plan.question_kinds)} questions are decided")
     caveats = []
     if len(plan.teachers) > 1 or len(plan.students) > 1:
         caveats.append("one teacher and student simulated")

@@ -17,6 +17,7 @@ import sys
 import time
 
 import contract
+from analysis.sequential import Looks
 from contract import METRIC, MODE, SWEEP_FILE, CohortSettings
 from contract.plugins import load_plugins, load_plugins_first
 from contract.storage import check_writable, read_text
@@ -25,6 +26,7 @@ from sweep.cli import build_parser, check_resume_flags, config_from_args, descri
 from sweep.console import say
 from sweep.live import LiveResults
 from sweep.lock import ExperimentLock
+from sweep.looks import SequentialRun
 from sweep.optuna_storage import check_optuna_storage, default_optuna_url
 from sweep.plan import SweepConfig, SweepPlan, make_plan
 from sweep.planner import DEFAULT_PLAN_SWEEPS, choose_trials, noise_level, plan_lines
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             config.optuna_storage = args.optuna_storage or relocated(config.optuna_storage, values, config)
             config.gpus_per_trial, config.cpus_per_trial = args.gpus_per_trial, args.cpus_per_trial
             config.max_concurrent = args.max_concurrent
+            if args.budget_hours is not None:  # a sequential sweep's budget may be raised or lowered on resume
+                config.budget_hours = args.budget_hours
             config.offline = args.offline
             # the plugins it was started with (given again when they moved), imported before the plan
             config.plugins = config_from_args(args).plugins or config.plugins
@@ -81,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             ray_adapter.check_address(args.address)  # before anything is loaded: a wrong address costs seconds
         exp_dir = experiment_dir(config)
         plan = make_plan(config)
+        plan.check_questions()  # a sequential design that cannot be, or cannot ask its questions, is refused here
         # the power costs simulated sweeps (a minute for a large design on a laptop): by default in the
         # dry run, which is where a budget is chosen, and not before every sweep
         plan_sweeps = args.plan_sweeps if args.plan_sweeps is not None else DEFAULT_PLAN_SWEEPS if args.dry_run else 0
@@ -89,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         noise = noise_level(args.noise_from, plan.label_noise[0])
         target = None
         if args.target_power is not None:
-            if args.resume or args.trials_per_cell is not None:
-                raise ValueError("--target-power chooses the students per cell of a new sweep: not with "
-                                 f"{'--resume' if args.resume else '--trials-per-cell'}")
+            if args.resume or args.trials_per_cell is not None or args.until_answered is not None:
+                raise ValueError("--target-power chooses the students per cell of a new fixed sweep: not with "
+                                 f"{'--resume' if args.resume else '--trials-per-cell' if args.trials_per_cell is not None else '--until-answered'}")
             say(f"planning: the students per cell for power {args.target_power:g} ({plan_sweeps or DEFAULT_PLAN_SWEEPS} "
                 "simulated sweeps per number tried)...")
             target = choose_trials(plan, noise, args.target_power, args.max_trials, plan_sweeps or DEFAULT_PLAN_SWEEPS,
@@ -173,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"waited for {waited} actor(s) of the killed driver (pid {lock.cleared.pid}) to end on the cluster")
         log_path = console.log_to(exp_dir)
         if log_path:
-            say(f"sweep {config.name}: {len(plan.cells)} cells x {plan.trials_per_cell} trials; log: {log_path}")
+            first = (f" at the first look, at most {plan.sequential.most} (--until-answered)" if plan.sequential else "")
+            say(f"sweep {config.name}: {len(plan.cells)} cells x {plan.trials_per_cell} trials{first}; log: {log_path}")
         for line in planned:  # what it costs and can answer (sweep.planner)
             say(line)
         slots = ray_adapter.trial_slots(config.cpus_per_trial, config.gpus_per_trial or 0.0)
@@ -289,7 +295,12 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     # Only ASHA stops a cohort early; without it, a cohort Tune ended unfinished was interrupted.
     scheduler_stops = config.scheduler == "asha"
     live = LiveResults(exp_dir, plan, teacher_metrics, every_s=args.report_every, scheduler_stops=scheduler_stops)
-    callbacks = [ray_adapter.TrialsCallback(live.on_trial_end)]
+    trials_callback = ray_adapter.TrialsCallback(live.on_trial_end)
+    callbacks = [trials_callback]
+    # a sequential sweep's looks read the finished students of this run (sweep.looks)
+    sequential = SequentialRun(exp_dir, trials_callback, teacher_metrics, scheduler_stops=scheduler_stops,
+                               budget_hours=config.budget_hours, most_trials=plan.most_trials)
+    searchers = []  # the searcher this driver runs (a resumed one: Tune's restored object)
     teacher_artifacts = {key: store.get("teacher", key) for key in set(plan.teacher_keys.values())}
     teachers = {key: artifact.payload for key, artifact in teacher_artifacts.items()}
     parameters = dict(
@@ -303,7 +314,9 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
         say(f"resuming {exp_dir}")
         tuner = ray_adapter.restore_tuner(exp_dir, cohort_trial, parameters=parameters, resources=trial_resources,
                                           callbacks=callbacks, verbose=1 if args.verbose else 0,
-                                          relocate_searcher=lambda searcher: searcher.relocate(optuna_url))
+                                          relocate_searcher=lambda searcher: (searcher.relocate(optuna_url),
+                                                                              searcher.attach(sequential),
+                                                                              searchers.append(searcher)))
     else:
         settings = CohortSettings(
             recipe=plan.recipe.to_dict(), val_size=plan.val_size, split_seed=config.split_seed,
@@ -314,14 +327,17 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
         searcher = CellSearcher(
             experiment=config.name, cells=plan.cells, trials_per_cell=plan.trials_per_cell,
             space=config.alpha_space, optuna_storage=optuna_url, settings=settings, cohort_size=plan.cohort_size,
+            looks=Looks(plan.sequential, plan.question_kinds) if plan.sequential else None,
         )
+        searcher.attach(sequential)
+        searchers.append(searcher)
         if config.scheduler == "asha":
             scheduler = PerCellASHA(max_t=REPORTS_PER_TRIAL, grace_period=max(1, REPORTS_PER_TRIAL // 4))
         else:
             scheduler = ray_adapter.FIFOScheduler()
         tuner = ray_adapter.build_tuner(
             cohort_trial, parameters=parameters, resources=trial_resources, searcher=searcher, scheduler=scheduler,
-            num_samples=plan.num_cohorts, max_concurrent=config.max_concurrent, metric=METRIC, mode=MODE,
+            num_samples=plan.max_cohorts, max_concurrent=config.max_concurrent, metric=METRIC, mode=MODE,
             storage_path=config.storage if "://" in config.storage else os.path.abspath(config.storage),
             name=config.name, max_failures=config.max_failures, verbose=1 if args.verbose else 0,
             callbacks=callbacks,
@@ -357,15 +373,22 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
             f"the finished students are in the Optuna storage. Free some space, then continue with: {resume_command(config)}")
         return 1
     counts = frame["status"].value_counts().to_dict()
-    say(f"{len(frame)} of {plan.num_trials} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
+    # the students planned: a sequential sweep's looks grow it round by round
+    planned = sum(searchers[0].budgets) if searchers else plan.num_trials
+    say(f"{len(frame)} of {planned} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
         f"{time.perf_counter() - start:.0f} s")
     say(f"results: {path}")
     report_ok = not frame.empty and _write_report(exp_dir)
-    unfinished = plan.num_trials - sum(counts.get(s, 0) for s in ("completed", "stopped", "error"))
+    unfinished = planned - sum(counts.get(s, 0) for s in ("completed", "stopped", "error"))
+    looks = searchers[0].looks if searchers else None
+    if not unfinished and looks is not None and not looks.stopped:  # stopped between a round and its look
+        unfinished = planned
     if unfinished:
         why = f"stopped: {stops.reason}" if stops.reason else (
             f"the sweep stopped ({stops.name()})" if stops.received else "the sweep stopped")
-        say(f"{why}, with {unfinished} of {plan.num_trials} trials unfinished. Continue with: {resume_command(config)}")
+        left = (f"{unfinished} of {planned} trials unfinished" if unfinished != planned or looks is None
+                else f"its look {looks.count + 1} not taken")
+        say(f"{why}, with {left}. Continue with: {resume_command(config)}")
         return stops.exit_code()
     return 0 if counts.get("error", 0) == 0 and report_ok else 1
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from typing import TYPE_CHECKING
 
 import optuna
 
@@ -38,6 +39,9 @@ from contract import METRIC, MODE, Cell, StudentSpec, CohortSettings, member_sta
 from sweep.optuna_storage import open_optuna_storage
 from sweep.ray_adapter import CONTINUE, FINISHED, AsyncHyperBandScheduler, FIFOScheduler, Searcher
 from contract.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from sweep.looks import SequentialRun
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ class CellSearcher(Searcher):
         optuna_storage: str,
         settings: CohortSettings,
         cohort_size: int = 1,
+        looks=None,
     ):
         super().__init__(metric=METRIC, mode=MODE)
         self.experiment = experiment
@@ -68,6 +73,11 @@ class CellSearcher(Searcher):
         self.settings = settings
         self.asked = [0] * len(cells)
         self.finished = [0] * len(cells)
+        # students each cell is to have: trials_per_cell, and in a sequential sweep what its looks added
+        self.budgets = [trials_per_cell] * len(cells)
+        self.looks = looks  # analysis.sequential.Looks of a sequential sweep (--until-answered), else None
+        self.elapsed_s = 0.0  # the students' wall time of the drivers before this one (--budget-hours)
+        self._sequential = None  # SequentialRun: this driver's results, experiment directory and budget
         self.live: dict[str, tuple[int, list[int]]] = {}  # Tune trial id -> (cell index, Optuna trial numbers)
         self.cursor = 0
         self._studies: dict[int, optuna.Study] = {}
@@ -76,14 +86,19 @@ class CellSearcher(Searcher):
 
     # -- state saved with the experiment (studies live in their own storage) -------------------
 
-    _STATE = ("asked", "finished", "live", "cursor")
+    _STATE = ("asked", "finished", "live", "cursor", "budgets", "looks", "elapsed_s")
 
     def get_state(self) -> dict:
-        return {name: getattr(self, name) for name in self._STATE}
+        state = {name: getattr(self, name) for name in self._STATE}
+        state["elapsed_s"] = self.elapsed_s + time.monotonic() - self._started
+        return state
 
     def set_state(self, state: dict) -> None:
+        # a state saved before sequential sweeps existed: a fixed budget, no looks
+        state = {"budgets": [self.trials_per_cell] * len(self.cells), "looks": None, "elapsed_s": 0.0, **state}
         for name in self._STATE:
             setattr(self, name, state[name])
+        self._started = time.monotonic()
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
@@ -100,12 +115,20 @@ class CellSearcher(Searcher):
         self._studies, self._storage = {}, None
 
     def __setstate__(self, state):
+        state = {"budgets": [state["trials_per_cell"]] * len(state["cells"]), "looks": None, "elapsed_s": 0.0,
+                 "_sequential": None, **state}
         self.__dict__.update(state)
         self._started, self._finished_here = time.monotonic(), 0  # a restored searcher times what it runs
+
+    def attach(self, sequential: "SequentialRun") -> None:
+        """This driver's means of looking (a sequential sweep): not part of the saved state."""
+        self._sequential = sequential
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_studies"], state["_storage"] = {}, None  # reopened from the storage URL
+        state["elapsed_s"] = self.elapsed_s + time.monotonic() - self._started
+        state["_sequential"] = None  # this driver's; a resumed one attaches its own
 
         return state
 
@@ -194,13 +217,22 @@ class CellSearcher(Searcher):
     # -- Tune's searcher interface -----------------------------------------------------------------
 
     def suggest(self, trial_id: str):
-        open_cells = [i for i in range(len(self.cells)) if self.asked[i] < self.trials_per_cell]
+        open_cells = [i for i in range(len(self.cells)) if self.asked[i] < self.budgets[i]]
         if not open_cells:
-            return FINISHED
+            if self.looks is None or self.looks.stopped:
+                return FINISHED
+            if self.live:
+                return None  # the round's last cohorts still train: the look waits for them
+            grown = self._look()
+            if grown is None:
+                return None  # their results are not all in yet
+            if not grown:
+                return FINISHED
+            open_cells = [i for i in range(len(self.cells)) if self.asked[i] < self.budgets[i]]
         # Round-robin: the next open cell after the last one served.
         index = min(open_cells, key=lambda i: (i - self.cursor) % len(self.cells))
         self.cursor = (index + 1) % len(self.cells)
-        size = min(self.cohort_size, self.trials_per_cell - self.asked[index])
+        size = min(self.cohort_size, self.budgets[index] - self.asked[index])
         trials = self._orphans(index)[:size]
         while len(trials) < size:  # a batch ask: every member is an Optuna trial of the cell's study
             trials.append(self._ask(index))
@@ -219,6 +251,29 @@ class CellSearcher(Searcher):
                                ("tau", member.tau)):
                 storage.set_trial_user_attr(trial._trial_id, key, value)
         return spec.to_config()
+
+    def _look(self) -> int | None:
+        """A sequential sweep's look, once every student of the round has finished: which questions
+        its data decide (``analysis.sequential.Looks``), and the next round's students per cell.
+        Returns the students added (0: the sweep is done), or None while the round's results are not
+        all in (Tune calls ``suggest`` again)."""
+        if self._sequential is None:
+            raise RuntimeError("a sequential sweep's searcher needs its driver's results (CellSearcher.attach)")
+        frame = self._sequential.finished()
+        if frame is None or len(frame) < sum(self.finished):
+            return None
+        counts = {cell.name: self.budgets[i] for i, cell in enumerate(self.cells)}
+        grow = self.looks.look(frame, counts)
+        hours = (self.elapsed_s + time.monotonic() - self._started) / 3600
+        budget = self._sequential.budget_hours
+        if grow and budget is not None and hours >= budget:
+            self.looks.stop(f"--budget-hours {budget:g} spent ({hours:.2f} h)")
+            grow = {}
+        index = {cell.name: i for i, cell in enumerate(self.cells)}
+        for name, extra in grow.items():
+            self.budgets[index[name]] += extra
+        self._sequential.after_look(self.looks, sum(grow.values()), len(grow))
+        return sum(grow.values())
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """A cohort's report: each member's validation accuracy becomes an intermediate value of its
@@ -254,7 +309,7 @@ class CellSearcher(Searcher):
 
     def progress_line(self, index: int, study: optuna.Study) -> str:
         """One line per finished trial: the sweep's progress, then the cell's, compactly."""
-        done, total = sum(self.finished), self.trials_per_cell * len(self.cells)
+        done, total = sum(self.finished), sum(self.budgets)
         elapsed = time.monotonic() - self._started
         rate = elapsed / max(1, self._finished_here)
         left = f", ~{duration(rate * (total - done))} left" if done < total else ""
@@ -268,7 +323,7 @@ class CellSearcher(Searcher):
         cell = self.cells[index]
         return (f"[{done}/{total} trials{state}, {duration(elapsed)}{left}] {cell.method} f={cell.fraction:g} "
                 f"{cell.teacher_arch}->{cell.student_arch} r{cell.replicate}"
-                f"{f' noise {cell.label_noise:g}' if cell.label_noise else ''}: {self.finished[index]}/{self.trials_per_cell}"
+                f"{f' noise {cell.label_noise:g}' if cell.label_noise else ''}: {self.finished[index]}/{self.budgets[index]}"
                 f"{best_text}")
 
 

@@ -232,6 +232,45 @@ def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(embedded_ray, tmp_path):
     assert len(results) == 4 and (results["status"] == "completed").all()
 
 
+def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver_at_its_look(embedded_ray, tmp_path):
+    """--until-answered on digits: the first look decides the KD gain at f = 0.1 (digits' KD gain there is
+    large), so that cell trains no more while the cell of the open question (the gain at f = 1, about
+    nothing) grows to the next look's size; a driver killed during that round resumes with the first
+    look's decisions and takes the second."""
+    args = ["--dataset", "digits", "--profile", "demo", "--methods", "random", "--fractions", "0.1", "1.0",
+            "--trials-per-cell", "6", "--cohort-size", "3", "--max-trials", "12", "--until-answered", "kd-gain",
+            "--storage", str(tmp_path), "--name", "until"]
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    looks_file = tmp_path / "until" / "looks.jsonl"  # a line per look: the record then
+    deadline = time.time() + 300
+    while not looks_file.exists() and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert driver.poll() is None, "the sweep ended before its first look: " + driver.communicate()[0][-3000:]
+    os.killpg(driver.pid, signal.SIGKILL)  # during the second round
+    out, _ = driver.communicate()
+    assert "look 1 of at most 2 (12 students" in out, out[-3000:]
+    first = json.loads(looks_file.read_text().splitlines()[-1])
+    assert [entry["look"] for entry in first["history"]] == [1] and first["stopped"] is None
+    assert first["decided"]["KD gain at f = 0.1"]["answer"] == "gain"
+
+    assert main(["--resume", "--name", "until", "--storage", str(tmp_path)]) == 0
+    looks = json.loads(looks_file.read_text().splitlines()[-1])
+    assert looks["history"][0] == first["history"][0]  # the same first look, the same decisions
+    assert looks["decided"]["KD gain at f = 0.1"] == first["decided"]["KD gain at f = 0.1"]
+    assert [entry["look"] for entry in looks["history"]] == [1, 2] and looks["stopped"]
+    results = pd.read_csv(tmp_path / "until" / "results.csv")
+    assert (results["status"] == "completed").all() and not results.duplicated(["method", "fraction", "optuna_trial"]).any()
+    per_cell = results.groupby("fraction").size().to_dict()
+    # a cell stops at the look that decided its question; an open one grows to the next look's size
+    for fraction, count in per_cell.items():
+        decision = looks["decided"].get(f"KD gain at f = {fraction:g}")
+        assert count == (6 if decision and decision["look"] == 1 else 12), (fraction, per_cell, looks["decided"])
+    assert per_cell[0.1] == 6 and len(results) == looks["history"][-1]["students"] < 2 * 12
+    report = (tmp_path / "until" / "report.html").read_text()
+    assert 'id="looks"' in report and "KD gain at f = 0.1" in report and "In progress" not in report
+
+
 def test_a_score_option_reaches_the_score_table_and_its_key(embedded_ray, tmp_path, capsys):
     """``--score-option memorization.scores_file=FILE``: the sweep prunes by the precomputed scores (the
     students train on the examples the file ranks hardest) and the table's key names the file."""

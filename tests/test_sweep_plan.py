@@ -112,6 +112,34 @@ def test_dry_run_prints_the_plan(capsys, tmp_path):
     assert not (tmp_path / "plan").exists()  # a dry run writes nothing
 
 
+def test_a_sequential_sweep_is_planned_look_by_look_and_bad_sequential_flags_are_refused(capsys, tmp_path):
+    base = ["--dataset", "digits", "--profile", "smoke", "--methods", "random", "el2n", "--storage", str(tmp_path),
+            "--name", "seq", "--dry-run"]
+    code = main([*base, "--fractions", "0.2", "0.5", "1.0", "--trials-per-cell", "4", "--cohort-size", "2",
+                 "--max-trials", "16", "--until-answered", "--plan-sweeps", "10"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert ("sequential (--until-answered direction): looks at 4, 8, 16 students per cell, each round bringing the "
+            "cells of the questions still open to the next size, at most 16 per cell (3 looks and 80 students at most)") in out
+    assert re.search(r"compute: 20 students, [\d,]+ optimisation steps .* at the first look; at most 80 students", out)
+    assert "simulated sweeps of this sequential design, its looks' decisions" in out
+    assert re.search(r"\d+% ± \d+  alpha\*\(f\) falls with f: pooled over the methods", out)
+    trained = re.search(r"students trained: (\d+) on average, of at most 80", out)
+    assert trained and 20 < int(trained.group(1)) <= 80, out  # 4 students per cell answer nothing: it goes on
+    assert not (tmp_path / "seq").exists()
+    for flags, message in (
+            (["--fractions", "0.2", "1.0", "--until-answered"], "the alpha-f direction needs at least 3 distinct fractions"),
+            (["--fractions", "0.2", "0.5", "1.0", "--methods", "el2n", "--until-answered", "random-vs-scored"],
+             "random against scored needs random"),
+            (["--fractions", "0.2", "0.5", "1.0", "--budget-hours", "2"], "--budget-hours bounds a sequential sweep"),
+            (["--fractions", "0.2", "0.5", "1.0", "--until-answered", "--trials-per-cell", "8", "--max-trials", "4"],
+             "--max-trials 4 is below --trials-per-cell 8"),
+            (["--fractions", "0.2", "0.5", "1.0", "--until-answered", "--target-power", "0.8"], "not with --until-answered")):
+        with pytest.raises(SystemExit):
+            main([*base, *flags])
+        assert message in capsys.readouterr().err, flags
+
+
 def test_label_noise_levels_are_cells_with_their_own_artifacts(capsys, tmp_path):
     plan = make_plan(config(methods=["random"], fractions=[0.5, 1.0], label_noise=[0.0, 0.4]))
     assert [(c.method, c.label_noise) for c in plan.cells] == [("random", 0.0), (FULL, 0.0), ("random", 0.4), (FULL, 0.4)]
@@ -205,7 +233,7 @@ def _design_run(folder, design, first=4, then=12):
     for i in range(then):
         if i == first:
             searcher = pickle.loads(pickle.dumps(searcher))
-            searcher.trials_per_cell = then
+            searcher.budgets = [then]  # more students for the cell, as a sequential sweep's look gives
         alpha = _one(searcher.suggest(f"t{i}"))["alpha"]
         # a peak inside the range, and a point of trial-to-trial noise as real students have
         searcher.on_trial_complete(f"t{i}", _done(0.9 - (alpha - 0.6) ** 2 + 0.01 * np.random.default_rng(i).normal()))

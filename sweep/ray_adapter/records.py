@@ -25,11 +25,15 @@ class TrialsCallback(tune.Callback):
 
     def __init__(self, on_trial_end: Callable[[list[CohortRecord]], None]):
         self.on_trial_end = on_trial_end
+        self.trials = None  # Tune's live trials, from the first step of the run on (a sequential sweep's looks)
 
     def __getstate__(self):
         # Tune saves its run config with the experiment; the function (and the live state it holds)
         # belongs to this driver only: ``restore_tuner`` installs the resumed driver's own.
-        return {"on_trial_end": None}
+        return {"on_trial_end": None, "trials": None}
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        self.trials = trials
 
     def _ended(self, trials) -> None:
         if self.on_trial_end is None:
