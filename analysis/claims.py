@@ -177,7 +177,35 @@ def claim_capacity(cells: pd.DataFrame, t: float, small_f: float = 0.2, undecide
     small = table[table["fraction"] <= small_f]
     verdict = ("reproduced" if (small["lo"] > 0).any() else
                "contrary" if len(small) and (small["hi"] < 0).all() else undecided)
-    return {"verdict": verdict, "rows": table.to_dict("records")}
+    rows = table.to_dict("records")
+    for row in rows:  # over replicates: what this design could have seen (a verdict "not decided" needs it)
+        if row["replicates"] >= 2:
+            row.update(detectable(row["lo"], row["hi"], int(row["replicates"])))
+    return {"verdict": verdict, "rows": rows}
+
+
+def detectable(lo: float, hi: float, replicates: int, power: float = 0.8, effect: float = 0.01) -> dict:
+    """What a difference measured over ``replicates`` (its 95 % t interval [lo, hi]) could have found:
+    the smallest true difference whose interval would lie above 0 with probability ``power``
+    (``detectable``), and the replicates that would find one of ``effect`` (1 point) with it
+    (``replicates_for_effect``), at the replicate-level sd the interval measured (noncentral t)."""
+    import math
+
+    import scipy.stats as sps
+
+    df = replicates - 1
+    se = (hi - lo) / (2 * float(sps.t.ppf(0.975, df)))
+    sd = se * math.sqrt(replicates)
+
+    def power_at(delta: float, n: int) -> float:
+        return float(sps.nct.sf(sps.t.ppf(0.975, n - 1), n - 1, delta / (sd / math.sqrt(n))))
+
+    low, high = 0.0, 1.0
+    for _ in range(60):  # bisection on the effect: the power grows with it
+        mid = (low + high) / 2
+        low, high = (mid, high) if power_at(mid, replicates) < power else (low, mid)
+    needed = next((n for n in range(2, 1001) if power_at(effect, n) >= power), None)
+    return {"detectable": high, "replicates_for_effect": needed, "replicate_sd": sd}
 
 
 # ---- what every study writes ----
@@ -198,18 +226,21 @@ def write_tables(results: str, out: str):
 
 
 def write_figures(cells: pd.DataFrame, fits, t: float, out: str, main_teacher: str,
-                  size: tuple[int, int] = (1100, 620)) -> list[str]:
+                  size: tuple[int, int] = (1100, 620), clean: tuple | None = None) -> list[str]:
     """The report's own plotly figures for the study's main teacher (and all teachers for capacity),
-    written as PNG with kaleido into ``out/figures``."""
+    written as PNG with kaleido into ``out/figures``. ``clean``: (cells, fits) of the analysis the
+    alpha*-versus-f and KD-versus-no-KD figures show (a study that decides claim 3 on its clean-label
+    parts alone), else those of every part."""
     from analysis import figures
 
     folder = os.path.join(out, "figures")
     os.makedirs(folder, exist_ok=True)
     main = cells[cells["teacher_arch"] == main_teacher]
-    main_fits = [fit for fit in fits if fit.context["teacher_arch"] == main_teacher]
+    shown_cells, shown_fits = clean if clean is not None else (cells, fits)
+    shown = shown_cells[shown_cells["teacher_arch"] == main_teacher]
     wanted = {
-        "alpha_vs_f.png": figures.alpha_vs_f(main, main_fits),
-        "kd_vs_no_kd.png": figures.accuracy_vs_f(main),
+        "alpha_vs_f.png": figures.alpha_vs_f(shown, [fit for fit in shown_fits if fit.context["teacher_arch"] == main_teacher]),
+        "kd_vs_no_kd.png": figures.accuracy_vs_f(shown),
     }
     # the comparisons only where the study has their axis (a study that runs in parts may not yet)
     if main["label_noise"].nunique() > 1:

@@ -40,6 +40,8 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from analysis.alpha_f import fit_alpha_f  # noqa: E402
+from analysis.optimum import cell_optima  # noqa: E402
 from analysis.claims import (claim_capacity, claim_inverse, claim_kd_helps, claim_random_vs_scored, combine,  # noqa: E402
                              interval, noise_mechanism, p_text, pts, save_results, study_arguments, write_figures,
                              write_tables)
@@ -128,13 +130,34 @@ def findings_markdown(claims: dict, context: dict) -> str:
           + f" | {r['slope']:+.2f} [{r['slope_lo']:+.2f}, {r['slope_hi']:+.2f}] | {p_text(r['p'], r['p_adjusted'])} | "
           f"{r['relation']} | {r.get('within') or '–'} |" for r in three["fits"]),
         "",
+    ]
+    every = context.get("all_levels")
+    if every:
+        lines += [
+            "These are the clean-label parts (main and capacity) analysed alone, as the rule's procedure asks: the "
+            "P = 0 family, the pooled direction at 5 %, then the methods by Holm. The report of every part together "
+            "spends the 5 % over both label noise levels (2.5 % each), and there reads:",
+            "",
+            "| label noise P | method | slope per tenfold f [95 %] | p (adjusted) | relation |",
+            "| --- | --- | --- | --- | --- |",
+            *(f"| {r['label_noise']:g} | {r['method']} | {r['slope']:+.2f} [{r['slope_lo']:+.2f}, {r['slope_hi']:+.2f}] | "
+              f"{p_text(r['p'], r['p_adjusted'])} | {r['relation']} |" for r in every["fits"]),
+            "",
+        ]
+    lines += [
         f"## 4. At small f a smaller teacher can beat a larger one: {four['verdict']}",
         "",
     ]
     if four["rows"]:
-        lines += ["| f | teacher | minus | with KD [95 %] | without KD (measured) |", "| --- | --- | --- | --- | --- |",
+        lines += ["| f | teacher | minus | with KD [95 %] | without KD (measured) | found with 80 % power from | replicates to find 1 point |",
+                  "| --- | --- | --- | --- | --- | --- | --- |",
                   *(f"| {r['fraction']:g} | {r['teacher_arch']} | {r['larger_arch']} | {interval(r['diff'], r['lo'], r['hi'])} | "
-                    f"{pts(r['diff_no_kd'])} |" for r in four["rows"]), ""]
+                    f"{pts(r['diff_no_kd'])} | {pts(r['detectable'])} | {r['replicates_for_effect'] or '> 1000'} |"
+                    for r in four["rows"]), "",
+                  f"The power it had: with {replicates} replicates, at the replicate-level sd each difference measured, a "
+                  "smaller teacher's advantage is found (its interval above 0) with 80 % power only from the size in the "
+                  "column beside it (noncentral t on the replicates' degrees of freedom); the last column is the replicates "
+                  "that would find an advantage of 1 point with that power.", ""]
     return "\n".join(lines)
 
 
@@ -151,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     cells, fits, t = analysis.cells, analysis.fits, analysis.optima.t_test
     tidy = analysis.experiment.trials  # results.csv with the analysis's `cell` column
 
+    clean_trials = tidy[tidy["label_noise"] == 0]
+    clean_fits = (fit_alpha_f(clean_trials, analysis.experiment.alpha_range, seed=0, n_draws=1000)
+                  if len(clean_trials) < len(tidy) else fits)
+    all_levels = claim_inverse([fit for fit in fits if fit.context["teacher_arch"] == TEACHER], decided_by="pooled")
     own = cells[cells["teacher_arch"] == TEACHER]
     clean = own[own["label_noise"] == 0]
     noisy_fractions = own.loc[(own["label_noise"] > 0) & (own["method"] != FULL), "fraction"].unique()
@@ -159,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         "label_noise": (noise_mechanism(own[own["fraction"].isin(noisy_fractions) & own["method"].isin(["random", "el2n"])], t)
                         if "label-noise" not in missing else not_run("label-noise")),
         "random_vs_scored": claim_random_vs_scored(clean, t),
-        "inverse_alpha_f": claim_inverse([fit for fit in fits if fit.context["teacher_arch"] == TEACHER], decided_by="pooled"),
+        # Claim 3's rule tests the P = 0 family (the pooled direction at 5 %, then the methods by Holm): on the
+        # clean-label parts alone. The report of every part spends the 5 % over both noise levels instead.
+        "inverse_alpha_f": claim_inverse([fit for fit in clean_fits if fit.context["teacher_arch"] == TEACHER],
+                                         decided_by="pooled"),
         "capacity": (claim_capacity(cells[(cells["method"] == "random") & (cells["label_noise"] == 0)], t,
                                     small_f=CAPACITY_F, undecided="not decided")
                      if "capacity" not in missing else not_run("capacity")),
@@ -175,15 +205,17 @@ def main(argv: list[str] | None = None) -> int:
         "teachers": {f"{arch} (P = {noise:g})": f"{100 * row['mean']:.1f} % ({100 * row['min']:.1f}-{100 * row['max']:.1f} over replicates)"
                      for (arch, noise), row in teachers.iterrows()},
         "by_method": by_method.to_dict("records"),
+        "all_levels": all_levels if clean_fits is not fits else None,
     }
     with open(os.path.join(args.out, "claims.json"), "w") as handle:
-        json.dump({"claims": claims, "teachers_test_acc": context["teachers"], "noise_sd": sigma,
+        json.dump({"claims": claims, "inverse_alpha_f_every_part": context["all_levels"], "teachers_test_acc": context["teachers"], "noise_sd": sigma,
                    "noise_scale": context["noise_scale"], "t": t, "students": context["students"],
                    "replicates": context["replicates"], "parts_missing": missing}, handle, indent=1, default=float)
     with open(os.path.join(args.out, "findings.md"), "w") as handle:
         handle.write(findings_markdown(claims, context))
     if not args.no_figures:
-        write_figures(cells, fits, t, args.out, TEACHER)
+        clean = (cell_optima(clean_trials, analysis.experiment.alpha_range, fits=clean_fits).table, clean_fits)
+        write_figures(cells, fits, t, args.out, TEACHER, clean=clean)  # alpha* versus f: claim 3's analysis
     for name, claim in claims.items():
         print(f"{name}: {claim['verdict']}")
     print(f"written to {args.out}: results.csv, cells.csv, fit.json, claims.json, findings.md"
