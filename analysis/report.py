@@ -215,30 +215,35 @@ def _looks(analysis: Analysis) -> str:
     asked = ", ".join(looks.get("kinds", []))
     state = (f"stopped after look {len(history)}: {looks['stopped']}" if looks.get("stopped")
              else f"{len(history)} look{'s' * (len(history) != 1)} so far")
+    schedule = ", ".join(map(str, design.get("schedule", [design["first"], design["most"]])))
     intro = (f"<p>A sequential sweep (<code>--until-answered</code>), run until its questions of the kinds {_e(asked)} "
-             f"were answered: the first look at {design['first']} students per cell, then a cohort of {design['step']} "
-             f"more per round to the cells of the questions still open, at most {design['most']} per cell "
-             f"({design['looks']} looks at most); {_e(state)}. Look k tests every open question at its share of the "
-             f"{design['level']:.0%} error rate (spent as {_e(design['spending'])}, t the share of the looks made, so "
-             "the shares add up to it): a decision below keeps its error rate over all the looks, each question's own and the "
-             "directions' family-wise. The intervals elsewhere in this report are each at 95 % for the data as they "
-             "are, as if the design had been fixed; where they and a decision differ, the decision is the "
-             "sequential answer.</p>")
+             f"were answered: looks at {schedule} students per cell, each round bringing the cells of the questions "
+             f"still open to the next size (at most {design['most']} per cell); {_e(state)}. Look k tests every open "
+             f"question at its share of the {design['level']:.0%} error rate (spent as {_e(design['spending'])}, t the "
+             "share of the looks made, so the shares add up to it): a decision below keeps its error rate over all "
+             "the looks, each question's own and the directions' family-wise. The intervals elsewhere in this report "
+             "are each at 95 % for the data as they are, as if the design had been fixed; where they and a decision "
+             "differ, the decision is the sequential answer.</p>")
     rows = []
     for entry in history:
         questions = [a for a in entry.get("decided", [])]
         rows.append([str(entry["look"]), _thousands(entry["students"]), f"{entry['level']:.2g}",
                      _e("; ".join(f"{q}: {decided[q]['answer']}" for q in questions if q in decided) or "–"),
                      str(len(entry.get("open", []))), _thousands(entry.get("added", 0)) if entry.get("added") else "–"])
-    table = _table(["look", "students", "level", "decided at this look", "open", "next round"], rows, left=3)
+    table = _table(["look", "students", "level", "decided at this look", "open", "next round"], rows, left=4)
     last = history[-1] if history else {"open": [], "moot": []}
     answered = [[_e(q), _e(d["answer"]), str(d["look"]), _thousands(d["students"]), _e(_p(d["p"]))]
                 for q, d in decided.items()]
-    answered += [[_e(q), "open", "–", "–", "–"] for q in last.get("open", []) if q not in decided]
-    answered += [[_e(q), "not asked (the methods' curves differ: read each method's)", "–", "–", "–"]
-                 for q in last.get("moot", []) if q not in decided]
+    moot = set(last.get("moot", []))
+    for question in looks.get("questions") or last.get("open", []):
+        if question in decided:
+            continue
+        label = ("not asked of these data (the methods' curves differ: read each method's)" if question in moot
+                 else ("not decided when the sweep stopped" if looks.get("stopped") else "open")
+                 if question in last.get("open", []) else "not decided (not a question the sweep ran for)")
+        answered.append([_e(question), _e(label), "–", "–", "–"])
     return (intro + table + "<p>Each question's answer, the look that decided it and the students the sweep had "
-            "then:</p>" + _table(["question", "answer", "look", "students", "p"], answered))
+            "then:</p>" + _table(["question", "answer", "look", "students", "p"], answered, left=2))
 
 
 def _scope(analysis: Analysis) -> str:

@@ -237,7 +237,8 @@ def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver
     large), so that cell trains no more while the cell of the open question (the gain at f = 1, about
     nothing) grows to the next look's size; a driver killed during that round resumes with the first
     look's decisions and takes the second."""
-    args = ["--dataset", "digits", "--profile", "demo", "--methods", "random", "--fractions", "0.1", "1.0",
+    args = ["--dataset", "digits", "--profile", "demo", "--epochs", "4", "--min-steps", "100", "--methods", "random",
+            "--fractions", "0.1", "1.0",
             "--trials-per-cell", "6", "--cohort-size", "3", "--max-trials", "12", "--until-answered", "kd-gain",
             "--storage", str(tmp_path), "--name", "until"]
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
