@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for noisy in ("optuna", "ray", "trainables.artifacts"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Tune warns "Failed to fetch metrics ... FileNotFoundError" for every trial that had not reported when
+    # a sweep stopped (a resume lists them): nothing is missing, the sweep reads its trials' own records.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     console.setup()
     import optuna
 
