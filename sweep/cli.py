@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --target-power or --until-answered: at most this many students per cell "
                           f"(default {DEFAULT_MAX_TRIALS})")
     planning.add_argument("--until-answered", nargs="*", default=None, choices=list(UNTIL_ANSWERED), metavar="QUESTION",
-                          help="a sequential sweep: the first look at --trials-per-cell students per cell, then rounds of "
-                          "one cohort more to the cells of the questions still open, each look testing them at its share "
+                          help="a sequential sweep: the first look at --trials-per-cell students per cell, then rounds that "
+                          "double the cells of the questions still open (in whole cohorts), each look testing them at its share "
                           "of the 5 %% error rate, until the questions are answered or --max-trials / --budget-hours is "
                           "reached. QUESTION: " + ", ".join(UNTIL_ANSWERED) + " (default direction: the alpha-f "
                           "direction per method and pooled)")
