@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "reached. QUESTION: " + ", ".join(UNTIL_ANSWERED) + " (default direction: the alpha-f "
                           "direction per method and pooled)")
     planning.add_argument("--budget-hours", type=float, default=None, metavar="H",
-                          help="with --until-answered: start no round after H hours of the sweep's wall time (teachers "
-                          "and scores included; may change on --resume)")
+                          help="with --until-answered: start no round after H hours of the students' wall time "
+                          "(summed over resumes; may change on --resume)")
     planning.add_argument("--plan-truth", default="inverse", choices=list(PLAN_TRUTHS),
                           help="the simulated truth the power is planned against: " + "; ".join(
                               f"{name}: {text}" for name, text in PLAN_TRUTHS.items()) + " (default inverse)")

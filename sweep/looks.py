@@ -13,7 +13,6 @@ from contract.storage import read_text, write_bytes
 from sweep.console import say
 
 
-
 class SequentialRun:
     """What a sequential sweep's searcher (``sweep.searcher.CellSearcher``) needs of this driver."""
 

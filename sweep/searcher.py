@@ -88,10 +88,12 @@ class CellSearcher(Searcher):
 
     _STATE = ("asked", "finished", "live", "cursor", "budgets", "looks", "elapsed_s")
 
+    def students_wall_s(self) -> float:
+        """The students' wall time so far, over every driver of the sweep (``--budget-hours``)."""
+        return self.elapsed_s + time.monotonic() - self._started
+
     def get_state(self) -> dict:
-        state = {name: getattr(self, name) for name in self._STATE}
-        state["elapsed_s"] = self.elapsed_s + time.monotonic() - self._started
-        return state
+        return {**{name: getattr(self, name) for name in self._STATE}, "elapsed_s": self.students_wall_s()}
 
     def set_state(self, state: dict) -> None:
         # a state saved before sequential sweeps existed: a fixed budget, no looks
@@ -127,7 +129,7 @@ class CellSearcher(Searcher):
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_studies"], state["_storage"] = {}, None  # reopened from the storage URL
-        state["elapsed_s"] = self.elapsed_s + time.monotonic() - self._started
+        state["elapsed_s"] = self.students_wall_s()
         state["_sequential"] = None  # this driver's; a resumed one attaches its own
 
         return state
@@ -264,7 +266,7 @@ class CellSearcher(Searcher):
             return None
         counts = {cell.name: self.budgets[i] for i, cell in enumerate(self.cells)}
         grow = self.looks.look(frame, counts)
-        hours = (self.elapsed_s + time.monotonic() - self._started) / 3600
+        hours = self.students_wall_s() / 3600
         budget = self._sequential.budget_hours
         if grow and budget is not None and hours >= budget:
             self.looks.stop(f"--budget-hours {budget:g} spent ({hours:.2f} h)")

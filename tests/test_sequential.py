@@ -93,3 +93,47 @@ def test_the_looks_survive_their_record():
     again = Looks.from_dict(looks.to_dict())
     assert again.to_dict() == looks.to_dict() and again.design == design
     assert again.decided and all(np.isfinite(d.p) and d.p <= design.spent(d.look) for d in again.decided.values())
+
+
+class _Run:
+    """What the searcher's look reads of its driver (``sweep.looks.SequentialRun``), from a simulated sweep."""
+
+    def __init__(self, frame, budget_hours):
+        self.frame, self.budget_hours, self.lines = frame, budget_hours, []
+
+    def finished(self):
+        return self.frame
+
+    def after_look(self, looks, added, cells):
+        self.lines.append((looks.count, added, cells, looks.stopped))
+
+
+@pytest.mark.parametrize("budget_hours", [None, 1e-9])
+def test_the_searchers_look_grows_the_open_cells_or_stops_when_the_budget_is_spent(tmp_path, budget_hours):
+    from analysis.simulate import sweep_cells
+    from contract import CohortSettings
+    from search_spaces.alpha_space import AlphaSpace
+    from sweep.searcher import CellSearcher
+
+    design = SequentialDesign(first=6, step=6, most=24)
+    cells = sweep_cells(**SMALL)
+    frame = tidy(simulate_sweep("none", "grid", 6, seed=6, noise_scale=0.5, **SMALL))
+    settings = CohortSettings(recipe={"epochs": 1}, val_size=0.1, split_seed=0, selection="hard", class_balanced=False,
+                              teacher_keys={}, score_keys={}, cpus_per_trial=1.0, profile="smoke", version="test")
+    searcher = CellSearcher(experiment="exp", cells=cells, trials_per_cell=6, space=AlphaSpace(),
+                            optuna_storage=str(tmp_path / "optuna.journal"), settings=settings, cohort_size=6,
+                            looks=Looks(design))
+    searcher.asked = searcher.finished = [6] * len(cells)  # the first round is done
+    run = _Run(frame, budget_hours)
+    searcher.attach(run)
+    added = searcher._look()
+    assert searcher.looks.count == 1 and not searcher.looks.decided.get("alpha*(f) direction: random")
+    if budget_hours is None:
+        assert added == 6 * len(cells) and searcher.budgets == [12] * len(cells) and searcher.looks.stopped is None
+    else:  # the look is taken, its round is not
+        assert added == 0 and searcher.budgets == [6] * len(cells)
+        assert searcher.looks.stopped.startswith("--budget-hours") and searcher.looks.history[-1]["added"] == 0
+    assert run.lines == [(1, added, len(cells) if added else 0, searcher.looks.stopped)]
+    # the look, its budgets and its elapsed time travel in the state Tune saves
+    state = searcher.get_state()
+    assert state["looks"] is searcher.looks and state["budgets"] == searcher.budgets and state["elapsed_s"] > 0
