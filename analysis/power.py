@@ -59,8 +59,6 @@ class PlannedDesign:
     label_noise: tuple[float, ...] = (0.0,)
 
 
-
-
 @dataclass(frozen=True)
 class QuestionPower:
     question: str
