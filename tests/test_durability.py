@@ -2,7 +2,8 @@
 compute, and every stop (a signal, a deleted directory, a full disk) ends cleanly and resumes.
 
 Real sweeps on digits in a subprocess, as a user runs them; the disk tests mount a small tmpfs
-(root, as in CI)."""
+(root, as in CI). The lock of a running experiment (a second writer refused, a killed writer's lock
+cleared) is tested with the killed driver of tests/test_sweep_e2e.py."""
 
 from __future__ import annotations
 
@@ -81,30 +82,6 @@ def _every_student_once(folder, students):
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
         assert len({t.params["alpha"] for t in study.trials}) == len(study.trials) == 2  # no alpha asked twice
     return results
-
-
-def test_a_second_writer_is_refused_and_a_killed_writers_lock_is_cleared(tmp_path, capsys):
-    first = _driver([*SWEEP, "--storage", str(tmp_path), "--name", "one"])
-    lock = tmp_path / "one" / LOCK_FILE
-    _wait_until(lambda: (tmp_path / "one" / "sweep.json").exists(), first, "it wrote its settings")
-    # a second sweep of the same name and a resume of it are refused while the first one runs
-    for args in ([*SWEEP, "--storage", str(tmp_path), "--name", "one"], ["--resume", "--name", "one", "--storage", str(tmp_path)]):
-        with pytest.raises(SystemExit) as exit_:
-            main(args)
-        err = capsys.readouterr().err
-        assert exit_.value.code == 2 and f"is being written by another sweep: pid {first.pid} on host" in err, err
-        assert "Traceback" not in err
-    assert json.loads(lock.read_text())["pid"] == first.pid  # the holder's lock is left alone
-
-    _wait_until(lambda: _completed(tmp_path / "one" / "optuna.journal") >= 1, first, "a student finished")
-    os.killpg(first.pid, signal.SIGKILL)  # no chance to release its lock
-    first.wait()
-    assert lock.exists()
-    assert main(["--resume", "--name", "one", "--storage", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert f"removed a stale lock of this experiment (pid {first.pid} on host" in out
-    _every_student_once(tmp_path / "one", 4)
-    assert not lock.exists()  # released at the end
 
 
 def test_sigterm_stops_cleanly_and_a_copied_experiment_resumes_into_itself(tmp_path, capsys):

@@ -226,10 +226,7 @@ def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(embedded_ray, tmp_path):
     assert 1 <= len(results) < 4 and results["val_acc"].notna().all()  # no blank row for a trial that never ran
     assert set(results["status"]) <= {"completed", "interrupted"} and (results["status"] == "completed").any()
     assert (tmp_path / "interrupted" / "report.html").exists()  # a report of what finished
-
-    assert main(["--resume", "--name", "interrupted", "--storage", str(tmp_path)]) == 0
-    results = pd.read_csv(tmp_path / "interrupted" / "results.csv")
-    assert len(results) == 4 and (results["status"] == "completed").all()
+    # the resume of a sweep a signal stopped: tests/test_durability.py (SIGTERM, then a copy resumed)
 
 
 def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver_at_its_look(embedded_ray, tmp_path):
@@ -363,8 +360,14 @@ def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_o
 
 @pytest.fixture(scope="module")
 def two_nodes():
+    from ray._private.authentication import authentication_token_setup as tokens
     from ray.cluster_utils import Cluster
 
+    # Authentication as `ray start --head` sets it up (token on, this machine's token, made if missing):
+    # a driver joining a loopback address authenticates with that token (ray_adapter.connect), and a
+    # cluster without it would cancel the driver's actors before they start.
+    tokens.enable_token_auth_by_default()
+    tokens.ensure_token_if_auth_enabled({}, create_token_if_missing=True)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": False},
@@ -395,23 +398,40 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(two_nodes, tmp_path, mon
     assert (results["epochs_run"] == 4).all()
 
 
-def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_path):
+def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_path, capsys):
+    """A second writer of a running experiment is refused; the driver killed (no chance to release its
+    lock) resumes, clearing its stale lock, without redoing what finished."""
+    from contract import LOCK_FILE
+
+    storage = str(tmp_path / "old")
     args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
-            "1.0", "--trials-per-cell", "4", "--cohort-size", "2", "--storage", str(tmp_path / "old"), "--name", "killed",
+            "1.0", "--trials-per-cell", "4", "--cohort-size", "2", "--storage", storage, "--name", "killed",
             "--address", two_nodes]
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    journal = tmp_path / "old" / "killed" / "optuna.journal"
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=open(tmp_path / "driver.out", "w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    journal, lock = tmp_path / "old" / "killed" / "optuna.journal", tmp_path / "old" / "killed" / LOCK_FILE
     deadline = time.time() + 240
+    while not lock.exists() and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    # a second sweep of the same name and a resume of it are refused while the first one runs
+    for refused in (args, ["--resume", "--name", "killed", "--storage", storage, "--address", two_nodes]):
+        with pytest.raises(SystemExit) as exit_:
+            main(refused)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and f"is being written by another sweep: pid {driver.pid} on host" in err, err
+        assert "Traceback" not in err
+    assert json.loads(lock.read_text())["pid"] == driver.pid  # the holder's lock is left alone
     while _completed(journal) < 2 and time.time() < deadline and driver.poll() is None:
         time.sleep(0.5)
-    assert driver.poll() is None, "the sweep finished before it could be killed"
-    os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.poll() is None, "the sweep finished before it could be killed: " + (tmp_path / "driver.out").read_text()[-3000:]
+    os.killpg(driver.pid, signal.SIGKILL)  # no chance to release its lock
     driver.wait()
     done_before = _completed(journal)
-    assert 2 <= done_before < 8
+    assert 2 <= done_before < 8 and lock.exists()
 
-    assert main(["--resume", "--name", "killed", "--storage", str(tmp_path / "old"), "--address", two_nodes]) == 0
+    assert main(["--resume", "--name", "killed", "--storage", storage, "--address", two_nodes]) == 0
+    assert f"removed a stale lock of this experiment (pid {driver.pid} on host" in capsys.readouterr().out
+    assert not lock.exists()  # released at the end
     results = pd.read_csv(tmp_path / "old" / "killed" / "results.csv")
     assert len(results) == 8 and (results["status"] == "completed").all()
     assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()  # every member exactly once
