@@ -326,3 +326,23 @@ def test_an_address_that_answers_but_is_not_ray_is_refused_in_seconds(tmp_path, 
     assert exit_.value.code == 2, err
     assert f"cannot reach the Ray cluster at '127.0.0.1:{port}': something listens there but does not answer as a Ray head" in err
     assert "it answered '" in err and "Traceback" not in err
+
+
+def test_deleting_a_checkpoint_the_killed_driver_already_deleted_is_not_reported_as_an_error():
+    """After a resume, Tune's delete of an old checkpoint that is already gone is not printed; any other
+    failure to handle a checkpoint still is."""
+    import logging
+
+    from sweep.ray_adapter.tuner import _hide_deleting_gone_checkpoints
+
+    _hide_deleting_gone_checkpoints()
+    _hide_deleting_gone_checkpoints()  # a second resume in the same process adds no second filter
+    target = logging.getLogger("ray.tune.execution.tune_controller")
+    assert sum(type(f).__name__ == "_Gone" for f in target.filters) == 1
+
+    def record(error):
+        return logging.LogRecord(target.name, logging.ERROR, __file__, 1, "Trial %s: Error handling checkpoint %s",
+                                 ("t", "c"), (type(error), error, None))
+
+    assert not target.filter(record(FileNotFoundError("Path not found: checkpoint_000002")))
+    assert target.filter(record(PermissionError("denied")))

@@ -131,6 +131,23 @@ def hide_failures_while(condition: Callable[[], bool]) -> None:
         logging.getLogger(name).addFilter(_While())
 
 
+def _hide_deleting_gone_checkpoints() -> None:
+    """A resumed trial's checkpoint list is the saved state's, which may name older checkpoints that the
+    killed driver had already deleted (Tune keeps the newest few); when the trial's next checkpoint
+    pushes one of those out, Tune's delete finds nothing and logs the FileNotFoundError as an error with
+    its traceback, after it has updated its list. Nothing is wrong: that record is not printed."""
+    import logging
+
+    class _Gone(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            error = record.exc_info[1] if record.exc_info else None
+            return not (isinstance(error, FileNotFoundError) and "Error handling checkpoint" in str(record.msg))
+
+    target = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, logging.Filter) and type(f).__name__ == "_Gone" for f in target.filters):
+        target.addFilter(_Gone())
+
+
 def _quiet_tune_console() -> None:
     """Tune's console as the sweep wants it, for a new and a resumed run alike."""
     # Tune's newer console output ignores custom reporters; the classic one takes column choices.
@@ -277,6 +294,7 @@ def restore_tuner(path: str, fn: Callable, *, parameters: dict, resources: dict,
     storage) were pickled where the experiment started, to point them at this location."""
     _allow_pending_trials(_slots(resources))
     _quiet_tune_console()
+    _hide_deleting_gone_checkpoints()
     tuner = tune.Tuner.restore(path, trainable=_trainable(fn, parameters, resources), resume_errored=True)
     search_alg = tuner._local_tuner._tune_config.search_alg
     run_config = tuner._local_tuner.get_run_config()
