@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -81,6 +82,7 @@ class AlphaFFit:
     p_value: float = float("nan")
     p_adjusted: float = float("nan")
     relation: str = "not tested"
+    tested_at: float = float("nan")  # at a sequential look: the nominal level p_value was last compared with
     message: str = ""
     heterogeneity_p: float = float("nan")  # pooled fit: p of "the methods share one curve" (curves_differ)
     decided_by: str = ""  # which statistic gave the smaller p: "curve" (the printed one) or "line"
@@ -445,11 +447,15 @@ def _p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.2g}"
 
 
-def adjust_directions(fits: list[AlphaFFit], level: float = SIGNIFICANCE) -> None:
+def adjust_directions(fits: list[AlphaFFit], level: float = SIGNIFICANCE,
+                      boundary: Callable[[float], float] | None = None) -> None:
     """The multiple-testing procedure over the tested fits of each context: sets p_adjusted and relation.
     The label noise levels of one (dataset, teacher, student) are one family: their fits are tested
     together. The pooled direction is asked first (the paper's question: does alpha* fall as f grows?),
-    the methods' own after it (``direction_graph``); the family-wise error rate is at most ``level``."""
+    the methods' own after it (``direction_graph``); the family-wise error rate is at most ``level``.
+    At a look of a sequential sweep (``boundary``: the look's nominal level for a share of the error
+    rate, ``analysis.sequential``) the relations are the look's decisions (``pooled.graphical_sequential``)
+    and ``tested_at`` the nominal level each fit's p-value was last compared with."""
     by_context: dict[tuple, list[AlphaFFit]] = {}
     for fit in fits:
         by_context.setdefault(tuple(sorted((k, v) for k, v in fit.context.items() if k != "label_noise")), []).append(fit)
@@ -457,8 +463,12 @@ def adjust_directions(fits: list[AlphaFFit], level: float = SIGNIFICANCE) -> Non
         tested = [fit for fit in family if math.isfinite(fit.p_value)]
         weights, transitions = direction_graph(tested)
         rejected, adjusted = pooled.graphical([fit.p_value for fit in tested], weights, transitions, level)
-        for fit, reject, p_adj in zip(tested, rejected, adjusted):
-            fit.p_adjusted = float(p_adj)
+        tested_at = np.full(len(tested), level)
+        if boundary is not None:
+            rejected, tested_at = pooled.graphical_sequential([fit.p_value for fit in tested], weights, transitions,
+                                                              level, boundary)
+        for fit, reject, p_adj, at in zip(tested, rejected, adjusted, tested_at):
+            fit.p_adjusted, fit.tested_at = float(p_adj), float(at)
             fit.relation = ("inverse" if fit.test_slope < 0 else "direct") if reject else "no evidence"
         for fit in family:
             if not math.isfinite(fit.p_value):

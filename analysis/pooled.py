@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import stats as sps
@@ -351,15 +352,49 @@ def graphical(p_values, weights, transitions, level: float = SIGNIFICANCE) -> tu
         running = max(running, min(1.0, p[j] / w[j]))
         adjusted[j] = running
         rejected[j] = running <= level
-        active.remove(j)
-        new_g = g.copy()
-        for a in active:
-            w[a] += w[j] * g[j, a]
-            for b in active:
-                denominator = 1 - g[a, j] * g[j, a]
-                new_g[a, b] = (g[a, b] + g[a, j] * g[j, b]) / denominator if a != b and denominator > 0 else 0.0
-        g, w[j] = new_g, 0.0
+        g = _pass_on(j, active, w, g)
     return rejected, adjusted
+
+
+def graphical_sequential(p_values, weights, transitions, level: float,
+                         boundary: Callable[[float], float]) -> tuple[np.ndarray, np.ndarray]:
+    """The graphical procedure at one look of a group-sequential design (Maurer and Bretz, Statistics
+    in Biopharmaceutical Research 2013): hypothesis i, holding the share ``weights[i]`` of ``level``, is
+    rejected when its p-value is at most ``boundary(weights[i] * level)``, the look's nominal level for
+    a hypothesis spending that error rate over the looks (``analysis.sequential``); a rejected one
+    passes its share on as ``graphical`` does, and the others are tested again at their larger shares.
+    Returns (rejected, the nominal level each was last tested at), in the input order. With
+    ``boundary`` the identity it rejects what ``graphical`` does."""
+    p = np.asarray(p_values, float)
+    m = len(p)
+    w = np.asarray(weights, float).copy()
+    g = np.asarray(transitions, float).reshape(m, m).copy()
+    rejected, tested_at = np.zeros(m, bool), np.zeros(m)
+    active = [i for i in range(m) if not np.isnan(p[i])]
+    while active:
+        for i in active:
+            tested_at[i] = boundary(w[i] * level) if w[i] > 0 else 0.0
+        clearing = [i for i in active if w[i] > 0 and p[i] <= tested_at[i]]
+        if not clearing:
+            break
+        j = min(clearing, key=lambda i: p[i] / tested_at[i])  # the order does not change what is rejected
+        rejected[j] = True
+        g = _pass_on(j, active, w, g)
+    return rejected, tested_at
+
+
+def _pass_on(j: int, active: list[int], w: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Take hypothesis ``j`` out of ``active``, pass its weight on along ``g`` and return the updated
+    graph (Bretz et al. 2009, algorithm 1)."""
+    active.remove(j)
+    new_g = g.copy()
+    for a in active:
+        w[a] += w[j] * g[j, a]
+        for b in active:
+            denominator = 1 - g[a, j] * g[j, a]
+            new_g[a, b] = (g[a, b] + g[a, j] * g[j, b]) / denominator if a != b and denominator > 0 else 0.0
+    w[j] = 0.0
+    return new_g
 
 
 def t_quantile(df: float) -> float:

@@ -28,6 +28,7 @@ from analysis.pooled import LEVEL, SIGNIFICANCE, t_quantile
 from analysis.comparisons import (kd_gain_by_f, kd_gain_by_noise, noise_gain_difference, noise_levels, random_vs_scored,
                                   teacher_capacity)
 from analysis.results import Experiment, ResultsError, load_experiment
+from analysis.sequential import p_text
 from contract import FULL
 from contract.storage import write_bytes
 
@@ -219,8 +220,9 @@ def _looks(analysis: Analysis) -> str:
     intro = (f"<p>A sequential sweep (<code>--until-answered</code>), run until its questions of the kinds {_e(asked)} "
              f"were answered: looks at {schedule} students per cell, each round bringing the cells of the questions "
              f"still open to the next size (at most {design['most']} per cell); {_e(state)}. Look k tests every open "
-             f"question at its share of the {design['level']:.0%} error rate (spent as {_e(design['spending'])}, t the "
-             "share of the looks made, so the shares add up to it): a decision below keeps its error rate over all "
+             f"question against the group-sequential boundary of the {design['level']:.0%} error rate spent as "
+             f"{_e(design['spending'])} (t the share of the looks made; a direction against the boundary of its share "
+             "of the 5 %, passed on as the directions are decided): a decision below keeps its error rate over all "
              "the looks, each question's own and the directions' family-wise. The intervals elsewhere in this report "
              "are each at 95 % for the data as they are, as if the design had been fixed; where they and a decision "
              "differ, the decision is the sequential answer.</p>")
@@ -232,8 +234,8 @@ def _looks(analysis: Analysis) -> str:
                      str(len(entry.get("open", []))), _thousands(entry.get("added", 0)) if entry.get("added") else "–"])
     table = _table(["look", "students", "level", "decided at this look", "open", "next round"], rows, left=4)
     last = history[-1] if history else {"open": [], "moot": []}
-    answered = [[_e(q), _e(d["answer"]), str(d["look"]), _thousands(d["students"]), _e(_p(d["p"]))]
-                for q, d in decided.items()]
+    answered = [[_e(q), _e(d["answer"]), str(d["look"]), _thousands(d["students"]), _e(p_text(d["p"])),
+                 p_text(d.get("level", float("nan")))] for q, d in decided.items()]
     moot = set(last.get("moot", []))
     for question in looks.get("questions") or last.get("open", []):
         if question in decided:
@@ -241,9 +243,10 @@ def _looks(analysis: Analysis) -> str:
         label = ("not asked of these data (the methods' curves differ: read each method's)" if question in moot
                  else ("not decided when the sweep stopped" if looks.get("stopped") else "open")
                  if question in last.get("open", []) else "not decided (not a question the sweep ran for)")
-        answered.append([_e(question), _e(label), "–", "–", "–"])
-    return (intro + table + "<p>Each question's answer, the look that decided it and the students the sweep had "
-            "then:</p>" + _table(["question", "answer", "look", "students", "p"], answered, left=2))
+        answered.append([_e(question), _e(label), "–", "–", "–", "–"])
+    return (intro + table + "<p>Each question's answer, the look that decided it, the students the sweep had "
+            "then, and its p-value against the nominal level it cleared:</p>"
+            + _table(["question", "answer", "look", "students", "p", "level"], answered, left=2))
 
 
 def _scope(analysis: Analysis) -> str:

@@ -20,14 +20,23 @@ A sequential sweep looks at its results after every round. Rule (fixed before th
   cohorts of ``step`` (6, 12, 24, 48 for ``first`` = ``step`` = 6 and ``most`` = 48), and no further
   than ``most``: the looks come where the information doubles, so there are few of them
   (``SequentialDesign.schedule``; ``looks`` is its length).
-- **Error spending.** Look k of K tests every undecided question at level
-  ``alpha(k / K) - alpha((k - 1) / K)`` with ``alpha(t) = 0.05 t^2`` (a power-family spending
-  function between Pocock's and O'Brien-Fleming's: little at the first looks, where a false finding
-  is likeliest to be stopped on, most at the last). The levels sum to 0.05, so by the union bound over
-  looks each question's error rate, and the directions' family-wise one, stay at most 5 % whatever
-  the data do between looks; the calibration (``bench/bench_sequential.py``) measures
-  them on simulated sweeps where the allocation depends on the data. A decided question stays decided,
-  with the look and the students it was decided on.
+- **Error spending.** By look k of K a question has spent ``alpha(k / K)`` of its error rate, with
+  ``alpha(t) = 0.05 t^2`` (a power-family spending function between Pocock's and O'Brien-Fleming's:
+  little at the first looks, where a false finding is likeliest to be stopped on, most at the last).
+  Look k tests it at the nominal level of the exact group-sequential boundary for that spending
+  (``nominal_levels``: Lan and DeMets's spending with the canonical joint distribution of the looks'
+  statistics, information proportional to the students an open cell holds), which is above the
+  increment ``alpha(k / K) - alpha((k - 1) / K)``: a look's false finding can only come from data that
+  made none before, and the looks' statistics are strongly correlated (each look's students include
+  the last look's). For 6, 12, 24, 48 students per cell the levels are 0.0031, 0.0105, 0.0194, 0.0294
+  where the increments are 0.0031, 0.0094, 0.0156, 0.0219. The directions keep the report's graphical
+  procedure: at each look a direction holding the share w of the 5 % is tested at the boundary for
+  w x 5 % (Maurer and Bretz 2013, ``pooled.graphical_sequential``). Cells that stop growing (their
+  other questions decided) or replicate-level noise that does not shrink with students make the looks'
+  statistics more alike than the design assumes, which lowers the chance of a false finding; the
+  calibration (``bench/bench_sequential.py``) measures the error rates on simulated sweeps where the
+  allocation depends on the data. A decided question stays decided, with the look, the students, its
+  p-value and the nominal level it cleared.
 - **Allocation.** Only the questions of the kinds asked drive it (the others are tested at the same
   levels and reported, decided or not). A question's cells are those its statistic reads: the KD gain at f, the cells at f;
   random against a method, the two methods' cells at the smallest f; a method's direction, its cells
@@ -44,13 +53,16 @@ A sequential sweep looks at its results after every round. Rule (fixed before th
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import scipy.stats as sps
+from scipy import optimize
 
 
 LEVEL = 0.05
@@ -65,9 +77,10 @@ class Answer:
     question: str
     kind: str  # KD_GAIN, VERSUS or DIRECTION
     answer: str | None  # the decided answer at the level ("gain", "inverse", "random ahead", ...), or None
-    p: float  # its p value (directions: the multiplicity-adjusted one); nan when not testable
+    p: float  # its p value (a direction's: multiplicity-adjusted, or at a sequential look its own); nan when not testable
     cells: tuple[str, ...]  # the cells its statistic reads
     moot: bool = False  # cannot be asked of these data (a pooled direction whose methods' curves differ)
+    level: float = LEVEL  # what p was compared with: decided exactly when p <= level
 
 
 def _p_two_sided(estimate: float, lo: float, hi: float, quantile: float, df: float) -> float:
@@ -79,13 +92,21 @@ def _p_two_sided(estimate: float, lo: float, hi: float, quantile: float, df: flo
     return float(2 * sps.t.sf(abs(estimate) / se, max(df, 1.0)))
 
 
+def p_text(p: float) -> str:
+    """A look's p-value, to the digits its nominal level needs (those go down to 0.0001 at a first look)."""
+    return "–" if not math.isfinite(p) else "< 0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
 def _label(fraction: float, noise: float, several: bool) -> str:
     return f"f = {fraction:g}" + (f" (P = {noise:g})" if several else "")
 
 
-def answers(frame: pd.DataFrame, level: float = LEVEL, seed: int = 0, n_draws: int = 200) -> list[Answer]:
+def answers(frame: pd.DataFrame, level: float = LEVEL, seed: int = 0, n_draws: int = 200,
+            boundary: Callable[[float], float] | None = None) -> list[Answer]:
     """Every question of the report on ``frame`` (a tidy trials table, ``analysis.results.tidy``),
-    each tested at ``level``."""
+    each tested at ``level``; at a look of a sequential sweep, ``boundary`` maps the error rate a
+    question holds (``level``, or a direction's share of it) to the nominal level its p-value is
+    compared with at this look (``SequentialDesign.boundary``)."""
     from analysis.alpha_f import POOLED, adjust_directions, fit_alpha_f
     from analysis.comparisons import kd_gain_by_noise, random_vs_scored
     from analysis.optimum import cell_optima, test_noise
@@ -108,26 +129,27 @@ def answers(frame: pd.DataFrame, level: float = LEVEL, seed: int = 0, n_draws: i
             return replicates - 1.0, t_quantile(replicates - 1)
         return cell_df, optima.t_test
 
+    alone = boundary(level) if boundary is not None else level  # a question that holds all of the error rate
     out: list[Answer] = []
     for row in kd_gain_by_noise(table, optima.t_test, by=("label_noise", "fraction")).itertuples():
         df, quantile = df_and_quantile(int(row.replicates))
         p = _p_two_sided(row.gain, row.lo, row.hi, quantile, df)
         here = table[np.isclose(table["fraction"], row.fraction) & np.isclose(table["label_noise"], row.label_noise)]
-        decided = math.isfinite(p) and p <= level
+        decided = math.isfinite(p) and p <= alone
         out.append(Answer(f"KD gain at {_label(row.fraction, row.label_noise, several)}", KD_GAIN,
-                          ("gain" if row.gain > 0 else "loss") if decided else None, p, tuple(here["cell"])))
+                          ("gain" if row.gain > 0 else "loss") if decided else None, p, tuple(here["cell"]), level=alone))
     for row in random_vs_scored(table, optima.t_test).itertuples():
         df, quantile = df_and_quantile(int(row.replicates))
         p = _p_two_sided(row.diff, row.lo, row.hi, quantile, df)
         here = table[np.isclose(table["fraction"], row.fraction) & np.isclose(table["label_noise"], row.label_noise)
                      & table["method"].isin(["random", row.method]) & (table["teacher_arch"] == row.teacher_arch)
                      & (table["student_arch"] == row.student_arch)]
-        decided = math.isfinite(p) and p <= level
+        decided = math.isfinite(p) and p <= alone
         out.append(Answer(f"random ahead of {row.method} at {_label(row.fraction, row.label_noise, several)}", VERSUS,
                           ("random ahead" if row.diff > 0 else f"{row.method} ahead") if decided else None, p,
-                          tuple(here["cell"])))
-    if level != LEVEL:
-        adjust_directions(fits, level)
+                          tuple(here["cell"]), level=alone))
+    if level != LEVEL or boundary is not None:
+        adjust_directions(fits, level, boundary)
     for fit in fits:
         if fit.relation == "not tested" and len(fit.f) < 3:
             continue  # a direction needs three fractions: not a question of this design (too few students is one)
@@ -135,9 +157,61 @@ def answers(frame: pd.DataFrame, level: float = LEVEL, seed: int = 0, n_draws: i
         name = "pooled over the methods" if fit.method == POOLED else fit.method
         question = f"alpha*(f) direction: {name}" + (f" (P = {noise:g})" if several else "")
         answer = fit.relation if fit.relation in ("inverse", "direct") else None
-        out.append(Answer(question, DIRECTION, answer, float(fit.p_adjusted), tuple(fit.cells),
-                          moot=fit.relation == "not pooled"))
+        if boundary is None:  # the report's adjusted p at the family's level
+            p, at = float(fit.p_adjusted), level
+        else:  # the look's: the fit's own p against the nominal level of the share it held last
+            p, at = float(fit.p_value), float(fit.tested_at)
+        out.append(Answer(question, DIRECTION, answer, p, tuple(fit.cells), moot=fit.relation == "not pooled",
+                          level=at))
     return out
+
+
+def nominal_levels(information, spent, points: int = 801) -> list[float]:
+    """The two-sided nominal level of each look of a group-sequential test that has spent ``spent[k]``
+    of its error rate by look k, where the statistic has ``information[k]`` (any unit, increasing).
+    Exact for the canonical joint distribution (Jennison and Turnbull, Group Sequential Methods, 2000,
+    ch. 3 and 19): the score S_k = Z_k sqrt(I_k) has independent normal increments, so the chance of a
+    first crossing at look k is an integral over the paths that stayed inside the earlier boundaries,
+    computed on a grid (the recursive integration of Armitage, McPherson and Rowe 1969). Look k's
+    boundary c_k is the one whose first-crossing chance is ``spent[k] - spent[k - 1]``; its nominal
+    level 2 (1 - Phi(c_k)) is above that increment, since a path that crosses at look k has not crossed
+    before (the union bound over looks would test at the increment)."""
+    information = np.asarray(information, float)
+    levels: list[float] = []
+    grid = mass = None
+    before = 0.0
+    for k, (info, total) in enumerate(zip(information, spent)):
+        increment = total - before
+        before = total
+        if increment <= 0:
+            c = np.inf
+        elif k == 0:
+            c = float(sps.norm.isf(increment / 2))
+        else:
+            sd = math.sqrt(information[k] - information[k - 1])
+
+            def crossing(c: float) -> float:
+                edge = c * math.sqrt(info)
+                return float(np.sum(mass * (sps.norm.sf((edge - grid) / sd) + sps.norm.cdf((-edge - grid) / sd))))
+
+            c = float(optimize.brentq(lambda c: crossing(c) - increment, 1e-3, 40.0)) if crossing(1e-3) > increment else 1e-3
+        levels.append(float(2 * sps.norm.sf(c)) if math.isfinite(c) else 0.0)
+        # the density of the scores that stay inside this look's boundary, on a grid (trapezoid weights)
+        edge = min(c, 12.0) * math.sqrt(info)
+        new = np.linspace(-edge, edge, points)
+        weights = np.full(points, new[1] - new[0])
+        weights[[0, -1]] /= 2
+        if k == 0:
+            density = sps.norm.pdf(new, scale=math.sqrt(info))
+        else:
+            density = (mass[None, :] * sps.norm.pdf((new[:, None] - grid[None, :]) / sd) / sd).sum(axis=1)
+        grid, mass = new, density * weights
+    return levels
+
+
+@functools.lru_cache(maxsize=4096)
+def _nominal_levels(information: tuple, spent: tuple) -> tuple:
+    return tuple(nominal_levels(information, spent))
 
 
 # ---- the looks of a sequential sweep ---------------------------------------------------------------
@@ -147,8 +221,8 @@ def answers(frame: pd.DataFrame, level: float = LEVEL, seed: int = 0, n_draws: i
 class SequentialDesign:
     """How a sequential sweep grows: ``first`` students per cell at the first look; at each later look
     an open cell holds ``schedule[k]`` students, about double the look before in whole cohorts of
-    ``step``, at most ``most``. Look k tests at ``level_at(k)``: the error rate ``level`` spent as
-    ``level * t ** spending`` over the looks (t = k / looks)."""
+    ``step``, at most ``most``. Look k tests at ``level_at(k)``, the exact group-sequential boundary
+    for the error rate ``level`` spent as ``level * t ** spending`` over the looks (t = k / looks)."""
 
     first: int
     step: int
@@ -183,9 +257,18 @@ class SequentialDesign:
         t = min(1.0, look / self.looks)
         return self.level * t**self.spending
 
+    def boundary(self, look: int, share: float | None = None) -> float:
+        """The nominal level a question holding the error rate ``share`` (default: ``level``; a direction
+        may hold a part of it, ``pooled.graphical_sequential``) is tested at at look ``look``: the
+        group-sequential boundary of ``nominal_levels`` for ``share`` spent as ``share * t ** spending``,
+        with information proportional to the students an open cell holds (``schedule``)."""
+        share = self.level if share is None else share
+        spent = tuple(share * (k / self.looks) ** self.spending for k in range(1, self.looks + 1))
+        return _nominal_levels(tuple(float(n) for n in self.schedule), spent)[min(look, self.looks) - 1]
+
     def level_at(self, look: int) -> float:
-        """The level every undecided question is tested at, at look ``look``."""
-        return self.spent(look) - self.spent(look - 1)
+        """The nominal level a question that holds all of the error rate is tested at, at look ``look``."""
+        return self.boundary(look)
 
 
 @dataclass
@@ -194,6 +277,7 @@ class Decision:
     look: int
     students: int  # students of the whole sweep at that look
     p: float
+    level: float = float("nan")  # the nominal level p cleared at that look (nan: recorded before levels were)
 
 
 @dataclass
@@ -219,12 +303,12 @@ class Looks:
         k = self.count + 1
         level = self.design.level_at(k)
         students = int(sum(counts.values()))
-        now = answers(frame, level, seed=seed)
+        now = answers(frame, self.design.level, seed=seed, boundary=lambda share: self.design.boundary(k, share))
         self.questions = {a.question: a.kind for a in now}
         newly = []
         for a in now:
             if a.question not in self.decided and a.answer is not None:
-                self.decided[a.question] = Decision(a.answer, k, students, a.p)
+                self.decided[a.question] = Decision(a.answer, k, students, a.p, a.level)
                 newly.append(a.question)
         open_ = [a for a in now if a.question not in self.decided and not a.moot and a.kind in self.kinds]
         grow: dict[str, int] = {}

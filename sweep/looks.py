@@ -6,8 +6,8 @@ searcher carries the same looks in its saved state)."""
 from __future__ import annotations
 
 import json
-import math
 
+from analysis.sequential import p_text
 from contract import FINAL_STATUSES, LOOKS_FILE
 from contract.storage import read_text, write_bytes
 from sweep.console import say
@@ -17,9 +17,21 @@ class SequentialRun:
     """What a sequential sweep's searcher (``sweep.searcher.CellSearcher``) needs of this driver."""
 
     def __init__(self, exp_dir: str, trials_callback, teacher_metrics: dict, *, scheduler_stops: bool,
-                 budget_hours: float | None, most_trials: int):
+                 budget_hours: float | None, most_trials: int, trial_slots=None):
         self.exp_dir, self.callback, self.teacher_metrics = exp_dir, trials_callback, teacher_metrics
         self.scheduler_stops, self.budget_hours, self.most_trials = scheduler_stops, budget_hours, most_trials
+        self._trial_slots = trial_slots  # () -> the trials the cluster runs at once now (None: no overlap)
+        self._slots, self._slots_at = 0, -1e9
+
+    def slots(self) -> int:
+        """The cohorts the cluster runs at once now (an autoscaler changes it), asked at most every 10 s."""
+        import time
+
+        if self._trial_slots is None:
+            return 0
+        if time.monotonic() - self._slots_at > 10:
+            self._slots, self._slots_at = int(self._trial_slots()), time.monotonic()
+        return self._slots
 
     def finished(self):
         """The experiment's finished students as a tidy table (``analysis.results.tidy``), or None before
@@ -38,9 +50,11 @@ class SequentialRun:
     def after_look(self, looks, added: int, cells: int) -> None:
         """The look's lines on the console, and its line of ``LOOKS_FILE``."""
         entry = looks.history[-1]
-        decided = [f"{q}: {looks.decided[q].answer} (p {_p(looks.decided[q].p)})" for q in entry["decided"]]
+        decided = [f"{q}: {looks.decided[q].answer} (p {p_text(looks.decided[q].p)} <= {looks.decided[q].level:.2g})"
+                   for q in entry["decided"]]
         say(f"look {entry['look']} of at most {looks.design.looks} ({entry['students']} students; open questions tested "
-            f"at level {entry['level']:.2g}): " + ("decided " + "; ".join(decided) if decided else "nothing newly decided"))
+            f"at nominal level {entry['level']:.2g}, a direction at its share of it): "
+            + ("decided " + "; ".join(decided) if decided else "nothing newly decided"))
         if added:
             say(f"  {len(entry['open'])} question{'s' * (len(entry['open']) != 1)} open ({'; '.join(entry['open'])}): "
                 f"the next round trains {added} students in {cells} cells")
@@ -57,6 +71,3 @@ def read_looks(exp_dir: str) -> dict | None:
 
     return last_looks(read_text(f"{exp_dir}/{LOOKS_FILE}"))
 
-
-def _p(p: float) -> str:
-    return "nan" if not math.isfinite(p) else "< 0.0001" if p < 1e-4 else f"{p:.2g}"

@@ -301,8 +301,12 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     trials_callback = ray_adapter.TrialsCallback(live.on_trial_end)
     callbacks = [trials_callback]
     # a sequential sweep's looks read the finished students of this run (sweep.looks)
+    def trial_slots() -> int:  # a sequential round's last cohorts share the cluster with the next round's first
+        slots = ray_adapter.trial_slots(resources["cpu"], resources["gpu"])
+        return min(slots, config.max_concurrent) if config.max_concurrent else slots
+
     sequential = SequentialRun(exp_dir, trials_callback, teacher_metrics, scheduler_stops=scheduler_stops,
-                               budget_hours=config.budget_hours, most_trials=plan.most_trials)
+                               budget_hours=config.budget_hours, most_trials=plan.most_trials, trial_slots=trial_slots)
     searchers = []  # the searcher this driver runs (a resumed one: Tune's restored object)
     teacher_artifacts = {key: store.get("teacher", key) for key in set(plan.teacher_keys.values())}
     teachers = {key: artifact.payload for key, artifact in teacher_artifacts.items()}
@@ -377,7 +381,7 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
         return 1
     counts = frame["status"].value_counts().to_dict()
     # the students planned: a sequential sweep's looks grow it round by round
-    planned = sum(searchers[0].budgets) if searchers else plan.num_trials
+    planned = searchers[0].planned_students() if searchers else plan.num_trials
     say(f"{len(frame)} of {planned} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) in "
         f"{time.perf_counter() - start:.0f} s")
     say(f"results: {path}")

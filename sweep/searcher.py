@@ -88,6 +88,11 @@ class CellSearcher(Searcher):
 
     _STATE = ("asked", "finished", "live", "cursor", "budgets", "looks", "elapsed_s")
 
+    def planned_students(self) -> int:
+        """The students the sweep trains as things stand: each cell's budget (a sequential sweep's looks
+        grow it), or what it asked if more (students trained ahead of a look, ``_ahead``)."""
+        return sum(max(budget, asked) for budget, asked in zip(self.budgets, self.asked))
+
     def students_wall_s(self) -> float:
         """The students' wall time so far, over every driver of the sweep (``--budget-hours``)."""
         return self.elapsed_s + time.monotonic() - self._started
@@ -223,8 +228,10 @@ class CellSearcher(Searcher):
         if not open_cells:
             if self.looks is None or self.looks.stopped:
                 return FINISHED
-            if self.live:
-                return None  # the round's last cohorts still train: the look waits for them
+            if self._round_live():
+                # the round's last cohorts still train and the look waits for them; a slot they leave
+                # idle trains a cohort of the next round ahead (``_ahead``)
+                return self._ahead(trial_id)
             grown = self._look()
             if grown is None:
                 return None  # their results are not all in yet
@@ -234,7 +241,39 @@ class CellSearcher(Searcher):
         # Round-robin: the next open cell after the last one served.
         index = min(open_cells, key=lambda i: (i - self.cursor) % len(self.cells))
         self.cursor = (index + 1) % len(self.cells)
-        size = min(self.cohort_size, self.budgets[index] - self.asked[index])
+        return self._cohort(trial_id, index, min(self.cohort_size, self.budgets[index] - self.asked[index]))
+
+    def _round_live(self) -> bool:
+        """Whether a student of the current round still trains (one asked beyond its cell's budget was
+        trained ahead of the next round, ``_ahead``, and the look does not wait for it)."""
+        return any(number < self.budgets[index] for index, numbers in self.live.values() for number in numbers)
+
+    def _ahead(self, trial_id: str):
+        """A cohort of the next round for a trial slot the round's last cohorts leave idle, or None.
+
+        The look reads each cell's first ``budgets`` students only (the design's, in the order the cell
+        asked them), so a student trained ahead changes no decision: where the look grows its cell it is
+        one of the next round's students, already trained; where the look decides the cell's
+        questions it is a student more, in results.csv and the report, that no look reads. Only the
+        cells of this round (those the last look grew: their questions were open) train ahead, up to
+        the schedule's next size, and only while fewer cohorts run than the cluster has slots, so at
+        most a slot's cohort per cell is spent on a question the look then decides."""
+        slots = self._sequential.slots() if self._sequential is not None else 0
+        if len(self.live) >= slots:
+            return None
+        schedule, looks = self.looks.design.schedule, self.looks.count
+        if looks + 1 >= len(schedule):
+            return None  # the last look's round: no round after it
+        current, following = schedule[looks], schedule[looks + 1]
+        ahead = [i for i in range(len(self.cells)) if self.budgets[i] == current and self.asked[i] < following]
+        if not ahead:
+            return None
+        index = min(ahead, key=lambda i: (i - self.cursor) % len(self.cells))
+        self.cursor = (index + 1) % len(self.cells)
+        return self._cohort(trial_id, index, min(self.cohort_size, following - self.asked[index]))
+
+    def _cohort(self, trial_id: str, index: int, size: int):
+        """A cohort of ``size`` students of cell ``index`` as Tune trial ``trial_id``: its config."""
         trials = self._orphans(index)[:size]
         while len(trials) < size:  # a batch ask: every member is an Optuna trial of the cell's study
             trials.append(self._ask(index))
@@ -265,6 +304,8 @@ class CellSearcher(Searcher):
         if frame is None or len(frame) < sum(self.finished):
             return None
         counts = {cell.name: self.budgets[i] for i, cell in enumerate(self.cells)}
+        # the design's students: each cell's first ``budgets`` (not those trained ahead, ``_ahead``)
+        frame = frame[frame["optuna_trial"] < frame["cell"].map(counts)]
         grow = self.looks.look(frame, counts)
         hours = self.students_wall_s() / 3600
         budget = self._sequential.budget_hours
@@ -311,7 +352,7 @@ class CellSearcher(Searcher):
 
     def progress_line(self, index: int, study: optuna.Study) -> str:
         """One line per finished trial: the sweep's progress, then the cell's, compactly."""
-        done, total = sum(self.finished), sum(self.budgets)
+        done, total = sum(self.finished), self.planned_students()
         elapsed = time.monotonic() - self._started
         rate = elapsed / max(1, self._finished_here)
         left = f", ~{duration(rate * (total - done))} left" if done < total else ""

@@ -260,11 +260,17 @@ def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver
     results = pd.read_csv(tmp_path / "until" / "results.csv")
     assert (results["status"] == "completed").all() and not results.duplicated(["method", "fraction", "optuna_trial"]).any()
     per_cell = results.groupby("fraction").size().to_dict()
-    # a cell stops at the look that decided its question; an open one grows to the next look's size
+    # a cell stops at the look that decided its question (a slot the first round's last cohort left idle
+    # may have trained a cohort of its next round ahead: students no look reads); an open one grows to
+    # the next look's size
+    assert [entry["students"] for entry in looks["history"]] == [12, 18]  # the students each look read
     for fraction, count in per_cell.items():
         decision = looks["decided"].get(f"KD gain at f = {fraction:g}")
-        assert count == (6 if decision and decision["look"] == 1 else 12), (fraction, per_cell, looks["decided"])
-    assert per_cell[0.1] == 6 and len(results) == looks["history"][-1]["students"] < 2 * 12
+        if decision and decision["look"] == 1:
+            assert 6 <= count <= 12 and (count - 6) % 3 == 0, (fraction, per_cell)
+        else:
+            assert count == 12, (fraction, per_cell, looks["decided"])
+    assert looks["decided"]["KD gain at f = 0.1"]["look"] == 1 and per_cell[1.0] == 12
     report = (tmp_path / "until" / "report.html").read_text()
     assert 'id="looks"' in report and "KD gain at f = 0.1" in report and "In progress" not in report
 
