@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.comparisons import kd_gain_by_noise, noise_gain_difference, random_vs_scored, teacher_capacity
+from analysis.results import read_results_csv
 from contract import FULL
 
 
@@ -55,7 +56,7 @@ def combine(runs: str, parts: tuple[str, ...], how: str, required: tuple[str, ..
     for part in parts:
         path = os.path.join(runs, part, "results.csv")
         if os.path.exists(path):
-            frames.append(pd.read_csv(path))
+            frames.append(read_results_csv(path))
         elif part in (parts if required is None else required):
             raise SystemExit(f"{path} is missing: {how} (or pass --runs)")
         else:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from contract import ALPHA_RANGE, CELL_COLUMNS, COHORTS_DIR, FINAL_STATUSES, METRIC, RENAMED_COLUMNS, REQUIRED_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, LOOKS_FILE, Cell
+from contract import ALPHA_RANGE, CELL_COLUMNS, COHORTS_DIR, FINAL_STATUSES, METRIC, RENAMED_COLUMNS, REQUIRED_COLUMNS, RESULT_COLUMNS, RESULTS_FILE, STATUSES, SWEEP_FILE, LOOKS_FILE, Cell
 from contract.storage import read_text
 
 
@@ -89,7 +89,7 @@ def load_experiment(location: str) -> Experiment:
     table, source = None, csv_path
     if text is not None:
         try:
-            table = pd.read_csv(io.StringIO(text))
+            table = read_results_csv(io.StringIO(text))
         except (ValueError, pd.errors.ParserError) as error:
             raise ResultsError(f"{csv_path} is not a readable CSV: {error}") from None
     finished = (lambda t: 0 if t is None or "status" not in t else int(t["status"].isin(FINAL_STATUSES).sum()))
@@ -110,6 +110,13 @@ def load_experiment(location: str) -> Experiment:
     except json.JSONDecodeError:
         looks, warnings = None, [*warnings, f"{folder}/{LOOKS_FILE} is not readable JSON: the looks are not shown"]
     return Experiment(location=location, trials=trials, sweep=sweep, warnings=warnings, looks=looks)
+
+
+def read_results_csv(source) -> pd.DataFrame:
+    """A results table (results.csv, or a cohort's own rows) with its text columns read as text: a Tune
+    trial id such as "12e45678" would otherwise be read as the number inf, and "40213377" as an integer
+    (one cohort's own file holds one such id, so its column is all numbers)."""
+    return pd.read_csv(source, dtype={name: str for name, kind in RESULT_COLUMNS.items() if kind == "str"})
 
 
 def last_looks(text: str | None) -> dict | None:
@@ -146,7 +153,7 @@ def _table_from_cohorts(folder: str) -> pd.DataFrame | None:
     for path in sorted(fs.glob(f"{root}/{COHORTS_DIR}/*.csv")):
         text = read_text(path if "://" not in folder else fs.unstrip_protocol(path))
         if text:
-            frames.append(pd.read_csv(io.StringIO(text)))
+            frames.append(read_results_csv(io.StringIO(text)))
     if not frames:
         return None
     return pd.concat(frames, ignore_index=True).sort_values([*CELL_COLUMNS, "optuna_trial"], ignore_index=True)

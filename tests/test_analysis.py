@@ -705,3 +705,24 @@ def test_the_full_data_cell_stands_on_its_own_trials():
         i = int(np.argmin(np.abs(fit.f - row.fraction)))
         assert row.alpha_opt == pytest.approx(fit.alpha[i])
     assert 1.0 in pooled_fit.f  # the curve still uses the f = 1 cell's trials
+
+
+def test_ids_that_look_like_numbers_stay_text_in_results_and_in_the_cohorts_own_rows(tmp_path):
+    """Tune's trial ids are 8 hex digits: "12e45678" reads as the number inf and "40213377" as an
+    integer unless the text columns are read as text, in results.csv and in a cohort's own file."""
+    from contract import COHORTS_DIR
+
+    frame = synthetic(lambda f: 0.4, trials=2, fractions=(0.5, 1.0))
+    ids = ["12e45678", "40213377"]
+    frame["cohort"] = [ids[i % 2] for i in range(len(frame))]
+    frame["subset_digest"] = "0123456789012345"
+    folder = write_experiment(tmp_path / "exp", frame)
+    loaded = load_experiment(str(folder)).trials
+    assert sorted(set(loaded["cohort"])) == sorted(ids) and set(loaded["subset_digest"]) == {"0123456789012345"}
+    # without results.csv: one file per cohort, each holding one id
+    (folder / "results.csv").unlink()
+    (folder / COHORTS_DIR).mkdir()
+    for cohort, rows in frame.groupby("cohort"):
+        rows.to_csv(folder / COHORTS_DIR / f"{cohort}.csv", index=False)
+    rebuilt = load_experiment(str(folder)).trials
+    assert sorted(set(rebuilt["cohort"])) == sorted(ids) and rebuilt["cohort"].map(type).eq(str).all()
