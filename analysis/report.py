@@ -220,7 +220,7 @@ def _looks(analysis: Analysis) -> str:
     intro = (f"<p>A sequential sweep (<code>--until-answered</code>), run until its questions of the kinds {_e(asked)} "
              f"were answered: looks at {schedule} students per cell, each round bringing the cells of the questions "
              f"still open to the next size (at most {design['most']} per cell); {_e(state)}. Look k tests every open "
-             f"question against the group-sequential boundary of the {design['level']:.0%} error rate spent as "
+             f"question against the group-sequential boundary of the {100 * design['level']:g} % error rate spent as "
              f"{_e(design['spending'])} (t the share of the looks made; a direction against the boundary of its share "
              "of the 5 %, passed on as the directions are decided): a decision below keeps its error rate over all "
              "the looks, each question's own and the directions' family-wise. The intervals elsewhere in this report "
@@ -232,7 +232,7 @@ def _looks(analysis: Analysis) -> str:
         rows.append([str(entry["look"]), _thousands(entry["students"]), f"{entry['level']:.2g}",
                      _e("; ".join(f"{q}: {decided[q]['answer']}" for q in questions if q in decided) or "–"),
                      str(len(entry.get("open", []))), _thousands(entry.get("added", 0)) if entry.get("added") else "–"])
-    table = _table(["look", "students", "level", "decided at this look", "open", "next round"], rows, left=4)
+    table = _table(["look", "students", "nominal level", "decided at this look", "open", "next round"], rows, left=4)
     last = history[-1] if history else {"open": [], "moot": []}
     answered = [[_e(q), _e(d["answer"]), str(d["look"]), _thousands(d["students"]), _e(p_text(d["p"])),
                  p_text(d.get("level", float("nan")))] for q, d in decided.items()]
