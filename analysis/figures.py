@@ -77,6 +77,9 @@ def _at_level(table: pd.DataFrame, level: float) -> pd.DataFrame:
 
 
 NOISE_SYMBOLS = ["circle", "diamond", "square", "triangle-up", "cross", "star"]
+# a method's alpha*(f) curve at each label noise level (its colour is the method's; the pooled curve is dashed)
+NOISE_DASHES = ["solid", "dot", "dashdot", "longdash", "longdashdot"]
+POOLED_DASHES = ["dash", "longdashdot", "dashdot", "longdash", "dot"]
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -127,6 +130,9 @@ def alpha_vs_f(cells: pd.DataFrame, fits: list[AlphaFFit]) -> go.Figure:
             continue
         method = fit.method
         color = colors.get(method, "#222222")
+        # the same method at two label noise levels: one colour, told apart by the line's dash
+        at = min(range(len(levels)), key=lambda i: abs(levels[i] - float(fit.context.get("label_noise", 0.0))))
+        dash = (POOLED_DASHES if method == POOLED else NOISE_DASHES)[at % len(NOISE_DASHES)]
         low, high = fit.f_range
         grid = np.geomspace(low, high, 60)
         curve = fit.curve(grid)
@@ -139,7 +145,7 @@ def alpha_vs_f(cells: pd.DataFrame, fits: list[AlphaFFit]) -> go.Figure:
         ))
         fig.add_trace(go.Scatter(
             x=grid, y=curve["alpha"], mode="lines", name=label, legendgroup=method,
-            line=dict(color=color, width=2.5 if method == POOLED else 1.8, dash="dash" if method == POOLED else "solid"),
+            line=dict(color=color, width=2.5 if method == POOLED else 1.8, dash=dash),
             hovertemplate=f"{fit.group}<br>f = %{{x:.3f}}: α* = %{{y:.3f}} (model)<extra></extra>",
         ))
     low, high = (float(cells["alpha_lo"].min()), float(cells["alpha_hi"].max())) if len(done) else ALPHA_RANGE

@@ -726,3 +726,20 @@ def test_ids_that_look_like_numbers_stay_text_in_results_and_in_the_cohorts_own_
         rows.to_csv(folder / COHORTS_DIR / f"{cohort}.csv", index=False)
     rebuilt = load_experiment(str(folder)).trials
     assert sorted(set(rebuilt["cohort"])) == sorted(ids) and rebuilt["cohort"].map(type).eq(str).all()
+
+
+def test_one_methods_alpha_f_curves_at_two_label_noise_levels_are_told_apart():
+    """The alpha*-versus-f figure: a method keeps its colour at every label noise level; its curves
+    differ by their dash and their legend names the level."""
+    from analysis.figures import alpha_vs_f
+
+    trials = tidy(simulate_sweep("inverse", "grid", 6, seed=2, methods=("random", "el2n"), fractions=(0.2, 0.5, 0.8),
+                                 label_noise=(0.0, 0.3)))
+    fits = fit_alpha_f(trials, n_draws=200)
+    figure = alpha_vs_f(cell_optima(trials, fits=fits).table, fits)
+    curves = [t for t in figure.data if t.mode == "lines" and t.name and "curve" in t.name]
+    random = [t for t in curves if t.name.startswith("random")]
+    assert len(random) == 2 and len({t.line.color for t in random}) == 1
+    assert len({t.line.dash for t in random}) == 2 and len({t.name for t in random}) == 2
+    pooled = [t for t in curves if t.line.width == 2.5]
+    assert len({t.line.dash for t in pooled}) == len(pooled) == 2
