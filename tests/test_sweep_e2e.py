@@ -417,7 +417,8 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_
                               stderr=subprocess.STDOUT, start_new_session=True)
     journal, lock = tmp_path / "old" / "killed" / "optuna.journal", tmp_path / "old" / "killed" / LOCK_FILE
     deadline = time.time() + 240
-    while not lock.exists() and time.time() < deadline and driver.poll() is None:
+    settings = tmp_path / "old" / "killed" / "sweep.json"  # written under the lock: a resume can be asked then
+    while not settings.exists() and time.time() < deadline and driver.poll() is None:
         time.sleep(0.2)
     # a second sweep of the same name and a resume of it are refused while the first one runs
     for refused in (args, ["--resume", "--name", "killed", "--storage", storage, "--address", two_nodes]):
