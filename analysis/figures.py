@@ -132,7 +132,8 @@ def alpha_vs_f(cells: pd.DataFrame, fits: list[AlphaFFit]) -> go.Figure:
         color = colors.get(method, "#222222")
         # the same method at two label noise levels: one colour, told apart by the line's dash
         at = min(range(len(levels)), key=lambda i: abs(levels[i] - float(fit.context.get("label_noise", 0.0))))
-        dash = (POOLED_DASHES if method == POOLED else NOISE_DASHES)[at % len(NOISE_DASHES)]
+        dashes = POOLED_DASHES if method == POOLED else NOISE_DASHES
+        dash = dashes[at % len(dashes)]
         low, high = fit.f_range
         grid = np.geomspace(low, high, 60)
         curve = fit.curve(grid)

@@ -6,6 +6,7 @@ searcher carries the same looks in its saved state)."""
 from __future__ import annotations
 
 import json
+import time
 
 from analysis.sequential import p_text
 from contract import FINAL_STATUSES, LOOKS_FILE
@@ -25,8 +26,6 @@ class SequentialRun:
 
     def slots(self) -> int:
         """The cohorts the cluster runs at once now (an autoscaler changes it), asked at most every 10 s."""
-        import time
-
         if self._trial_slots is None:
             return 0
         if time.monotonic() - self._slots_at > 10:

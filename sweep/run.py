@@ -300,11 +300,12 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     live = LiveResults(exp_dir, plan, teacher_metrics, every_s=args.report_every, scheduler_stops=scheduler_stops)
     trials_callback = ray_adapter.TrialsCallback(live.on_trial_end)
     callbacks = [trials_callback]
-    # a sequential sweep's looks read the finished students of this run (sweep.looks)
+
     def trial_slots() -> int:  # a sequential round's last cohorts share the cluster with the next round's first
         slots = ray_adapter.trial_slots(resources["cpu"], resources["gpu"])
         return min(slots, config.max_concurrent) if config.max_concurrent else slots
 
+    # a sequential sweep's looks read the finished students of this run (sweep.looks)
     sequential = SequentialRun(exp_dir, trials_callback, teacher_metrics, scheduler_stops=scheduler_stops,
                                budget_hours=config.budget_hours, most_trials=plan.most_trials, trial_slots=trial_slots)
     searchers = []  # the searcher this driver runs (a resumed one: Tune's restored object)

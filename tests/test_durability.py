@@ -338,7 +338,7 @@ def test_deleting_a_checkpoint_the_killed_driver_already_deleted_is_not_reported
     _hide_deleting_gone_checkpoints()
     _hide_deleting_gone_checkpoints()  # a second resume in the same process adds no second filter
     target = logging.getLogger("ray.tune.execution.tune_controller")
-    assert sum(type(f).__name__ == "_Gone" for f in target.filters) == 1
+    assert sum(type(f).__name__ == "_GoneCheckpointDelete" for f in target.filters) == 1
 
     def record(error):
         return logging.LogRecord(target.name, logging.ERROR, __file__, 1, "Trial %s: Error handling checkpoint %s",

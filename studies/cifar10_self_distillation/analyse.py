@@ -47,6 +47,7 @@ from analysis.claims import (claim_capacity, claim_inverse, claim_kd_helps, clai
                              write_tables)
 from analysis.comparisons import kd_gain_by_noise  # noqa: E402
 from analysis.pooled import LEVEL  # noqa: E402
+from analysis.results import read_results_csv  # noqa: E402
 from analysis.simulate import matched_noise_scale  # noqa: E402
 from contract import FULL  # noqa: E402
 
@@ -164,7 +165,7 @@ def findings_markdown(claims: dict, context: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = study_arguments(__doc__, __file__, "runs/cifar10_self_distillation", parts="parts").parse_args(argv)
     if args.results:
-        trials = pd.read_csv(args.results)
+        trials = read_results_csv(args.results)
         missing = [part for part in PARTS if part not in parts_present(trials)]
     else:  # the study runs in parts: those not run yet are named, and their claims wait
         trials, missing = combine(args.runs, PARTS, "run `bash studies/cifar10_self_distillation/run.sh main` first",

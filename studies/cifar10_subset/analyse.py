@@ -39,7 +39,6 @@ import json
 import os
 import sys
 
-import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -47,6 +46,7 @@ from analysis.claims import (claim_capacity, claim_inverse, claim_kd_helps, clai
                              interval, noise_mechanism, p_text, pts, save_results, study_arguments, write_figures,
                              write_tables)
 from analysis.pooled import LEVEL  # noqa: E402
+from analysis.results import read_results_csv  # noqa: E402
 
 SWEEPS = ("main", "small-teacher", "full-data")
 MAIN_TEACHER = "cnn3_w64"
@@ -116,7 +116,7 @@ def findings_markdown(claims: dict, teachers: dict, sigma: dict, n_trials: int) 
 
 def main(argv: list[str] | None = None) -> int:
     args = study_arguments(__doc__, __file__, "runs/cifar10_subset").parse_args(argv)
-    trials = (pd.read_csv(args.results) if args.results else
+    trials = (read_results_csv(args.results) if args.results else
               combine(args.runs, SWEEPS, "run studies/cifar10_subset/run.sh first")[0])
     results = save_results(trials, args)
     analysis = write_tables(results, args.out)

@@ -5,6 +5,7 @@ checkpoint when the one Tune's state names is gone."""
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import sys
 from typing import Callable
@@ -121,8 +122,6 @@ def hide_failures_while(condition: Callable[[], bool]) -> None:
     """Tune's and Ray's tracebacks of failed trials and state writes are not printed while
     ``condition()`` holds: the sweep is stopping for a reason it reports in one line of its own (a
     deleted experiment directory, a full disk). Every other message still is."""
-    import logging
-
     for name, prefix in _FAILURE_MESSAGES.items():
         class _While(logging.Filter):
             def filter(self, record: logging.LogRecord, prefix=prefix) -> bool:
@@ -131,21 +130,23 @@ def hide_failures_while(condition: Callable[[], bool]) -> None:
         logging.getLogger(name).addFilter(_While())
 
 
+class _GoneCheckpointDelete(logging.Filter):
+    """Drops Tune's "Error handling checkpoint" record when its error is a FileNotFoundError
+    (``_hide_deleting_gone_checkpoints``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, FileNotFoundError) and "Error handling checkpoint" in str(record.msg))
+
+
 def _hide_deleting_gone_checkpoints() -> None:
     """A resumed trial's checkpoint list is the saved state's, which may name older checkpoints that the
     killed driver had already deleted (Tune keeps the newest few); when the trial's next checkpoint
     pushes one of those out, Tune's delete finds nothing and logs the FileNotFoundError as an error with
     its traceback, after it has updated its list. Nothing is wrong: that record is not printed."""
-    import logging
-
-    class _Gone(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            error = record.exc_info[1] if record.exc_info else None
-            return not (isinstance(error, FileNotFoundError) and "Error handling checkpoint" in str(record.msg))
-
     target = logging.getLogger("ray.tune.execution.tune_controller")
-    if not any(isinstance(f, logging.Filter) and type(f).__name__ == "_Gone" for f in target.filters):
-        target.addFilter(_Gone())
+    if not any(isinstance(f, _GoneCheckpointDelete) for f in target.filters):
+        target.addFilter(_GoneCheckpointDelete())
 
 
 def _quiet_tune_console() -> None:
