@@ -21,6 +21,11 @@ With two or more replicates every answer is over them (t tests and intervals on 
 freedom: with 3 replicates the direction of the alpha-f relation needs a far larger effect than the
 same students in one replicate). Replicates are simulated without a replicate-level effect (none is
 known before the study), so the planned power of those answers is an upper bound.
+
+Beside each direction's power, the most any test could have (``direction_bounds``): the power of the
+Neyman-Pearson test of the truth against the no-relation truth closest to it, the noise known. A
+design whose bound is below a target cannot reach it with any analysis, so the cure there is more
+students or a stronger effect, not another test.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from __future__ import annotations
 import math
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import stats as sps
 
+from analysis.pooled import SIGNIFICANCE
 from analysis.sequential import DIRECTION
 from contract import FULL
 
@@ -67,6 +74,7 @@ class QuestionPower:
     sweeps: int
     students: float = float("nan")  # mean students of the sweep when it was found (a sequential design's look)
     sweep_students: float = float("nan")  # mean students each simulated sweep trained in all
+    bound: float = float("nan")  # a direction's: the most power any 5 % test could have (``direction_bounds``)
 
     @property
     def standard_error(self) -> float:
@@ -121,13 +129,61 @@ def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40
         results = [_outcomes(task) for task in tasks]
     kinds = {name: kind for found, _ in results for name, (kind, _, _) in found.items()}  # in the order first found
     trained = float(np.mean([students for _, students in results]))
+    most = sequential[0].most if sequential else design.trials_per_cell
+    bounds = direction_bounds(replace(design, trials_per_cell=most), noise_scale, truth) if kinds else {}
     powers = []
     for name, kind in kinds.items():
         hits = [found[name] for found, _ in results if name in found and found[name][1]]
         power = len(hits) / len(results)
+        group = name.split(": ", 1)[-1].split(" (P = ")[0]  # "alpha*(f) falls with f: el2n (P = 0.3)" -> el2n
+        group = "pooled" if group.startswith("pooled") else group  # "pooled over the methods"
         powers.append(QuestionPower(name, kind, power, sweeps, float(np.mean([h[2] for h in hits])) if hits else float("nan"),
-                                    trained))
+                                    trained, bounds.get(group, float("nan")) if kind == DIRECTION else float("nan")))
     return powers
+
+
+def direction_bounds(design: PlannedDesign, noise_scale: float = 1.0, truth: str = "inverse",
+                     level: float = SIGNIFICANCE, seed: int = 0, shape: str = "parabola") -> dict[str, float]:
+    """{method, or "pooled" with several methods: the most power any level-``level`` test of its alpha-f
+    direction could have at this design and noise when ``truth`` holds (its peak of ``shape``)}.
+
+    An upper bound whatever the analysis: take the truth's expected validation accuracies at the design's
+    alphas and the no-relation truth closest to them, least squares over the peaks ``analysis.pooled``
+    fits (an offset, a curvature and a sides' ratio per cell): either one peak location at every f inside
+    the searched range, or every cell's optimum at the same edge (its peak anywhere beyond it, cell by
+    cell: alpha* = 1 at every f is no relation whatever lies beyond 1). Any test that holds its level
+    whenever there is no relation holds it at that point, so none has more power than the Neyman-Pearson
+    test of that point against the truth, the noise known: Phi(D - z), D the distance between the two in
+    units of the trial-to-trial sd (``analysis.simulate.NOISE_SD`` x ``noise_scale``), z the one-sided
+    normal quantile of ``level``. It knows the truth exactly, which no real test does, so a real test's
+    power lies below it; a design whose bound misses a target cannot reach it."""
+    from analysis import pooled
+    from analysis.simulate import NOISE_SD, simulate_sweep, true_accuracy
+
+    # the design's alphas (a grid design's do not depend on the accuracies; an adaptive one's are one draw)
+    raw = simulate_sweep(truth, design.alpha_design, design.trials_per_cell, seed=seed, methods=design.methods,
+                         fractions=design.fractions, replicates=design.replicates, noise_scale=noise_scale,
+                         full=design.full, label_noise=design.label_noise[:1])
+    cells = {}
+    for (method, fraction, replicate), part in raw.groupby(["method", "fraction", "replicate"], sort=True):
+        u = part["alpha"].to_numpy(float)  # the searched range is [0, 1]: unit alpha
+        cells[(method, fraction, replicate)] = (u, true_accuracy(truth, method, float(fraction), u, shape=shape))
+    groups = {m: [c for c in cells if c[0] in (m, FULL)] for m in design.methods}
+    if len(design.methods) > 1:
+        groups["pooled"] = list(cells)
+    sd = NOISE_SD * noise_scale
+    z = float(sps.norm.ppf(1 - level))
+    inside = np.linspace(0.0, 1.0, 801)  # one location shared by every cell
+    # beyond an edge, each cell its own location (up to 1.2 beyond it: within what CellStats pads)
+    beyond = {"above": np.linspace(1.0, 2.2, 481), "below": np.linspace(-1.2, 0.0, 481)}
+    bounds = {}
+    for name, members in groups.items():
+        st = pooled.CellStats.of([cells[c] for c in members])
+        shared = float(pooled.peak_rss(st, np.repeat(inside[:, None], len(members), 1)).sum(1).min())
+        edges = [float(pooled.peak_rss(st, np.repeat(v[:, None], len(members), 1)).min(0).sum()) for v in beyond.values()]
+        distance = math.sqrt(max(min(shared, *edges), 0.0)) / sd
+        bounds[name] = float(sps.norm.cdf(distance - z))
+    return bounds
 
 
 @dataclass(frozen=True)
@@ -184,8 +240,6 @@ def students_for_power(design: PlannedDesign, target: float, max_trials: int, no
     question (each method's and the pooled one) has power >= ``target``: up the ladder from the
     cheapest design, stopping at the first that reaches it (a large design costs the most to simulate,
     so it is simulated only when the smaller ones fall short)."""
-    from dataclasses import replace
-
     ladder = sorted({n for n in LADDER if n < max_trials} | {max_trials})
     tried: dict[int, float] = {}
     powers: list[QuestionPower] = []

@@ -168,7 +168,9 @@ def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps:
     for question in powers:
         when = (f" (decided at {question.students:.0f} students on average)"
                 if plan.sequential and target is None and math.isfinite(question.students) else "")
-        lines.append(f"  {100 * question.power:3.0f}% ± {100 * question.standard_error:.0f}  {question.question}{when}")
+        bound = (f" (no 5 % test could exceed {100 * question.bound:.0f}% here)"
+                 if math.isfinite(question.bound) and question.bound < 0.995 else "")
+        lines.append(f"  {100 * question.power:3.0f}% ± {100 * question.standard_error:.0f}  {question.question}{when}{bound}")
     if plan.sequential and target is None and powers:
         lines.append(f"  students trained: {powers[0].sweep_students:.0f} on average, of at most {plan.most_trials} "
                      f"({100 * powers[0].sweep_students / plan.most_trials:.0f} %): the sweep stops when its "

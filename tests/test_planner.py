@@ -40,3 +40,36 @@ def test_the_planned_wall_time_counts_the_cohorts_that_run_alone_at_the_end():
     assert makespan([3.0, 3.0, 3.0], slots=2) == 6.0  # the third cohort runs alone
     assert makespan([4.0, 1.0, 1.0, 1.0, 1.0], slots=2) == 4.0  # the short ones fill the other slot
     assert makespan([2.0] * 4, slots=8) == 2.0
+
+
+def test_the_power_bound_is_the_level_at_every_no_relation_truth_and_grows_with_the_evidence():
+    """``direction_bounds``: the Neyman-Pearson power at the nearest no-relation truth. At a no-relation
+    truth (the flat one, alpha* = 1 everywhere, and each nearest null of ``analysis.simulate``, whose
+    shape changes with f) the nearest null is itself, so the bound is the level; it grows with the
+    students per cell and with the size of the fall."""
+    from dataclasses import replace
+
+    from analysis.power import direction_bounds
+    from analysis.simulate import NEAREST
+
+    design = replace(DESIGN, trials_per_cell=16)
+    for truth in ("none", "edge_null", *NEAREST):
+        bounds = direction_bounds(design, noise_scale=0.5, truth=truth)
+        assert set(bounds) == {"random", "el2n", "pooled"}
+        assert all(abs(b - 0.05) < 1e-3 for b in bounds.values()), (truth, bounds)
+    shallow = direction_bounds(design, noise_scale=0.5, truth="edge_shallow")
+    steep = direction_bounds(design, noise_scale=0.5, truth="edge_steep")
+    more = direction_bounds(replace(design, trials_per_cell=48), noise_scale=0.5, truth="edge_shallow")
+    for group in ("random", "el2n", "pooled"):
+        assert 0.05 < shallow[group] < steep[group] and shallow[group] < more[group]
+    assert shallow["random"] < shallow["pooled"]  # the pooled fit reads every method's cells
+
+
+def test_the_planner_prints_the_bound_beside_each_direction_it_cannot_be_sure_of():
+    powers = plan_power(DESIGN, noise_scale=1.0, sweeps=10, truth="edge_shallow")
+    direction = {q.question: q for q in powers if q.kind == "alpha-f direction"}
+    assert set(direction) == {"alpha*(f) falls with f: random", "alpha*(f) falls with f: el2n",
+                              "alpha*(f) falls with f: pooled over the methods"}
+    for question in direction.values():
+        assert 0.05 < question.bound < 1 and question.power <= question.bound + 3 * question.standard_error
+    assert all(q.bound != q.bound for q in powers if q.kind != "alpha-f direction")  # nan: no bound asked
