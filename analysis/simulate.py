@@ -28,7 +28,14 @@ so KD gains about 0.3 points at f = 1 and 5.8 points at f = 0.1 under the invers
   to f = 0.39); ``edge_shallow``: the same falling to 0.6 at f = 1 (a* = 1 up to f = 0.47);
   ``edge_null``: a_raw = 1.3 at every f (a* = 1 everywhere: no relation, at the edge);
 - ``mixed``: methods whose curves differ: random as ``edge_steep``, every other method flat at
-  a* = 0.3 (the value all share at f = 1, where every method keeps the same data).
+  a* = 0.3 (the value all share at f = 1, where every method keeps the same data);
+- ``nearest_<truth>`` (``NEAREST``): the no-relation truth closest to ``<truth>``, the least favourable
+  null for a test against it: per f a peak of the model's family (``nearest_cell``: an offset, a
+  curvature and sides up to 3x steeper one than the other) fitted by least squares to ``<truth>``'s
+  parabolas, with one location at every f inside the range, or every optimum at the same edge (a peak
+  beyond it, its own per f), whichever is closer. alpha* is the same at every f; what changes with f
+  is the peak's shape, so a test that reads a moving optimum into a changing shape finds a relation
+  there that is not.
 
 Shapes of the peak in alpha (``shape``; d = alpha - peak, k = k(f)): the analysis fits parabolas, so a
 calibration that drew only parabolas would prove little (DESIGN 6b). Each shape keeps the KD gain of
@@ -65,7 +72,11 @@ METHODS = ("random", "el2n", "grand", "forgetting", "memorization")
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 SHAPES = ("parabola", "gauss", "asymmetric", "plateau")
 GAUSS_WIDTH, GAUSS_HEIGHT, ASYMMETRY, PLATEAU_HALF_WIDTH = 0.35, 0.6, 3.0, 0.1
-TRUTHS = ("none", "inverse", "direct", "flat", "edge_steep", "edge_shallow", "edge_null", "mixed")
+NEAREST = {"nearest_inverse": "inverse", "nearest_direct": "direct", "nearest_edge_steep": "edge_steep",
+           "nearest_edge_shallow": "edge_shallow"}  # the least favourable no-relation truths (nearest_cell)
+TRUTHS = ("none", "inverse", "direct", "flat", "edge_steep", "edge_shallow", "edge_null", "mixed", *NEAREST)
+NULL_RATIOS = 3.0 ** np.linspace(-1, 1, 7)  # a nearest null's sides: up to 3x steeper one than the other
+NULL_ALPHAS = np.linspace(0.0, 1.0, 41)  # where a nearest null is fitted to its truth (the searched range)
 TRAIN_SD, VAL_EVAL_SD, TEST_EVAL_SD, CELL_SD = 0.013, 0.0075, 0.005, 0.005
 NOISE_SD = math.sqrt(TRAIN_SD**2 + VAL_EVAL_SD**2)  # trial-to-trial sd of validation accuracy (~0.015)
 EDGE = {"random": 0.01}
@@ -78,6 +89,8 @@ def _edge_fall(f: float, at_full: float) -> float:
 
 def raw_optimum(truth: str, f: float, method: str = "random") -> float:
     """The peak of the accuracy curve in alpha, which may lie beyond the searched range [0, 1]."""
+    if truth in NEAREST:
+        return nearest_cell(NEAREST[truth], f).peak
     if truth in ("none", "flat"):
         return 0.5
     if truth == "inverse":
@@ -110,7 +123,66 @@ def optimal_range(truth: str, f: float, method: str = "random", shape: str = "pa
 
 
 def curvature(truth: str, f: float) -> float:
+    if truth in NEAREST:
+        return nearest_cell(NEAREST[truth], f).k
     return 0.0 if truth == "flat" else 0.03 + 0.05 * math.log10(1 / f)
+
+
+def _top(f: float) -> float:
+    return 0.95 - 0.15 * math.log10(1 / f)
+
+
+@dataclass(frozen=True)
+class NullCell:
+    """One f of a nearest null: accuracy = top(f) + offset - k s(alpha) (alpha - peak)^2, s = 1 below the
+    peak and ``ratio`` above it."""
+
+    offset: float
+    k: float
+    ratio: float
+    peak: float
+    rss: float  # squared distance from the truth's curve over ``NULL_ALPHAS``
+
+
+def _best_peaks(y: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """(P, R, 3): (rss, offset, k) of the least-squares peak at each location and ``NULL_RATIOS`` ratio,
+    k >= 0, through the values ``y`` at ``NULL_ALPHAS``."""
+    d = NULL_ALPHAS[None, None, :] - peaks[:, None, None]
+    z = np.where(d > 0, NULL_RATIOS[None, :, None], 1.0) * d**2  # (P, R, A)
+    zc, yc = z - z.mean(-1, keepdims=True), y - y.mean()
+    szz, szy = (zc**2).sum(-1), -(zc * yc).sum(-1)  # sign flipped: accuracy = offset - k z, k >= 0
+    k = np.where((szy > 0) & (szz > 1e-15), szy / np.maximum(szz, 1e-15), 0.0)
+    offset = y.mean() + k * z.mean(-1)
+    rss = ((y - (offset[..., None] - k[..., None] * z)) ** 2).sum(-1)
+    return np.stack([rss, offset, k], -1)
+
+
+@functools.lru_cache(maxsize=None)
+def _nearest_location(truth: str) -> tuple[str, float]:
+    """("inside", the shared location) or ("above" / "below", nan): the kind of no-relation truth closest
+    to ``truth``'s curves at the simulator's fractions and f = 1, summed over them."""
+    fs = (*FRACTIONS, 1.0)
+    inside = np.linspace(0.0, 1.0, 401)
+    shared = sum(_best_peaks(true_accuracy(truth, "full", f, NULL_ALPHAS), inside)[..., 0].min(1) for f in fs)
+    options = {("inside", float(inside[np.argmin(shared)])): float(shared.min())}
+    for side, peaks in (("above", np.linspace(1.0, 2.5, 151)), ("below", np.linspace(-1.5, 0.0, 151))):
+        options[(side, float("nan"))] = sum(float(_best_peaks(true_accuracy(truth, "full", f, NULL_ALPHAS), peaks)[..., 0].min())
+                                            for f in fs)
+    return min(options, key=options.get)
+
+
+@functools.lru_cache(maxsize=None)
+def nearest_cell(truth: str, f: float) -> NullCell:
+    """The ``nearest_<truth>`` null at ``f``: the peak of the model's family closest (least squares over
+    ``NULL_ALPHAS``) to ``truth``'s parabola at f, at the location every f shares (or beyond the shared
+    edge, its own)."""
+    kind, location = _nearest_location(truth)
+    peaks = {"inside": np.array([location]), "above": np.linspace(1.0, 2.5, 151), "below": np.linspace(-1.5, 0.0, 151)}[kind]
+    fits = _best_peaks(true_accuracy(truth, "full", f, NULL_ALPHAS), peaks)
+    p, r = np.unravel_index(np.argmin(fits[..., 0]), fits.shape[:2])
+    rss, offset, k = fits[p, r]
+    return NullCell(offset=float(offset - _top(f)), k=float(k), ratio=float(NULL_RATIOS[r]), peak=float(peaks[p]),
+                    rss=float(rss))
 
 
 def drop(d, k: float, shape: str = "parabola") -> np.ndarray:
@@ -131,10 +203,14 @@ def true_accuracy(truth: str, method: str, f: float, alpha, effect: dict | None 
                   shape: str = "parabola") -> np.ndarray:
     """Expected accuracy at ``alpha``; ``effect``: a replicate's own effect (``replicate_effect``)."""
     effect = effect or NO_EFFECT
-    top = 0.95 - 0.15 * math.log10(1 / f) + EDGE.get(method, 0.0) * (1 - f) + effect["level"]
+    top = _top(f) + EDGE.get(method, 0.0) * (1 - f) + effect["level"]
     peak = raw_optimum(truth, f, method) + replicate_move(effect, f)
     k = curvature(truth, f) * effect["scale"]
-    return np.clip(top - drop(np.asarray(alpha, float) - peak, k, shape), 0.0, 1.0)
+    d = np.asarray(alpha, float) - peak
+    if truth in NEAREST:  # its own peak, whatever ``shape``: the model's family nearest to the truth's parabola
+        null = nearest_cell(NEAREST[truth], f)
+        return np.clip(top + null.offset - np.where(d > 0, null.ratio, 1.0) * k * d**2, 0.0, 1.0)
+    return np.clip(top - drop(d, k, shape), 0.0, 1.0)
 
 
 # A study replicate (its own teacher, scores and subsets) moves every cell of the replicate alike: its

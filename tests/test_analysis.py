@@ -743,3 +743,25 @@ def test_one_methods_alpha_f_curves_at_two_label_noise_levels_are_told_apart():
     assert len({t.line.dash for t in random}) == 2 and len({t.name for t in random}) == 2
     pooled = [t for t in curves if t.line.width == 2.5]
     assert len({t.line.dash for t in pooled}) == len(pooled) == 2
+
+
+@pytest.mark.parametrize("truth", ["inverse", "direct", "edge_steep", "edge_shallow"])
+def test_a_nearest_null_has_no_relation_and_is_closer_to_its_truth_than_the_flat_nulls(truth):
+    """``nearest_<truth>``: alpha* the same at every f, each f's curve closer to the truth's than the
+    simulator's own no-relation truths (alpha* = 0.5, or 1 everywhere) are."""
+    from analysis.simulate import FRACTIONS, NULL_ALPHAS, a_star, nearest_cell, true_accuracy
+
+    fs = (*FRACTIONS, 1.0)
+    optima = {round(a_star(f"nearest_{truth}", f), 9) for f in fs}
+    assert len(optima) == 1, optima
+    assert len({round(a_star(truth, f), 9) for f in fs}) > 1
+
+    def distance(null):
+        return sum(float(((true_accuracy(truth, "full", f, NULL_ALPHAS)
+                           - true_accuracy(null, "full", f, NULL_ALPHAS)) ** 2).sum()) for f in fs)
+
+    nearest = distance(f"nearest_{truth}")
+    assert nearest == pytest.approx(sum(nearest_cell(truth, f).rss for f in fs), rel=1e-6)
+    assert 0 < nearest < min(distance("none"), distance("edge_null"))
+    # the nearest null of a no-relation truth is that truth
+    assert all(nearest_cell("none", f).rss < 1e-20 and nearest_cell("none", f).peak == pytest.approx(0.5) for f in fs)
