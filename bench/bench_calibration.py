@@ -46,6 +46,15 @@ edge (steep, shallow), per method and pooled; wrong directions; for methods whos
 (random falls, the others flat), random's power, the share of sweeps with a finding for a flat method,
 and the share with a pooled finding (the pooled fit should be withheld); coverage of alpha* there.
 
+A table of power against bound: each alternative run (inverse, direct, edge_steep, edge_shallow) with
+its power per method and pooled beside the most any 5 % test could have at that design and noise
+(``analysis.power.direction_bounds``: the Neyman-Pearson test of the truth against the no-relation truth
+nearest to it). A bound below a target says no analysis reaches it at this budget; a power above its
+bound says the test does not hold its level at that nearest no-relation truth, which ``--truths
+nearest_inverse nearest_direct nearest_edge_steep nearest_edge_shallow`` measures directly (FWER, and the
+false findings per method and pooled): alpha* the same at every f, the peak's shape changing with f
+(``analysis.simulate``), the least favourable null for a test against that alternative.
+
 With ``--shapes`` each shape of the peak in alpha (``analysis.simulate``: parabola, a Gaussian bump,
 asymmetric, a plateau) gets its own rows, drawn from the same seeds: the analysis fits a peak of
 another family, so these rows say whether its error rates survive a curve shaped unlike it.
@@ -70,7 +79,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
-from analysis.simulate import (EDGE, FRACTIONS, METHODS, SHAPES, TRUTHS, optimal_range,  # noqa: E402
+from analysis.power import PlannedDesign, direction_bounds  # noqa: E402
+from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, SHAPES, TRUTHS, optimal_range,  # noqa: E402
                                population_gain, population_optimum, replicate_move, simulate_sweep,
                                true_accuracy)
 
@@ -175,10 +185,26 @@ def _rate(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def summarise(results: list[dict], design: str, trials: int, methods=METHODS, shape: str = "parabola") -> dict:
+def summarise(results: list[dict], design: str, trials: int, methods=METHODS, shape: str = "parabola",
+              options: dict | None = None) -> dict:
     mine = [r for r in results if r["design"] == design and r["trials"] == trials and r["shape"] == shape]
     by = {t: [r for r in mine if r["truth"] == t] for t in TRUTHS}
     row = {"design": design, "trials": trials, "shape": shape, "sweeps": max(len(v) for v in by.values())}
+    # the least favourable nulls: any finding, and a method's or the pooled fit's own false findings
+    for truth in NEAREST:
+        row[f"fwer_{truth}"] = _rate(r["any_finding"] for r in by[truth])
+        row[f"false_{truth}"] = _rate(x in ("inverse", "direct") for r in by[truth] for m in methods for x in r["relations"][m])
+        row[f"false_{truth}_pooled"] = _rate(x in ("inverse", "direct") for r in by[truth]
+                                             for x in r["relations"].get("pooled", []))
+    # the most power any 5 % test could have against each alternative run (analysis.power.direction_bounds)
+    if options is not None:
+        planned = PlannedDesign(tuple(methods), tuple(options["fractions"]), options["full"], trials, design,
+                                options["replicates"], tuple(options["label_noise"]))
+        for truth in ("inverse", "direct", "edge_steep", "edge_shallow"):
+            if by[truth]:
+                bounds = direction_bounds(planned, options["noise_scale"], truth, shape=shape)
+                row[f"bound_{truth}"] = float(np.mean([bounds[m] for m in methods]))
+                row[f"bound_{truth}_pooled"] = bounds.get("pooled", float("nan"))
     row["fwer_none"] = _rate(r["any_finding"] for r in by["none"])
     row["fwer_flat"] = _rate(r["any_finding"] for r in by["flat"])
     row["fwer_none_within"] = _rate(r["any_within"] for r in by["none"])
@@ -191,6 +217,7 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS, sh
         row[f"power_{method}"] = _rate(x == "inverse" for r in by["inverse"] for x in r["relations"][method])
     row["power_mean"] = _rate(x == "inverse" for r in by["inverse"] for m in methods for x in r["relations"][m])
     row["power_direct"] = _rate(x == "direct" for r in by["direct"] for m in methods for x in r["relations"][m])
+    row["power_direct_pooled"] = _rate(x == "direct" for r in by["direct"] for x in r["relations"].get("pooled", []))
     row["wrong"] = _rate([x == "direct" for r in by["inverse"] for m in (*methods, *pooled) for x in r["relations"][m]]
                          + [x == "inverse" for r in by["direct"] for m in (*methods, *pooled) for x in r["relations"][m]])
     located = [r for t in ("none", "inverse", "direct") for r in by[t]]  # the edge truths: coverage_edge
@@ -262,6 +289,40 @@ def print_table(rows: list[dict], methods=METHODS) -> None:
                           _pct(r["mixed_false"]), _pct(r["mixed_pooled"]), _pct(r["coverage_edge"])]))
 
 
+def print_bound_table(rows: list[dict], methods=METHODS) -> None:
+    """Each alternative's power beside the most any 5 % test could have (the Neyman-Pearson bound at the
+    nearest no-relation truth), and the false findings at that nearest truth itself. A power above its
+    bound means the test does not hold its level at some no-relation truth; a bound below a target
+    means no analysis reaches it at this budget."""
+    truths = [t for t in ("inverse", "direct", "edge_steep", "edge_shallow") if any(f"bound_{t}" in r for r in rows)]
+    nulls = [t for t in NEAREST if any(math.isfinite(r[f"fwer_{t}"]) for r in rows)]
+    if not truths and not nulls:
+        return
+    pooled = len(methods) > 1
+    print()
+    head = ("design", "n/cell", "shape",
+            *(f"{t}: power / bound per method" + (" (pooled)" if pooled else "") for t in truths),
+            *(f"{t}: FWER, false per method" + (" (pooled)" if pooled else "") for t in nulls))
+    print(" | ".join(head))
+    print("|".join("---" for _ in head))
+    key = {"inverse": "power_mean", "direct": "power_direct", "edge_steep": "power_edge_steep",
+           "edge_shallow": "power_edge_shallow"}
+    pooled_key = {"inverse": "power_pooled", "direct": "power_direct_pooled", "edge_steep": "power_edge_steep_pooled",
+                  "edge_shallow": "power_edge_shallow_pooled"}
+    for r in rows:
+        cells = [r["design"], str(r["trials"]), r["shape"]]
+        for t in truths:
+            text = f"{_pct(r[key[t]]).strip()} / {_pct(r.get(f'bound_{t}')).strip()}"
+            if pooled:
+                measured = r.get(pooled_key[t])
+                text += f" ({_pct(measured).strip()} / {_pct(r.get(f'bound_{t}_pooled')).strip()})"
+            cells.append(text)
+        for t in nulls:
+            text = f"{_pct(r[f'fwer_{t}']).strip()}, {_pct(r[f'false_{t}']).strip()}"
+            cells.append(text + (f" ({_pct(r[f'false_{t}_pooled']).strip()})" if pooled else ""))
+        print(" | ".join(cells))
+
+
 def print_replicate_table(rows: list[dict]) -> None:
     """With replicates: the answers over replicates (the verdicts) beside the tests on their cells pooled."""
     if not any(math.isfinite(r["population_alpha_coverage"]) for r in rows):
@@ -298,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", nargs="+", type=int, default=[3, 6, 8, 12], help="trials per cell")
     parser.add_argument("--sweeps", type=int, default=10, help="simulated sweeps per truth, design and budget")
     parser.add_argument("--truths", nargs="+", default=list(CLASSIC), choices=TRUTHS,
-                        help=f"default {' '.join(CLASSIC)}; the edge ones: {' '.join(EDGE_TRUTHS)}")
+                        help=f"default {' '.join(CLASSIC)}; the edge ones: {' '.join(EDGE_TRUTHS)}; the least "
+                        f"favourable no-relation ones: {' '.join(NEAREST)}")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     parser.add_argument("--seed", type=int, default=0)
     design = parser.add_argument_group("the simulated sweep's design (default: 5 methods x 6 fractions + f = 1)")
@@ -340,8 +402,10 @@ def main(argv: list[str] | None = None) -> int:
             results = list(pool.map(one_sweep, tasks, chunksize=2))
     else:
         results = [one_sweep(task) for task in tasks]
-    rows = [summarise(results, d, n, args.methods, shape) for d in args.designs for n in args.trials for shape in args.shapes]
+    rows = [summarise(results, d, n, args.methods, shape, options) for d in args.designs for n in args.trials
+            for shape in args.shapes]
     print_table(rows, args.methods)
+    print_bound_table(rows, args.methods)
     print_replicate_table(rows)
     print(f"({time.perf_counter() - start:.0f} s)")
     return 0
