@@ -163,6 +163,12 @@ class AlphaFFit:
             # the two statistics disagree: say which one decided, so the interval beside the verdict is not misread
             text += (f"; the test's straight line in ln f found it (slope {self.test_slope:+.2f} per tenfold change): "
                      "the printed curve's interval reaches 0 because it also spends its width on the curve's bend")
+        if self.method == POOLED and self.relation in ("inverse", "direct"):
+            # measured (README, "Where the direction test does not hold its level"): with the peak's sides
+            # changing steepness with f, the pooled fit finds a direction that is not there in up to 75 %
+            text += ("; pooled over the methods' cells, it assumes the peak's shape in α does not change with f "
+                     "(a peak whose steeper side moves with f can mimic a moving optimum): the methods' own "
+                     "verdicts are the safer reading")
         if self.within:
             w = self.within
             text += (f". Within these {self.replicates} replicates (their cells pooled, conditional on their teachers "
