@@ -19,6 +19,13 @@ def test_the_planned_power_follows_the_signal_to_noise_and_names_every_question(
         assert clear[question].power >= 0.8 and noisy[question].power <= 0.4, (question, clear[question], noisy[question])
     assert all(q.sweeps == 10 and 0 < q.standard_error < 0.2 for q in clear.values())
     assert {q.kind for q in clear.values() if q.question.startswith("alpha*(f)")} == {"alpha-f direction"}
+    # each direction carries the most any 5 % test could have (analysis.power.direction_bounds), which the
+    # real analysis stays under; the other questions have none
+    for question in noisy.values():
+        if question.kind == "alpha-f direction":
+            assert 0.05 < question.bound < 0.9 and question.power <= question.bound + 3 * question.standard_error
+        else:
+            assert question.bound != question.bound  # nan
 
 
 def test_the_target_power_is_reached_with_the_fewest_students_on_the_ladder_or_refused():
@@ -64,12 +71,3 @@ def test_the_power_bound_is_the_level_at_every_no_relation_truth_and_grows_with_
         assert 0.05 < shallow[group] < steep[group] and shallow[group] < more[group]
     assert shallow["random"] < shallow["pooled"]  # the pooled fit reads every method's cells
 
-
-def test_the_planner_prints_the_bound_beside_each_direction_it_cannot_be_sure_of():
-    powers = plan_power(DESIGN, noise_scale=1.0, sweeps=10, truth="edge_shallow")
-    direction = {q.question: q for q in powers if q.kind == "alpha-f direction"}
-    assert set(direction) == {"alpha*(f) falls with f: random", "alpha*(f) falls with f: el2n",
-                              "alpha*(f) falls with f: pooled over the methods"}
-    for question in direction.values():
-        assert 0.05 < question.bound < 1 and question.power <= question.bound + 3 * question.standard_error
-    assert all(q.bound != q.bound for q in powers if q.kind != "alpha-f direction")  # nan: no bound asked
