@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats as sps
 
-from analysis.pooled import SIGNIFICANCE
+from analysis import pooled
 from analysis.sequential import DIRECTION
 from contract import FULL
 
@@ -143,7 +143,7 @@ def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40
 
 
 def direction_bounds(design: PlannedDesign, noise_scale: float = 1.0, truth: str = "inverse",
-                     level: float = SIGNIFICANCE, seed: int = 0, shape: str = "parabola") -> dict[str, float]:
+                     level: float = pooled.SIGNIFICANCE, seed: int = 0, shape: str = "parabola") -> dict[str, float]:
     """{method, or "pooled" with several methods: the most power any level-``level`` test of its alpha-f
     direction could have at this design and noise when ``truth`` holds (its peak of ``shape``)}.
 
@@ -157,7 +157,6 @@ def direction_bounds(design: PlannedDesign, noise_scale: float = 1.0, truth: str
     units of the trial-to-trial sd (``analysis.simulate.NOISE_SD`` x ``noise_scale``), z the one-sided
     normal quantile of ``level``. It knows the truth exactly, which no real test does, so a real test's
     power lies below it; a design whose bound misses a target cannot reach it."""
-    from analysis import pooled
     from analysis.simulate import NOISE_SD, simulate_sweep, true_accuracy
 
     # the design's alphas (a grid design's do not depend on the accuracies; an adaptive one's are one draw)
