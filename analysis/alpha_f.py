@@ -94,6 +94,10 @@ class AlphaFFit:
     by_replicate: dict = field(default_factory=dict)
     replicate_draws: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)), repr=False)  # (R, n, A)
     test_slope: float = float("nan")  # that statistic's slope (median): its sign names the direction
+    p_posterior: float = float("nan")  # the posterior sign test's p before calibration (pooled.direction_test)
+    # the calibration at the closest no-relation truth (pooled.calibrate), when the posterior's p was at
+    # most 5 %: p_calibrated, null_mean and null_sd of the signed z there, the observed signed z, draws
+    calibration: dict = field(default_factory=dict)
     anchors: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ln f of the curve's anchors
     draws: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # (n, A) unit alpha
 
@@ -186,7 +190,8 @@ class AlphaFFit:
                       "unit": "alpha per tenfold change of f"},
             "p_value": _clean(self.p_value), "p_adjusted": _clean(self.p_adjusted), "relation": self.relation,
             "heterogeneity_p": _clean(self.heterogeneity_p), "decided_by": self.decided_by,
-            "test_slope": _clean(self.test_slope), "replicates": self.replicates,
+            "test_slope": _clean(self.test_slope), "p_posterior": _clean(self.p_posterior),
+            "calibration": {key: _clean(value) for key, value in self.calibration.items()}, "replicates": self.replicates,
             "within": {key: _clean(value) for key, value in self.within.items()},
             "by_replicate": {str(r): [[_clean(v) for v in values] for values in triple]
                              for r, triple in self.by_replicate.items()},
@@ -207,7 +212,8 @@ class AlphaFFit:
             p_value=_nan(data["p_value"]), p_adjusted=_nan(data["p_adjusted"]), relation=data["relation"],
             message=data.get("message", ""), heterogeneity_p=_nan(data.get("heterogeneity_p")),
             decided_by=data.get("decided_by", ""), test_slope=_nan(data.get("test_slope", data["slope"]["value"])),
-            replicates=int(data.get("replicates", 1)),
+            replicates=int(data.get("replicates", 1)), p_posterior=_nan(data.get("p_posterior")),
+            calibration={key: _nan(value) for key, value in data.get("calibration", {}).items()},
             within={key: (_nan(value) if key != "relation" else value) for key, value in data.get("within", {}).items()},
             by_replicate={int(r): tuple(np.array([_nan(v) for v in values], float) for values in triple)
                           for r, triple in data.get("by_replicate", {}).items()},
@@ -304,7 +310,8 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
             fits.append(AlphaFFit(**base, f=fractions, alpha=nan, lo=nan, hi=nan, pinned=np.zeros(len(fractions), bool),
                                   message="too few completed trials to estimate the trial-to-trial noise"))
             continue
-        post = pooled.location_posterior(st, x, sigma**2)  # anchors in unit alpha; sigma in accuracy
+        table = pooled.RssTable.of(st)
+        post = pooled.location_posterior(table, x, sigma**2)  # anchors in unit alpha; sigma in accuracy
         mid, lo, hi = _alpha_star(post, fractions)
         rng = np.random.default_rng([seed, len(fits)])
         fit = AlphaFFit(**base, f=fractions, alpha=mid, lo=lo, hi=hi, anchors=post.anchors,
@@ -312,14 +319,18 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
         if len(fractions) >= 3:
             # the test (pooled: "The direction of the alpha-f relation"): the sign of the clipped optimum's
             # slope on the printed curve and on a line with interior anchors, the smaller p doubled
-            curve = post.clipped_slope()
-            line_post = pooled.location_posterior(st, x, sigma**2, most=2, interior=True)
-            line = line_post.clipped_slope()
-            p_curve, p_line = pooled.sign_p_value(curve, post.weights), pooled.sign_p_value(line, line_post.weights)
-            fit.slope, fit.slope_lo, fit.slope_hi = post.summary(curve)
-            fit.p_value = min(1.0, 2 * min(p_curve, p_line))
-            fit.decided_by = "curve" if p_curve <= p_line else "line"
-            fit.test_slope = fit.slope if fit.decided_by == "curve" else line_post.summary(line)[0]
+            test = pooled.direction_test(table, x, sigma**2, curve=post)
+            fit.slope, fit.slope_lo, fit.slope_hi = post.summary(post.clipped_slope())
+            fit.p_value = fit.p_posterior = test.p_value
+            fit.decided_by, fit.test_slope = test.decided_by, test.slope
+            if test.p_value <= SIGNIFICANCE:
+                # only then can the calibration change a decision: no direction is tested above 5 %
+                calibration = pooled.calibrate([data[name][:2] for name in names], x, sigma**2, test,
+                                               np.random.default_rng([seed, len(fits), 1]))
+                fit.p_value = calibration.p_value
+                fit.calibration = {"p_calibrated": calibration.p_calibrated, "null_mean": calibration.null_mean,
+                                   "null_sd": calibration.null_sd, "observed": test.signed_z,
+                                   "draws": calibration.draws}
         else:
             fit.message = f"{len(fractions)} distinct f; the test of a direction needs at least 3"
         replicate_level(fit, data, names, fractions, sigma, n_draws, rng)

@@ -117,11 +117,9 @@ def _cell_alone(u: np.ndarray, y: np.ndarray, sigma: float, alpha_range) -> dict
         out["cell_alpha"] = low + float(np.clip(best, 0, 1)) * span
     if st.distinct[0] >= MIN_DISTINCT_FOR_CURVE:
         ratio = float(pooled.RATIOS[int(np.argmin(by_ratio[int(np.argmin(rss))]))])
-        z = np.where(u < best, 1.0, ratio) * (u - best) ** 2
-        dz = z - z.mean()
-        k = max(0.0, -float(dz @ (y - y.mean())) / float(dz @ dz)) if dz @ dz > 1e-12 else 0.0
+        level, k = pooled.peak_curve(u, y, best, ratio)
         # in alpha units: level, curvature below the peak, the peak, the ratio above it (``peak_value``)
-        out["curve"] = [float(y.mean() + k * z.mean()), k / span**2, low + best * span, ratio]
+        out["curve"] = [level, k / span**2, low + best * span, ratio]
     return out
 
 

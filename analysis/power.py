@@ -148,7 +148,7 @@ def direction_bounds(design: PlannedDesign, noise_scale: float = 1.0, truth: str
     direction could have at this design and noise when ``truth`` holds (its peak of ``shape``)}.
 
     An upper bound whatever the analysis: take the truth's expected validation accuracies at the design's
-    alphas and the no-relation truth closest to them, least squares over the peaks ``analysis.pooled``
+    alphas and the no-relation truth closest to them (``analysis.pooled.no_relation_fit``), least squares over the peaks ``analysis.pooled``
     fits (an offset, a curvature and a sides' ratio per cell): either one peak location at every f inside
     the searched range, or every cell's optimum at the same edge (its peak anywhere beyond it, cell by
     cell: alpha* = 1 at every f is no relation whatever lies beyond 1). Any test that holds its level
@@ -172,16 +172,10 @@ def direction_bounds(design: PlannedDesign, noise_scale: float = 1.0, truth: str
         groups["pooled"] = list(cells)
     sd = NOISE_SD * noise_scale
     z = float(sps.norm.ppf(1 - level))
-    inside = np.linspace(0.0, 1.0, 801)  # one location shared by every cell
-    # beyond an edge, each cell its own location (up to 1.2 beyond it: within what CellStats pads)
-    beyond = {"above": np.linspace(1.0, 2.2, 481), "below": np.linspace(-1.2, 0.0, 481)}
     bounds = {}
     for name, members in groups.items():
-        st = pooled.CellStats.of([cells[c] for c in members])
-        shared = float(pooled.peak_rss(st, np.repeat(inside[:, None], len(members), 1)).sum(1).min())
-        edges = [float(pooled.peak_rss(st, np.repeat(v[:, None], len(members), 1)).min(0).sum()) for v in beyond.values()]
-        distance = math.sqrt(max(min(shared, *edges), 0.0)) / sd
-        bounds[name] = float(sps.norm.cdf(distance - z))
+        rss, _ = pooled.no_relation_fit(pooled.CellStats.of([cells[c] for c in members]))
+        bounds[name] = float(sps.norm.cdf(math.sqrt(max(rss, 0.0)) / sd - z))
     return bounds
 
 
