@@ -20,7 +20,8 @@ not (at this budget the data cannot tell the direction; this is not evidence of 
 
 The test is on the optimum clipped to the searched range, as the report prints alpha*, so an optimum
 at the edge (alpha* = 1 at small f) counts for what it is: the sign of the clipped slope on the
-printed curve and on a straight line in ln f, the smaller p-value doubled (see ``analysis.pooled``).
+printed curve and on a straight line in ln f, the smaller p-value doubled, and when that is at most 5 %
+calibrated at the no-relation truth closest to the data (see ``analysis.pooled``).
 The slope printed is the printed curve's.
 
 Study replicates (each its own teacher, scores and subsets) are the units of a group's answer when it
@@ -167,12 +168,11 @@ class AlphaFFit:
             # the two statistics disagree: say which one decided, so the interval beside the verdict is not misread
             text += (f"; the test's straight line in ln f found it (slope {self.test_slope:+.2f} per tenfold change): "
                      "the printed curve's interval reaches 0 because it also spends its width on the curve's bend")
-        if self.method == POOLED and self.relation in ("inverse", "direct"):
-            # measured (README, "Where the direction test does not hold its level"): with the peak's sides
-            # changing steepness with f, the pooled fit finds a direction that is not there in up to 75 %
-            text += ("; pooled over the methods' cells, it assumes the peak's shape in α does not change with f "
-                     "(a peak whose steeper side moves with f can mimic a moving optimum): the methods' own "
-                     "verdicts are the safer reading")
+        if self.relation in ("inverse", "direct") and self.calibration:
+            # pooled.calibrate: without it a peak whose steeper side moves with f, mimicking a moving
+            # optimum, gave a pooled direction in up to 75 % of sweeps with none (README, calibration)
+            text += ("; its p is calibrated at the no-relation truth closest to the data (the peak's shape may change "
+                     "with f and mimic a moving optimum)")
         if self.within:
             w = self.within
             text += (f". Within these {self.replicates} replicates (their cells pooled, conditional on their teachers "

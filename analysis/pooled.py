@@ -66,7 +66,11 @@ location over the group's fractions (alpha per tenfold change of f; negative = i
 Each gives a two-sided p-value, twice the smaller posterior probability of its slope's sign (draws
 pinned at the edge at every f, slope exactly 0, count half to each side, so an optimum at 1
 everywhere is no relation); the test's p-value is the smaller of the two doubled (Bonferroni: the
-error rate holds whatever their dependence), its direction that statistic's sign. The effect size
+error rate holds whatever their dependence), its direction that statistic's sign. When that p is at most 5 % (the largest level any direction is tested at) it is
+calibrated at the no-relation truth closest to the data (``calibrate``): each cell's shape is profiled
+from a few noisy trials and its estimated location leans with it, so a shape that changes with f can
+read as a slope, and pooling many cells makes the lean significant; 60 sweeps simulated from that null
+measure the lean, and the test's p is the larger of the posterior's and the calibrated one. The effect size
 printed is the printed curve's slope with its 95 % interval. Across the methods of one report (and
 the pooled group) the p-values go through a graphical procedure at 5 % (``graphical``; the pooled fit
 first, then Holm's step-down procedure among the methods, ``analysis.alpha_f.adjust_directions``),

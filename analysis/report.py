@@ -364,11 +364,15 @@ def _fits_table(fits: list[AlphaFFit]) -> str:
         rows.append([
             _e(fit.group), points or "–",
             f"{_fixed(fit.slope, sign=True)} [{_fixed(fit.slope_lo, sign=True)}, {_fixed(fit.slope_hi, sign=True)}]",
-            _p(fit.p_value), _p(fit.p_adjusted), relation, over, str(fit.n_trials), _e(fit.message),
+            _p(fit.p_value) + (f"<br><small>posterior {_p(fit.p_posterior)}; z {fit.calibration['observed']:+.2f} against "
+                               f"{fit.calibration['null_mean']:+.2f} ± {fit.calibration['null_sd']:.2f} at the nearest "
+                               "no-relation truth</small>" if fit.calibration else ""),
+            _p(fit.p_adjusted), relation, over, str(fit.n_trials), _e(fit.message),
         ])
         classes.append("chosen" if fit.relation in ("inverse", "direct") else "")
     return _table(["group", f"α*(f), model [{LEVEL:.0%} interval]", "slope of α* per tenfold f [interval]",
-                   "p, two-sided (over replicates: a t test; else twice the posterior probability of the other sign)",
+                   "p, two-sided (over replicates: a t test; else twice the posterior probability of the other sign, "
+                   "and when that is at most 5 % the larger of it and its calibration at the no-relation truth closest to the data)",
                    "adjusted p (pooled first, then Holm among the methods)", "relation", "answer over", "trials", "note"], rows, left=2, row_class=classes)
 
 

@@ -520,9 +520,9 @@ def test_methods_whose_curves_differ_are_not_pooled_and_shared_ones_are():
     shared = {fit.method: fit for fit in fit_alpha_f(tidy(simulate_sweep("edge_steep", "grid", 16, seed=0, noise_scale=0.5,
                                                                            methods=("random", "el2n"))))}
     assert shared["pooled"].heterogeneity_p >= 0.05 and shared["pooled"].relation == "inverse"
-    # a pooled direction says what it assumes (a shape changing with f can mimic it); a method's does not need to
-    assert "assumes the peak's shape" in shared["pooled"].verdict()
-    assert "assumes the peak's shape" not in shared["random"].verdict()
+    # a direction found says its p is calibrated against a shape changing with f; no evidence has nothing to calibrate
+    assert "calibrated at the no-relation truth closest" in shared["pooled"].verdict()
+    assert "calibrated at the no-relation truth closest" not in mixed["el2n"].verdict()
 
 
 def test_an_optimum_at_the_edge_everywhere_is_no_relation():
