@@ -364,16 +364,26 @@ def _fits_table(fits: list[AlphaFFit]) -> str:
         rows.append([
             _e(fit.group), points or "–",
             f"{_fixed(fit.slope, sign=True)} [{_fixed(fit.slope_lo, sign=True)}, {_fixed(fit.slope_hi, sign=True)}]",
-            _p(fit.p_value) + (f"<br><small>posterior {_p(fit.p_posterior)}; z {fit.calibration['observed']:+.2f} against "
-                               f"{fit.calibration['null_mean']:+.2f} ± {fit.calibration['null_sd']:.2f} at the nearest "
-                               "no-relation truth</small>" if fit.calibration else ""),
+            _p(fit.p_value) + _calibration_note(fit),
             _p(fit.p_adjusted), relation, over, str(fit.n_trials), _e(fit.message),
         ])
         classes.append("chosen" if fit.relation in ("inverse", "direct") else "")
     return _table(["group", f"α*(f), model [{LEVEL:.0%} interval]", "slope of α* per tenfold f [interval]",
-                   "p, two-sided (over replicates: a t test; else twice the posterior probability of the other sign, "
+                   "p, two-sided (over replicates: a t test, and when that is at most 5 % the larger of it and the same test on the slopes less their leans at the no-relation truth closest to each replicate; else twice the posterior probability of the other sign, "
                    "and when that is at most 5 % the larger of it and its calibration at the no-relation truth closest to the data)",
                    "adjusted p (pooled first, then Holm among the methods)", "relation", "answer over", "trials", "note"], rows, left=2, row_class=classes)
+
+
+def _calibration_note(fit: AlphaFFit) -> str:
+    """What the fits table prints under a calibrated p: the test's p before it and what it was held against."""
+    c = fit.calibration
+    if not c:
+        return ""
+    if "lean" in c:
+        return (f"<br><small>t test {_p(fit.p_posterior)}; less each replicate's lean at its nearest no-relation "
+                f"truth (mean {_fixed(c['lean'], sign=True)}): {_p(c['p_calibrated'])}</small>")
+    return (f"<br><small>posterior {_p(fit.p_posterior)}; z {c['observed']:+.2f} against {c['null_mean']:+.2f} ± "
+            f"{c['null_sd']:.2f} at the nearest no-relation truth</small>")
 
 
 def _cells_table(cells: pd.DataFrame) -> str:

@@ -609,6 +609,57 @@ def test_replicates_that_agree_give_a_direction_over_them():
                                         noise_scale=0.3), n_draws=300)
     assert fit.replicates == 3 and fit.relation == "inverse" and fit.within["relation"] == "inverse"
     assert fit.slope_hi < 0
+    # the t test's p (at most 5 %) was calibrated: the nearest no-relation truth to a fall from the edge
+    # fits peaks whose shapes tilt with f, and the slopes' lean there is subtracted
+    c = fit.calibration
+    assert fit.p_posterior <= 0.05 and fit.p_value == max(fit.p_posterior, c["p_calibrated"]) and c["lean"] < 0
+    assert "each replicate's slope less its lean" in fit.verdict()
+    assert AlphaFFit.from_dict(json.loads(json.dumps(fit.to_dict()))).calibration == pytest.approx(c)
+
+
+def test_the_t_test_over_replicates_subtracts_each_replicates_lean():
+    """lean_corrected_t_test is the one-sample t test of the slopes less their leans' means, its standard
+    error widened by the leans' Monte Carlo error; slopes that are all lean give p = 1."""
+    from scipy import stats as sps
+
+    from analysis.alpha_f import lean_corrected_t_test
+
+    slopes = np.array([-0.6, -0.4, -0.7])
+    exact = [np.full(40, -0.3), np.full(40, -0.1), np.full(40, -0.2)]  # leans known without error
+    p, lean = lean_corrected_t_test(slopes, exact)
+    assert p == pytest.approx(sps.ttest_1samp(slopes - np.array([-0.3, -0.1, -0.2]), 0.0).pvalue)
+    assert lean == pytest.approx(-0.2)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.2, (3, 40))
+    noisy = [value + n - n.mean() for value, n in zip(exact, noise)]  # the same means, each with a spread
+    assert lean_corrected_t_test(slopes, noisy)[1] == pytest.approx(lean)
+    assert lean_corrected_t_test(slopes, noisy)[0] > p  # the leans' own error widens the test
+    assert lean_corrected_t_test(slopes, [np.full(40, s) for s in slopes])[0] == 1.0
+
+
+def test_each_replicates_lean_is_found_where_the_peaks_shape_changes_with_f():
+    """At the no-relation truth nearest to a fall from the edge (alpha* = 1 at every f, the peak's steeper
+    side moving with f) one replicate's slope leans towards "inverse" on sweeps simulated from its
+    closest no-relation truth (``pooled.null_slopes``); where the truth has no relation and one shape
+    it does not."""
+    from analysis import pooled
+    from analysis.alpha_f import _cell_data, _group_cells, groups_of, noise_sd
+
+    leans = {}
+    for truth in ("nearest_edge_steep", "none"):
+        means = []
+        for seed in range(3):
+            trials = tidy(simulate_sweep(truth, "grid", 16, seed=seed, methods=("random", "el2n"),
+                                         fractions=(0.1, 0.2, 0.3, 0.5, 0.7), noise_scale=0.36))
+            data = _cell_data(trials, (0.0, 1.0))
+            names = next(names for _, method, _, names in groups_of(trials) if method == "el2n")
+            st, x = _group_cells(data, names)
+            slopes = pooled.null_slopes([data[name][:2] for name in names], x, noise_sd(trials, (0.0, 1.0))[0] ** 2,
+                                        np.random.default_rng(0), draws=30)
+            means.append(slopes.mean())
+        leans[truth] = float(np.mean(means))
+    # over 8 sweeps at this design: nearest_edge_steep -0.11 to -0.40 per decade, none -0.10 to +0.05
+    assert leans["nearest_edge_steep"] < -0.1 and abs(leans["none"]) < 0.08, leans
 
 
 def test_a_slope_that_is_zero_up_to_rounding_is_a_tie():
