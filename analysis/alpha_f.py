@@ -345,7 +345,7 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
             method_cells = [names for _, other, where, names in groups_of(done) if where == context and other != POOLED]
             fit.heterogeneity_p = curves_differ(data, method_cells, sigma, noise_df)
             if fit.heterogeneity_p < SIGNIFICANCE:  # one curve for all methods is not what the data say
-                fit.p_value, fit.within = float("nan"), {}
+                fit.p_value, fit.within, fit.calibration = float("nan"), {}, {}  # no verdict: nothing calibrated
                 fit.message = (f"the methods' α*(f) curves differ (F test p {_p_text(fit.heterogeneity_p)}): "
                                "no pooled verdict; read each method's own")
         fits.append(fit)

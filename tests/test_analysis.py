@@ -515,6 +515,7 @@ def test_methods_whose_curves_differ_are_not_pooled_and_shared_ones_are():
     mixed = {fit.method: fit for fit in fit_alpha_f(tidy(simulate_sweep("mixed", "grid", 16, seed=2, noise_scale=0.5,
                                                                           methods=("random", "el2n"))))}
     assert mixed["pooled"].relation == "not pooled" and mixed["pooled"].heterogeneity_p < 0.05
+    assert not mixed["pooled"].calibration  # no p beside "not pooled": the report prints no calibration under it
     assert "curves differ" in mixed["pooled"].verdict() and np.isnan(mixed["pooled"].p_adjusted)
     assert mixed["random"].relation == "inverse" and mixed["el2n"].relation == "no evidence"
     shared = {fit.method: fit for fit in fit_alpha_f(tidy(simulate_sweep("edge_steep", "grid", 16, seed=0, noise_scale=0.5,
