@@ -58,6 +58,9 @@ false findings per method and pooled): alpha* the same at every f, the peak's sh
 With ``--shapes`` each shape of the peak in alpha (``analysis.simulate``: parabola, a Gaussian bump,
 asymmetric, a plateau) gets its own rows, drawn from the same seeds: the analysis fits a peak of
 another family, so these rows say whether its error rates survive a curve shaped unlike it.
+``--ratio-bound B`` runs the analysis with peaks whose sides' ratio reaches 1/B to B instead of its own
+(``analysis.pooled.RATIO_BOUND``) on the same seeds, so two runs compare the bounds side by side; the
+simulator, its nearest nulls included, is unchanged.
 
 Targets at the default budget: FWER <= 5 %, coverage in [90 %, 98 %], |error| <= 0.1 in >= 80 % of
 cells, power >= 80 % for the inverse relation, zero impossible values. Monte Carlo error: with S sweeps
@@ -78,6 +81,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from analysis import pooled  # noqa: E402
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
 from analysis.power import PlannedDesign, direction_bounds  # noqa: E402
 from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, SHAPES, TRUTHS, optimal_range,  # noqa: E402
@@ -353,6 +357,12 @@ def noise_scale_of(parser: argparse.ArgumentParser, location: str, label_noise: 
     return matched.scale
 
 
+def use_ratio_bound(bound: float | None) -> None:
+    """Run this process's analysis with peaks whose sides' ratio reaches 1/bound to bound (None: its own)."""
+    if bound is not None:
+        pooled.RATIOS = pooled.ratio_grid(bound)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--designs", nargs="+", default=["tpe", "grid"], help="alpha designs (default %(default)s)")
@@ -381,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="each replicate's own effect (analysis.simulate.replicate_effect): log-sd of how much KD "
                         "matters; the optimum shifts and tilts in log f by a third of it (default 0: replicates differ "
                         "only by noise)")
+    parser.add_argument("--ratio-bound", type=float, default=None, metavar="B",
+                        help="try the analysis with peaks whose sides' ratio reaches 1/B to B (default: its own, "
+                             "analysis.pooled.RATIO_BOUND); the simulator is unchanged")
     design.add_argument("--shapes", nargs="+", default=["parabola"], choices=SHAPES,
                         help="shapes of the peak in alpha (analysis.simulate; default parabola), each its own rows")
     args = parser.parse_args(argv)
@@ -397,8 +410,12 @@ def main(argv: list[str] | None = None) -> int:
           f"(noise: validation sd {1.5 * args.noise_scale:.2f} points between trials, {0.5 * args.noise_scale:.2f} per cell; "
           f"{len(args.methods)} methods x {len(args.fractions)} fractions{'' if args.no_full_cell else ' + f = 1'}"
           f" x {len(args.label_noise)} label noise level(s))", flush=True)
+    if args.ratio_bound is not None:
+        print(f"the analysis's peaks: sides' ratio from 1/{args.ratio_bound:g} to {args.ratio_bound:g} "
+              f"(its own: {pooled.RATIO_BOUND:g}); the simulator's nearest nulls keep theirs", flush=True)
+        use_ratio_bound(args.ratio_bound)
     if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
+        with ProcessPoolExecutor(args.jobs, initializer=use_ratio_bound, initargs=(args.ratio_bound,)) as pool:
             results = list(pool.map(one_sweep, tasks, chunksize=2))
     else:
         results = [one_sweep(task) for task in tasks]

@@ -737,6 +737,30 @@ def test_an_asymmetric_peak_is_located_where_it_is():
     assert covered / total >= 0.85, f"{covered} of {total} intervals cover the optimum"
 
 
+def test_a_peak_steeper_than_the_ratio_bound_is_located_towards_its_gentle_side(monkeypatch):
+    """The sides' ratio a peak may have is bounded (pooled.RATIO_BOUND = 3): a noise-free peak five times
+    steeper above its optimum than below is located exactly by peaks whose ratio reaches 5, and towards
+    the gentle side (below) by the model's. With noise a peak at the bound (the calibration's 3 : 1) leans
+    the same way whenever the noise asks for a steeper side: the lean behind its coverage of 88 %
+    (README, peaks of other shapes; ``bench_calibration.py --ratio-bound``)."""
+    from analysis import pooled
+
+    np.testing.assert_allclose(pooled.ratio_grid(pooled.RATIO_BOUND), 3.0 ** np.linspace(-1, 1, 7))
+    wide = pooled.ratio_grid(5.0)
+    assert wide[0] == pytest.approx(0.2) and wide[-1] == pytest.approx(5.0) and np.allclose(wide * wide[::-1], 1.0)
+    u, peak = np.linspace(0, 1, 16), 0.5
+    v = np.linspace(0, 1, 1001)
+
+    def located(ratio: float) -> float:
+        y = 0.9 - np.where(u < peak, 1.0, ratio) * 0.2 * (u - peak) ** 2
+        return float(v[np.argmin(pooled.peak_rss(pooled.CellStats.of([(u, y)]), v[:, None])[:, 0])])
+
+    assert located(3.0) == pytest.approx(peak, abs=1e-3)
+    assert located(5.0) < peak - 0.02
+    monkeypatch.setattr(pooled, "RATIOS", wide)
+    assert located(5.0) == pytest.approx(peak, abs=1e-3)
+
+
 @pytest.mark.parametrize("shape", ["parabola", "asymmetric", "gauss"])
 def test_the_kd_gain_of_a_peak_of_another_shape_is_measured_where_the_truth_is(shape):
     """A cell's two ends of the KD gain come from its accuracy curve in alpha: through a noise-free grid
