@@ -21,7 +21,7 @@ coordinates u = (alpha - low) / (high - low) of the searched range):
   that asymmetric peak, 99 % with a parabola, power 70 % (numbers at 16 trials per cell, default noise).
   The bound is ``RATIO_BOUND``: at the lower noise of real sweeps a 3 : 1 peak sits at it, the
   profiled ratio cannot follow noise that asks for a steeper side, and the location leans to the gentle
-  side instead (coverage 88 %); ``bench/bench_calibration.py --ratio-bound`` measures another bound
+  side instead (coverage 86-88 %); ``bench/bench_calibration.py --ratio-bound`` measures another bound
   side by side (the README gives 5 against 3);
 - k_j >= 0: a curvature per cell, how much alpha matters there. It is free per cell because the KD
   effect's size changes with f and method; it is held non-negative so that a cell whose trials show
