@@ -153,45 +153,61 @@ class CellStats:
         return np.minimum(self.distinct, 2) + (self.distinct >= 4)
 
 
-def peak_rss_by_ratio(st: CellStats, v: np.ndarray) -> np.ndarray:
-    """RSS of each cell's best peak at ``v`` (unit alpha; v (..., C)) for every ratio of ``RATIOS``:
-    (..., C, R). The peak: y = c - k (u - v)^2 below v and c - r k (u - v)^2 above, k >= 0 (the offset
-    and the curvature in closed form, as least squares with k held non-negative)."""
-    v = np.asarray(v, float)
+def _rss_per_ratio(st: CellStats, v: np.ndarray):
+    """Each ratio of ``RATIOS`` in turn: (..., C) RSS of each cell's best peak at ``v`` with that ratio
+    (``peak_rss_by_ratio`` says what the peak is)."""
+    v = np.asarray(v, float)  # may be (..., 1), one location for every cell: its powers are then cheap
     cells, width = st.sorted_u.shape
+    shape = np.broadcast_shapes(v.shape[:-1] + (cells,), v.shape)
     # trials below the candidate peak, per (candidate, cell): one sorted search over the cells laid end to
     # end (cell c's alphas shifted by c * _SPAN; every alpha and candidate lies within BOX)
     shift = np.arange(cells) * _SPAN
     laid = np.where(np.isfinite(st.sorted_u), st.sorted_u, BOX[1] + 1) + shift[:, None]
-    below = np.searchsorted(laid.ravel(), v + shift, side="left") - np.arange(cells) * width
-    low = st.cum[np.broadcast_to(np.arange(cells), v.shape), below]  # (..., C, 8) sums below v
-    high = st.cum[np.arange(cells), st.n.astype(int)] - low  # and above
+    below = np.searchsorted(laid.ravel(), np.broadcast_to(v + shift, shape), side="left") - np.arange(cells) * width
+    # the sums below and above v, one contiguous (..., C) array per power (strided views of the last axis
+    # of a (..., C, 8) array made every operation below several times slower)
+    at = below + np.arange(cells) * (width + 1)  # flat positions in each power's (C, width + 1) table
+    total = st.cum[np.arange(cells), st.n.astype(int)]  # (C, 8)
+    low = [np.take(np.ascontiguousarray(st.cum[:, :, i]), at) for i in range(8)]
+    high = [total[:, i] - low[i] for i in range(8)]
     n = np.maximum(st.n, 1)
+    v2 = v**2
+    v3, v4 = v**3, v**4
 
     def side(s):
         """Sums of z = (u - v)^2, z^2 and z y over one side's trials."""
-        s0, s1, s2, s3, s4, sy, s1y, s2y = (s[..., i] for i in range(8))
-        z = s2 - 2 * v * s1 + v**2 * s0
-        zz = s4 - 4 * v * s3 + 6 * v**2 * s2 - 4 * v**3 * s1 + v**4 * s0
-        zy = s2y - 2 * v * s1y + v**2 * sy
+        s0, s1, s2, s3, s4, sy, s1y, s2y = s
+        z = s2 - 2 * v * s1 + v2 * s0
+        zz = s4 - 4 * v * s3 + 6 * v2 * s2 - 4 * v3 * s1 + v4 * s0
+        zy = s2y - 2 * v * s1y + v2 * sy
         return z, zz, zy
 
     zl, zzl, zyl = side(low)
     zh, zzh, zyh = side(high)
     # centred (co)variances of the two sides' regressors (y is centred per cell: its sum is 0)
     a, b, ab = zzl - zl**2 / n, zzh - zh**2 / n, -zl * zh / n
-    out = []
     for r in RATIOS:
         szz = a + r * r * b + 2 * r * ab  # the regressor z_low + r z_high, centred
         szy = -(zyl + r * zyh)  # its covariance with y, sign flipped: the peak is a maximum (k >= 0)
         ok = (szy > 0) & (szz > 1e-12)
-        out.append(np.maximum(st.syy - np.where(ok, szy**2 / np.where(ok, szz, 1.0), 0.0), 0.0))
-    return np.stack(out, -1)
+        yield np.maximum(st.syy - np.where(ok, szy**2 / np.where(ok, szz, 1.0), 0.0), 0.0)
+
+
+def peak_rss_by_ratio(st: CellStats, v: np.ndarray) -> np.ndarray:
+    """RSS of each cell's best peak at ``v`` (unit alpha; v (..., C), or (..., 1) for one location shared by
+    every cell) for every ratio of ``RATIOS``: (..., C, R). The peak: y = c - k (u - v)^2 below v and
+    c - r k (u - v)^2 above, k >= 0 (the offset and the curvature in closed form, as least squares with k
+    held non-negative)."""
+    return np.stack(list(_rss_per_ratio(st, v)), -1)
 
 
 def peak_rss(st: CellStats, v: np.ndarray) -> np.ndarray:
-    """RSS of each cell's best peak at ``v`` (unit alpha), the ratio of its sides chosen per cell; v (..., C)."""
-    return peak_rss_by_ratio(st, v).min(-1)
+    """RSS of each cell's best peak at ``v`` (unit alpha), the ratio of its sides chosen per cell; v (..., C)
+    or (..., 1)."""
+    best = None
+    for rss in _rss_per_ratio(st, v):
+        best = rss if best is None else np.minimum(best, rss)
+    return best
 
 
 # Where each cell's RSS is tabulated: every location a posterior grid gives a cell (a line through
@@ -218,8 +234,7 @@ class RssTable:
             part = CellStats(n=st.n[start:start + chunk], distinct=st.distinct[start:start + chunk],
                              syy=st.syy[start:start + chunk], sorted_u=st.sorted_u[start:start + chunk],
                              cum=st.cum[start:start + chunk])
-            v = np.broadcast_to(TABLE[:, None], (len(TABLE), len(part.n)))
-            values[start:start + chunk] = peak_rss(part, v).T
+            values[start:start + chunk] = peak_rss(part, TABLE[:, None]).T
         return cls(values)
 
     def rows(self, start: int, stop: int) -> RssTable:
@@ -227,11 +242,22 @@ class RssTable:
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
         """(..., C) RSS at locations ``v`` (..., C)."""
-        position = (np.clip(v, TABLE[0], TABLE[-1]) - TABLE[0]) / TABLE_STEP
-        index = np.minimum(position.astype(np.int64), len(TABLE) - 2)
-        weight = position - index
-        cells = np.arange(self.values.shape[0])
-        return self.values[cells, index] * (1 - weight) + self.values[cells, index + 1] * weight
+        # in place where it can be: a posterior calls this thousands of times on (grid, cells) arrays, and
+        # each fresh temporary of that size costs its page faults (the arithmetic is the plain formula's)
+        weight = np.clip(v, TABLE[0], TABLE[-1])
+        weight -= TABLE[0]
+        weight /= TABLE_STEP
+        at = np.minimum(weight.astype(np.int64), len(TABLE) - 2)
+        weight -= at
+        at += np.arange(self.values.shape[0]) * len(TABLE)  # flat positions: one gather, not two-axis indexing
+        flat = self.values.ravel()
+        below = np.take(flat, at)
+        at += 1
+        above = np.take(flat, at)
+        below *= 1 - weight
+        above *= weight
+        below += above
+        return below
 
 
 def lagrange(anchors: np.ndarray, x: np.ndarray) -> np.ndarray:
