@@ -27,6 +27,7 @@ from plotly.subplots import make_subplots
 from analysis.alpha_f import POOLED, AlphaFFit
 from analysis.comparisons import kd_gain_by_noise, noise_levels
 from analysis.optimum import peak_value
+from analysis.pooled import RATIO_BOUND
 from contract import ALPHA_RANGE, FULL
 from contract.registry import Registry
 
@@ -511,7 +512,7 @@ register_figure(
 register_figure(
     "val-alpha", title="Validation accuracy versus α", nav="accuracy versus α",
     how="each panel is one cell: dots are measured trials (validation accuracy), the line is the cell's own best "
-        "peak (a diagnostic, flat when the trials show no peak; up to three times steeper on one side), and the "
+        f"peak (a diagnostic, flat when the trials show no peak; up to {RATIO_BOUND:g} times steeper on one side), and the "
         "dashed line and band are α* and its 95 % interval from the pooled model (the f = 1 cell's from its own trials).",
 )(lambda analysis: val_vs_alpha(analysis.experiment.trials, analysis.cells))
 register_figure(

@@ -24,7 +24,7 @@ import pandas as pd
 
 from analysis.alpha_f import AlphaFFit, fit_alpha_f
 from analysis.optimum import CellOptima, cell_optima
-from analysis.pooled import LEVEL, SIGNIFICANCE, t_quantile
+from analysis.pooled import LEVEL, RATIO_BOUND, SIGNIFICANCE, t_quantile
 from analysis.comparisons import (kd_gain_by_f, kd_gain_by_noise, noise_gain_difference, noise_levels, random_vs_scored,
                                   teacher_capacity)
 from analysis.results import Experiment, ResultsError, load_experiment
@@ -468,7 +468,7 @@ def _provenance(analysis: Analysis) -> str:
 
 def _alpha_f_notes(analysis: Analysis) -> str:
     return (f"""<p class="muted">α*(f) comes from one model per method fitted to all of its trials at once: in every cell accuracy is
-a peak in α with its own level, height and asymmetry (up to three times steeper on one side), and the peak's location
+a peak in α with its own level, height and asymmetry (up to {RATIO_BOUND:g} times steeper on one side), and the peak's location
 is a smooth curve in log f shared by the method's cells (the full-data cell's α* is its own: at f = 1 the curve rests
 mostly on the smaller fractions); intervals are {LEVEL:.0%} posterior intervals whose coverage is checked on simulated sweeps
 (bench/bench_calibration.py). The slope is the change of α* per tenfold change of f (negative: α* grows as f

@@ -31,7 +31,7 @@ so KD gains about 0.3 points at f = 1 and 5.8 points at f = 0.1 under the invers
   a* = 0.3 (the value all share at f = 1, where every method keeps the same data);
 - ``nearest_<truth>`` (``NEAREST``): the no-relation truth closest to ``<truth>``, the least favourable
   null for a test against it: per f a peak of the model's family (``nearest_cell``: an offset, a
-  curvature and sides up to 3x steeper one than the other) fitted by least squares to ``<truth>``'s
+  curvature and sides up to ``RATIO_BOUND`` times steeper one than the other) fitted by least squares to ``<truth>``'s
   parabolas, with one location at every f inside the range, or every optimum at the same edge (a peak
   beyond it, its own per f), whichever is closer. alpha* is the same at every f; what changes with f
   is the peak's shape, so a test that reads a moving optimum into a changing shape finds a relation
@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from search_spaces.alpha_space import AlphaSpace
+from analysis.pooled import RATIO_BOUND, ratio_grid
 from contract import DEFAULT_TAU, FULL, RESULT_COLUMNS, Cell
 
 METHODS = ("random", "el2n", "grand", "forgetting", "memorization")
@@ -75,7 +76,9 @@ GAUSS_WIDTH, GAUSS_HEIGHT, ASYMMETRY, PLATEAU_HALF_WIDTH = 0.35, 0.6, 3.0, 0.1
 NEAREST = {"nearest_inverse": "inverse", "nearest_direct": "direct", "nearest_edge_steep": "edge_steep",
            "nearest_edge_shallow": "edge_shallow"}  # the least favourable no-relation truths (nearest_cell)
 TRUTHS = ("none", "inverse", "direct", "flat", "edge_steep", "edge_shallow", "edge_null", "mixed", *NEAREST)
-NULL_RATIOS = 3.0 ** np.linspace(-1, 1, 7)  # a nearest null's sides: up to 3x steeper one than the other
+# a nearest null's sides: those of the analysis's own peaks (up to RATIO_BOUND times steeper one than the other), so
+# that the least favourable no-relation truth is one the analysis can fit exactly
+NULL_RATIOS = ratio_grid(RATIO_BOUND)
 NULL_ALPHAS = np.linspace(0.0, 1.0, 41)  # where a nearest null is fitted to its truth (the searched range)
 TRAIN_SD, VAL_EVAL_SD, TEST_EVAL_SD, CELL_SD = 0.013, 0.0075, 0.005, 0.005
 NOISE_SD = math.sqrt(TRAIN_SD**2 + VAL_EVAL_SD**2)  # trial-to-trial sd of validation accuracy (~0.015)

@@ -738,16 +738,18 @@ def test_an_asymmetric_peak_is_located_where_it_is():
 
 
 def test_a_peak_steeper_than_the_ratio_bound_is_located_towards_its_gentle_side(monkeypatch):
-    """The sides' ratio a peak may have is bounded (pooled.RATIO_BOUND = 3): a noise-free peak five times
-    steeper above its optimum than below is located exactly by peaks whose ratio reaches 5, and towards
-    the gentle side (below) by the model's. With noise a peak at the bound (the calibration's 3 : 1) leans
-    the same way whenever the noise asks for a steeper side: the lean behind its coverage of 88 %
-    (README, peaks of other shapes; ``bench_calibration.py --ratio-bound``)."""
+    """The sides' ratio a peak may have is bounded (pooled.RATIO_BOUND = 5): a noise-free peak five times
+    steeper above its optimum than below is located exactly, one nine times steeper towards the gentle
+    side (below), and exactly again by peaks whose ratio reaches 9. At the former bound, 3, the 5 : 1 peak
+    leaned too: with noise a peak at the bound (the calibration's 3 : 1) leans the same way whenever the
+    noise asks for a steeper side, the lean behind its coverage of 86-88 % there (96 % at 5; README, peaks
+    of other shapes; ``bench_calibration.py --ratio-bound``)."""
     from analysis import pooled
 
-    np.testing.assert_allclose(pooled.ratio_grid(pooled.RATIO_BOUND), 3.0 ** np.linspace(-1, 1, 7))
-    wide = pooled.ratio_grid(5.0)
-    assert wide[0] == pytest.approx(0.2) and wide[-1] == pytest.approx(5.0) and np.allclose(wide * wide[::-1], 1.0)
+    np.testing.assert_allclose(pooled.ratio_grid(pooled.RATIO_BOUND), 5.0 ** np.linspace(-1, 1, 9))
+    np.testing.assert_allclose(pooled.ratio_grid(3.0), 3.0 ** np.linspace(-1, 1, 7))
+    wide = pooled.ratio_grid(9.0)
+    assert wide[0] == pytest.approx(1 / 9) and wide[-1] == pytest.approx(9.0) and np.allclose(wide * wide[::-1], 1.0)
     u, peak = np.linspace(0, 1, 16), 0.5
     v = np.linspace(0, 1, 1001)
 
@@ -755,10 +757,12 @@ def test_a_peak_steeper_than_the_ratio_bound_is_located_towards_its_gentle_side(
         y = 0.9 - np.where(u < peak, 1.0, ratio) * 0.2 * (u - peak) ** 2
         return float(v[np.argmin(pooled.peak_rss(pooled.CellStats.of([(u, y)]), v[:, None])[:, 0])])
 
-    assert located(3.0) == pytest.approx(peak, abs=1e-3)
-    assert located(5.0) < peak - 0.02
-    monkeypatch.setattr(pooled, "RATIOS", wide)
     assert located(5.0) == pytest.approx(peak, abs=1e-3)
+    assert located(9.0) < peak - 0.02
+    monkeypatch.setattr(pooled, "RATIOS", wide)
+    assert located(9.0) == pytest.approx(peak, abs=1e-3)
+    monkeypatch.setattr(pooled, "RATIOS", pooled.ratio_grid(3.0))
+    assert located(5.0) < peak - 0.02
 
 
 @pytest.mark.parametrize("shape", ["parabola", "asymmetric", "gauss"])
@@ -857,7 +861,8 @@ def test_a_nearest_null_has_no_relation_and_is_closer_to_its_truth_than_the_flat
 
 def test_each_cells_rss_is_tabulated_exactly_and_interpolated_closely():
     """The posterior reads each cell's RSS from a table over the peak's location: exact at the table's
-    points, within a hundredth of the noise variance between them, its end beyond it."""
+    points, within a fiftieth of the noise variance between them (the log posterior within 1 %), its end
+    beyond it."""
     from analysis import pooled
 
     rng = np.random.default_rng(0)
@@ -871,7 +876,7 @@ def test_each_cells_rss_is_tabulated_exactly_and_interpolated_closely():
     on = np.repeat(pooled.TABLE[::37, None], 3, 1)
     np.testing.assert_allclose(table(on), pooled.peak_rss(st, on), rtol=1e-12, atol=1e-15)
     between = rng.uniform(pooled.TABLE[0], pooled.TABLE[-1], (2000, 3))
-    assert np.abs(table(between) - pooled.peak_rss(st, between)).max() < 0.01 * sigma**2
+    assert np.abs(table(between) - pooled.peak_rss(st, between)).max() < 0.02 * sigma**2
     np.testing.assert_allclose(table(np.full((1, 3), 5.0)), pooled.peak_rss(st, np.full((1, 3), pooled.TABLE[-1])))
 
 
