@@ -410,10 +410,10 @@ def no_relation_fit(st: CellStats) -> tuple[float, np.ndarray]:
     """(RSS, each cell's peak location) of the no-relation model closest to the cells' trials (least
     squares over the peaks this module fits: an offset, a curvature and a sides' ratio per cell)."""
     cells = len(st.n)
-    shared = peak_rss(st, np.repeat(NULL_INSIDE[:, None], cells, 1)).sum(1)
+    shared = peak_rss(st, NULL_INSIDE[:, None]).sum(1)  # (V, 1): one location for every cell
     best = (float(shared.min()), np.full(cells, NULL_INSIDE[int(np.argmin(shared))]))
     for peaks in NULL_BEYOND:
-        rss = peak_rss(st, np.repeat(peaks[:, None], cells, 1))  # (V, C): each cell its own peak
+        rss = peak_rss(st, peaks[:, None])  # (V, C): each cell its own peak
         if rss.min(0).sum() < best[0]:
             best = (float(rss.min(0).sum()), peaks[rss.argmin(0)])
     return best
