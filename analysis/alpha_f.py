@@ -332,7 +332,8 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
             if test.p_value <= SIGNIFICANCE:
                 # only then can the calibration change a decision: no direction is tested above 5 %
                 calibration = pooled.calibrate([data[name][:2] for name in names], x, sigma**2, test,
-                                               np.random.default_rng([seed, len(fits), 1]))
+                                               np.random.default_rng([seed, len(fits), 1]),
+                                               bias_corrected=method == POOLED)
                 fit.p_value = calibration.p_value
                 fit.calibration = {"p_calibrated": calibration.p_calibrated, "null_mean": calibration.null_mean,
                                    "null_sd": calibration.null_sd, "observed": test.signed_z,
@@ -417,7 +418,8 @@ def replicate_level(fit: AlphaFFit, data: dict, names: list[str], fractions: np.
         fit.p_posterior, fit.calibration = fit.p_value, {}
         fit.decided_by, fit.test_slope = "curve", fit.slope
         if fit.p_value <= SIGNIFICANCE:  # only then can the calibration change a decision
-            leans = [pooled.null_slopes([data[name][:2] for name in replicate_names], x, sigma**2, calibration_rng)
+            leans = [pooled.null_slopes([data[name][:2] for name in replicate_names], x, sigma**2, calibration_rng,
+                                        bias_corrected=fit.method == POOLED)
                      for st, x, replicate_names in complete.values()]
             p_calibrated, lean = lean_corrected_t_test(np.array(slopes), leans)
             fit.p_value = max(fit.p_value, p_calibrated)
@@ -427,7 +429,7 @@ def replicate_level(fit: AlphaFFit, data: dict, names: list[str], fractions: np.
 def lean_corrected_t_test(slopes: np.ndarray, leans: list[np.ndarray]) -> tuple[float, float]:
     """(two-sided p, mean lean) of the t test over replicates that their slopes, each less its lean at
     the no-relation truth closest to its own cells (``pooled.null_slopes``: the mean of its simulated
-    slopes there), average 0.
+    slopes there, bias-corrected for that truth being fitted to the same cells), average 0.
 
     Why: a peak whose steeper side moves with f tilts every replicate's slope alike, and a t test over
     replicates does not average that away (at the self-distillation study's design, 18 % of methods'
