@@ -489,15 +489,15 @@ def null_statistic(cells: list[tuple[np.ndarray, np.ndarray]], sigma2: float, rn
 
 
 def null_slopes(cells: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, sigma2: float, rng: np.random.Generator,
-                draws: int = LEAN_DRAWS, bias_corrected: bool = False) -> np.ndarray:
-    """The printed curve's clipped slope (posterior median, unit alpha per decade) at the no-relation
-    truth closest to ``cells``, per draw (``null_statistic``; ``bias_corrected`` for a pooled fit): its
-    mean is the lean there and its variance over the draws that lean's Monte Carlo error, which a test
-    over replicates' slopes subtracts and adds (``analysis.alpha_f.replicate_level``)."""
+                draws: int = LEAN_DRAWS) -> np.ndarray:
+    """The printed curve's clipped slope (posterior median, unit alpha per decade) on ``draws`` sweeps
+    simulated at the no-relation truth closest to ``cells`` (``null_statistic``, not bias-corrected):
+    its lean there (the mean) and that lean's spread, which a test over replicates' slopes subtracts
+    (``analysis.alpha_f.replicate_level``)."""
     def slope(table: RssTable) -> float:
         post = location_posterior(table, x, sigma2)
         return post.summary(post.clipped_slope())[0]
-    return null_statistic(cells, sigma2, rng, draws, slope, bias_corrected)[1]
+    return null_statistic(cells, sigma2, rng, draws, slope, bias_corrected=False)[0]
 
 
 @dataclass
