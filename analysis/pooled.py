@@ -437,7 +437,7 @@ def no_relation_means(cells: list[tuple[np.ndarray, np.ndarray]]) -> list[np.nda
 CALIBRATION_DRAWS = 60  # simulated sweeps per calibrated test: the mean and sd of its null statistic
 # per replicate, for the lean a t test over replicates subtracts: that lean's Monte Carlo error enters the
 # test's standard error (alpha_f.lean_corrected_t_test), where at 30 it adds about a tenth to the variance
-# between replicates of the study's design, at half the cost of 60 (each draw is two posterior fits)
+# between replicates of the study's design, at half the cost of 60 (each draw is one posterior fit)
 LEAN_DRAWS = 30
 
 
