@@ -435,9 +435,10 @@ def no_relation_means(cells: list[tuple[np.ndarray, np.ndarray]]) -> list[np.nda
 
 
 CALIBRATION_DRAWS = 60  # simulated sweeps per calibrated test: the mean and sd of its null statistic
-# per replicate, for the lean a t test over replicates subtracts: that lean's Monte Carlo error enters the
-# test's standard error (alpha_f.lean_corrected_t_test), where at 30 it adds about a tenth to the variance
-# between replicates of the study's design, at half the cost of 60 (each draw is one posterior fit)
+# per replicate, for the lean a t test over replicates subtracts: that lean's Monte Carlo error is part of
+# the spread between the replicates' corrected slopes (alpha_f.lean_corrected_t_test), where at 30 a
+# plug-in lean adds about a tenth to it at the study's design (a bias-corrected draw varies more), at half
+# the cost of 60 (each draw is one posterior fit, two and a null fit when bias-corrected)
 LEAN_DRAWS = 30
 
 
@@ -489,15 +490,15 @@ def null_statistic(cells: list[tuple[np.ndarray, np.ndarray]], sigma2: float, rn
 
 
 def null_slopes(cells: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, sigma2: float, rng: np.random.Generator,
-                draws: int = LEAN_DRAWS) -> np.ndarray:
+                draws: int = LEAN_DRAWS, bias_corrected: bool = False) -> np.ndarray:
     """The printed curve's clipped slope (posterior median, unit alpha per decade) on ``draws`` sweeps
-    simulated at the no-relation truth closest to ``cells`` (``null_statistic``, not bias-corrected):
-    its lean there (the mean) and that lean's spread, which a test over replicates' slopes subtracts
-    (``analysis.alpha_f.replicate_level``)."""
+    simulated at the no-relation truth closest to ``cells`` (``null_statistic``; with ``bias_corrected``
+    each draw corrected as there): its lean there (the mean) and that lean's spread, which a test over
+    replicates' slopes subtracts (``analysis.alpha_f.replicate_level``)."""
     def slope(table: RssTable) -> float:
         post = location_posterior(table, x, sigma2)
         return post.summary(post.clipped_slope())[0]
-    return null_statistic(cells, sigma2, rng, draws, slope, bias_corrected=False)[0]
+    return null_statistic(cells, sigma2, rng, draws, slope, bias_corrected)[1]
 
 
 @dataclass
