@@ -296,6 +296,27 @@ def noise_sd(trials: pd.DataFrame, alpha_range=ALPHA_RANGE) -> tuple[float, floa
     return math.sqrt(rss / df), df
 
 
+
+@dataclass
+class GroupData:
+    """One group's completed trials as the model reads them (unit alpha): each cell's (alpha, accuracy),
+    their statistics, their ln f, and the report's noise variance. What a calibration or a lean is
+    computed from, outside ``fit_alpha_f`` (the calibration's tests and ``bench/``)."""
+
+    cells: list[tuple[np.ndarray, np.ndarray]]
+    stats: CellStats
+    x: np.ndarray
+    sigma2: float
+
+
+def group_data(trials: pd.DataFrame, method: str, alpha_range=ALPHA_RANGE) -> GroupData:
+    """``method``'s group (or ``POOLED``'s) in ``trials`` (the first such group, in report order)."""
+    done = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
+    data = _cell_data(done, alpha_range)
+    names = next(names for _, name, _, names in groups_of(done) if name == method)
+    st, x = _group_cells(data, names)
+    return GroupData([data[name][:2] for name in names], st, x, noise_sd(done, alpha_range)[0] ** 2)
+
 def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_RANGE, seed: int = 0,
                 n_draws: int = DEFAULT_DRAWS, sigma: float | None = None) -> list[AlphaFFit]:
     """Every group's pooled fit, with the multiple-testing procedure across the fits of one context (``adjust_directions``)."""

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from analysis import pooled
-from analysis.alpha_f import _cell_data, _group_cells, groups_of, noise_sd
+from analysis.alpha_f import POOLED, group_data
 from analysis.results import tidy
 from analysis.simulate import METHODS, simulate_sweep
 
@@ -30,12 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     trials = tidy(simulate_sweep("nearest_inverse", "grid", 16, seed=100_003, noise_scale=0.51,
                                  methods=tuple(METHODS[: args.methods])))
-    data = _cell_data(trials, (0.0, 1.0))
-    sigma2 = noise_sd(trials, (0.0, 1.0))[0] ** 2
-    names = next(names for _, method, _, names in groups_of(trials) if method == "pooled")
-    st, x = _group_cells(data, names)
-    cells = [data[name][:2] for name in names]
-    observed = pooled.direction_test(st, x, sigma2)
+    group = group_data(trials, POOLED, (0.0, 1.0))
+    cells, x, sigma2 = group.cells, group.x, group.sigma2
+    observed = pooled.direction_test(group.stats, x, sigma2)
     seconds = {False: [], True: []}
     for round_ in range(args.rounds):
         for corrected in (False, True):

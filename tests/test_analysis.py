@@ -654,7 +654,7 @@ def test_each_replicates_lean_is_found_where_the_peaks_shape_changes_with_f():
     closest no-relation truth (``pooled.null_slopes``); where the truth has no relation and one shape
     it does not."""
     from analysis import pooled
-    from analysis.alpha_f import _cell_data, _group_cells, groups_of, noise_sd
+    from analysis.alpha_f import group_data
 
     leans = {}
     for truth in ("nearest_edge_steep", "none"):
@@ -662,11 +662,8 @@ def test_each_replicates_lean_is_found_where_the_peaks_shape_changes_with_f():
         for seed in range(3):
             trials = tidy(simulate_sweep(truth, "grid", 16, seed=seed, methods=("random", "el2n"),
                                          fractions=(0.1, 0.2, 0.3, 0.5, 0.7), noise_scale=0.36))
-            data = _cell_data(trials, (0.0, 1.0))
-            names = next(names for _, method, _, names in groups_of(trials) if method == "el2n")
-            st, x = _group_cells(data, names)
-            slopes = pooled.null_slopes([data[name][:2] for name in names], x, noise_sd(trials, (0.0, 1.0))[0] ** 2,
-                                        np.random.default_rng(0), draws=30)
+            group = group_data(trials, "el2n", (0.0, 1.0))
+            slopes = pooled.null_slopes(group.cells, group.x, group.sigma2, np.random.default_rng(0), draws=30)
             means.append(slopes.mean())
         leans[truth] = float(np.mean(means))
     # over 8 sweeps at this design: nearest_edge_steep -0.11 to -0.40 per decade, none -0.10 to +0.05
@@ -919,17 +916,14 @@ def test_the_calibration_measures_the_lean_of_a_peak_whose_shape_changes_with_f(
     made them, and the bias correction (``pooled.null_statistic``) adds back that shortfall: the
     corrected lean is further from 0 than the fitted truth's own at the nearest null, and not at "none"."""
     from analysis import pooled
-    from analysis.alpha_f import _cell_data, _group_cells, groups_of, noise_sd
+    from analysis.alpha_f import POOLED, group_data
 
     leans, shortfall = {}, {}
     for truth in ("nearest_inverse", "none"):
         trials = tidy(simulate_sweep(truth, "grid", 16, seed=3, methods=("random", "el2n", "grand"), noise_scale=0.51))
-        data = _cell_data(trials, (0.0, 1.0))
-        sigma2 = noise_sd(trials, (0.0, 1.0))[0] ** 2
-        names = next(names for _, method, _, names in groups_of(trials) if method == "pooled")
-        st, x = _group_cells(data, names)
-        cells = [data[name][:2] for name in names]
-        observed = pooled.direction_test(st, x, sigma2)
+        group = group_data(trials, POOLED, (0.0, 1.0))
+        cells, x, sigma2 = group.cells, group.x, group.sigma2
+        observed = pooled.direction_test(group.stats, x, sigma2)
         calibration = pooled.calibrate(cells, x, sigma2, observed, np.random.default_rng(0), bias_corrected=True)
         assert calibration.p_value >= observed.p_value and 0.3 < calibration.null_sd < 1.5
         leans[truth] = calibration.null_mean
