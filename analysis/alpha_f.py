@@ -55,6 +55,7 @@ from scipy import stats as sps
 
 from analysis import pooled
 from analysis.pooled import LEVEL, SIGNIFICANCE, CellStats
+from analysis.results import completed
 from contract import ALPHA_RANGE, FULL
 
 POOLED = "pooled"
@@ -281,7 +282,7 @@ def groups_of(trials: pd.DataFrame) -> list[tuple[str, str, dict, list[str]]]:
 def noise_sd(trials: pd.DataFrame, alpha_range=ALPHA_RANGE) -> tuple[float, float]:
     """(sigma, degrees of freedom): the trial-to-trial sd of validation accuracy around every method
     group's best pooled fit (a method's cells and the f = 1 cells), pooled over the report."""
-    done = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
+    done = completed(trials)
     rss = df = 0.0
     data = _cell_data(done, alpha_range)
     for _, method, _, names in groups_of(done):
@@ -294,7 +295,6 @@ def noise_sd(trials: pd.DataFrame, alpha_range=ALPHA_RANGE) -> tuple[float, floa
     if df < pooled.MIN_NOISE_DF:
         return float("nan"), df
     return math.sqrt(rss / df), df
-
 
 
 @dataclass
@@ -311,17 +311,18 @@ class GroupData:
 
 def group_data(trials: pd.DataFrame, method: str, alpha_range=ALPHA_RANGE) -> GroupData:
     """``method``'s group (or ``POOLED``'s) in ``trials`` (the first such group, in report order)."""
-    done = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
+    done = completed(trials)
     data = _cell_data(done, alpha_range)
     names = next(names for _, name, _, names in groups_of(done) if name == method)
     st, x = _group_cells(data, names)
     return GroupData([data[name][:2] for name in names], st, x, noise_sd(done, alpha_range)[0] ** 2)
 
+
 def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_RANGE, seed: int = 0,
                 n_draws: int = DEFAULT_DRAWS, sigma: float | None = None) -> list[AlphaFFit]:
     """Every group's pooled fit, with the multiple-testing procedure across the fits of one context (``adjust_directions``)."""
     alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
-    done = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
+    done = completed(trials)
     noise_df = float("inf")  # a given sigma is taken as known
     if sigma is None:
         sigma, noise_df = noise_sd(done, alpha_range)

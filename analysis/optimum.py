@@ -51,6 +51,7 @@ import pandas as pd
 
 from analysis import pooled
 from analysis.pooled import LEVEL, CellStats
+from analysis.results import completed
 from contract import ALPHA_RANGE, CELL_COLUMNS, FULL
 
 V_POINTS = 601
@@ -185,7 +186,7 @@ def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
     from analysis.alpha_f import POOLED, noise_sd
 
     alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
-    done_all = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
+    done_all = completed(trials)
     noise_df = float("nan")
     if sigma is None:
         sigma, noise_df = noise_sd(done_all, alpha_range)
@@ -216,7 +217,7 @@ def cell_optima(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
             teacher_val_acc=cell["teacher_val_acc"].iloc[0], teacher_test_acc=cell["teacher_test_acc"].iloc[0],
             teacher_params=cell["teacher_params"].max(),
         )
-        done = cell[(cell["status"] == "completed") & cell["val_acc"].notna()]
+        done = completed(cell)
         baseline = done[done["is_baseline"]]
         u = _unit(done["alpha"].to_numpy(float), alpha_range)
         row.update(

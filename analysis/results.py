@@ -12,7 +12,7 @@ what its trials have reported: the table is then read from the rows each cohort 
 reports (``EXPERIMENT/cohorts/<cohort>.csv``, the same schema), whichever holds more finished trials.
 Tune's own files are never read here.
 Stopped and errored trials stay in the table (``status``) so a report can show them; the estimators
-in ``analysis.optimum`` use only ``status == "completed"``.
+use only the completed ones (``completed``).
 """
 
 from __future__ import annotations
@@ -162,6 +162,12 @@ def _table_from_cohorts(folder: str) -> pd.DataFrame | None:
 def experiment_from_table(location: str, table: pd.DataFrame, sweep: dict) -> Experiment:
     """An experiment from a results table in memory (the driver's live report)."""
     return Experiment(location=str(location), trials=tidy(table, source="the live results"), sweep=sweep)
+
+
+def completed(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials every estimator reads: completed, with a validation accuracy (stopped and errored
+    trials stay in the table for the report to show, never in an estimate)."""
+    return trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
 
 
 def tidy(raw: pd.DataFrame, source: str = "results") -> pd.DataFrame:

@@ -111,6 +111,7 @@ def answers(frame: pd.DataFrame, level: float = LEVEL, seed: int = 0, n_draws: i
     from analysis.comparisons import kd_gain_by_noise, random_vs_scored
     from analysis.optimum import cell_optima, test_noise
     from analysis.pooled import t_quantile
+    from analysis.results import completed
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -119,7 +120,7 @@ def answers(frame: pd.DataFrame, level: float = LEVEL, seed: int = 0, n_draws: i
     table = optima.table
     if "label_noise" not in table:
         table = table.assign(label_noise=0.0)
-    done = frame[(frame["status"] == "completed") & frame["val_acc"].notna()]
+    done = completed(frame)
     test_df = test_noise(done)[1]
     cell_df = test_df if math.isfinite(optima.t_test) and test_df > 0 else float("nan")
     several = table["label_noise"].nunique() > 1

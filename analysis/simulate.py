@@ -67,6 +67,7 @@ import pandas as pd
 
 from search_spaces.alpha_space import AlphaSpace
 from analysis.pooled import RATIO_BOUND, ratio_grid
+from analysis.results import completed
 from contract import DEFAULT_TAU, FULL, RESULT_COLUMNS, Cell
 
 METHODS = ("random", "el2n", "grand", "forgetting", "memorization")
@@ -364,7 +365,7 @@ def matched_noise_scale(trials: pd.DataFrame, alpha_range=(0.0, 1.0)) -> Matched
     curvature: alpha does not matter there, and no budget finds its optimum)."""
     from analysis.alpha_f import noise_sd
 
-    done = trials[(trials["status"] == "completed") & trials["val_acc"].notna()]
+    done = completed(trials)
     sigma, _ = noise_sd(done, alpha_range)
     low, high = float(alpha_range[0]), float(alpha_range[1])
     measured = simulated = 0.0
