@@ -370,6 +370,19 @@ def use_ratio_bound(bound: float | None) -> None:
         pooled.RATIOS = pooled.ratio_grid(bound)
 
 
+def with_progress(results, tasks: list[tuple], sweeps: int, start: float) -> list[dict]:
+    """Collect the sweeps' results in order, printing a line as each row's sweeps finish: a long run
+    (an hour or more) shows where it is, and what it has done is on the console if it is stopped."""
+    done = []
+    for result in results:
+        done.append(result)
+        if len(done) % sweeps == 0:
+            truth, design, trials, _, options = tasks[len(done) - 1]
+            print(f"  {len(done)}/{len(tasks)}: {options['shape']}, {truth}, {design}, {trials} trials "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--designs", nargs="+", default=["tpe", "grid"], help="alpha designs (default %(default)s)")
@@ -423,9 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         use_ratio_bound(args.ratio_bound)
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, initializer=use_ratio_bound, initargs=(args.ratio_bound,)) as pool:
-            results = list(pool.map(one_sweep, tasks, chunksize=2))
+            results = with_progress(pool.map(one_sweep, tasks, chunksize=2), tasks, args.sweeps, start)
     else:
-        results = [one_sweep(task) for task in tasks]
+        results = with_progress(map(one_sweep, tasks), tasks, args.sweeps, start)
     rows = [summarise(results, d, n, args.methods, shape, options) for d in args.designs for n in args.trials
             for shape in args.shapes]
     print_table(rows, args.methods)
