@@ -18,7 +18,8 @@ the sweep does), and the real analysis (``analysis.results.tidy``, ``analysis.al
   "direct" likewise under the direct truth (mean over methods); "wrong": a direction opposite to the truth;
 - coverage of the 95 % alpha* intervals of every cell (under none, inverse and direct; an interval
   covers when it meets the alphas where the expected accuracy is highest: one point, or a plateau's
-  top), in brackets among the cells whose interval pins alpha* and among the others (which span most of
+  top; a cell whose truth is flat in alpha has no optimum and is left out: the flat truth, and
+  nearest_edge_steep at f = 1), in brackets among the cells whose interval pins alpha* and among the others (which span most of
   the range and cover nearly any truth), and of the full-data cell's alone (per truth), the median |alpha* error| (distance to those
   alphas) and the share of cells with |error| <= 0.1; "pinned": share of cells whose interval the
   analysis calls narrow enough to pin alpha*, and the share of those with |error| <= 0.1;
@@ -37,7 +38,7 @@ replicate's own alpha*(f) curve, a t test over their slopes) beside the same tes
 cells pooled (conditional on them): FWER under none and edge_null, power per method under inverse
 and edge_steep, and the coverage of each method's alpha*(f) intervals of the population's alpha*(f)
 (``analysis.simulate.population_optimum``: the mean over replicates of the best alpha; within the
-0.005 that printing to two decimals hides). ``--replicate-sd`` gives each replicate its own shift and
+0.005 that printing to two decimals hides; where the truth is flat in alpha, left out as above). ``--replicate-sd`` gives each replicate its own shift and
 tilt of the optimum in log f, so a direction found in the pooled cells of three teachers need not be
 the population's.
 
@@ -85,7 +86,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from analysis import pooled  # noqa: E402
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
 from analysis.power import PlannedDesign, direction_bounds  # noqa: E402
-from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, SHAPES, TRUTHS, optimal_range,  # noqa: E402
+from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, SHAPES, TRUTHS, curvature, optimal_range,  # noqa: E402
                                population_gain, population_optimum, replicate_move, simulate_sweep,
                                true_accuracy)
 
@@ -131,16 +132,20 @@ def one_sweep(args: tuple) -> dict:
         values = cells[column].to_numpy(float)
         bad += int(((values < 0) | (values > 1)).sum())
     out["impossible"] = bad
-    if truth != "flat":
+    # a cell whose truth is flat in alpha (the flat truth; a nearest null where its closest peak has no
+    # curvature, as nearest_edge_steep's at f = 1) has no optimum: every alpha is best, nothing to cover
+    peaked = np.array([curvature(truth, f) > 0 for f in cells["fraction"]], bool)
+    if peaked.any():
+        scored = cells[peaked]
         # the optimal alphas of each cell (one point, or a plateau's top), a replicate's effect moving them
         best = np.array([optimal_range(truth, f, m, shape, replicate_move(effects[r], f) if r in effects else 0.0)
-                         for f, m, r in zip(cells["fraction"], cells["method"], cells["replicate"])]).reshape(-1, 2)
-        covered = ((cells["alpha_lo"] <= best[:, 1] + 1e-9) & (best[:, 0] - 1e-9 <= cells["alpha_hi"])).to_numpy()
-        opt = cells["alpha_opt"].to_numpy(float)
+                         for f, m, r in zip(scored["fraction"], scored["method"], scored["replicate"])]).reshape(-1, 2)
+        covered = ((scored["alpha_lo"] <= best[:, 1] + 1e-9) & (best[:, 0] - 1e-9 <= scored["alpha_hi"])).to_numpy()
+        opt = scored["alpha_opt"].to_numpy(float)
         out["covered"] = covered.tolist()
         out["error"] = np.maximum.reduce([best[:, 0] - opt, opt - best[:, 1], np.zeros(len(opt))]).tolist()
-        out["pinned"] = cells["pinned"].astype(bool).tolist()
-        out["full_covered"] = covered[(cells["method"] == "full").to_numpy()].tolist()
+        out["pinned"] = scored["pinned"].astype(bool).tolist()
+        out["full_covered"] = covered[(scored["method"] == "full").to_numpy()].tolist()
         # with replicates, alpha*(f) of each method's fit against the population's (the mean over replicates
         # of the best alpha, analysis.simulate.population_optimum): what an answer over replicates claims
         spread = design_options.get("replicate_sd", 0.0)
@@ -148,7 +153,8 @@ def one_sweep(args: tuple) -> dict:
             out["population_alpha_covered"] = [
                 bool(fit.lo[i] - PRINTED <= population_optimum(truth, float(f), fit.method if f < 1 else "full", spread)
                      <= fit.hi[i] + PRINTED)
-                for fit in fits if fit.method != POOLED and fit.replicates > 1 for i, f in enumerate(fit.f)]
+                for fit in fits if fit.method != POOLED and fit.replicates > 1 for i, f in enumerate(fit.f)
+                if curvature(truth, float(f)) > 0]
     gains = []
     for _, c in cells.iterrows():
         if not math.isfinite(c["kd_gain_test_lo"]):
