@@ -126,6 +126,14 @@ def optimal_range(truth: str, f: float, method: str = "random", shape: str = "pa
     return min(1.0, max(0.0, peak - half)), min(1.0, max(0.0, peak + half))
 
 
+def has_optimum(truth: str, f: float) -> bool:
+    """Whether ``truth``'s accuracy at ``f`` peaks in alpha at all: not where it is flat (the flat truth;
+    a nearest null whose closest peak has no curvature, as ``nearest_edge_steep``'s at f = 1). Where it
+    is flat every alpha is best, so an alpha* interval has nothing to cover and a calibration leaves
+    the cell out."""
+    return curvature(truth, f) > 0
+
+
 def curvature(truth: str, f: float) -> float:
     if truth in NEAREST:
         return nearest_cell(NEAREST[truth], f).k

@@ -86,7 +86,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from analysis import pooled  # noqa: E402
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
 from analysis.power import PlannedDesign, direction_bounds  # noqa: E402
-from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, SHAPES, TRUTHS, curvature, optimal_range,  # noqa: E402
+from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, SHAPES, TRUTHS, has_optimum, optimal_range,  # noqa: E402
                                population_gain, population_optimum, replicate_move, simulate_sweep,
                                true_accuracy)
 
@@ -132,9 +132,8 @@ def one_sweep(args: tuple) -> dict:
         values = cells[column].to_numpy(float)
         bad += int(((values < 0) | (values > 1)).sum())
     out["impossible"] = bad
-    # a cell whose truth is flat in alpha (the flat truth; a nearest null where its closest peak has no
-    # curvature, as nearest_edge_steep's at f = 1) has no optimum: every alpha is best, nothing to cover
-    peaked = np.array([curvature(truth, f) > 0 for f in cells["fraction"]], bool)
+    # a cell whose truth is flat in alpha has no optimum to cover (analysis.simulate.has_optimum)
+    peaked = np.array([has_optimum(truth, f) for f in cells["fraction"]], bool)
     if peaked.any():
         scored = cells[peaked]
         # the optimal alphas of each cell (one point, or a plateau's top), a replicate's effect moving them
@@ -154,7 +153,7 @@ def one_sweep(args: tuple) -> dict:
                 bool(fit.lo[i] - PRINTED <= population_optimum(truth, float(f), fit.method if f < 1 else "full", spread)
                      <= fit.hi[i] + PRINTED)
                 for fit in fits if fit.method != POOLED and fit.replicates > 1 for i, f in enumerate(fit.f)
-                if curvature(truth, float(f)) > 0]
+                if has_optimum(truth, float(f))]
     gains = []
     for _, c in cells.iterrows():
         if not math.isfinite(c["kd_gain_test_lo"]):

@@ -45,7 +45,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis.sequential import DIRECTION, KD_GAIN, VERSUS, SequentialDesign  # noqa: E402
-from analysis.simulate import TRUTHS, optimal_range, true_accuracy  # noqa: E402
+from analysis.simulate import TRUTHS, has_optimum, optimal_range, true_accuracy  # noqa: E402
 
 NULLS = ("none", "edge_null", "flat")
 KINDS = {"direction": DIRECTION, "kd gain": KD_GAIN, "random versus scored": VERSUS}
@@ -58,10 +58,11 @@ def _coverage(frame, truth: str, seed: int) -> tuple[list[bool], list[bool]]:
 
     cells = cell_optima(frame, fits=fit_alpha_f(frame, seed=seed, n_draws=200)).table
     alpha = []
-    if truth != "flat":
+    scored = cells[[has_optimum(truth, f) for f in cells["fraction"]]]  # a flat truth has nothing to cover
+    if len(scored):
         best = np.array([optimal_range(truth, f, m, "parabola", 0.0)
-                         for f, m in zip(cells["fraction"], cells["method"])]).reshape(-1, 2)
-        alpha = ((cells["alpha_lo"] <= best[:, 1] + 1e-9) & (best[:, 0] - 1e-9 <= cells["alpha_hi"])).tolist()
+                         for f, m in zip(scored["fraction"], scored["method"])]).reshape(-1, 2)
+        alpha = ((scored["alpha_lo"] <= best[:, 1] + 1e-9) & (best[:, 0] - 1e-9 <= scored["alpha_hi"])).tolist()
     gain = []
     for _, c in cells.iterrows():
         if math.isfinite(c["kd_gain_test_lo"]):

@@ -726,6 +726,24 @@ def test_every_simulated_peak_shape_peaks_where_its_truth_says(shape):
         assert not np.allclose(here, parabola)
 
 
+def test_a_simulated_cell_has_an_optimum_exactly_where_its_accuracy_is_not_flat_in_alpha():
+    """The calibration scores alpha* intervals only where the truth peaks (analysis.simulate.has_optimum):
+    nearest_edge_steep is flat at f = 1 (its closest peak has no curvature), so no alpha is its optimum
+    there; a cell that peaks, however gently (that null at f = 0.7), is scored."""
+    from analysis.simulate import FRACTIONS, TRUTHS, has_optimum, true_accuracy
+
+    grid = np.linspace(0, 1, 201)
+    flat = set()
+    for truth in TRUTHS:
+        for f in (*FRACTIONS, 1.0):
+            values = true_accuracy(truth, "el2n", f, grid)
+            assert has_optimum(truth, f) == (np.ptp(values) > 1e-12), (truth, f, np.ptp(values))
+            if not has_optimum(truth, f):
+                flat.add((truth, f))
+    assert {truth for truth, _ in flat} == {"flat", "nearest_edge_steep"}
+    assert ("nearest_edge_steep", 1.0) in flat and ("nearest_edge_steep", 0.7) not in flat
+
+
 def test_an_asymmetric_peak_is_located_where_it_is():
     """Accuracy falling three times faster above the optimum than below: a symmetric parabola put the
     optimum about 0.1 towards the gentle side with narrow intervals (49 % coverage in the calibration);
