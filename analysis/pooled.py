@@ -247,6 +247,12 @@ class RssTable:
     def rows(self, start: int, stop: int) -> RssTable:
         return RssTable(self.values[start:stop])
 
+    def summed(self, group: np.ndarray, groups: int) -> RssTable:
+        """One row per group of cells (``group``: each cell's, 0 to ``groups`` - 1): the sum of its cells' RSS.
+        Cells that always sit at the same location (the same ln f on one curve) enter a posterior only
+        through that sum, and a linear interpolation of the sum is the sum of the interpolations."""
+        return RssTable((np.arange(groups)[:, None] == group[None, :]).astype(float) @ self.values)
+
     def __call__(self, v: np.ndarray) -> np.ndarray:
         """(..., C) RSS at locations ``v`` (..., C)."""
         # in place where it can be: a posterior calls this thousands of times on (grid, cells) arrays, and
@@ -367,6 +373,11 @@ def location_posterior(st: CellStats | RssTable, x: np.ndarray, sigma2: float, m
     tabulated RSS (``RssTable``)."""
     rss = st if isinstance(st, RssTable) else RssTable.of(st)
     anchors = anchors_for(x, most, interior)
+    # every grid point gives the cells of one fraction the same location: their RSS is summed once here,
+    # not at each of the grid's points (several methods and replicates share each fraction)
+    distinct, group = np.unique(np.asarray(x, float), return_inverse=True)
+    if len(distinct) < len(group):
+        rss, x = rss.summed(group.ravel(), len(distinct)), distinct
     basis = lagrange(anchors, x)
     a = len(anchors)
     coarse = _grid([BOX[0]] * a, [BOX[1]] * a, COARSE[a])
