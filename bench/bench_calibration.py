@@ -20,7 +20,9 @@ the sweep does), and the real analysis (``analysis.results.tidy``, ``analysis.al
   covers when it meets the alphas where the expected accuracy is highest: one point, or a plateau's
   top; a cell whose truth is flat in alpha has no optimum and is left out: the flat truth, and
   nearest_edge_steep at f = 1), in brackets among the cells whose interval pins alpha* and among the others (which span most of
-  the range and cover nearly any truth), and of the full-data cell's alone (per truth), the median |alpha* error| (distance to those
+  the range and cover nearly any truth), and of the full-data cell's alone (per truth; then split the
+  same way, the share of full-data cells pinned and the median width of their interval as a share of
+  the searched range), the median |alpha* error| (distance to those
   alphas) and the share of cells with |error| <= 0.1; "pinned": share of cells whose interval the
   analysis calls narrow enough to pin alpha*, and the share of those with |error| <= 0.1;
 - gain cov.: coverage of the 95 % KD-gain intervals (truth: expected test accuracy at the reported
@@ -89,6 +91,7 @@ from analysis.power import PlannedDesign, direction_bounds  # noqa: E402
 from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, SHAPES, TRUTHS, has_optimum, optimal_range,  # noqa: E402
                                population_gain, population_optimum, replicate_move, simulate_sweep,
                                true_accuracy)
+from contract import ALPHA_RANGE  # noqa: E402
 
 CLASSIC = ("none", "flat", "inverse", "direct")  # the default truths; the edge ones on request (--truths)
 EDGE_TRUTHS = ("edge_null", "edge_steep", "edge_shallow", "mixed")
@@ -144,7 +147,10 @@ def one_sweep(args: tuple) -> dict:
         out["covered"] = covered.tolist()
         out["error"] = np.maximum.reduce([best[:, 0] - opt, opt - best[:, 1], np.zeros(len(opt))]).tolist()
         out["pinned"] = scored["pinned"].astype(bool).tolist()
-        out["full_covered"] = covered[(scored["method"] == "full").to_numpy()].tolist()
+        full = (scored["method"] == "full").to_numpy()
+        out["full_covered"] = covered[full].tolist()
+        out["full_pinned"] = scored["pinned"].astype(bool).to_numpy()[full].tolist()
+        out["full_width"] = (scored["alpha_hi"] - scored["alpha_lo"]).to_numpy(float)[full].tolist()
         # with replicates, alpha*(f) of each method's fit against the population's (the mean over replicates
         # of the best alpha, analysis.simulate.population_optimum): what an answer over replicates claims
         spread = design_options.get("replicate_sd", 0.0)
@@ -243,6 +249,13 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS, sh
     row["full_coverage"] = _rate(c for r in located for c in r["full_covered"])
     for truth in ("none", "inverse", "direct"):
         row[f"full_coverage_{truth}"] = _rate(c for r in by[truth] for c in r["full_covered"])
+    # the full-data cell split the same way, and how wide its interval is (a share of the searched range):
+    # where alpha matters least its own trials often cannot pin the optimum
+    row["full_coverage_pinned"] = _rate(c for r in located for c, p in zip(r["full_covered"], r["full_pinned"]) if p)
+    row["full_coverage_unpinned"] = _rate(c for r in located for c, p in zip(r["full_covered"], r["full_pinned"]) if not p)
+    row["full_pinned_share"] = _rate(p for r in located for p in r["full_pinned"])
+    widths = np.array([w for r in located for w in r["full_width"]], float)
+    row["full_median_width"] = float(np.median(widths)) / (ALPHA_RANGE[1] - ALPHA_RANGE[0]) if len(widths) else float("nan")
     row["median_error"] = float(np.median(errors)) if len(errors) else float("nan")
     row["within_0.1"] = _rate(errors <= 0.1)
     pinned_err = np.array([e for r in located for e, p in zip(r["error"], r["pinned"]) if p], float)
@@ -276,7 +289,7 @@ def _pct(value) -> str:
 def print_table(rows: list[dict], methods=METHODS) -> None:
     pooled = ["pooled"] if len(methods) > 1 else []
     head = ("design", "n/cell", "shape", "sweeps", "FWER none", "FWER flat", *(f"pw {m[:5]}" for m in (*methods, *pooled)),
-            "pw direct", "wrong", "coverage (pinned/not)", "full cell cov (none/inv/dir)", "med|err|", "err<=.1", "pinned", "err<=.1 pinned", "gain cov", "false wins", "impossible",
+            "pw direct", "wrong", "coverage (pinned/not)", "full cell cov (none/inv/dir)", "full cell cov (pinned/not), pinned, median width", "med|err|", "err<=.1", "pinned", "err<=.1 pinned", "gain cov", "false wins", "impossible",
             "gain by f cov (population)", "random vs scored cov")
     print(" | ".join(head))
     print("|".join("---" for _ in head))
@@ -286,6 +299,8 @@ def print_table(rows: list[dict], methods=METHODS) -> None:
                  _pct(r["wrong"]),
                  f"{_pct(r['coverage'])} ({_pct(r['coverage_pinned']).strip()}/{_pct(r['coverage_unpinned']).strip()})",
                  f"{_pct(r['full_coverage'])} ({'/'.join(_pct(r[f'full_coverage_{t}']).strip() for t in ('none', 'inverse', 'direct'))})",
+                 f"{_pct(r['full_coverage_pinned']).strip()}/{_pct(r['full_coverage_unpinned']).strip()}, "
+                 f"{_pct(r['full_pinned_share']).strip()}, {r['full_median_width']:.2f}",
                  f"{r['median_error']:.3f}" if math.isfinite(r["median_error"]) else "–", _pct(r["within_0.1"]),
                  _pct(r["pinned_share"]), _pct(r["pinned_within_0.1"]), _pct(r["gain_coverage"]), _pct(r["false_wins"]), str(r["impossible"]),
                  _pct(r["population_coverage"]), _pct(r["versus_coverage"])]
