@@ -74,6 +74,7 @@ a rate near 5 % has a standard error of about sqrt(0.05 * 0.95 / S) (7 points at
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -390,17 +391,52 @@ def use_ratio_bound(bound: float | None) -> None:
         pooled.RATIOS = pooled.ratio_grid(bound)
 
 
-def with_progress(results, tasks: list[tuple], sweeps: int, start: float) -> list[dict]:
-    """Collect the sweeps' results in order, printing a line as each row's sweeps finish: a long run
-    (an hour or more) shows where it is, and what it has done is on the console if it is stopped."""
+def task_key(task: tuple, ratio_bound: float | None) -> str:
+    """What makes a simulated sweep's result: its truth, design, budget, seed, options and the analysis's
+    ratio bound (a record's line is reused only for exactly that)."""
+    truth, design, trials, seed, options = task
+    return json.dumps([truth, design, trials, seed, options, ratio_bound], sort_keys=True)
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def with_progress(results, tasks: list[tuple], sweeps: int, start: float, recorded: dict, keys: list[str],
+                  record: str | None) -> list[dict]:
+    """The sweeps' results in task order: those ``recorded`` (by ``task_key``) and those ``results``
+    yields for the rest, in order, each appended to ``record`` as it comes (a run stopped after an hour
+    keeps what it did, and ``--record`` again runs only the rest). Prints a line as each row's sweeps
+    finish: a long run shows where it is."""
     done = []
-    for result in results:
-        done.append(result)
+    fresh = iter(results)
+    for index, key in enumerate(keys):
+        if key in recorded:
+            done.append(recorded[key])
+        else:
+            done.append(next(fresh))
+            if record:
+                with open(record, "a") as handle:
+                    handle.write(json.dumps({"key": key, "result": done[-1]}, default=_plain) + "\n")
         if len(done) % sweeps == 0:
-            truth, design, trials, _, options = tasks[len(done) - 1]
+            truth, design, trials, _, options = tasks[index]
             print(f"  {len(done)}/{len(tasks)}: {options['shape']}, {truth}, {design}, {trials} trials "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     return done
+
+
+def read_record(record: str | None) -> dict:
+    """{task_key: result} of a record's complete lines (a line cut by a stopped run is left out)."""
+    found = {}
+    if record and os.path.exists(record):
+        with open(record) as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                found[entry["key"]] = entry["result"]
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio-bound", type=float, default=None, metavar="B",
                         help="try the analysis with peaks whose sides' ratio reaches 1/B to B (default: its own, "
                              "analysis.pooled.RATIO_BOUND); the simulator is unchanged")
+    parser.add_argument("--record", metavar="FILE",
+                        help="append each simulated sweep's result to FILE (JSON lines) as it finishes, and take "
+                             "those already there instead of running them again: a run stopped or cut by a session's "
+                             "end goes on where it was with the same command")
     design.add_argument("--shapes", nargs="+", default=["parabola"], choices=SHAPES,
                         help="shapes of the peak in alpha (analysis.simulate; default parabola), each its own rows")
     args = parser.parse_args(argv)
@@ -454,11 +494,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the analysis's peaks: sides' ratio from 1/{args.ratio_bound:g} to {args.ratio_bound:g} "
               f"(its own: {pooled.RATIO_BOUND:g}); the simulator's nearest nulls keep theirs", flush=True)
         use_ratio_bound(args.ratio_bound)
+    keys = [task_key(task, args.ratio_bound) for task in tasks]
+    recorded = read_record(args.record)
+    todo = [task for task, key in zip(tasks, keys) if key not in recorded]
+    if len(todo) < len(tasks):
+        print(f"{len(tasks) - len(todo)} of them from {args.record}", flush=True)
+    progress = dict(tasks=tasks, sweeps=args.sweeps, start=start, recorded=recorded, keys=keys, record=args.record)
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, initializer=use_ratio_bound, initargs=(args.ratio_bound,)) as pool:
-            results = with_progress(pool.map(one_sweep, tasks, chunksize=2), tasks, args.sweeps, start)
+            results = with_progress(pool.map(one_sweep, todo, chunksize=2), **progress)
     else:
-        results = with_progress(map(one_sweep, tasks), tasks, args.sweeps, start)
+        results = with_progress(map(one_sweep, todo), **progress)
     rows = [summarise(results, d, n, args.methods, shape, options) for d in args.designs for n in args.trials
             for shape in args.shapes]
     print_table(rows, args.methods)
