@@ -147,10 +147,11 @@ def one_sweep(args: tuple) -> dict:
         opt = scored["alpha_opt"].to_numpy(float)
         out["covered"] = covered.tolist()
         out["error"] = np.maximum.reduce([best[:, 0] - opt, opt - best[:, 1], np.zeros(len(opt))]).tolist()
-        out["pinned"] = scored["pinned"].astype(bool).tolist()
+        pinned = scored["pinned"].astype(bool).to_numpy()
+        out["pinned"] = pinned.tolist()
         full = (scored["method"] == "full").to_numpy()
         out["full_covered"] = covered[full].tolist()
-        out["full_pinned"] = scored["pinned"].astype(bool).to_numpy()[full].tolist()
+        out["full_pinned"] = pinned[full].tolist()
         out["full_width"] = (scored["alpha_hi"] - scored["alpha_lo"]).to_numpy(float)[full].tolist()
         # with replicates, alpha*(f) of each method's fit against the population's (the mean over replicates
         # of the best alpha, analysis.simulate.population_optimum): what an answer over replicates claims
@@ -245,15 +246,13 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS, sh
     # split by what the interval claims: pinned (narrower than half the range, analysis.pooled.PINNED_WIDTH)
     # or not; a wide interval spans most of the range and covers nearly whatever the truth, so an overall
     # coverage above 98 % can come from cells that say little, not from intervals too wide where they speak
-    row["coverage_pinned"] = _rate(c for r in located for c, p in zip(r["covered"], r["pinned"]) if p)
-    row["coverage_unpinned"] = _rate(c for r in located for c, p in zip(r["covered"], r["pinned"]) if not p)
+    row["coverage_pinned"], row["coverage_unpinned"] = _by_pinned(located, "covered", "pinned")
     row["full_coverage"] = _rate(c for r in located for c in r["full_covered"])
     for truth in ("none", "inverse", "direct"):
         row[f"full_coverage_{truth}"] = _rate(c for r in by[truth] for c in r["full_covered"])
     # the full-data cell split the same way, and how wide its interval is (a share of the searched range):
     # where alpha matters least its own trials often cannot pin the optimum
-    row["full_coverage_pinned"] = _rate(c for r in located for c, p in zip(r["full_covered"], r["full_pinned"]) if p)
-    row["full_coverage_unpinned"] = _rate(c for r in located for c, p in zip(r["full_covered"], r["full_pinned"]) if not p)
+    row["full_coverage_pinned"], row["full_coverage_unpinned"] = _by_pinned(located, "full_covered", "full_pinned")
     row["full_pinned_share"] = _rate(p for r in located for p in r["full_pinned"])
     widths = np.array([w for r in located for w in r["full_width"]], float)
     row["full_median_width"] = float(np.median(widths)) / (ALPHA_RANGE[1] - ALPHA_RANGE[0]) if len(widths) else float("nan")
@@ -281,6 +280,12 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS, sh
     edge = [r for t in EDGE_TRUTHS for r in by[t]]
     row["coverage_edge"] = _rate(c for r in edge for c in r["covered"])
     return row
+
+
+def _by_pinned(results: list[dict], covered: str, pinned: str) -> tuple[float, float]:
+    """Coverage among the intervals that pin alpha* and among the others."""
+    pairs = [(c, p) for r in results for c, p in zip(r[covered], r[pinned])]
+    return _rate(c for c, p in pairs if p), _rate(c for c, p in pairs if not p)
 
 
 def _pct(value) -> str:
