@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             watch.close()
     finally:
+        stops.finishing()
         ray_adapter.shutdown()  # no trial process can write any more
         console.close_log()
         if watch is not None and watch.deleted:

@@ -7,6 +7,8 @@ writes ``results.csv`` and the report of what finished and prints the ``--resume
   closed terminal) are handled as SIGINT; a second signal stops at once (Python's KeyboardInterrupt,
   after which nothing more is written). The exit status is 128 + the signal's number: 130 for
   SIGINT, 143 for SIGTERM, 129 for SIGHUP.
+  A signal while the driver ends Ray and releases its lock, the last second of a sweep, is noted
+  and changes nothing (``finishing``).
 - ``DiskWatch``: a thread that looks at the experiment directory every few seconds. When it is gone
   (deleted under the running sweep) or its file system has less free space than the sweep still
   needs to write its state, it stops the sweep the same way, with one line saying why.
@@ -32,6 +34,7 @@ class StopSignals:
     def __init__(self):
         self.received: int | None = None  # the first stop signal other than SIGINT, if any
         self.reason: str | None = None  # why the sweep stopped itself (DiskWatch), if it did
+        self.ending = False  # the driver is ending Ray and releasing its lock: a signal is only noted
 
     def install(self) -> "StopSignals":
         """Handle SIGTERM and SIGHUP (main thread only; Ray's own handlers, installed when the driver
@@ -41,9 +44,16 @@ class StopSignals:
                 signal.signal(signum, self._handle)
         return self
 
+    def finishing(self) -> None:
+        """From now on the driver only ends Ray and releases its lock, which a stop signal must not
+        interrupt (a KeyboardInterrupt there would leave the lock behind): note the signal, go on."""
+        self.ending = True
+
     def _handle(self, signum, frame) -> None:
         if self.received is None:
             self.received = signum
+        if self.ending:
+            return
         # Whatever Ctrl-C does now: Tune's graceful stop while trials run (it puts the previous handler
         # back, so a second signal lands below), else a KeyboardInterrupt.
         handler = signal.getsignal(signal.SIGINT)

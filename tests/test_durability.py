@@ -84,13 +84,15 @@ def _every_student_once(folder, students):
     return results
 
 
-def test_sigterm_stops_cleanly_and_a_copied_experiment_resumes_into_itself(tmp_path, capsys):
+def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resumes_into_itself(tmp_path, capsys):
     original, copy = tmp_path / "a" / "exp", tmp_path / "b" / "exp"
     driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path / "a"), "--name", "exp"])
     # stopped while a second trial runs and has made a checkpoint
     _wait_until(lambda: (_completed(original / "optuna.journal") >= 1
                          and len(_checkpoints(original)) > _completed(original / "optuna.journal")), driver, "SIGTERM")
-    driver.send_signal(signal.SIGTERM)  # what kill, systemd, a batch scheduler or `ray job stop` send
+    # to the driver's whole process group, as `timeout`, `kill -TERM -PGID` or a closed terminal send
+    # it: Ray's own processes must not get it (they would end, and the driver could only wait for them)
+    os.killpg(driver.pid, signal.SIGTERM)
     out, _ = driver.communicate(timeout=240)
     assert driver.returncode == 143, out[-3000:]  # 128 + SIGTERM
     assert "the sweep stopped (SIGTERM)" in out and "Traceback" not in out
@@ -131,6 +133,27 @@ def test_sigterm_stops_cleanly_and_a_copied_experiment_resumes_into_itself(tmp_p
     assert set(finished["cohort"]) <= set(resumed["cohort"])  # what finished before the copy is kept, not redone
     restored = resumed[resumed["cohort"] == folder.name.split("-")[0]]
     assert len(restored) == 1 and (restored["resumed_from_epoch"] == epoch).all()
+
+
+def test_a_stop_signal_while_the_driver_ends_ray_is_noted_not_fatal():
+    """As the driver disconnects, Ray's core worker puts the kernel's default action for SIGTERM back
+    (death, with the lock left behind); the adapter installs the driver's handler again. In a child
+    process: under the default action the signal ends it."""
+    script = """
+import os, signal
+from sweep import ray_adapter
+from sweep.stopping import StopSignals
+ray_adapter.connect(None)
+stops = StopSignals().install()  # after connecting, as the driver does (Ray installs its own)
+stops.finishing()
+ray_adapter.shutdown()
+os.kill(os.getpid(), signal.SIGTERM)
+os.kill(os.getpid(), signal.SIGHUP)
+print("noted", stops.received, stops.ending)
+"""
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])  # -15: ended by the signal
+    assert f"noted {int(signal.SIGTERM)} True" in child.stdout  # the first signal, noted; no KeyboardInterrupt
 
 
 def test_the_newest_whole_checkpoint_is_found_beside_a_deleted_one(tmp_path):

@@ -4,7 +4,11 @@ capacity (and asking an autoscaler for it), and shutting down."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import threading
 from typing import Any, Callable
 
 import ray
@@ -65,11 +69,44 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
         kwargs["runtime_env"] = {"py_modules": shipped_modules(), "env_vars": {PLUGINS_ENV: ",".join(loaded_names())},
                                  "worker_process_setup_hook": "contract.plugins.load_from_env"}
     try:
-        ray.init(**kwargs)
+        with _own_session(address is None):
+            ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ClusterUnreachableError(f"cannot reach the Ray cluster at {address!r}: {error}") from None
     _started_here = True
     return ray.cluster_resources()
+
+
+@contextlib.contextmanager
+def _own_session(embedded: bool):
+    """Start an embedded Ray's processes (GCS, raylet and, through the raylet, every worker) in a
+    session of their own, away from the driver's process group.
+
+    A stop signal sent to the driver's whole process group (``timeout``, ``kill -TERM -PGID``, a
+    closed terminal's SIGHUP) would otherwise reach them too: Ray's workers and its GCS end on
+    SIGTERM, and the driver, whose Tune loop needs them to stop the trials and save its state, could
+    only wait for the lost GCS and exit without results. Ray already blocks SIGINT in them, for
+    Ctrl-C, and gives them a process group of their own on Windows. The driver still owns them: it
+    ends them at ``shutdown``, and the kernel ends them when the driver dies (fate sharing, which
+    is why this is done only where Ray has it)."""
+    from ray._private import services
+    from ray._private.utils import detect_fate_sharing_support
+
+    if not embedded or sys.platform == "win32" or not detect_fate_sharing_support():
+        yield
+        return
+
+    original = services.ConsolePopen
+
+    class _SessionPopen(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "start_new_session": True})
+
+    services.ConsolePopen = _SessionPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original
 
 
 def _use_local_token() -> None:
@@ -250,8 +287,33 @@ def shutdown() -> None:
     is left to write); a Ray the caller started before the sweep stays up, with its processes."""
     global _started_here
     if _started_here and ray.is_initialized():
+        node = ray._private.worker._global_node  # an embedded Ray's processes; None on a cluster
+        if node is not None:
+            # Ray disconnects the driver, then takes a second to end its processes: the driver's
+            # handlers go back in between, so a signal in that second is handled too.
+            end_processes = node.kill_all_processes
+
+            def end_processes_handled(*args, **kwargs):
+                _reinstall_signal_handlers()
+                return end_processes(*args, **kwargs)
+
+            node.kill_all_processes = end_processes_handled
         ray.shutdown()
+        _reinstall_signal_handlers()
     _started_here = False
+
+
+def _reinstall_signal_handlers() -> None:
+    """Ray's core worker, as the driver disconnects, puts the kernel's default action for SIGTERM
+    back (death, with the experiment's lock left behind) while Python's table still names the
+    driver's handler: install that handler again."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP", "SIGINT"):
+        signum = getattr(signal, name, None)
+        handler = signal.getsignal(signum) if signum is not None else None
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 def cluster_gpus() -> float:
