@@ -287,7 +287,7 @@ def shutdown() -> None:
     is left to write); a Ray the caller started before the sweep stays up, with its processes."""
     global _started_here
     if _started_here and ray.is_initialized():
-        node = ray._private.worker._global_node  # an embedded Ray's processes; None on a cluster
+        node = ray._private.worker._global_node  # what ends Ray's processes (none when joined to a cluster)
         if node is not None:
             # Ray disconnects the driver, then takes a second to end its processes: the driver's
             # handlers go back in between, so a signal in that second is handled too.
