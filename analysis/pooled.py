@@ -234,10 +234,13 @@ class RssTable:
         self.values = values  # (C, len(TABLE))
 
     @classmethod
-    def of(cls, st: CellStats, chunk: int = 64) -> RssTable:
+    def of(cls, st: CellStats, chunk: int = 16) -> RssTable:
         cells = len(st.n)
         values = np.empty((cells, len(TABLE)))
-        for start in range(0, cells, chunk):  # a chunk at a time: the sums below and above are (V, chunk, 8)
+        # a chunk of cells at a time: each of the dozens of (len(TABLE), chunk) arrays the RSS is made of
+        # (400 KB at 16 cells) then stays in a core's L2 cache; at 64 cells the same table took 2.4
+        # times as long (600 cells of 16 trials: 0.44 s against 0.18 s), the numbers bit for bit the same
+        for start in range(0, cells, chunk):
             part = CellStats(n=st.n[start:start + chunk], distinct=st.distinct[start:start + chunk],
                              syy=st.syy[start:start + chunk], sorted_u=st.sorted_u[start:start + chunk],
                              cum=st.cum[start:start + chunk])
@@ -252,6 +255,15 @@ class RssTable:
         Cells that always sit at the same location (the same ln f on one curve) enter a posterior only
         through that sum, and a linear interpolation of the sum is the sum of the interpolations."""
         return RssTable((np.arange(groups)[:, None] == group[None, :]).astype(float) @ self.values)
+
+    def total(self, v: np.ndarray, rows: int = 4096) -> np.ndarray:
+        """(G,) the cells' summed RSS at locations ``v`` (G, C), a block of rows at a time: a posterior's
+        (G, C) temporaries then stay in a core's L2 cache (29,791 grid points x 6 cells: 1.6 ms against
+        4.5 ms in one piece, the sums bit for bit the same)."""
+        out = np.empty(len(v))
+        for start in range(0, len(v), rows):
+            out[start:start + rows] = self(v[start:start + rows]).sum(1)
+        return out
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
         """(..., C) RSS at locations ``v`` (..., C)."""
@@ -381,13 +393,13 @@ def location_posterior(st: CellStats | RssTable, x: np.ndarray, sigma2: float, m
     basis = lagrange(anchors, x)
     a = len(anchors)
     coarse = _grid([BOX[0]] * a, [BOX[1]] * a, COARSE[a])
-    logw = -rss(coarse @ basis.T).sum(1) / (2 * sigma2)
+    logw = -rss.total(coarse @ basis.T) / (2 * sigma2)
     keep = coarse[logw > logw.max() - 20]
     step = (BOX[1] - BOX[0]) / (COARSE[a] - 1)
     lows = np.maximum(keep.min(0) - step, BOX[0])
     highs = np.minimum(keep.max(0) + step, BOX[1])
     grid = _grid(lows, highs, FINE[a])
-    logw = -rss(grid @ basis.T).sum(1) / (2 * sigma2)
+    logw = -rss.total(grid @ basis.T) / (2 * sigma2)
     w = np.exp(logw - logw.max())
     keep = w > 1e-12
     grid, w = grid[keep], w[keep]
