@@ -15,7 +15,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
 from sweep.ray_adapter.cluster import _hide_message, trial_slots
-from sweep.ray_adapter.worker import CHECKPOINT_FILE
+from sweep.ray_adapter.worker import CHECKPOINT_FILE, quiet_trial_logs
 
 FINISHED = Searcher.FINISHED
 CONTINUE = TrialScheduler.CONTINUE
@@ -27,7 +27,8 @@ def _trainable(fn: Callable, parameters: dict, resources: dict):
     with_parameters = tune.with_parameters(fn, **parameters)
     # Tune builds the trial class from the function with these classes first in line (its
     # ``__mixins__`` hook): a restore that finds the checkpoint it names gone uses a newer one.
-    with_parameters.__mixins__ = (_RestoreFromNewestWholeCheckpoint,)
+    with_parameters.__mixins__ = (_RestoreFromNewestWholeCheckpoint if parameters.get("verbose")
+                                  else _QuietRestoreFromNewestWholeCheckpoint,)
     return tune.with_resources(with_parameters, resources)
 
 
@@ -42,8 +43,13 @@ class _RestoreFromNewestWholeCheckpoint:
     as good a place to go on from. With none left the trial starts over: students are seeded, so it
     trains the same students again."""
 
+    quiet = False  # Ray's own lines of the restore stay on (--verbose)
+
     def restore(self, checkpoint_path):
         from ray.train._internal.checkpoint_manager import _TrainingResult
+
+        if self.quiet:  # before the trial's function quiets them: "Restored on ... from checkpoint: ..."
+            quiet_trial_logs()
 
         result = checkpoint_path
         if isinstance(result, _TrainingResult) and result.checkpoint is not None:
@@ -62,6 +68,12 @@ class _RestoreFromNewestWholeCheckpoint:
                                                  + _checkpoint_number(newer) - _checkpoint_number(named.path))
                 result = _TrainingResult(checkpoint=tune.Checkpoint(newer, named.filesystem), metrics=metrics)
         return super().restore(result)
+
+
+class _QuietRestoreFromNewestWholeCheckpoint(_RestoreFromNewestWholeCheckpoint):
+    """The same, without Ray's INFO line of every restored trial on the driver's console."""
+
+    quiet = True
 
 
 def _checkpoint_number(path: str) -> int:
