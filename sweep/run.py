@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         if watch is not None and watch.deleted:
             watch.remove_recreated()  # what Tune wrote again at the deleted path
         lock.release()
+        stops.restore()  # the caller's own handlers (a notebook's Ctrl-C) once nothing is left to protect
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -35,6 +35,10 @@ class StopSignals:
         self.received: int | None = None  # the first stop signal other than SIGINT, if any
         self.reason: str | None = None  # why the sweep stopped itself (DiskWatch), if it did
         self.ending = False  # the driver is ending Ray and releasing its lock: a signal is only noted
+        # the process's own handlers before the sweep (and before Ray's), put back by ``restore``: a
+        # notebook or a test that runs a sweep keeps its Ctrl-C and SIGTERM afterwards
+        self.before = ({signum: signal.getsignal(signum) for signum in (*self.SIGNALS, signal.SIGINT)}
+                       if threading.current_thread() is threading.main_thread() else {})
 
     def install(self) -> "StopSignals":
         """Handle SIGTERM and SIGHUP (main thread only; Ray's own handlers, installed when the driver
@@ -45,12 +49,21 @@ class StopSignals:
         return self
 
     def finishing(self) -> None:
-        """From now on the driver only ends Ray and releases its lock, which a stop signal must not
-        interrupt (a KeyboardInterrupt there would leave the lock behind): note the signal, go on."""
+        """From now on the driver only ends Ray and releases its lock, which a stop signal, Ctrl-C
+        included, must not interrupt (a KeyboardInterrupt there would leave the lock behind): note the
+        signal, go on."""
         self.ending = True
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._handle)
+
+    def restore(self) -> None:
+        """The handlers the process had before the sweep (its last step, after the lock is released)."""
+        for signum, handler in self.before.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
-        if self.received is None:
+        if self.received is None and signum != signal.SIGINT:
             self.received = signum
         if self.ending:
             return

@@ -150,6 +150,7 @@ stops.finishing()
 ray_adapter.shutdown()
 os.kill(os.getpid(), signal.SIGTERM)
 os.kill(os.getpid(), signal.SIGHUP)
+os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: no KeyboardInterrupt either
 print("noted", stops.received, stops.ending)
 """
     child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

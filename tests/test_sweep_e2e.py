@@ -32,7 +32,10 @@ def studies(path):
 
 
 def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(embedded_ray, tmp_path, capsys):
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     assert main([*SMALL, "--storage", str(tmp_path), "--name", "first"]) == 0
+    # the process's own Ctrl-C and SIGTERM are back once the sweep is over (a notebook's, here pytest's)
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
     out = capsys.readouterr().out
     assert "teachers: 1 (0 reused" in out and "scores: 2 tables (0 reused" in out
     assert f"report: {tmp_path / 'first' / 'report.html'}" in out  # every sweep ends with its report
