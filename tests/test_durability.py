@@ -257,6 +257,7 @@ def test_a_deleted_experiment_directory_stops_the_sweep_with_one_line(tmp_path):
     assert driver.returncode == 1, out[-3000:]
     assert f"stopped: the experiment directory {folder} was deleted while the sweep ran" in out
     assert "Traceback" not in out and "Unable to set up cluster storage" not in out
+    assert "Stop signal received" not in out  # Tune's notice of a Ctrl-C: no one pressed one
     assert not folder.exists()  # what Tune wrote there again was removed
     assert list((tmp_path / "cache" / "teacher").iterdir())  # the artifact cache is kept
 
@@ -299,6 +300,7 @@ def test_a_disk_filling_up_stops_the_sweep_keeps_results_whole_and_resumes(small
     out, _ = driver.communicate(timeout=240)
     assert driver.returncode == 1, out[-3000:]
     assert f"stopped: the disk of {folder} is nearly full" in out and "Traceback" not in out
+    assert "Stop signal received" not in out
     assert f"Continue with: python -m sweep.run --resume --name full --storage {small_disk}" in out
     kept = pd.read_csv(folder / "results.csv")  # whole: parsed, every column, the finished student in it
     assert list(kept.columns) == list(RESULT_COLUMNS) and (kept["status"] == "completed").sum() >= 1

@@ -122,8 +122,11 @@ def _trial_name(trial) -> str:
 
 
 # Where Tune and Ray report the failures that follow from a deleted directory or a full disk: a
-# trial's traceback, the experiment state that could not be saved, an error no one waited for.
+# trial's traceback, the experiment state that could not be saved, an error no one waited for; and
+# Tune's notice of the Ctrl-C the disk watch sends to stop the sweep ("Stop signal received (e.g. via
+# SIGINT/Ctrl+C) ... Press CTRL+C ... to skip"), which names a key no one pressed.
 _FAILURE_MESSAGES = {
+    "ray.tune.tune": "Stop signal received",
     "ray.tune.execution.tune_controller": "Trial task failed",
     "ray.tune.execution.experiment_state": "Saving experiment state to storage",
     "ray._private.worker": "Unhandled error",
