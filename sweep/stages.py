@@ -24,7 +24,7 @@ from trainables.artifacts import ArtifactStore, artifact_key
 from trainables.splits import Split
 from trainables.scorers import SCORERS, ScoreRequest
 from trainables.scores import ScoreTable, combine_runs, score_inputs, score_run
-from trainables.teacher import get_or_train_teacher, teacher_inputs
+from trainables.teacher import Teacher, get_or_train_teacher, teacher_from_bytes, teacher_inputs
 
 
 def teacher_task(*, dataset, split: Split, arch: str, recipe, replicate: int, store_root: str,
@@ -41,9 +41,30 @@ def teacher_task(*, dataset, split: Split, arch: str, recipe, replicate: int, st
         dataset, split, arch=arch, recipe=recipe, seed=replicate, device=ray_adapter.trial_device(allow_cpu_fallback),
         store=ArtifactStore(store_root), on_epoch=on_epoch,
     )
+    return _teacher_result(teacher, cached)
+
+
+def _teacher_result(teacher: Teacher, cached: bool) -> tuple[str, bool, dict]:
+    """(key, was cached, {"val_acc", "test_acc", "params"}) of a teacher stage's job."""
     metrics = {k: teacher.meta.get(k) for k in ("val_acc", "test_acc")}
     metrics["params"] = sum(int(p.numel()) for p in teacher.model.parameters())  # read from the model: cached teachers too
     return teacher.meta["key"], cached, metrics
+
+
+def _cached_teacher(store: ArtifactStore, key: str) -> tuple[str, bool, dict] | None:
+    """A cached teacher's job result, read by the driver itself; None when the store has no readable
+    one (the task then trains it, or reports why it cannot be read). Without this, each cached teacher
+    was a Ray task, a worker that starts and imports torch to read one file: 2-3 s at the start of
+    every resumed sweep and of every sweep that reuses its teachers."""
+    found = store.get("teacher", key)  # verified: a corrupt file is removed, and the task trains it again
+    if found is None:
+        return None
+    try:
+        teacher = teacher_from_bytes(found.payload, "cpu", source=f"teacher artifact {key}")
+    except Exception:  # noqa: BLE001 -- the task reads it again and says what is wrong
+        return None
+    teacher.meta["key"] = key
+    return _teacher_result(teacher, True)
 
 
 def score_run_task(*, dataset, split: Split, request: ScoreRequest, index: int, store_root: str,
@@ -98,7 +119,7 @@ def artifact_status(plan: SweepPlan, store: ArtifactStore) -> dict:
 
 def run_teachers(plan: SweepPlan, dataset_refs: dict, split: Split, store: ArtifactStore, resources: dict, *,
                  allow_cpu_fallback: bool = False) -> dict:
-    """Train the missing teachers as parallel Ray tasks (each reuses its cached artifact if present);
+    """Train the missing teachers as parallel Ray tasks (the driver reads the cached ones itself);
     returns {teacher key: {"val_acc", "test_acc"}}. Each finished teacher's line names its node.
     ``dataset_refs``: {label noise: the object-store reference of that level's dataset}."""
     jobs = _teacher_jobs(plan)
@@ -112,21 +133,30 @@ def run_teachers(plan: SweepPlan, dataset_refs: dict, split: Split, store: Artif
     def finished(i: int, result) -> None:
         _, cached, metrics = result
         accuracy = f"test acc {metrics['test_acc']:.3f}" if metrics.get("test_acc") is not None else ""
-        where = f"node {nodes.get(i)}" if on_nodes else ""
+        where = f"node {nodes[i]}" if on_nodes and i in nodes else ""  # a cached one was read here
         progress.done(teacher_ref(*jobs[i]), ", ".join(
             part for part in ("reused from the artifact cache" if cached else accuracy, where) if part))
 
+    results: list = [None] * len(jobs)
+    for i, job in enumerate(jobs):  # the cached ones here, the others as Ray tasks
+        results[i] = _cached_teacher(store, plan.teacher_keys[teacher_ref(*job)])
+        if results[i] is not None:
+            finished(i, results[i])
+    todo = [i for i, result in enumerate(results) if result is None]
     try:
-        results = ray_adapter.run_tasks(
+        trained = ray_adapter.run_tasks(
             teacher_task,
             [dict(dataset=dataset_refs[noise], split=split, arch=arch, recipe=plan.recipe, replicate=replicate,
                   store_root=store.root, progress=channel, allow_cpu_fallback=allow_cpu_fallback, label_noise=noise)
-             for arch, replicate, noise in jobs],
-            num_cpus=ray_adapter.stage_cpus(len(jobs), resources["cpu"]), num_gpus=resources["gpu"], on_done=finished,
-            progress=channel, on_progress=progress.event, on_node=nodes.__setitem__,
-        )
+             for arch, replicate, noise in (jobs[i] for i in todo)],
+            num_cpus=ray_adapter.stage_cpus(len(todo), resources["cpu"]), num_gpus=resources["gpu"],
+            on_done=lambda k, result: finished(todo[k], result), progress=channel, on_progress=progress.event,
+            on_node=lambda k, node: nodes.__setitem__(todo[k], node),
+        ) if todo else []
     finally:
         ray_adapter.close_channel(channel)
+    for i, result in zip(todo, trained):
+        results[i] = result
     for job, (key, _, _) in zip(jobs, results):
         expected = plan.teacher_keys[teacher_ref(*job)]
         if key != expected:  # the worker runs other code than the driver

@@ -85,6 +85,9 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(embedded
     assert "scores: 2 tables (2 reused from the artifact cache, 0 scoring runs computed)" in out
     second = pd.read_csv(tmp_path / "second" / "results.csv")
     assert set(second["teacher_key"]) == set(results["teacher_key"])
+    # the cached teacher, read by the driver rather than by a task: the same accuracies and size recorded
+    for column in ("teacher_val_acc", "teacher_test_acc", "teacher_params"):
+        assert set(second[column]) == set(results[column]) and len(set(results[column])) == 1, column
     assert set(second["score_key"].dropna()) == set(results["score_key"].dropna())
 
     # an existing experiment is never overwritten
