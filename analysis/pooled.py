@@ -94,6 +94,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -160,9 +161,9 @@ class CellStats:
         return np.minimum(self.distinct, 2) + (self.distinct >= 4)
 
 
-def _rss_per_ratio(st: CellStats, v: np.ndarray):
-    """Each ratio of ``RATIOS`` in turn: (..., C) RSS of each cell's best peak at ``v`` with that ratio
-    (``peak_rss_by_ratio`` says what the peak is)."""
+def _explained_per_ratio(st: CellStats, v: np.ndarray):
+    """Each ratio of ``RATIOS`` in turn: (..., C) the sum of squares each cell's best peak at ``v`` with
+    that ratio explains (``peak_rss_by_ratio`` says what the peak is): its RSS is ``st.syy`` less it."""
     v = np.asarray(v, float)  # may be (..., 1), one location for every cell: its powers are then cheap
     cells, width = st.sorted_u.shape
     shape = np.broadcast_shapes(v.shape[:-1] + (cells,), v.shape)
@@ -193,11 +194,21 @@ def _rss_per_ratio(st: CellStats, v: np.ndarray):
     zh, zzh, zyh = side(high)
     # centred (co)variances of the two sides' regressors (y is centred per cell: its sum is 0)
     a, b, ab = zzl - zl**2 / n, zzh - zh**2 / n, -zl * zh / n
+    # in place where it can be (the same arithmetic as a + r r b + 2 r ab, szy^2 / szz): RssTable.of runs
+    # this loop on every cell of every calibration draw, and each fresh temporary costs its page faults
     for r in RATIOS:
-        szz = a + r * r * b + 2 * r * ab  # the regressor z_low + r z_high, centred
-        szy = -(zyl + r * zyh)  # its covariance with y, sign flipped: the peak is a maximum (k >= 0)
+        szz = b * (r * r)  # the regressor z_low + r z_high, centred
+        szz += a
+        szz += (2 * r) * ab
+        szy = zyh * r  # its covariance with y, sign flipped: the peak is a maximum (k >= 0)
+        szy += zyl
+        np.negative(szy, out=szy)
         ok = (szy > 0) & (szz > 1e-12)
-        yield np.maximum(st.syy - np.where(ok, szy**2 / np.where(ok, szz, 1.0), 0.0), 0.0)
+        szz[~ok] = 1.0
+        np.square(szy, out=szy)
+        szy /= szz
+        szy[~ok] = 0.0
+        yield szy
 
 
 def peak_rss_by_ratio(st: CellStats, v: np.ndarray) -> np.ndarray:
@@ -205,16 +216,18 @@ def peak_rss_by_ratio(st: CellStats, v: np.ndarray) -> np.ndarray:
     every cell) for every ratio of ``RATIOS``: (..., C, R). The peak: y = c - k (u - v)^2 below v and
     c - r k (u - v)^2 above, k >= 0 (the offset and the curvature in closed form, as least squares with k
     held non-negative)."""
-    return np.stack(list(_rss_per_ratio(st, v)), -1)
+    return np.stack([np.maximum(st.syy - explained, 0.0) for explained in _explained_per_ratio(st, v)], -1)
 
 
 def peak_rss(st: CellStats, v: np.ndarray) -> np.ndarray:
     """RSS of each cell's best peak at ``v`` (unit alpha), the ratio of its sides chosen per cell; v (..., C)
     or (..., 1)."""
+    # the RSS falls as the explained sum of squares grows, so the best ratio's is syy less the largest
+    # (bit for bit what the smallest RSS over the ratios was: a subtraction's rounding keeps that order)
     best = None
-    for rss in _rss_per_ratio(st, v):
-        best = rss if best is None else np.minimum(best, rss)
-    return best
+    for explained in _explained_per_ratio(st, v):
+        best = explained if best is None else np.maximum(best, explained, out=best)
+    return np.maximum(st.syy - best, 0.0)
 
 
 # Where each cell's RSS is tabulated: every location a posterior grid gives a cell (a line through
@@ -545,7 +558,7 @@ class DirectionTest:
         """The smaller of the two doubled (Bonferroni), before calibration."""
         return min(1.0, 2 * min(self.p_curve, self.p_line))
 
-    @property
+    @cached_property  # a weighted median over the whole grid, read twice by every calibration draw
     def slope(self) -> float:
         """The deciding statistic's slope (posterior median, unit alpha per decade): its sign is the direction."""
         post = self.curve if self.decided_by == "curve" else self.line
