@@ -8,8 +8,8 @@ DESIGN = PlannedDesign(methods=("random", "el2n"), fractions=(0.1, 0.3, 0.7), fu
 
 
 def test_the_planned_power_follows_the_signal_to_noise_and_names_every_question():
-    clear = {q.question: q for q in plan_power(DESIGN, noise_scale=0.2, sweeps=10)}
-    noisy = {q.question: q for q in plan_power(DESIGN, noise_scale=5.0, sweeps=10)}
+    clear = {q.question: q for q in plan_power(DESIGN, noise_scale=0.2, sweeps=10, jobs=2)}
+    noisy = {q.question: q for q in plan_power(DESIGN, noise_scale=5.0, sweeps=10, jobs=2)}
     assert set(clear) == set(noisy) == {
         "KD gain at f = 0.1", "KD gain at f = 0.3", "KD gain at f = 0.7", "KD gain at f = 1",
         "random ahead of el2n at f = 0.1", "alpha*(f) falls with f: random", "alpha*(f) falls with f: el2n",
@@ -31,13 +31,13 @@ def test_the_planned_power_follows_the_signal_to_noise_and_names_every_question(
 def test_the_target_power_is_reached_with_the_fewest_students_on_the_ladder_or_refused():
     from analysis.power import DIRECTION, LADDER, students_for_power
 
-    found = students_for_power(DESIGN, target=0.8, max_trials=16, noise_scale=0.3, sweeps=10)
+    found = students_for_power(DESIGN, target=0.8, max_trials=16, noise_scale=0.3, sweeps=10, jobs=2)
     assert found.trials_per_cell in LADDER and found.trials_per_cell <= 16
     direction = [q.power for q in found.powers if q.kind == DIRECTION]
     assert len(direction) == 3 and min(direction) == found.tried[found.trials_per_cell] >= 0.8
     fewer = [n for n in found.tried if n < found.trials_per_cell]
     assert all(found.tried[n] < 0.8 for n in fewer)  # every smaller number tried fell short
-    refused = students_for_power(DESIGN, target=0.8, max_trials=4, noise_scale=5.0, sweeps=10)
+    refused = students_for_power(DESIGN, target=0.8, max_trials=4, noise_scale=5.0, sweeps=10, jobs=2)
     assert refused.trials_per_cell is None and refused.tried[4] < 0.8
 
 
