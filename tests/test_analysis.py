@@ -905,6 +905,35 @@ def test_each_cells_rss_is_tabulated_exactly_and_interpolated_closely():
     np.testing.assert_allclose(table(np.full((1, 3), 5.0)), pooled.peak_rss(st, np.full((1, 3), pooled.TABLE[-1])))
 
 
+def test_each_cells_rss_is_the_least_squares_peaks_for_every_ratio_and_the_best_ratios():
+    """``peak_rss_by_ratio`` and ``peak_rss`` (cumulative sums, in place) against least squares fitted
+    cell by cell: y = c - k s(u) (u - v)^2, s = 1 below v and r above, k >= 0 (a negative k fitted
+    means a flat line, k = 0). Cells of 1 to 12 trials, ties in alpha, a flat cell, the peak inside,
+    at and beyond the trials."""
+    from analysis import pooled
+
+    rng = np.random.default_rng(3)
+    cells = []
+    for n in (1, 2, 3, 5, 8, 12, 12):
+        u = rng.choice(np.linspace(0, 1, 6), n) if n == 12 else rng.uniform(0, 1, n)
+        cells.append((u, 0.9 - 0.2 * (u - rng.uniform(0, 1)) ** 2 + rng.normal(0, 0.01, n)))
+    cells.append((np.linspace(0, 1, 6), np.full(6, 0.5)))
+    st = pooled.CellStats.of(cells)
+    v = rng.uniform(-0.5, 1.5, (40, len(cells)))
+    v[0] = [u[0] for u, _ in cells]  # at a trial's alpha
+    by_ratio = pooled.peak_rss_by_ratio(st, v)
+    expected = np.empty_like(by_ratio)
+    for g in range(len(v)):
+        for c, (u, y) in enumerate(cells):
+            for i, r in enumerate(pooled.RATIOS):
+                z = np.where(u < v[g, c], 1.0, r) * (u - v[g, c]) ** 2
+                (level, minus_k), *_ = np.linalg.lstsq(np.stack([np.ones_like(z), -z], 1), y, rcond=None)
+                fitted = level - minus_k * z if minus_k > 0 else np.full_like(y, y.mean())
+                expected[g, c, i] = ((y - fitted) ** 2).sum()
+    np.testing.assert_allclose(by_ratio, expected, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(pooled.peak_rss(st, v), expected.min(-1), rtol=1e-7, atol=1e-12)
+
+
 @pytest.mark.parametrize("truth", ["none", "inverse", "edge_steep"])
 def test_the_closest_no_relation_truth_to_noise_free_curves_is_the_simulators_nearest_null(truth):
     """``pooled.no_relation_means`` (what the direction test's calibration simulates from) on a truth's
