@@ -47,7 +47,7 @@ def main() -> None:
     print(f"{args.dataset}: teacher {arch}, {recipe.epochs} epochs, on an embedded Ray of {resources.get('CPU', 0):g} CPUs",
           flush=True)
     data_ref = ray_adapter.put(data)
-    modes = {"one trial's CPUs": args.cpus_per_trial, "idle slots' CPUs": ray_adapter.stage_cpus(1, args.cpus_per_trial)}
+    modes = {"one trial's CPUs": args.cpus_per_cohort, "idle slots' CPUs": ray_adapter.stage_cpus(1, args.cpus_per_cohort)}
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     for round_ in range(args.repeats):
         for mode, cpus in modes.items():
