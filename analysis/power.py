@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -122,10 +123,16 @@ def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40
     if FULL in design.methods:
         raise ValueError(f"the methods of a design are those of the cells with f < 1, not {FULL!r}")
     tasks = [(design, noise_scale, seed * 100_003 + s, truth, sequential) for s in range(sweeps)]
+    results = None
     if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
-            results = list(pool.map(_outcomes, tasks, chunksize=max(1, sweeps // (4 * jobs))))
-    else:
+        try:
+            with ProcessPoolExecutor(jobs) as pool:
+                results = list(pool.map(_outcomes, tasks, chunksize=max(1, sweeps // (4 * jobs))))
+        except BrokenProcessPool:
+            # a worker died: a process forked from one that runs threads (an in-process Ray's, in a notebook
+            # or a test session) can, once in a while; the same simulations then run here, the same numbers
+            pass
+    if results is None:
         results = [_outcomes(task) for task in tasks]
     kinds = {name: kind for found, _ in results for name, (kind, _, _) in found.items()}  # in the order first found
     trained = float(np.mean([students for _, students in results]))
