@@ -124,9 +124,6 @@ def run_teachers(plan: SweepPlan, dataset_refs: dict, split: Split, store: Artif
     ``dataset_refs``: {label noise: the object-store reference of that level's dataset}."""
     jobs = _teacher_jobs(plan)
     progress = StageProgress("teachers", len(jobs))
-    training = any(not store.exists("teacher", plan.teacher_keys[teacher_ref(*job)]) for job in jobs)
-    channel = ray_adapter.progress_channel() if training else None  # epochs to show only when one trains
-
     nodes: dict[int, str] = {}
     on_nodes = ray_adapter.alive_nodes() > 1  # on one machine, naming its node says nothing
 
@@ -143,6 +140,7 @@ def run_teachers(plan: SweepPlan, dataset_refs: dict, split: Split, store: Artif
         if results[i] is not None:
             finished(i, results[i])
     todo = [i for i, result in enumerate(results) if result is None]
+    channel = ray_adapter.progress_channel() if todo else None  # epochs to show only when one trains
     try:
         trained = ray_adapter.run_tasks(
             teacher_task,
