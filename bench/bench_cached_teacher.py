@@ -52,7 +52,7 @@ def main() -> None:
                                                              replicate=0, store_root=root)], num_cpus=1, num_gpus=0)[0]
 
         def in_driver(data_ref) -> tuple:
-            return _cached_teacher(store, key)
+            return _cached_teacher(store, key)[0]
 
         ways = {"a Ray task": as_task, "the driver": in_driver}
         times: dict[str, list[float]] = {way: [] for way in ways}

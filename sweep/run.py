@@ -294,7 +294,8 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     start = time.perf_counter()
 
     dataset_refs = {p: ray_adapter.put(d) for p, d in datasets.items()}  # each noise level's dataset, once
-    teacher_metrics = run_teachers(plan, dataset_refs, split, store, resources, allow_cpu_fallback=args.allow_cpu_fallback)
+    teacher_metrics, teachers = run_teachers(plan, dataset_refs, split, store, resources,
+                                             allow_cpu_fallback=args.allow_cpu_fallback)
     tables = run_scores(plan, datasets, dataset_refs, split, store, resources, allow_cpu_fallback=args.allow_cpu_fallback)
     write_sweep_file(plan, exp_dir, artifacts_ready=True, teacher_metrics=teacher_metrics)
     # Only ASHA stops a cohort early; without it, a cohort Tune ended unfinished was interrupted.
@@ -311,8 +312,6 @@ def _run(args, config: SweepConfig, plan: SweepPlan, datasets: dict, split, stor
     sequential = SequentialRun(exp_dir, trials_callback, teacher_metrics, scheduler_stops=scheduler_stops,
                                budget_hours=config.budget_hours, most_trials=plan.most_trials, trial_slots=trial_slots)
     searchers = []  # the searcher this driver runs (a resumed one: Tune's restored object)
-    teacher_artifacts = {key: store.get("teacher", key) for key in set(plan.teacher_keys.values())}
-    teachers = {key: artifact.payload for key, artifact in teacher_artifacts.items()}
     parameters = dict(
         datasets=datasets, split=split, teachers=teachers, tables={t.key: t for t in tables.values()},
         crash_once_dir=crash_once_dir_from_env(), verbose=args.verbose, allow_cpu_fallback=args.allow_cpu_fallback,

@@ -51,11 +51,11 @@ def _teacher_result(teacher: Teacher, cached: bool) -> tuple[str, bool, dict]:
     return teacher.meta["key"], cached, metrics
 
 
-def _cached_teacher(store: ArtifactStore, key: str) -> tuple[str, bool, dict] | None:
-    """A cached teacher's job result, read by the driver itself; None when the store has no readable
-    one (the task then trains it, or reports why it cannot be read). Without this, each cached teacher
-    was a Ray task, a worker that starts and imports torch to read one file: 2-3 s at the start of
-    every resumed sweep and of every sweep that reuses its teachers."""
+def _cached_teacher(store: ArtifactStore, key: str) -> tuple[tuple[str, bool, dict], bytes] | None:
+    """(a cached teacher's job result, its checkpoint bytes), read by the driver itself; None when the
+    store has no readable one (the task then trains it, or reports why it cannot be read). Without
+    this, each cached teacher was a Ray task, a worker that starts and imports torch to read one file:
+    2-3 s at the start of every resumed sweep and of every sweep that reuses its teachers."""
     found = store.get("teacher", key)  # verified: a corrupt file is removed, and the task trains it again
     if found is None:
         return None
@@ -64,7 +64,7 @@ def _cached_teacher(store: ArtifactStore, key: str) -> tuple[str, bool, dict] | 
     except Exception:  # noqa: BLE001 -- the task reads it again and says what is wrong
         return None
     teacher.meta["key"] = key
-    return _teacher_result(teacher, True)
+    return _teacher_result(teacher, True), found.payload
 
 
 def score_run_task(*, dataset, split: Split, request: ScoreRequest, index: int, store_root: str,
@@ -120,7 +120,8 @@ def artifact_status(plan: SweepPlan, store: ArtifactStore) -> dict:
 def run_teachers(plan: SweepPlan, dataset_refs: dict, split: Split, store: ArtifactStore, resources: dict, *,
                  allow_cpu_fallback: bool = False) -> dict:
     """Train the missing teachers as parallel Ray tasks (the driver reads the cached ones itself);
-    returns {teacher key: {"val_acc", "test_acc"}}. Each finished teacher's line names its node.
+    returns ({teacher key: {"val_acc", "test_acc", "params"}}, {teacher key: its checkpoint's bytes},
+    each artifact read once, for the trials). Each finished teacher's line names its node.
     ``dataset_refs``: {label noise: the object-store reference of that level's dataset}."""
     jobs = _teacher_jobs(plan)
     progress = StageProgress("teachers", len(jobs))
@@ -135,9 +136,11 @@ def run_teachers(plan: SweepPlan, dataset_refs: dict, split: Split, store: Artif
             part for part in ("reused from the artifact cache" if cached else accuracy, where) if part))
 
     results: list = [None] * len(jobs)
+    payloads: dict[str, bytes] = {}
     for i, job in enumerate(jobs):  # the cached ones here, the others as Ray tasks
-        results[i] = _cached_teacher(store, plan.teacher_keys[teacher_ref(*job)])
-        if results[i] is not None:
+        read = _cached_teacher(store, plan.teacher_keys[teacher_ref(*job)])
+        if read is not None:
+            results[i], payloads[read[0][0]] = read
             finished(i, results[i])
     todo = [i for i, result in enumerate(results) if result is None]
     channel = ray_adapter.progress_channel() if todo else None  # epochs to show only when one trains
@@ -162,7 +165,10 @@ def run_teachers(plan: SweepPlan, dataset_refs: dict, split: Split, store: Artif
                                f"expected {expected}; every node must run the same version of the code")
     cached = sum(c for _, c, _ in results)
     say(f"teachers: {len(results)} ({cached} reused from the artifact cache)")
-    return {key: metrics for key, _, metrics in results}
+    for key, _, _ in results:  # the ones the tasks trained, read here once
+        if key not in payloads:
+            payloads[key] = store.get("teacher", key).payload
+    return {key: metrics for key, _, metrics in results}, payloads
 
 
 def run_scores(plan: SweepPlan, datasets: dict, dataset_refs: dict, split: Split, store: ArtifactStore,
