@@ -96,7 +96,7 @@ def load_experiment(location: str) -> Experiment:
     planned = sweep.get("resolved", {}).get("num_trials")
     complete = planned is not None and finished(table) >= int(planned)  # the final table: nothing newer to read
     if not location.endswith(".csv") and not complete:
-        live = _table_from_cohorts(folder)
+        live = table_from_cohorts(folder)
         if live is not None and finished(live) > finished(table):
             table, source = live, f"the cohorts' own rows in {folder}/{COHORTS_DIR}"
     if table is None:
@@ -143,7 +143,7 @@ def outside_searched_range(trials: pd.DataFrame, sweep: dict, source: str) -> tu
     return trials[~outside].reset_index(drop=True), [warning]
 
 
-def _table_from_cohorts(folder: str) -> pd.DataFrame | None:
+def table_from_cohorts(folder: str) -> pd.DataFrame | None:
     """The rows each cohort wrote of itself (``COHORTS_DIR/*.csv``, the results schema), or None if
     none has reported yet."""
     import fsspec

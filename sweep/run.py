@@ -31,7 +31,7 @@ from sweep.optuna_storage import check_optuna_storage, default_optuna_url
 from sweep.plan import SweepConfig, SweepPlan, make_plan
 from sweep.planner import DEFAULT_PLAN_SWEEPS, choose_trials, noise_level, plan_lines
 from sweep.record import check_recorded_plan, check_saved_state, relocated, write_sweep_file
-from sweep.stopping import DiskWatch, StopSignals, space_needed
+from sweep.stopping import DiskWatch, RayLossWatch, StopSignals, space_needed
 from trainables.artifacts import ArtifactStore
 
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
         parser.error(str(error))
 
-    stops, watch = StopSignals(), None
+    stops, watch, ray_watch = StopSignals(), None, None
     try:
         try:
             ray_adapter.connect(args.address)
@@ -175,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
             lock.release()
             parser.error(str(error))
         stops.install()  # after Ray connected: its own SIGTERM handler ends the driver with a core dump
+        # Ray's processes ending under the sweep: its raylet or GCS; after a stop signal to the driver,
+        # any of them (the same signal reached them: the raylet will follow within seconds)
+        ray_watch = RayLossWatch(lambda: ray_adapter.embedded_ray_ended(any_process=stops.received is not None),
+                                 lambda ended: _stop_without_ray(ended, config=config, exp_dir=exp_dir, stops=stops,
+                                                                 lock=lock)).start()
         if lock.cleared is not None and args.address is not None:
             waited = ray_adapter.wait_for_killed_driver(lock.cleared.pid)
             if waited:
@@ -209,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             watch.close()
     finally:
+        if ray_watch is not None:
+            ray_watch.close()  # before the driver ends Ray itself
         stops.finishing()
         ray_adapter.shutdown()  # no trial process can write any more
         console.close_log()
@@ -216,6 +223,46 @@ def main(argv: list[str] | None = None) -> int:
             watch.remove_recreated()  # what Tune wrote again at the deleted path
         lock.release()
         stops.restore()  # the caller's own handlers (a notebook's Ctrl-C) once nothing is left to protect
+
+
+def _stop_without_ray(ended: list[str], *, config: SweepConfig, exp_dir: str, stops: StopSignals,
+                      lock: ExperimentLock) -> None:
+    """The embedded Ray's own processes ended under the sweep (``RayLossWatch``; ``ended`` names them):
+    Tune can no longer end the running trials or save its state, and no Ray call of the main thread
+    returns. What the cohorts wrote of themselves becomes ``results.csv`` and the report, the resume
+    command is printed, the lock released, and the process ends here: with 128 + the signal's number
+    when a stop signal came (143 for SIGTERM), else 1. A resume goes on as after a killed driver,
+    from the Optuna storage, Tune's last saved state and each trial's last checkpoint."""
+    from analysis.results import table_from_cohorts
+    from sweep.results import write_table
+
+    stops.ending = True  # a second signal now is only noted
+    named = [{"gcs_server": "GCS server"}.get(name, name.replace("_", " ")) for name in ended]
+    names = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+    if stops.received:
+        why = (f"the sweep stopped ({stops.name()}), and Ray's own processes with it (its {names} ended: the signal "
+               "went to every process of the job, as systemd and batch schedulers send it)")
+    else:
+        why = f"stopped: Ray's own processes ended under the sweep (its {names}: the out-of-memory killer, or a signal sent to them)"
+    table = None
+    try:
+        table = table_from_cohorts(exp_dir)  # None: no cohort has reported yet
+        if table is not None:
+            path = write_table(table, exp_dir)
+            counts = table["status"].value_counts().to_dict()
+            say(f"results: {path} ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})")
+    except Exception as error:  # noqa: BLE001 -- the cohorts' own rows stay on disk, and the resume line must come
+        table = None
+        say(f"results.csv not written ({type(error).__name__}: {error}); the cohorts' own rows are in {exp_dir}")
+    say(f"{why}. Finished students are kept; interrupted ones go on from their last checkpoint. "
+        f"Continue with: {resume_command(config)}")
+    if table is not None and (table["status"] == "completed").any():
+        _write_report(exp_dir)
+    console.close_log()
+    lock.release()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + stops.received if stops.received else 1)
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -12,6 +12,11 @@ writes ``results.csv`` and the report of what finished and prints the ``--resume
 - ``DiskWatch``: a thread that looks at the experiment directory every few seconds. When it is gone
   (deleted under the running sweep) or its file system has less free space than the sweep still
   needs to write its state, it stops the sweep the same way, with one line saying why.
+- ``RayLossWatch``: a thread that looks every second whether the embedded Ray's own processes have
+  ended under the sweep (a signal to every process of the job, the out-of-memory killer). Tune can
+  then neither end the trials nor save its state, and the driver's calls into Ray would wait a
+  minute for the lost GCS and end the process without a word: the driver stops from what is on
+  disk instead (``sweep.run``).
 - ``space_needed``: what a sweep will write, from its plan, for the free-space check before compute.
 """
 
@@ -22,6 +27,7 @@ import shutil
 import signal
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 MB = 1 << 20
 
@@ -253,3 +259,46 @@ class DiskWatch:
                 self.stops.stop(f"the disk of {self.experiment_dir} is nearly full ({_mb(free)} free; the sweep keeps "
                                 f"{_mb(self.reserve)} for its checkpoints, results and report)")
                 return
+
+
+class RayLossWatch:
+    """Calls ``on_loss(names)`` once, on its own thread, when ``probe()`` (looked at every ``every_s``
+    seconds) names processes of the sweep's Ray that have ended (``ray_adapter.embedded_ray_ended``).
+    ``on_loss`` ends the process: the main thread is then inside a Ray call that does not return."""
+
+    def __init__(self, probe: Callable[[], list[str]], on_loss: Callable[[list[str]], None], *, every_s: float = 1.0):
+        self.probe, self.on_loss, self.every_s = probe, on_loss, every_s
+        self._done = threading.Event()
+        self._lock = threading.Lock()  # the loss is acted on, or the watch closed: never both
+        self._acting = False
+        self._thread = None
+
+    def start(self) -> "RayLossWatch":
+        self._thread = threading.Thread(target=self._watch, name="ray-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop watching, before the driver ends Ray itself. A loss being acted on is waited for, and
+        one that happened since the last look (Tune's loop may fail on it first) is acted on here."""
+        with self._lock:
+            self._done.set()
+            ended = [] if self._acting else self.probe()
+            self._acting = self._acting or bool(ended)
+            acting = self._acting
+        if ended:
+            self.on_loss(ended)
+        if self._thread is not None:
+            self._thread.join(timeout=None if acting else 5)
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.every_s):
+            ended = self.probe()
+            if not ended:
+                continue
+            with self._lock:
+                if self._done.is_set():
+                    return
+                self._acting = True
+            self.on_loss(ended)
+            return

@@ -7,6 +7,7 @@ cleared) is tested with the killed driver of tests/test_sweep_e2e.py."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -134,6 +135,69 @@ def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resu
     assert set(finished["cohort"]) <= set(resumed["cohort"])  # what finished before the copy is kept, not redone
     restored = resumed[resumed["cohort"] == folder.name.split("-")[0]]
     assert len(restored) == 1 and (restored["resumed_from_epoch"] == epoch).all()
+
+
+def test_a_stop_signal_to_every_process_of_the_job_ends_the_driver_at_once_and_it_resumes(tmp_path, capsys):
+    """systemd stopping a unit or a batch scheduler cancelling a job signals every process of it, Ray's
+    own too (their session of their own does not shield them): Tune can then neither end the trials nor
+    save its state, and the driver waited a minute for the lost GCS and died with Ray's error line,
+    its lock left behind. It now stops from what the cohorts wrote of themselves."""
+    import psutil  # Ray ships it
+
+    folder = tmp_path / "job"
+    driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path), "--name", "job"])
+    # while a second trial runs and has made a checkpoint
+    _wait_until(lambda: (_completed(folder / "optuna.journal") >= 1
+                         and len(_checkpoints(folder)) > _completed(folder / "optuna.journal")), driver, "the job was stopped")
+    job = [psutil.Process(driver.pid), *psutil.Process(driver.pid).children(recursive=True)]
+    assert any("raylet" in process.name() for process in job)
+    for process in job:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 143, out[-3000:]
+    assert "the sweep stopped (SIGTERM), and Ray's own processes with it (its " in out, out[-3000:]
+    assert "Traceback" not in out and "Failed to connect to GCS" not in out
+    assert f"Continue with: python -m sweep.run --resume --name job --storage {tmp_path}" in out
+    kept = pd.read_csv(folder / "results.csv")  # from the cohorts' own rows
+    assert list(kept.columns) == list(RESULT_COLUMNS)
+    assert (kept["status"] == "completed").sum() >= 1 and (kept["status"] == "interrupted").sum() == 1
+    assert (folder / "report.html").exists() and not (folder / LOCK_FILE).exists()
+
+    interrupted = kept.loc[kept["status"] == "interrupted", "cohort"].item()
+    assert main(["--resume", "--name", "job", "--storage", str(tmp_path)]) == 0
+    assert "removed a stale lock" not in capsys.readouterr().out
+    resumed = _every_student_once(folder, 4)
+    assert set(kept.loc[kept["status"] == "completed", "cohort"]) <= set(resumed["cohort"])  # not trained again
+    assert (resumed.loc[resumed["cohort"] == interrupted, "resumed_from_epoch"] > 0).all()  # from its checkpoint
+
+
+def test_the_ray_watch_acts_once_and_not_once_the_driver_ends_ray_itself():
+    from sweep.stopping import RayLossWatch
+
+    def wait_for(condition):
+        deadline = time.time() + 30
+        while not condition() and time.time() < deadline:
+            time.sleep(0.01)
+
+    calls, ended = [], []
+    watch = RayLossWatch(lambda: list(ended), calls.append, every_s=0.01).start()
+    ended.append("raylet")
+    wait_for(lambda: calls)
+    watch.close()
+    assert calls == [["raylet"]]  # once, though the probe goes on naming it
+
+    calls, ended = [], []
+    watch = RayLossWatch(lambda: list(ended), calls.append, every_s=0.01).start()
+    watch.close()  # the driver ends Ray itself from here on: its processes end, and nothing is done
+    ended.append("raylet")
+    time.sleep(0.1)
+    assert calls == [] and not watch._thread.is_alive()
+
+    calls = []
+    watch = RayLossWatch(lambda: ["raylet"], calls.append, every_s=3600).start()
+    watch.close()  # a loss since the last look (Tune's loop can fail on it first) is acted on at the close
+    assert calls == [["raylet"]]
 
 
 def test_a_stop_signal_while_the_driver_ends_ray_is_noted_not_fatal():

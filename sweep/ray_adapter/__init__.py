@@ -14,7 +14,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 
 from sweep.ray_adapter.cluster import (ClusterUnreachableError, alive_nodes, check_address, cluster_gpus, connect,
-                                       keep_running, shutdown, trial_slots, unfit_resources, wait_for_fit, wait_for_killed_driver)
+                                       embedded_ray_ended, keep_running, shutdown, trial_slots, unfit_resources,
+                                       wait_for_fit, wait_for_killed_driver)
 from sweep.ray_adapter.records import TrialsCallback, result_rows, cohort_records
 from sweep.ray_adapter.tasks import close_channel, progress_channel, put, run_tasks, send, stage_cpus
 from sweep.ray_adapter.tuner import (CONTINUE, FINISHED, build_tuner, can_restore, hide_failures_while,
@@ -25,7 +26,7 @@ from sweep.ray_adapter.worker import (CPU_FALLBACK_ENV, GpuNotUsableError, check
 
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
-    "ClusterUnreachableError", "connect", "keep_running", "check_address", "wait_for_killed_driver", "shutdown", "alive_nodes",
+    "ClusterUnreachableError", "connect", "embedded_ray_ended", "keep_running", "check_address", "wait_for_killed_driver", "shutdown", "alive_nodes",
     "trial_slots", "unfit_resources", "wait_for_fit", "cluster_gpus",
     "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus",
     "build_tuner", "restore_tuner", "can_restore", "hide_failures_while", "newest_whole_checkpoint",

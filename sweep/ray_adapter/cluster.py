@@ -24,13 +24,14 @@ class ClusterUnreachableError(ConnectionError):
 
 
 _started_here = False  # whether connect() started or joined the Ray this process runs, so shutdown() ends it
+_embedded_here = False  # whether that Ray is an embedded one (its processes are this process's children)
 
 
 def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
     """Start an embedded local Ray (``address=None``, bound to 127.0.0.1) or join a cluster. In a
     process that already runs Ray (a notebook's or a script's own ``ray.init``), the sweep uses that
     one and leaves it running (``shutdown``)."""
-    global _started_here
+    global _started_here, _embedded_here
     if ray.is_initialized():
         running = ray.get_runtime_context().gcs_address
         if address is not None and address != running:
@@ -73,7 +74,7 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> dict:
             ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ClusterUnreachableError(f"cannot reach the Ray cluster at {address!r}: {error}") from None
-    _started_here = True
+    _started_here, _embedded_here = True, address is None
     return ray.cluster_resources()
 
 
@@ -278,14 +279,34 @@ def wait_for_fit(cpus: float, gpus: float, timeout_s: float, *, poll_s: float = 
 def keep_running() -> None:
     """Hand the Ray that ``connect`` started to the caller: later sweeps in this process use it and
     leave it running (a test session's, or a notebook's that wants the loopback binding)."""
-    global _started_here
-    _started_here = False
+    global _started_here, _embedded_here
+    _started_here = _embedded_here = False
+
+
+def embedded_ray_ended(*, any_process: bool = False) -> list[str]:
+    """The core processes (GCS server, raylet) of the embedded Ray that ``connect`` started which have
+    ended while the driver still uses them: a stop signal sent to every process of the job (systemd
+    stopping a unit, a batch scheduler cancelling a job; the driver's own session does not shield
+    them from that) or the out-of-memory killer. Without them no Ray call returns: the driver's next
+    one waits a minute for the GCS, then ends the process. ``any_process``: any of its processes
+    (the dashboard and the log monitor end at once on SIGTERM, where the raylet first waits up to ten
+    seconds for its busy workers). Empty while they run, and for a Ray this process did not start (a
+    cluster's, a notebook's)."""
+    if not (_embedded_here and ray.is_initialized()):
+        return []
+    node = ray._private.worker._global_node
+    core = (ray._private.ray_constants.PROCESS_TYPE_GCS_SERVER, ray._private.ray_constants.PROCESS_TYPE_RAYLET)
+    try:
+        dead = node.dead_processes() if node is not None else []
+    except RuntimeError:  # its table changed under this thread: Ray is being shut down by the driver itself
+        return []
+    return sorted({kind for kind, _ in dead if any_process or kind in core})
 
 
 def shutdown() -> None:
     """End the Ray connection that ``connect`` made (an embedded Ray stops with it: no trial process
     is left to write); a Ray the caller started before the sweep stays up, with its processes."""
-    global _started_here
+    global _started_here, _embedded_here
     if _started_here and ray.is_initialized():
         node = ray._private.worker._global_node  # what ends Ray's processes (none when joined to a cluster)
         if node is not None:
@@ -300,7 +321,7 @@ def shutdown() -> None:
             node.kill_all_processes = end_processes_handled
         ray.shutdown()
         _reinstall_signal_handlers()
-    _started_here = False
+    _started_here = _embedded_here = False
 
 
 def _reinstall_signal_handlers() -> None:
