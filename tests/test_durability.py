@@ -85,7 +85,7 @@ def _every_student_once(folder, students):
     return results
 
 
-def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resumes_into_itself(tmp_path, capsys):
+def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resumes_into_itself(embedded_ray, tmp_path, capsys):
     original, copy = tmp_path / "a" / "exp", tmp_path / "b" / "exp"
     driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path / "a"), "--name", "exp"])
     # stopped while a second trial runs and has made a checkpoint
@@ -137,7 +137,7 @@ def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resu
     assert len(restored) == 1 and (restored["resumed_from_epoch"] == epoch).all()
 
 
-def test_a_stop_signal_to_every_process_of_the_job_ends_the_driver_at_once_and_it_resumes(tmp_path, capsys):
+def test_a_stop_signal_to_every_process_of_the_job_ends_the_driver_at_once_and_it_resumes(embedded_ray, tmp_path, capsys):
     """systemd stopping a unit or a batch scheduler cancelling a job signals every process of it, Ray's
     own too (their session of their own does not shield them): Tune can then neither end the trials nor
     save its state, and the driver waited a minute for the lost GCS and died with Ray's error line,
