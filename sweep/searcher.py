@@ -360,13 +360,18 @@ class CellSearcher(Searcher):
         queued = total - sum(self.asked)
         # in flight: handed to Tune and not finished (running, or waiting for a slot)
         state = f", {running} in flight, {queued} queued" if done < total else ""
-        complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = max(complete, key=lambda t: t.value, default=None)
+        # a sequential sweep's students trained ahead of the look (``_ahead``): past the cell's budget
+        # until a look grows it, and never read by a look that decides the cell instead
+        ahead = sum(t.number >= self.budgets[index] for t in trials if t.state.is_finished())
+        count = f"{self.finished[index] - ahead}/{self.budgets[index]}" + (f" (+{ahead} trained ahead)" if ahead else "")
         best_text = f", best {METRIC} {best.value:.3f} at alpha {best.params['alpha']:.2f}" if best else ""
         cell = self.cells[index]
         return (f"[{done}/{total} trials{state}, {duration(elapsed)}{left}] {cell.method} f={cell.fraction:g} "
                 f"{cell.teacher_arch}->{cell.student_arch} r{cell.replicate}"
-                f"{f' noise {cell.label_noise:g}' if cell.label_noise else ''}: {self.finished[index]}/{self.budgets[index]}"
+                f"{f' noise {cell.label_noise:g}' if cell.label_noise else ''}: {count}"
                 f"{best_text}")
 
 

@@ -226,7 +226,10 @@ def test_idle_slots_train_the_next_round_ahead_and_the_look_reads_only_the_round
     ahead = searcher.suggest("a0")
     assert ahead is not None and [m["optuna_trial"] for m in ahead["members"]] == list(range(6, 12))
     assert searcher.suggest("a1") is None and searcher.looks.count == 0  # both slots busy; no look yet
+    index = searcher.live["a0"][0]
     done("a0")
+    # its progress line counts the round's students against the budget, and those trained ahead apart
+    assert ": 6/6 (+6 trained ahead), best" in searcher.progress_line(index, searcher.study(index))
     assert searcher.suggest("a1") is not None  # the next cell, ahead too
     assert searcher.looks.count == 0
     done(first[-1])
@@ -237,6 +240,7 @@ def test_idle_slots_train_the_next_round_ahead_and_the_look_reads_only_the_round
     assert data.groupby("cell").size().to_dict() == {name: 6 for name in names}  # ahead students not read
     assert data["optuna_trial"].max() == 5
     grown = [i for i, name in enumerate(names) if searcher.budgets[i] == 12]
+    assert ": 12/12, best" in searcher.progress_line(index, searcher.study(index))  # now students of its round
     assert len(grown) == len(cells)  # no relation: every direction open, every cell grows
     # the two cells trained ahead have their next round already (no cohort of theirs is asked again), as has the
     # cell the next round began with
