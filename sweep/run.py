@@ -175,11 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             lock.release()
             parser.error(str(error))
         stops.install()  # after Ray connected: its own SIGTERM handler ends the driver with a core dump
-        # Ray's processes ending under the sweep: its raylet or GCS; after a stop signal to the driver,
-        # any of them (the same signal reached them: the raylet will follow within seconds)
-        ray_watch = RayLossWatch(lambda: ray_adapter.embedded_ray_ended(any_process=stops.received is not None),
-                                 lambda ended: _stop_without_ray(ended, config=config, exp_dir=exp_dir, stops=stops,
-                                                                 lock=lock)).start()
+        ray_watch = RayLossWatch(ray_adapter.embedded_ray_ended,
+                                 lambda ended: _stop_without_ray(ended, config=config, exp_dir=exp_dir, stops=stops, lock=lock),
+                                 core=ray_adapter.CORE_PROCESSES, signalled=lambda: stops.received is not None).start()
         if lock.cleared is not None and args.address is not None:
             waited = ray_adapter.wait_for_killed_driver(lock.cleared.pid)
             if waited:
@@ -254,7 +252,8 @@ def _stop_without_ray(ended: list[str], *, config: SweepConfig, exp_dir: str, st
     except Exception as error:  # noqa: BLE001 -- the cohorts' own rows stay on disk, and the resume line must come
         table = None
         say(f"results.csv not written ({type(error).__name__}: {error}); the cohorts' own rows are in {exp_dir}")
-    say(f"{why}. Finished students are kept; interrupted ones go on from their last checkpoint. "
+    interrupted = table is not None and (table["status"] == "interrupted").any()
+    say(f"{why}. Finished students are kept{'; interrupted ones go on from their last checkpoint' if interrupted else ''}. "
         f"Continue with: {resume_command(config)}")
     if table is not None and (table["status"] == "completed").any():
         _write_report(exp_dir)

@@ -262,16 +262,29 @@ class DiskWatch:
 
 
 class RayLossWatch:
-    """Calls ``on_loss(names)`` once, on its own thread, when ``probe()`` (looked at every ``every_s``
-    seconds) names processes of the sweep's Ray that have ended (``ray_adapter.embedded_ray_ended``).
-    ``on_loss`` ends the process: the main thread is then inside a Ray call that does not return."""
+    """Calls ``on_loss(names)`` once, on its own thread, when the sweep's Ray has lost processes it
+    cannot go on without: ``probe()``, looked at every ``every_s`` seconds, names the processes that
+    have ended (``ray_adapter.embedded_ray_ended``). Any of ``core`` ends the sweep; once the driver
+    has had a stop signal (``signalled()``), any process that ended since does: the same signal
+    reached Ray, whose core follows within seconds. ``on_loss`` ends the process: the main thread is
+    then inside a Ray call that does not return."""
 
-    def __init__(self, probe: Callable[[], list[str]], on_loss: Callable[[list[str]], None], *, every_s: float = 1.0):
-        self.probe, self.on_loss, self.every_s = probe, on_loss, every_s
+    def __init__(self, probe: Callable[[], list[str]], on_loss: Callable[[list[str]], None], *,
+                 core: tuple[str, ...], signalled: Callable[[], bool], every_s: float = 1.0):
+        self.probe, self.on_loss, self.core, self.signalled, self.every_s = probe, on_loss, core, signalled, every_s
+        self._ended_before: set[str] = set()  # ended before any stop signal (a dashboard that crashed): not its doing
         self._done = threading.Event()
         self._lock = threading.Lock()  # the loss is acted on, or the watch closed: never both
         self._acting = False
         self._thread = None
+
+    def lost(self) -> list[str]:
+        """The processes whose end stops the sweep now (empty while Ray can go on)."""
+        ended = set(self.probe())
+        if not self.signalled():
+            self._ended_before = ended
+            return sorted(ended & set(self.core))
+        return sorted((ended - self._ended_before) | (ended & set(self.core)))
 
     def start(self) -> "RayLossWatch":
         self._thread = threading.Thread(target=self._watch, name="ray-watch", daemon=True)
@@ -283,7 +296,7 @@ class RayLossWatch:
         one that happened since the last look (Tune's loop may fail on it first) is acted on here."""
         with self._lock:
             self._done.set()
-            ended = [] if self._acting else self.probe()
+            ended = [] if self._acting else self.lost()
             self._acting = self._acting or bool(ended)
             acting = self._acting
         if ended:
@@ -293,7 +306,7 @@ class RayLossWatch:
 
     def _watch(self) -> None:
         while not self._done.wait(self.every_s):
-            ended = self.probe()
+            ended = self.lost()
             if not ended:
                 continue
             with self._lock:

@@ -172,7 +172,7 @@ def test_a_stop_signal_to_every_process_of_the_job_ends_the_driver_at_once_and_i
     assert (resumed.loc[resumed["cohort"] == interrupted, "resumed_from_epoch"] > 0).all()  # from its checkpoint
 
 
-def test_the_ray_watch_acts_once_and_not_once_the_driver_ends_ray_itself():
+def test_the_ray_watch_acts_once_on_what_stops_the_sweep_and_not_once_the_driver_ends_ray_itself():
     from sweep.stopping import RayLossWatch
 
     def wait_for(condition):
@@ -180,23 +180,38 @@ def test_the_ray_watch_acts_once_and_not_once_the_driver_ends_ray_itself():
         while not condition() and time.time() < deadline:
             time.sleep(0.01)
 
+    def watch(probe, calls, signalled=lambda: False, every_s=0.01):
+        return RayLossWatch(probe, calls.append, core=("gcs_server", "raylet"), signalled=signalled, every_s=every_s)
+
     calls, ended = [], []
-    watch = RayLossWatch(lambda: list(ended), calls.append, every_s=0.01).start()
+    raylet = watch(lambda: list(ended), calls).start()
     ended.append("raylet")
     wait_for(lambda: calls)
-    watch.close()
+    raylet.close()
     assert calls == [["raylet"]]  # once, though the probe goes on naming it
 
+    # without a stop signal, a process that is not Ray's core changes nothing (a crashed dashboard); after
+    # one, a process that ended since does (the same signal reached Ray), one that ended before does not
+    calls, ended, signalled = [], ["dashboard"], []
+    dashboard = watch(lambda: list(ended), calls, signalled=lambda: bool(signalled)).start()
+    time.sleep(0.1)
+    assert calls == [] and dashboard.lost() == []
+    signalled.append(True)
+    assert dashboard.lost() == []
+    ended.append("log_monitor")
+    wait_for(lambda: calls)
+    dashboard.close()
+    assert calls == [["log_monitor"]]
+
     calls, ended = [], []
-    watch = RayLossWatch(lambda: list(ended), calls.append, every_s=0.01).start()
-    watch.close()  # the driver ends Ray itself from here on: its processes end, and nothing is done
+    closed = watch(lambda: list(ended), calls).start()
+    closed.close()  # the driver ends Ray itself from here on: its processes end, and nothing is done
     ended.append("raylet")
     time.sleep(0.1)
-    assert calls == [] and not watch._thread.is_alive()
+    assert calls == [] and not closed._thread.is_alive()
 
     calls = []
-    watch = RayLossWatch(lambda: ["raylet"], calls.append, every_s=3600).start()
-    watch.close()  # a loss since the last look (Tune's loop can fail on it first) is acted on at the close
+    watch(lambda: ["raylet"], calls, every_s=3600).start().close()  # a loss since the last look is acted on at the close
     assert calls == [["raylet"]]
 
 

@@ -13,7 +13,7 @@ One module per job; callers use ``from sweep import ray_adapter`` and the names 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from sweep.ray_adapter.cluster import (ClusterUnreachableError, alive_nodes, check_address, cluster_gpus, connect,
+from sweep.ray_adapter.cluster import (CORE_PROCESSES, ClusterUnreachableError, alive_nodes, check_address, cluster_gpus, connect,
                                        embedded_ray_ended, keep_running, shutdown, trial_slots, unfit_resources,
                                        wait_for_fit, wait_for_killed_driver)
 from sweep.ray_adapter.records import TrialsCallback, result_rows, cohort_records
@@ -26,7 +26,7 @@ from sweep.ray_adapter.worker import (CPU_FALLBACK_ENV, GpuNotUsableError, check
 
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
-    "ClusterUnreachableError", "connect", "embedded_ray_ended", "keep_running", "check_address", "wait_for_killed_driver", "shutdown", "alive_nodes",
+    "ClusterUnreachableError", "connect", "CORE_PROCESSES", "embedded_ray_ended", "keep_running", "check_address", "wait_for_killed_driver", "shutdown", "alive_nodes",
     "trial_slots", "unfit_resources", "wait_for_fit", "cluster_gpus",
     "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus",
     "build_tuner", "restore_tuner", "can_restore", "hide_failures_while", "newest_whole_checkpoint",

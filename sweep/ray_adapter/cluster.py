@@ -283,24 +283,26 @@ def keep_running() -> None:
     _started_here = _embedded_here = False
 
 
-def embedded_ray_ended(*, any_process: bool = False) -> list[str]:
-    """The core processes (GCS server, raylet) of the embedded Ray that ``connect`` started which have
-    ended while the driver still uses them: a stop signal sent to every process of the job (systemd
-    stopping a unit, a batch scheduler cancelling a job; the driver's own session does not shield
-    them from that) or the out-of-memory killer. Without them no Ray call returns: the driver's next
-    one waits a minute for the GCS, then ends the process. ``any_process``: any of its processes
-    (the dashboard and the log monitor end at once on SIGTERM, where the raylet first waits up to ten
-    seconds for its busy workers). Empty while they run, and for a Ray this process did not start (a
+# Without these no Ray call returns: the driver's next one waits a minute for the GCS, then ends the process.
+CORE_PROCESSES = (ray._private.ray_constants.PROCESS_TYPE_GCS_SERVER, ray._private.ray_constants.PROCESS_TYPE_RAYLET)
+
+
+def embedded_ray_ended() -> list[str]:
+    """The processes of the embedded Ray that ``connect`` started which have ended while the driver
+    still uses them (their kinds: "raylet", "gcs_server", "dashboard", "log_monitor", ...): a stop
+    signal sent to every process of the job (systemd stopping a unit, a batch scheduler cancelling a
+    job; the driver's own session does not shield them from that) or the out-of-memory killer. The
+    dashboard and the log monitor end at once on SIGTERM; the raylet first waits up to ten seconds
+    for its busy workers. Empty while they run, and for a Ray this process did not start (a
     cluster's, a notebook's)."""
     if not (_embedded_here and ray.is_initialized()):
         return []
     node = ray._private.worker._global_node
-    core = (ray._private.ray_constants.PROCESS_TYPE_GCS_SERVER, ray._private.ray_constants.PROCESS_TYPE_RAYLET)
     try:
         dead = node.dead_processes() if node is not None else []
     except RuntimeError:  # its table changed under this thread: Ray is being shut down by the driver itself
         return []
-    return sorted({kind for kind, _ in dead if any_process or kind in core})
+    return sorted({kind for kind, _ in dead})
 
 
 def shutdown() -> None:
