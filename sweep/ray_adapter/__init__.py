@@ -3,7 +3,8 @@
 One module per job; callers use ``from sweep import ray_adapter`` and the names below:
 
 - ``cluster``: connect (embedded local Ray or an existing cluster), check an address, nodes and
-  trial slots, wait for capacity, shut down (driver);
+  trial slots, wait for capacity, the embedded Ray's processes that ended under the sweep, shut down
+  (driver);
 - ``tasks``: the object store and stage tasks with their progress (driver);
 - ``tuner``: build and restore the Tune experiment, its console, the checkpoint-restoring trial (driver);
 - ``records``: trial records from Tune's trials and results (driver);
@@ -13,9 +14,9 @@ One module per job; callers use ``from sweep import ray_adapter`` and the names 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from sweep.ray_adapter.cluster import (CORE_PROCESSES, ClusterUnreachableError, alive_nodes, check_address, cluster_gpus, connect,
-                                       embedded_ray_ended, keep_running, shutdown, trial_slots, unfit_resources,
-                                       wait_for_fit, wait_for_killed_driver)
+from sweep.ray_adapter.cluster import (CORE_PROCESSES, ClusterUnreachableError, alive_nodes, check_address,
+                                       cluster_gpus, connect, embedded_ray_ended, keep_running, shutdown, trial_slots,
+                                       unfit_resources, wait_for_fit, wait_for_killed_driver)
 from sweep.ray_adapter.records import TrialsCallback, result_rows, cohort_records
 from sweep.ray_adapter.tasks import close_channel, progress_channel, put, run_tasks, send, stage_cpus
 from sweep.ray_adapter.tuner import (CONTINUE, FINISHED, build_tuner, can_restore, hide_failures_while,
@@ -26,7 +27,8 @@ from sweep.ray_adapter.worker import (CPU_FALLBACK_ENV, GpuNotUsableError, check
 
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
-    "ClusterUnreachableError", "connect", "CORE_PROCESSES", "embedded_ray_ended", "keep_running", "check_address", "wait_for_killed_driver", "shutdown", "alive_nodes",
+    "ClusterUnreachableError", "connect", "keep_running", "check_address", "wait_for_killed_driver", "shutdown", "alive_nodes",
+    "CORE_PROCESSES", "embedded_ray_ended",
     "trial_slots", "unfit_resources", "wait_for_fit", "cluster_gpus",
     "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus",
     "build_tuner", "restore_tuner", "can_restore", "hide_failures_while", "newest_whole_checkpoint",
