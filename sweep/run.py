@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr, flush=True)
             return 1
         except KeyboardInterrupt:  # a stop before the trials (teachers, scores) or a second stop signal
+            ray_watch.close()  # one stop line: this one (a signal to the whole job also ends Ray's processes)
             if watch.deleted:
                 say(f"\nstopped: {stops.reason} (nothing of it is left to resume); the artifact cache {store.root} is kept")
             else:

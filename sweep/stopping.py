@@ -292,15 +292,11 @@ class RayLossWatch:
         return self
 
     def close(self) -> None:
-        """Stop watching, before the driver ends Ray itself. A loss being acted on is waited for, and
-        one that happened since the last look (Tune's loop may fail on it first) is acted on here."""
+        """Stop watching: before the driver ends Ray itself, or prints its own stop line. A loss being
+        acted on is waited for (it ends the process)."""
         with self._lock:
             self._done.set()
-            ended = [] if self._acting else self.lost()
-            self._acting = self._acting or bool(ended)
             acting = self._acting
-        if ended:
-            self.on_loss(ended)
         if self._thread is not None:
             self._thread.join(timeout=None if acting else 5)
 
