@@ -118,7 +118,7 @@ def artifact_status(plan: SweepPlan, store: ArtifactStore) -> dict:
 
 
 def run_teachers(plan: SweepPlan, dataset_refs: dict, split: Split, store: ArtifactStore, resources: dict, *,
-                 allow_cpu_fallback: bool = False) -> dict:
+                 allow_cpu_fallback: bool = False) -> tuple[dict, dict]:
     """Train the missing teachers as parallel Ray tasks (the driver reads the cached ones itself);
     returns ({teacher key: {"val_acc", "test_acc", "params"}}, {teacher key: its checkpoint's bytes},
     each artifact read once, for the trials). Each finished teacher's line names its node.

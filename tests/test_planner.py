@@ -72,7 +72,6 @@ def test_the_power_bound_is_the_level_at_every_no_relation_truth_and_grows_with_
     assert shallow["random"] < shallow["pooled"]  # the pooled fit reads every method's cells
 
 
-
 def test_a_worker_that_dies_leaves_the_power_to_this_process(monkeypatch):
     """The simulations run in forked worker processes; one that dies (a fork of a process with threads
     can) breaks the pool, and the planner then runs them here: the same powers as on one process."""
