@@ -18,8 +18,11 @@ CPU = torch.device("cpu")
 # ---- one embedded Ray for the in-process sweeps that do not test Ray's own start and stop ----
 # Each sweep that starts its own Ray pays its start (about 3 s), its stop (1 s) and worker processes
 # that import torch again; a test that asks for ``embedded_ray`` runs its sweeps in the Ray this
-# process already runs (the driver uses it and leaves it up: sweep.ray_adapter.connect). Every other
-# test starts with no Ray in this process, so its sweeps start and stop their own, as a user's do.
+# process already runs (the driver uses it and leaves it up: sweep.ray_adapter.connect). It stays up
+# across the tests that do not touch Ray, so the suite starts it once, not once per group of tests
+# that ask for it. A test whose sweep joins another cluster (``--address``) asks for
+# ``no_ray_in_process`` (Ray allows one connection per process). Ray's own start and stop, as a user's
+# sweep does it, is what the tests' subprocess drivers run.
 
 def start_embedded_ray() -> None:
     import ray
@@ -44,11 +47,28 @@ def embedded_ray():
     start_embedded_ray()
 
 
-@pytest.fixture(autouse=True)
-def _no_ray_unless_asked(request):
-    if "embedded_ray" not in request.fixturenames:
-        end_ray_in_process()
-    yield
+@pytest.fixture
+def embedded_ray_address(embedded_ray) -> str:
+    """The session's embedded Ray as a cluster that a subprocess driver joins (``--address``), for the
+    tests whose subject is the driver rather than Ray's start: a driver that starts its own Ray pays
+    about 3 s for it and 1 s to end it."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+@pytest.fixture
+def no_ray_in_process():
+    end_ray_in_process()
+
+
+@pytest.fixture(scope="session")
+def shared_artifacts(tmp_path_factory):
+    """One artifact cache (teachers, score tables) for the sweeps of the tests that are not about
+    computing them, as a user's sweeps share theirs: a teacher of one recipe trains once in the session,
+    not once per test (about 5 s each in a subprocess driver, most of it a fresh worker importing torch).
+    A test that asserts what its sweep computes or reuses keeps a cache of its own."""
+    return tmp_path_factory.mktemp("artifacts")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -27,6 +27,7 @@ import ray
 import yaml
 
 from sweep import ray_adapter
+from conftest import end_ray_in_process
 from sweep.run import main
 
 ROOT = Path(__file__).parents[1]
@@ -120,6 +121,7 @@ class FakeCluster:
 
 @pytest.fixture(scope="module")
 def fake_cluster(tmp_path_factory):
+    end_ray_in_process()  # the sweeps join this cluster: no other Ray in this process
     cluster = FakeCluster(tmp_path_factory.mktemp("fake_cluster"))
     try:
         cluster.wait_until_up()

@@ -130,7 +130,8 @@ def _main(kind):
 
 
 @pytest.mark.parametrize("kind,args,message", CASES, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(CASES)])
-def test_a_mistake_gets_one_clear_line_before_any_compute(kind, args, message, tmp_path, monkeypatch, capsys):
+def test_a_mistake_gets_one_clear_line_before_any_compute(kind, args, message, no_ray_in_process, tmp_path, monkeypatch,
+                                                          capsys):
     _files(tmp_path)
     monkeypatch.chdir(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))

@@ -1,8 +1,10 @@
 """The state on disk: one writer per experiment, a copy is its own, damaged state is caught before
 compute, and every stop (a signal, a deleted directory, a full disk) ends cleanly and resumes.
 
-Real sweeps on digits in a subprocess, as a user runs them; the disk tests mount a small tmpfs
-(root, as in CI). The lock of a running experiment (a second writer refused, a killed writer's lock
+Real sweeps on digits in a subprocess, as a user runs them. The drivers start their own Ray (what a
+signal does to Ray's processes is the subject of some; with its own Ray, nothing of the deleted
+directory's sweep outlives the driver), except the disk-filling test's, which joins the session's
+(conftest ``embedded_ray_address``); the disk tests mount a small tmpfs (root, as in CI). The lock of a running experiment (a second writer refused, a killed writer's lock
 cleared) is tested with the killed driver of tests/test_sweep_e2e.py."""
 
 from __future__ import annotations
@@ -85,9 +87,36 @@ def _every_student_once(folder, students):
     return results
 
 
-def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resumes_into_itself(embedded_ray, tmp_path, capsys):
+def test_an_address_that_answers_but_is_not_ray_is_refused_in_seconds(no_ray_in_process, tmp_path, capsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        with pytest.raises(SystemExit) as exit_:
+            main([*SWEEP, "--storage", str(tmp_path), "--name", "web", "--address", f"127.0.0.1:{port}"])
+    finally:
+        server.terminate()
+        server.wait()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert f"cannot reach the Ray cluster at '127.0.0.1:{port}': something listens there but does not answer as a Ray head" in err
+    assert "it answered '" in err and "Traceback" not in err
+
+
+def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resumes_into_itself(
+        embedded_ray, shared_artifacts, tmp_path, capsys):
     original, copy = tmp_path / "a" / "exp", tmp_path / "b" / "exp"
-    driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path / "a"), "--name", "exp"])
+    driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path / "a"), "--name", "exp",
+                      "--artifacts", str(shared_artifacts)])
     # stopped while a second trial runs and has made a checkpoint
     _wait_until(lambda: (_completed(original / "optuna.journal") >= 1
                          and len(_checkpoints(original)) > _completed(original / "optuna.journal")), driver, "SIGTERM")
@@ -122,8 +151,7 @@ def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resu
     whole = (newer / CHECKPOINT_FILE).read_bytes()
     (cut / CHECKPOINT_FILE).write_bytes(whole[: len(whole) // 2])
     epoch = torch.load(newer / CHECKPOINT_FILE, weights_only=True)["epoch"]
-    assert main(["--resume", "--name", "exp", "--storage", str(tmp_path / "b"), "--artifacts",
-                 str(tmp_path / "a" / "artifacts")]) == 0
+    assert main(["--resume", "--name", "exp", "--storage", str(tmp_path / "b"), "--artifacts", str(shared_artifacts)]) == 0
     out, err = capsys.readouterr()
     assert f"repaired the Optuna journal {copy / 'optuna.journal'}: dropped its torn last record" in out
     assert f"removed the Optuna journal's lock {copy / 'optuna.journal.lock'}, left by a driver" in out
@@ -137,7 +165,8 @@ def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resu
     assert len(restored) == 1 and (restored["resumed_from_epoch"] == epoch).all()
 
 
-def test_a_stop_signal_to_every_process_of_the_job_ends_the_driver_at_once_and_it_resumes(embedded_ray, tmp_path, capsys):
+def test_a_stop_signal_to_every_process_of_the_job_ends_the_driver_at_once_and_it_resumes(
+        embedded_ray, shared_artifacts, tmp_path, capsys):
     """systemd stopping a unit or a batch scheduler cancelling a job signals every process of it, Ray's
     own too (their session of their own does not shield them): Tune can then neither end the trials nor
     save its state, and the driver waited a minute for the lost GCS and died with Ray's error line,
@@ -145,7 +174,7 @@ def test_a_stop_signal_to_every_process_of_the_job_ends_the_driver_at_once_and_i
     import psutil  # Ray ships it
 
     folder = tmp_path / "job"
-    driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path), "--name", "job"])
+    driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path), "--name", "job", "--artifacts", str(shared_artifacts)])
     # while a second trial runs and has made a checkpoint
     _wait_until(lambda: (_completed(folder / "optuna.journal") >= 1
                          and len(_checkpoints(folder)) > _completed(folder / "optuna.journal")), driver, "the job was stopped")
@@ -320,10 +349,10 @@ def test_a_resume_with_damaged_state_is_refused_before_compute(damage, message, 
     assert not (tmp_path / "artifacts" / "teacher").exists()  # no teacher trained
 
 
-def test_a_deleted_experiment_directory_stops_the_sweep_with_one_line(tmp_path):
+def test_a_deleted_experiment_directory_stops_the_sweep_with_one_line(shared_artifacts, tmp_path):
     folder = tmp_path / "gone"
     driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path), "--name", "gone",
-                      "--artifacts", str(tmp_path / "cache")])
+                      "--artifacts", str(shared_artifacts)])
     _wait_until(lambda: _completed(folder / "optuna.journal") >= 1, driver, "the directory was deleted")
     original = folder.stat().st_ino
     while folder.exists() and folder.stat().st_ino == original:  # Tune may write into it while it goes, as with rm -rf
@@ -334,7 +363,7 @@ def test_a_deleted_experiment_directory_stops_the_sweep_with_one_line(tmp_path):
     assert "Traceback" not in out and "Unable to set up cluster storage" not in out
     assert "Stop signal received" not in out  # Tune's notice of a Ctrl-C: no one pressed one
     assert not folder.exists()  # what Tune wrote there again was removed
-    assert list((tmp_path / "cache" / "teacher").iterdir())  # the artifact cache is kept
+    assert list((shared_artifacts / "teacher").iterdir())  # the artifact cache is kept
 
 
 @pytest.fixture
@@ -365,10 +394,10 @@ def test_a_sweep_that_cannot_fit_on_its_disk_is_refused_before_compute(small_dis
     assert not (tmp_path / "cache" / "teacher").exists()
 
 
-def test_a_disk_filling_up_stops_the_sweep_keeps_results_whole_and_resumes(small_disk, tmp_path):
+def test_a_disk_filling_up_stops_the_sweep_keeps_results_whole_and_resumes(embedded_ray_address, small_disk, shared_artifacts):
     folder = small_disk / "full"
     driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(small_disk), "--name", "full",
-                      "--artifacts", str(tmp_path / "cache")])
+                      "--artifacts", str(shared_artifacts), "--address", embedded_ray_address])
     _wait_until(lambda: _completed(folder / "optuna.journal") >= 1, driver, "the disk filled")
     free = shutil.disk_usage(small_disk).free
     subprocess.run(["fallocate", "-l", str(free - 4 * (1 << 20)), str(small_disk / "filler")], check=True)
@@ -403,31 +432,6 @@ def test_a_full_disk_during_a_write_leaves_the_previous_file_whole(tmp_path, mon
         storage.write_bytes(str(target), b"a new table that does not fit\n" * 1000)
     assert target.read_bytes() == b"the previous table\n"
     assert os.listdir(tmp_path) == ["results.csv"]
-
-
-def test_an_address_that_answers_but_is_not_ray_is_refused_in_seconds(tmp_path, capsys):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        with pytest.raises(SystemExit) as exit_:
-            main([*SWEEP, "--storage", str(tmp_path), "--name", "web", "--address", f"127.0.0.1:{port}"])
-    finally:
-        server.terminate()
-        server.wait()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2, err
-    assert f"cannot reach the Ray cluster at '127.0.0.1:{port}': something listens there but does not answer as a Ray head" in err
-    assert "it answered '" in err and "Traceback" not in err
 
 
 def test_deleting_a_checkpoint_the_killed_driver_already_deleted_is_not_reported_as_an_error():

@@ -25,8 +25,8 @@ def reported_epochs(epochs: int) -> list[int]:
     return [e for e in range(1, epochs) if e % stride == 0] + [epochs]
 
 
-def test_every_trial_has_its_learning_curve_and_its_results_row_fields(tmp_path):
-    assert main([*ARGS, "--storage", str(tmp_path), "--name", "record"]) == 0
+def test_every_trial_has_its_learning_curve_and_its_results_row_fields(embedded_ray, shared_artifacts, tmp_path):
+    assert main([*ARGS, "--storage", str(tmp_path), "--name", "record", "--artifacts", str(shared_artifacts)]) == 0
     exp_dir = tmp_path / "record"
     results = load_experiment(str(exp_dir)).trials  # results.csv, with the analysis's `cell` column
     assert len(results) == 6 and (results["status"] == "completed").all()

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import start_embedded_ray
 from test_report_browser import check_report_in_browser
 
 from contract import subset_digest
@@ -24,6 +25,7 @@ DENSE = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
+    start_embedded_ray()  # the session's (conftest): the sweep is the README's, Ray's own start is tested elsewhere
     storage = tmp_path_factory.mktemp("quickstart")
     assert sweep_main([*ARGS, "--storage", str(storage), "--name", "demo"]) == 0
     folder = storage / "demo"

@@ -1,7 +1,9 @@
 """End-to-end sweeps on digits with real Ray (embedded, and a two-node cluster on this machine).
 
-The in-process sweeps first, in one embedded Ray (conftest ``embedded_ray``); the loopback test and the
-subprocess drivers start their own, as a user's do; the two-node cluster's tests last."""
+The in-process sweeps first, in one embedded Ray (conftest ``embedded_ray``), which the subprocess drivers
+join (``embedded_ray_address``) when their subject is the driver, not Ray's start (the loopback test and
+tests/test_durability.py's signal tests start their own, as a user's sweep does); the two-node cluster's
+tests last."""
 
 import ast
 import json
@@ -17,6 +19,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from conftest import end_ray_in_process
 from sweep.run import main
 from sweep.optuna_storage import open_optuna_storage
 
@@ -213,10 +216,10 @@ def _completed(journal):
         return 0
 
 
-def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(embedded_ray, tmp_path):
+def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(embedded_ray_address, shared_artifacts, tmp_path):
     args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
             "1.0", "--trials-per-cell", "2", "--cohort-size", "1", "--storage", str(tmp_path), "--name", "interrupted",
-            "--max-concurrent", "1"]
+            "--max-concurrent", "1", "--artifacts", str(shared_artifacts), "--address", embedded_ray_address]
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     journal = tmp_path / "interrupted" / "optuna.journal"
@@ -235,7 +238,7 @@ def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(embedded_ray, tmp_path):
     # the resume of a sweep a signal stopped: tests/test_durability.py (SIGTERM, then a copy resumed)
 
 
-def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver_at_its_look(embedded_ray, tmp_path):
+def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver_at_its_look(embedded_ray_address, tmp_path):
     """--until-answered on digits: the first look decides the KD gain at f = 0.1 (digits' KD gain there is
     large), so that cell trains no more while the cell of the open question (the gain at f = 1, about
     nothing) grows to the next look's size; a driver killed during that round resumes with the first
@@ -244,7 +247,7 @@ def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver
             "--fractions", "0.1", "1.0",
             "--trials-per-cell", "6", "--cohort-size", "3", "--max-trials", "12", "--until-answered", "kd-gain",
             "--storage", str(tmp_path), "--name", "until"]
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args, "--address", embedded_ray_address], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     looks_file = tmp_path / "until" / "looks.jsonl"  # a line per look: the record then
     deadline = time.time() + 300
@@ -330,7 +333,8 @@ def test_the_embedded_ray_listens_on_loopback_only():
     assert listening and set(listening) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
 
 
-def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_own_rows(tmp_path):
+def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_own_rows(embedded_ray_address, shared_artifacts,
+                                                                                        tmp_path):
     """Results and report are rewritten as cells finish, marked in progress; ``analysis.report`` works on
     the running experiment; and the rows the cohorts write of themselves give the same table as results.csv."""
     from analysis.report import main as report_main
@@ -338,7 +342,7 @@ def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_o
 
     args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "3", "--methods", "random", "--fractions", "0.3",
             "1.0", "--trials-per-cell", "2", "--storage", str(tmp_path), "--name", "live", "--max-concurrent", "1",
-            "--report-every", "0"]
+            "--report-every", "0", "--artifacts", str(shared_artifacts), "--address", embedded_ray_address]
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     folder = tmp_path / "live"
@@ -372,6 +376,7 @@ def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_o
 
 @pytest.fixture(scope="module")
 def two_nodes():
+    end_ray_in_process()  # the sweeps join this cluster: no other Ray in this process
     from ray._private.authentication import authentication_token_setup as tokens
     from ray.cluster_utils import Cluster
 
@@ -390,18 +395,20 @@ def two_nodes():
     cluster.shutdown()
 
 
-def test_sweep_on_a_two_node_cluster_uses_both_nodes(two_nodes, tmp_path):
-    assert main([*SMALL, "--storage", str(tmp_path), "--name", "cluster", "--address", two_nodes]) == 0
+def test_sweep_on_a_two_node_cluster_uses_both_nodes(two_nodes, shared_artifacts, tmp_path):
+    assert main([*SMALL, "--storage", str(tmp_path), "--name", "cluster", "--address", two_nodes, "--artifacts",
+                 str(shared_artifacts)]) == 0
     results = pd.read_csv(tmp_path / "cluster" / "results.csv")
     assert (results["status"] == "completed").all() and len(results) == 6
     assert results["node_id"].nunique() == 2
 
 
-def test_a_crashed_trial_is_retried_from_its_checkpoint(two_nodes, tmp_path, monkeypatch):
+def test_a_crashed_trial_is_retried_from_its_checkpoint(two_nodes, shared_artifacts, tmp_path, monkeypatch):
     crashes = tmp_path / "crashes"
     monkeypatch.setenv("KDSWEEP_TEST_CRASH_ONCE", str(crashes))
     args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.5",
-            "--trials-per-cell", "2", "--storage", str(tmp_path), "--name", "crash", "--address", two_nodes]
+            "--trials-per-cell", "2", "--storage", str(tmp_path), "--name", "crash", "--address", two_nodes,
+            "--artifacts", str(shared_artifacts)]
     assert main(args) == 0
     assert len(os.listdir(crashes)) == 1  # the cell's cohort crashed once ...
     results = pd.read_csv(tmp_path / "crash" / "results.csv")
@@ -410,7 +417,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(two_nodes, tmp_path, mon
     assert (results["epochs_run"] == 4).all()
 
 
-def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_path, capsys):
+def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, shared_artifacts, tmp_path, capsys):
     """A second writer of a running experiment is refused; the driver killed (no chance to release its
     lock) resumes, clearing its stale lock, without redoing what finished."""
     from contract import LOCK_FILE
@@ -418,7 +425,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, tmp_
     storage = str(tmp_path / "old")
     args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
             "1.0", "--trials-per-cell", "4", "--cohort-size", "2", "--storage", storage, "--name", "killed",
-            "--address", two_nodes]
+            "--address", two_nodes, "--artifacts", str(shared_artifacts)]
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=open(tmp_path / "driver.out", "w"),
                               stderr=subprocess.STDOUT, start_new_session=True)
     journal, lock = tmp_path / "old" / "killed" / "optuna.journal", tmp_path / "old" / "killed" / LOCK_FILE

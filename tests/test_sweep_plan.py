@@ -383,7 +383,7 @@ def test_per_cell_asha_is_what_a_pooled_asha_is_not():
     assert decisions[-1] == AsyncHyperBandScheduler.STOP
 
 
-def test_an_unreachable_cluster_address_is_refused_at_once(capsys, tmp_path):
+def test_an_unreachable_cluster_address_is_refused_at_once(no_ray_in_process, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["--dataset", "digits", "--profile", "smoke", "--methods", "random", "--fractions", "0.5",
               "--storage", str(tmp_path), "--name", "x", "--address", "127.0.0.1:1"])
