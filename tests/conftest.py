@@ -22,7 +22,7 @@ CPU = torch.device("cpu")
 # across the tests that do not touch Ray, so the suite starts it once, not once per group of tests
 # that ask for it. A test whose sweep joins another cluster (``--address``) asks for
 # ``no_ray_in_process`` (Ray allows one connection per process). Ray's own start and stop, as a user's
-# sweep does it, is what the tests' subprocess drivers run.
+# sweep does it, is run by the subprocess drivers that do not join it (``embedded_ray_address``).
 
 def start_embedded_ray() -> None:
     import ray

@@ -4,8 +4,8 @@ compute, and every stop (a signal, a deleted directory, a full disk) ends cleanl
 Real sweeps on digits in a subprocess, as a user runs them. The drivers start their own Ray (what a
 signal does to Ray's processes is the subject of some; with its own Ray, nothing of the deleted
 directory's sweep outlives the driver), except the disk-filling test's, which joins the session's
-(conftest ``embedded_ray_address``); the disk tests mount a small tmpfs (root, as in CI). The lock of a running experiment (a second writer refused, a killed writer's lock
-cleared) is tested with the killed driver of tests/test_sweep_e2e.py."""
+(conftest ``embedded_ray_address``); the disk tests mount a small tmpfs (root, as in CI). The lock of
+a running experiment (a second writer refused, a killed writer's lock cleared) is tested with the killed driver of tests/test_sweep_e2e.py."""
 
 from __future__ import annotations
 
@@ -174,7 +174,8 @@ def test_a_stop_signal_to_every_process_of_the_job_ends_the_driver_at_once_and_i
     import psutil  # Ray ships it
 
     folder = tmp_path / "job"
-    driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path), "--name", "job", "--artifacts", str(shared_artifacts)])
+    driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path), "--name", "job",
+                      "--artifacts", str(shared_artifacts)])
     # while a second trial runs and has made a checkpoint
     _wait_until(lambda: (_completed(folder / "optuna.journal") >= 1
                          and len(_checkpoints(folder)) > _completed(folder / "optuna.journal")), driver, "the job was stopped")
@@ -394,7 +395,8 @@ def test_a_sweep_that_cannot_fit_on_its_disk_is_refused_before_compute(small_dis
     assert not (tmp_path / "cache" / "teacher").exists()
 
 
-def test_a_disk_filling_up_stops_the_sweep_keeps_results_whole_and_resumes(embedded_ray_address, small_disk, shared_artifacts):
+def test_a_disk_filling_up_stops_the_sweep_keeps_results_whole_and_resumes(embedded_ray_address, small_disk,
+                                                                           shared_artifacts):
     folder = small_disk / "full"
     driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(small_disk), "--name", "full",
                       "--artifacts", str(shared_artifacts), "--address", embedded_ray_address])

@@ -238,7 +238,8 @@ def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(embedded_ray_address, shar
     # the resume of a sweep a signal stopped: tests/test_durability.py (SIGTERM, then a copy resumed)
 
 
-def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver_at_its_look(embedded_ray_address, tmp_path):
+def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver_at_its_look(embedded_ray_address,
+                                                                                               tmp_path):
     """--until-answered on digits: the first look decides the KD gain at f = 0.1 (digits' KD gain there is
     large), so that cell trains no more while the cell of the open question (the gain at f = 1, about
     nothing) grows to the next look's size; a driver killed during that round resumes with the first
@@ -246,8 +247,8 @@ def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver
     args = ["--dataset", "digits", "--profile", "demo", "--epochs", "4", "--min-steps", "100", "--methods", "random",
             "--fractions", "0.1", "1.0",
             "--trials-per-cell", "6", "--cohort-size", "3", "--max-trials", "12", "--until-answered", "kd-gain",
-            "--storage", str(tmp_path), "--name", "until"]
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args, "--address", embedded_ray_address], stdout=subprocess.PIPE,
+            "--storage", str(tmp_path), "--name", "until", "--address", embedded_ray_address]
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     looks_file = tmp_path / "until" / "looks.jsonl"  # a line per look: the record then
     deadline = time.time() + 300
@@ -333,8 +334,8 @@ def test_the_embedded_ray_listens_on_loopback_only():
     assert listening and set(listening) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
 
 
-def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_own_rows(embedded_ray_address, shared_artifacts,
-                                                                                        tmp_path):
+def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_own_rows(
+        embedded_ray_address, shared_artifacts, tmp_path):
     """Results and report are rewritten as cells finish, marked in progress; ``analysis.report`` works on
     the running experiment; and the rows the cohorts write of themselves give the same table as results.csv."""
     from analysis.report import main as report_main
