@@ -12,6 +12,7 @@ Modules: ``results`` (the tidy trials table), ``pooled`` (the pooled model of al
 the graphical multiple-testing procedures), ``alpha_f`` (one pooled fit per method, the direction
 test with family-wise error control), ``optimum`` (per cell: measurements, the cell-alone diagnostic, KD gain with its interval),
 ``simulate`` (sweeps simulated from a known truth, for ``bench/bench_calibration.py`` and the tests),
+``workers`` (the calibrations' simulated sweeps fitted in worker processes),
 ``figures`` and ``report`` (``analyse``, ``build_report``; kept out of this namespace so that
 ``python -m analysis.report`` runs clean).
 """

@@ -100,6 +100,8 @@ from typing import Callable
 import numpy as np
 from scipy import stats as sps
 
+from analysis import workers
+
 LEVEL = 0.95
 SIGNIFICANCE = 0.05
 BOX = (-0.25, 1.25)  # prior range of every anchor, in unit alpha
@@ -499,7 +501,9 @@ def null_statistic(cells: list[tuple[np.ndarray, np.ndarray]], sigma2: float, rn
     """``statistic`` (of a sweep's RssTable) at the no-relation truth closest to ``cells``, simulated:
     (its value on each of ``draws`` sweeps simulated there, the values a calibration uses: with
     ``bias_corrected`` the same draws corrected for fitting that truth to the data it is then held
-    against, else the same values).
+    against, else the same values). The simulated sweeps are fitted in ``analysis.workers``' processes
+    (``statistic`` must pickle: ``SignedZ``, ``PrintedSlope``); every draw is made here, in order, so
+    the values are the same at any number of processes.
 
     Why the correction: the truth is fitted to noisy trials (``no_relation_means``), and the fit
     flattens what makes the statistic lean (a peak's shape changing with f): at the nearest no-relation
@@ -520,12 +524,51 @@ def null_statistic(cells: list[tuple[np.ndarray, np.ndarray]], sigma2: float, rn
     sd = math.sqrt(sigma2)
     means = no_relation_means(cells)
     first = [simulated_sweep(cells, means, sd, rng) for _ in range(draws)]
-    values = np.array([statistic(table) for table in tables_of(first)])
+    # the second level's noise drawn here, in the order a loop over the first level's fits would draw
+    # it (a simulated sweep's noise does not depend on its means), so the fits can run in any process
+    second_noise = [[rng.normal(0.0, sd, len(u)) for u, _ in cells] for _ in first] if bias_corrected else None
+    tasks = [(statistic, [first[d] for d in block], None if second_noise is None else [second_noise[d] for d in block])
+             for block in workers.blocks(draws, workers.jobs())]
+    values, again = (np.array([v for part in parts for v in part])
+                     for parts in zip(*workers.map_in_workers(_simulated_statistic, tasks)))
     if not bias_corrected:
         return values, values
-    second = [simulated_sweep(cells, no_relation_means(sweep), sd, rng) for sweep in first]
-    again = np.array([statistic(table) for table in tables_of(second)])
     return values, 2 * values - again
+
+
+def _simulated_statistic(task) -> tuple[list[float], list[float]]:
+    """``null_statistic``'s fits of one block of simulated sweeps: (the statistic on each, and on the
+    sweep simulated from each one's own nearest no-relation truth with the noise given; empty without)."""
+    statistic, sweeps, second_noise = task
+    values = [statistic(table) for table in tables_of(sweeps)]
+    if second_noise is None:
+        return values, []
+    second = [[(u, mean + noise) for (u, _), mean, noise in zip(sweep, no_relation_means(sweep), noises)]
+              for sweep, noises in zip(sweeps, second_noise)]
+    return values, [statistic(table) for table in tables_of(second)]
+
+
+@dataclass(frozen=True)
+class PrintedSlope:
+    """The printed curve's clipped slope (posterior median, unit alpha per decade) of a sweep's table."""
+
+    x: np.ndarray
+    sigma2: float
+
+    def __call__(self, table: RssTable) -> float:
+        post = location_posterior(table, self.x, self.sigma2)
+        return post.summary(post.clipped_slope())[0]
+
+
+@dataclass(frozen=True)
+class SignedZ:
+    """The direction test's signed z (``DirectionTest.signed_z``) of a sweep's table."""
+
+    x: np.ndarray
+    sigma2: float
+
+    def __call__(self, table: RssTable) -> float:
+        return direction_test(table, self.x, self.sigma2).signed_z
 
 
 def null_slopes(cells: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, sigma2: float, rng: np.random.Generator,
@@ -534,10 +577,7 @@ def null_slopes(cells: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, sigma
     simulated at the no-relation truth closest to ``cells`` (``null_statistic``; with ``bias_corrected``
     each draw corrected as there): its lean there (the mean) and that lean's spread, which a test over
     replicates' slopes subtracts (``analysis.alpha_f.replicate_level``)."""
-    def slope(table: RssTable) -> float:
-        post = location_posterior(table, x, sigma2)
-        return post.summary(post.clipped_slope())[0]
-    return null_statistic(cells, sigma2, rng, draws, slope, bias_corrected)[1]
+    return null_statistic(cells, sigma2, rng, draws, PrintedSlope(x, sigma2), bias_corrected)[1]
 
 
 @dataclass
@@ -616,8 +656,7 @@ def calibrate(cells: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, sigma2:
     the posterior's and the calibrated one, so the test holds its level wherever either does (the
     calibrated one is normal-approximate: with every draw's optimum at the edge the simulated z have no
     spread, and there the posterior's p is exact)."""
-    z, used = null_statistic(cells, sigma2, rng, draws, lambda table: direction_test(table, x, sigma2).signed_z,
-                             bias_corrected)
+    z, used = null_statistic(cells, sigma2, rng, draws, SignedZ(x, sigma2), bias_corrected)
     null_mean, null_sd = float(used.mean()), float(z.std(ddof=1))
     spread = math.sqrt(null_sd**2 + used.var(ddof=1) / draws)  # uncorrected: sd sqrt(1 + 1/draws)
     gap = abs(observed.signed_z - null_mean)

@@ -28,6 +28,7 @@ from analysis.pooled import LEVEL, RATIO_BOUND, SIGNIFICANCE, t_quantile
 from analysis.comparisons import (kd_gain_by_f, kd_gain_by_noise, noise_gain_difference, noise_levels, random_vs_scored,
                                   teacher_capacity)
 from analysis.results import Experiment, ResultsError, load_experiment
+from analysis import workers
 from analysis.sequential import p_text
 from contract import FULL
 from contract.storage import write_bytes
@@ -595,6 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the tidy trials (.trials.csv/.parquet), cell optima (.cells.csv) and fits (.fit.json) go next to it")
     p.add_argument("--draws", "--bootstrap", dest="bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="posterior draws kept per alpha-f fit (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior draws (default 0)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="processes for the direction tests' simulations (default: every core this process may use; "
+                   "the numbers are the same at any count)")
     return p
 
 
@@ -605,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--bootstrap must be at least 2")
     if args.out and not args.out.endswith(".html"):
         parser.error(f"--out must name an .html file, got {args.out!r}")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    workers.set_jobs(args.jobs)
     start = time.perf_counter()
     try:
         experiment = load_experiment(args.experiment)

@@ -17,6 +17,7 @@ import sys
 import time
 
 import contract
+from analysis import workers
 from analysis.sequential import Looks
 from contract import METRIC, MODE, SWEEP_FILE, CohortSettings
 from contract.plugins import load_plugins, load_plugins_first
@@ -36,6 +37,14 @@ from trainables.artifacts import ArtifactStore
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the analysis in the driver (the planner's simulations, the looks, the live and the final report) runs
+    # its simulations in this process: the cores of the machine belong to the sweep's trials
+    # (``python -m analysis.report --jobs`` builds a report again on every core)
+    with workers.jobs_set_to(1):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     plugin_problem = load_plugins_first(argv)  # before the parser: its help lists the plugins' entries
     parser = build_parser()
     if plugin_problem:

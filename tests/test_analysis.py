@@ -976,7 +976,7 @@ def test_the_calibration_measures_the_lean_of_a_peak_whose_shape_changes_with_f(
         leans[truth] = calibration.null_mean
         # the same draws (the same generator): the fitted truth's own lean and the corrected one side by side
         plain, corrected = pooled.null_statistic(cells, sigma2, np.random.default_rng(0), pooled.CALIBRATION_DRAWS,
-                                                 lambda table: pooled.direction_test(table, x, sigma2).signed_z, True)
+                                                 pooled.SignedZ(x, sigma2), True)
         assert corrected.mean() == pytest.approx(calibration.null_mean)
         # uncorrected (a method's own fit): the fitted truth's own lean, the same first draws
         uncorrected = pooled.calibrate(cells, x, sigma2, observed, np.random.default_rng(0), bias_corrected=False)
@@ -987,3 +987,41 @@ def test_the_calibration_measures_the_lean_of_a_peak_whose_shape_changes_with_f(
     # +0.15 (sd 0.42), the fitted +0.05 and the corrected +0.03 (sd 0.17)
     assert leans["nearest_inverse"] < leans["none"] - 0.6 and abs(leans["none"]) < 0.5, leans
     assert shortfall["nearest_inverse"] < -0.05 and abs(shortfall["none"]) < 0.2, shortfall
+
+
+def _dies_in_a_worker(parent: int, item):
+    """Ends the worker process it runs in (a worker killed), or returns ``item`` where ``parent`` runs it."""
+    if os.getpid() != parent:
+        os._exit(1)
+    return item
+
+
+def test_the_simulations_give_the_same_numbers_in_worker_processes_as_in_place():
+    """``analysis.workers``: a calibration's simulated sweeps are fitted in worker processes (one BLAS
+    thread each) with the numbers bit for bit those of one process; a worker of another pool runs its
+    own in place; a pool whose worker dies leaves its items to this process."""
+    import concurrent.futures
+    import functools
+    import multiprocessing
+
+    from analysis import pooled, workers
+    from analysis.alpha_f import POOLED, group_data
+
+    trials = tidy(simulate_sweep("nearest_inverse", "grid", 8, seed=1, methods=("random", "el2n"),
+                                 fractions=(0.1, 0.3, 0.7), noise_scale=0.51))
+    group = group_data(trials, POOLED, (0.0, 1.0))
+    observed = pooled.direction_test(group.stats, group.x, group.sigma2)
+
+    def calibration(jobs: int) -> pooled.Calibration:
+        with workers.jobs_set_to(jobs):
+            return pooled.calibrate(group.cells, group.x, group.sigma2, observed, np.random.default_rng(0), draws=12,
+                                    bias_corrected=True)
+
+    alone = calibration(1)
+    assert calibration(2) == alone and calibration(3) == alone  # every float equal
+    with workers.jobs_set_to(2):
+        # each block runs in a worker process, its BLAS on one thread
+        assert workers.map_in_workers(os.getenv, ["OPENBLAS_NUM_THREADS"] * 2) == ["1", "1"]
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as other:
+            assert other.submit(workers.jobs).result() == 1  # the planner's and bench/'s workers: no nested pool
+        assert workers.map_in_workers(functools.partial(_dies_in_a_worker, os.getpid()), [1, 2, 3]) == [1, 2, 3]
