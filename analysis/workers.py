@@ -5,39 +5,46 @@ self-distillation study's analysis: 23 of 28 s). Each simulated sweep's fit is i
 others, so ``map_in_workers`` hands contiguous blocks of them to worker processes and collects the
 answers in order. The parent draws every simulated sweep in order before any is handed out, so a
 report's numbers are bit for bit the same at any number of jobs (``tests/test_analysis.py``). On 2
-cores that study's analysis takes 0.74x the time of one process (``bench/bench_analysis.py``; the
+cores that study's analysis takes 0.67x the time of one process (``bench/bench_analysis.py``; the
 rest of the analysis, about 45 %, stays on one core).
 
 How many: ``set_jobs`` (``python -m analysis.report --jobs``); by default every core this process may
-use. A process that is itself a worker of a pool (the planner's simulations, ``bench/``'s) runs its
-own simulations in place, so pools never nest, and so does the sweep's driver, whose machine's cores
+use. A worker process of any pool (this module's, the planner's, ``bench/``'s) runs its own
+simulations in place, so pools never nest, and so does the sweep's driver, whose machine's cores
 belong to the sweep's trials (``sweep.run``).
 
-Why forkserver: a fork of a process that runs threads (an in-process Ray's, in the driver or a
-notebook) can inherit a lock another thread held and hang; forkserver forks every worker from a
-fresh, single-threaded server that has imported this package's numerics. Each worker's BLAS runs on
-one thread: two workers each starting a thread per core oversubscribed the cores and were slower
-than one process (28.6 s against 25.8 s on the self-distillation study's analysis).
+Why plain subprocesses (``analysis.workers.serve``, pickled tasks over their stdin and stdout)
+rather than ``multiprocessing``: its fork can copy a lock that another thread of this process held
+(an in-process Ray's, in a notebook or a test session) and hang, and its forkserver and spawn import
+the caller's main script again in every worker, running a script without an ``if __name__ ==
+"__main__"`` guard a second time. A worker here imports only what the tasks name. Each worker's BLAS
+runs on one thread: two workers each starting a thread per core oversubscribed the cores and were
+slower than one process (28.6 s against 25.8 s on that study's analysis).
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import atexit
 import os
+import pickle
+import subprocess
+import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Callable, Sequence, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-_ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+WORKER_FLAG = "KDSWEEP_ANALYSIS_WORKER"  # set in a worker's environment: its own simulations run in place
+_ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _jobs: int | None = None  # None: every usable core
-_pool: ProcessPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()  # a live report's thread and the main thread may both ask for the pool
+_workers: list[subprocess.Popen] = []
+_lock = threading.Lock()  # a live report's thread and the main thread may both ask for the workers
+
+
+class WorkerLost(RuntimeError):
+    """A worker process ended before it answered (killed, or out of memory)."""
 
 
 def usable_cores() -> int:
@@ -52,7 +59,7 @@ def set_jobs(jobs: int | None) -> None:
     global _jobs
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
-    _jobs = jobs  # a pool already started stays for a later call that wants it
+    _jobs = jobs  # workers already started stay for a later call that wants them
 
 
 @contextmanager
@@ -67,21 +74,27 @@ def jobs_set_to(jobs: int | None):
 
 
 def jobs() -> int:
-    if multiprocessing.parent_process() is not None:
-        return 1  # a worker of someone's pool: its cores are taken
+    if os.environ.get(WORKER_FLAG) or _in_multiprocessing_worker():
+        return 1  # a worker of some pool: the cores are taken
     return _jobs if _jobs is not None else usable_cores()
+
+
+def _in_multiprocessing_worker() -> bool:
+    multiprocessing = sys.modules.get("multiprocessing")  # never imported: not a worker of its pools
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
 
 
 def map_in_workers(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
     """``[function(item) for item in items]``, in worker processes when there are more jobs and items
-    than one (``function`` and the items must pickle). A pool that breaks (a worker killed) is dropped
-    and the items run here: the same numbers."""
-    workers = min(jobs(), len(items))
-    if workers > 1:
-        try:
-            return list(_pool_of(workers).map(function, items))
-        except BrokenProcessPool:
-            _shut_down()
+    than one (``function`` and the items must pickle; an exception raised in a worker is raised here).
+    When a worker is lost the workers are ended and the items run here: the same numbers."""
+    count = min(jobs(), len(items))
+    if count > 1:
+        with _lock:
+            try:
+                return _map(_started(count), function, items)
+            except WorkerLost:
+                _end_workers()
     return [function(item) for item in items]
 
 
@@ -92,41 +105,80 @@ def blocks(count: int, parts: int) -> list[range]:
     return [range(a, b) for a, b in zip(edges, edges[1:])]
 
 
-@contextmanager
-def _one_blas_thread():
-    saved = {name: os.environ.get(name) for name in _ONE_THREAD}
-    os.environ.update({name: "1" for name in _ONE_THREAD})
+def _started(count: int) -> list[subprocess.Popen]:
+    """``count`` running workers (kept between calls: a worker's start, about half a second, is paid once)."""
+    _workers[:] = [worker for worker in _workers if worker.poll() is None]
+    while len(_workers) < count:
+        worker = subprocess.Popen([sys.executable, "-c", "from analysis.workers import serve; serve()"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, env={**os.environ, **_ONE_THREAD, WORKER_FLAG: "1"})
+        _send(worker, list(sys.path))  # the worker imports what this process would (a test's module too)
+        _workers.append(worker)
+    return _workers[:count]
+
+
+def _map(workers: list[subprocess.Popen], function, items) -> list:
+    """Item i to worker i mod len(workers), one at a time per worker, the answers read in order. Every
+    answer is read before an error is raised, so that none is left for the next call to read."""
+    answers, errors = [], []
+    for i, item in enumerate(items[:len(workers)]):
+        _send(workers[i], (function, item))
+    for i in range(len(items)):
+        worker = workers[i % len(workers)]
+        ok, value = _receive(worker)
+        (answers if ok else errors).append(value)
+        if i + len(workers) < len(items):
+            _send(worker, (function, items[i + len(workers)]))
+    if errors:
+        raise errors[0]
+    return answers
+
+
+def _send(worker: subprocess.Popen, message) -> None:
     try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        pickle.dump(message, worker.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        worker.stdin.flush()
+    except (BrokenPipeError, OSError) as error:
+        raise WorkerLost(f"analysis worker {worker.pid} ended") from error
 
 
-def _pool_of(workers: int) -> ProcessPoolExecutor:
-    """The process's pool (kept between calls: a worker's start, about a second, is paid once)."""
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < workers:
-            _shut_down()
-            if "forkserver" in multiprocessing.get_all_start_methods():
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(["analysis.pooled"])
-            else:  # Windows: every worker a fresh interpreter
-                context = multiprocessing.get_context("spawn")
-            # the server, and every worker forked from it, takes its environment when it starts: here
-            with _one_blas_thread():
-                _pool = ProcessPoolExecutor(workers, mp_context=context)
-                _pool.submit(int).result()
-            _pool_size = workers
-        return _pool
+def _receive(worker: subprocess.Popen) -> tuple[bool, object]:
+    try:
+        return pickle.load(worker.stdout)
+    except Exception as error:  # noqa: BLE001 -- an end of file, or an answer this process cannot read
+        raise WorkerLost(f"analysis worker {worker.pid} ended (exit code {worker.poll()})") from error
 
 
-def _shut_down() -> None:
-    global _pool, _pool_size
-    if _pool is not None:
-        _pool.shutdown(wait=True, cancel_futures=True)
-    _pool, _pool_size = None, 0
+@atexit.register
+def _end_workers() -> None:
+    """Close every worker's stdin (a worker ends at its end) and wait for it."""
+    for worker in _workers:
+        try:
+            worker.stdin.close()
+            worker.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            worker.kill()
+    _workers.clear()
+
+
+def serve() -> None:
+    """A worker's loop: (function, item) in, (True, result) or (False, exception) out, until stdin ends."""
+    answers = os.fdopen(os.dup(1), "wb")  # the answers' channel: what the tasks print goes to stderr instead
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    tasks = sys.stdin.buffer
+    try:
+        sys.path[:] = pickle.load(tasks)
+        while True:
+            function, item = pickle.load(tasks)
+            try:
+                answer = (True, function(item))
+            except Exception as error:  # noqa: BLE001 -- raised again in the caller
+                answer = (False, error)
+            try:
+                payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as error:  # noqa: BLE001 -- an answer that does not pickle
+                payload = pickle.dumps((False, RuntimeError(f"an analysis worker's answer did not pickle: {error!r}")))
+            answers.write(payload)
+            answers.flush()
+    except EOFError:  # the caller closed the tasks: done
+        return

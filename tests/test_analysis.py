@@ -996,13 +996,16 @@ def _dies_in_a_worker(parent: int, item):
     return item
 
 
-def test_the_simulations_give_the_same_numbers_in_worker_processes_as_in_place():
+def test_the_simulations_give_the_same_numbers_in_worker_processes_as_in_place(tmp_path):
     """``analysis.workers``: a calibration's simulated sweeps are fitted in worker processes (one BLAS
-    thread each) with the numbers bit for bit those of one process; a worker of another pool runs its
-    own in place; a pool whose worker dies leaves its items to this process."""
+    thread each) with the numbers bit for bit those of one process; a worker's error is raised here and
+    leaves no answer behind; a worker of another pool runs its own in place; a lost worker leaves its
+    items to this process; a script without a main guard runs once."""
     import concurrent.futures
     import functools
     import multiprocessing
+    import subprocess
+    import sys
 
     from analysis import pooled, workers
     from analysis.alpha_f import POOLED, group_data
@@ -1020,8 +1023,16 @@ def test_the_simulations_give_the_same_numbers_in_worker_processes_as_in_place()
     alone = calibration(1)
     assert calibration(2) == alone and calibration(3) == alone  # every float equal
     with workers.jobs_set_to(2):
-        # each block runs in a worker process, its BLAS on one thread
-        assert workers.map_in_workers(os.getenv, ["OPENBLAS_NUM_THREADS"] * 2) == ["1", "1"]
+        # each item runs in a worker process, its BLAS on one thread
+        assert workers.map_in_workers(os.getenv, ["OPENBLAS_NUM_THREADS"] * 3) == ["1", "1", "1"]
+        with pytest.raises(ValueError, match="'x'"):
+            workers.map_in_workers(int, ["1", "x", "3", "4"])
+        assert workers.map_in_workers(abs, [-5, -6, -7]) == [5, 6, 7]
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as other:
             assert other.submit(workers.jobs).result() == 1  # the planner's and bench/'s workers: no nested pool
         assert workers.map_in_workers(functools.partial(_dies_in_a_worker, os.getpid()), [1, 2, 3]) == [1, 2, 3]
+    script = tmp_path / "script.py"
+    script.write_text("from analysis import workers\nworkers.set_jobs(2)\nprint('ran')\n"
+                      "print(workers.map_in_workers(abs, [-1, -2]))\n")
+    ran = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    assert ran.stdout.split("\n")[:2] == ["ran", "[1, 2]"] and ran.stdout.count("ran") == 1
