@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -162,6 +163,8 @@ def _end_workers() -> None:
 
 def serve() -> None:
     """A worker's loop: (function, item) in, (True, result) or (False, exception) out, until stdin ends."""
+    # a Ctrl-C reaches the whole process group: the caller stops, and a worker ends when its tasks do
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     answers = os.fdopen(os.dup(1), "wb")  # the answers' channel: what the tasks print goes to stderr instead
     os.dup2(2, 1)
     sys.stdout = sys.stderr
