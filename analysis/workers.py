@@ -95,7 +95,12 @@ def map_in_workers(function: Callable[[Item], Result], items: Sequence[Item]) ->
             try:
                 return _map(_started(count), function, items)
             except WorkerLost:
-                _end_workers()
+                _end_workers(kill=True)
+            except BaseException:
+                # a task that does not pickle, a worker's error or a Ctrl-C: answers may be left unread in
+                # the pipes, which the next call would take for its own; fresh workers start next time
+                _end_workers(kill=True)
+                raise
     return [function(item) for item in items]
 
 
@@ -107,7 +112,7 @@ def blocks(count: int, parts: int) -> list[range]:
 
 
 def _started(count: int) -> list[subprocess.Popen]:
-    """``count`` running workers (kept between calls: a worker's start, about half a second, is paid once)."""
+    """``count`` running workers (kept between calls: a worker's start, about a second of imports, is paid once)."""
     _workers[:] = [worker for worker in _workers if worker.poll() is None]
     while len(_workers) < count:
         worker = subprocess.Popen([sys.executable, "-c", "from analysis.workers import serve; serve()"], stdin=subprocess.PIPE,
@@ -118,25 +123,26 @@ def _started(count: int) -> list[subprocess.Popen]:
 
 
 def _map(workers: list[subprocess.Popen], function, items) -> list:
-    """Item i to worker i mod len(workers), one at a time per worker, the answers read in order. Every
-    answer is read before an error is raised, so that none is left for the next call to read."""
-    answers, errors = [], []
+    """Item i to worker i mod len(workers), one at a time per worker, the answers read in order; the
+    first error a worker raised is raised here."""
+    answers = []
     for i, item in enumerate(items[:len(workers)]):
         _send(workers[i], (function, item))
     for i in range(len(items)):
         worker = workers[i % len(workers)]
         ok, value = _receive(worker)
-        (answers if ok else errors).append(value)
+        if not ok:
+            raise value
+        answers.append(value)
         if i + len(workers) < len(items):
             _send(worker, (function, items[i + len(workers)]))
-    if errors:
-        raise errors[0]
     return answers
 
 
 def _send(worker: subprocess.Popen, message) -> None:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)  # whole or not at all: no half a task sent
     try:
-        pickle.dump(message, worker.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        worker.stdin.write(payload)
         worker.stdin.flush()
     except (BrokenPipeError, OSError) as error:
         raise WorkerLost(f"analysis worker {worker.pid} ended") from error
@@ -150,10 +156,13 @@ def _receive(worker: subprocess.Popen) -> tuple[bool, object]:
 
 
 @atexit.register
-def _end_workers() -> None:
-    """Close every worker's stdin (a worker ends at its end) and wait for it."""
+def _end_workers(kill: bool = False) -> None:
+    """End every worker: at exit by closing its stdin (an idle worker ends at its end), or ``kill``
+    (one may be in the middle of a task whose answer nobody will read)."""
     for worker in _workers:
         try:
+            if kill:
+                worker.kill()
             worker.stdin.close()
             worker.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):

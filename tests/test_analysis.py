@@ -1027,6 +1027,9 @@ def test_the_simulations_give_the_same_numbers_in_worker_processes_as_in_place(t
         assert workers.map_in_workers(os.getenv, ["OPENBLAS_NUM_THREADS"] * 3) == ["1", "1", "1"]
         with pytest.raises(ValueError, match="'x'"):
             workers.map_in_workers(int, ["1", "x", "3", "4"])
+        assert workers.map_in_workers(abs, [-5, -6, -7]) == [5, 6, 7]  # no answer of the failed call read here
+        with pytest.raises(Exception, match="lambda"):
+            workers.map_in_workers(abs, [-1, lambda: 0, -3])  # a task that does not pickle
         assert workers.map_in_workers(abs, [-5, -6, -7]) == [5, 6, 7]
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as other:
             assert other.submit(workers.jobs).result() == 1  # the planner's and bench/'s workers: no nested pool
