@@ -86,7 +86,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from analysis import pooled  # noqa: E402
+from analysis import pooled, workers  # noqa: E402
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
 from analysis.power import PlannedDesign, direction_bounds  # noqa: E402
 from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, SHAPES, TRUTHS, has_optimum, optimal_range,  # noqa: E402
@@ -482,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     design.add_argument("--shapes", nargs="+", default=["parabola"], choices=SHAPES,
                         help="shapes of the peak in alpha (analysis.simulate; default parabola), each its own rows")
     args = parser.parse_args(argv)
+    # the sweeps are this bench's unit of parallel work (--jobs): each one's analysis runs in its own process
+    # (and --ratio-bound changes this process's peaks, which analysis.workers' processes would not see)
+    workers.set_jobs(1)
     if args.noise_from:
         args.noise_scale = noise_scale_of(parser, args.noise_from, args.label_noise[0])
     options = {"methods": tuple(args.methods), "fractions": tuple(args.fractions), "full": not args.no_full_cell,
