@@ -92,9 +92,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from analysis import pooled, workers  # noqa: E402
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
 from analysis.power import PlannedDesign, direction_bounds  # noqa: E402
-from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, SHAPES, TRUTHS, has_optimum, optimal_range,  # noqa: E402
-                               population_gain, population_optimum, replicate_move, simulate_sweep,
-                               true_accuracy, NOISE_SD)
+from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, NOISE_SD, SHAPES, TRUTHS, has_optimum,  # noqa: E402
+                               optimal_range, population_gain, population_optimum, replicate_move, simulate_sweep,
+                               true_accuracy)
 from contract import ALPHA_RANGE  # noqa: E402
 
 CLASSIC = ("none", "flat", "inverse", "direct")  # the default truths; the edge ones on request (--truths)
