@@ -519,6 +519,8 @@ def curves_differ(data: dict, method_cells: list[list[str]], sigma: float, df: f
     if df1 <= 0:
         return float("nan")
     statistic = max(rss_shared - rss_separate, 0.0) / df1 / sigma**2
+    if math.isinf(df):  # sigma given as known (fit_alpha_f(sigma=...)): chi-square; scipy's F is nan there
+        return float(sps.chi2.sf(statistic * df1, df1))
     return float(sps.f.sf(statistic, df1, max(df, 1.0)))
 
 

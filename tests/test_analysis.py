@@ -512,9 +512,13 @@ def test_methods_whose_curves_differ_are_not_pooled_and_shared_ones_are():
     """Random falls from the edge while EL2N stays flat at 0.3 (they meet at f = 1): no pooled verdict,
     each method's own stands; when both fall alike the pooled fit is tested as before."""
     # at half the default noise (the signal-to-noise of the real self-distillation sweep of the issue)
-    mixed = {fit.method: fit for fit in fit_alpha_f(tidy(simulate_sweep("mixed", "grid", 16, seed=2, noise_scale=0.5,
-                                                                          methods=("random", "el2n"))))}
+    frame = tidy(simulate_sweep("mixed", "grid", 16, seed=2, noise_scale=0.5, methods=("random", "el2n")))
+    mixed = {fit.method: fit for fit in fit_alpha_f(frame)}
     assert mixed["pooled"].relation == "not pooled" and mixed["pooled"].heterogeneity_p < 0.05
+    # the noise given as known (bench_calibration --sigma-known): the F test becomes a chi-square one (it read
+    # nan, and the pooled fit was tested whatever the methods' curves)
+    known = {fit.method: fit for fit in fit_alpha_f(frame, sigma=0.5 * NOISE_SD)}
+    assert known["pooled"].relation == "not pooled" and known["pooled"].heterogeneity_p < 0.05
     assert not mixed["pooled"].calibration  # no p beside "not pooled": the report prints no calibration under it
     assert "curves differ" in mixed["pooled"].verdict() and np.isnan(mixed["pooled"].p_adjusted)
     assert mixed["random"].relation == "inverse" and mixed["el2n"].relation == "no evidence"
