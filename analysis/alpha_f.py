@@ -504,7 +504,8 @@ def curves_differ(data: dict, method_cells: list[list[str]], sigma: float, df: f
     """The p-value of the hypothesis that every method of a group shares one alpha*(f) curve: an F test
     of one curve for all methods' cells against a curve per method (each method on its own cells,
     without the shared f = 1 cell, which would count in every method's fit), with every cell's
-    offset and curvature its own in both. A small p: the pooled fit would average curves that differ."""
+    offset and curvature its own in both. A small p: the pooled fit would average curves that differ.
+    With the noise given as known (``df`` infinite) it is the F test's limit, a chi-square test."""
     own = [[n for n in names if not _is_full(n, data)] for names in method_cells]
     own = [names for names in own if names]
     if len(own) < 2 or not math.isfinite(sigma) or sigma <= 0:
