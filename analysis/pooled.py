@@ -454,7 +454,12 @@ NULL_BEYOND = (np.linspace(1.0, 2.2, 481), np.linspace(-1.2, 0.0, 481))
 
 def no_relation_fit(st: CellStats) -> tuple[float, np.ndarray]:
     """(RSS, each cell's peak location) of the no-relation model closest to the cells' trials (least
-    squares over the peaks this module fits: an offset, a curvature and a sides' ratio per cell)."""
+    squares over the peaks this module fits: an offset, a curvature and a sides' ratio per cell).
+
+    Beyond the edge each cell's least-squares peak tends to overshoot a truth at the edge, where a
+    peak's shape makes the most lean; moving the peaks back to the edge end of what each cell's trials
+    allow held the pooled test's level there but cost more power than it freed (README, "Calibrated as
+    it is now")."""
     cells = len(st.n)
     shared = peak_rss(st, NULL_INSIDE[:, None]).sum(1)  # (V, 1): one location for every cell
     best = (float(shared.min()), np.full(cells, NULL_INSIDE[int(np.argmin(shared))]))
