@@ -55,9 +55,10 @@ its power per method and pooled beside the most any 5 % test could have at that 
 (``analysis.power.direction_bounds``: the Neyman-Pearson test of the truth against the no-relation truth
 nearest to it). A bound below a target says no analysis reaches it at this budget; a power above its
 bound says the test does not hold its level at that nearest no-relation truth, which ``--truths
-nearest_inverse nearest_direct nearest_edge_steep nearest_edge_shallow`` measures directly (FWER, and the
-false findings per method and pooled): alpha* the same at every f, the peak's shape changing with f
-(``analysis.simulate``), the least favourable null for a test against that alternative.
+nearest_inverse nearest_direct nearest_edge_steep nearest_edge_shallow`` measures directly (FWER, the
+false findings per method and pooled, and the coverage of every cell's alpha* interval there): alpha*
+the same at every f, the peak's shape changing with f (``analysis.simulate``), the least favourable null
+for a test against that alternative.
 
 With ``--shapes`` each shape of the peak in alpha (``analysis.simulate``: parabola, a Gaussian bump,
 asymmetric, a plateau) gets its own rows, drawn from the same seeds: the analysis fits a peak of
@@ -219,6 +220,8 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS, sh
         row[f"false_{truth}"] = _rate(x in ("inverse", "direct") for r in by[truth] for m in methods for x in r["relations"][m])
         row[f"false_{truth}_pooled"] = _rate(x in ("inverse", "direct") for r in by[truth]
                                              for x in r["relations"].get("pooled", []))
+        # and what the alpha* intervals do there: the peak's shape changes with f, so each location leans
+        row[f"coverage_{truth}"] = _rate(c for r in by[truth] for c in r.get("covered", []))
     # the most power any 5 % test could have against each alternative run (analysis.power.direction_bounds)
     if options is not None:
         planned = PlannedDesign(tuple(methods), tuple(options["fractions"]), options["full"], trials, design,
@@ -344,7 +347,7 @@ def print_bound_table(rows: list[dict], methods=METHODS) -> None:
     print()
     head = ("design", "n/cell", "shape",
             *(f"{t}: power / bound per method" + (" (pooled)" if pooled else "") for t in truths),
-            *(f"{t}: FWER, false per method" + (" (pooled)" if pooled else "") for t in nulls))
+            *(f"{t}: FWER, false per method" + (" (pooled)" if pooled else "") + ", alpha* coverage" for t in nulls))
     print(" | ".join(head))
     print("|".join("---" for _ in head))
     key = {"inverse": "power_mean", "direct": "power_direct", "edge_steep": "power_edge_steep",
@@ -361,7 +364,8 @@ def print_bound_table(rows: list[dict], methods=METHODS) -> None:
             cells.append(text)
         for t in nulls:
             text = f"{_pct(r[f'fwer_{t}']).strip()}, {_pct(r[f'false_{t}']).strip()}"
-            cells.append(text + (f" ({_pct(r[f'false_{t}_pooled']).strip()})" if pooled else ""))
+            text += f" ({_pct(r[f'false_{t}_pooled']).strip()})" if pooled else ""
+            cells.append(f"{text}, {_pct(r[f'coverage_{t}']).strip()}")
         print(" | ".join(cells))
 
 
