@@ -53,7 +53,10 @@ and the share with a pooled finding (the pooled fit should be withheld); coverag
 A table of power against bound: each alternative run (inverse, direct, edge_steep, edge_shallow) with
 its power per method and pooled beside the most any 5 % test could have at that design and noise
 (``analysis.power.direction_bounds``: the Neyman-Pearson test of the truth against the no-relation truth
-nearest to it). A bound below a target says no analysis reaches it at this budget; a power above its
+nearest to it), and what the report's procedure would find knowing the truth and the noise (each test
+two-sided, a method's only once the pooled direction is found, at Holm's levels:
+``analysis.power.procedure_bounds``; the smallest of the three is the one a power is held to). A bound
+below a target says no analysis reaches it at this budget; a power above its
 bound says the test does not hold its level at that nearest no-relation truth, which ``--truths
 nearest_inverse nearest_direct nearest_edge_steep nearest_edge_shallow`` measures directly (FWER, the
 false findings per method and pooled, and the coverage of every cell's alpha* interval there): alpha*
@@ -92,7 +95,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis import pooled, workers  # noqa: E402
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
-from analysis.power import PlannedDesign, direction_bounds  # noqa: E402
+from analysis.power import PlannedDesign, direction_distances, neyman_pearson_bounds, procedure_bounds  # noqa: E402
 from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, NOISE_SD, SHAPES, TRUTHS, has_optimum,  # noqa: E402
                                optimal_range, population_gain, population_optimum, replicate_move, simulate_sweep,
                                true_accuracy)
@@ -222,15 +225,20 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS, sh
                                              for x in r["relations"].get("pooled", []))
         # and what the alpha* intervals do there: the peak's shape changes with f, so each location leans
         row[f"coverage_{truth}"] = _rate(c for r in by[truth] for c in r.get("covered", []))
-    # the most power any 5 % test could have against each alternative run (analysis.power.direction_bounds)
+    # the most power any 5 % test could have against each alternative run (analysis.power.direction_bounds),
+    # and what the report's procedure would find with the truth and the noise known (procedure_bounds)
     if options is not None:
         planned = PlannedDesign(tuple(methods), tuple(options["fractions"]), options["full"], trials, design,
                                 options["replicates"], tuple(options["label_noise"]))
         for truth in ("inverse", "direct", "edge_steep", "edge_shallow"):
             if by[truth]:
-                bounds = direction_bounds(planned, options["noise_scale"], truth, shape=shape)
+                distances = direction_distances(planned, options["noise_scale"], truth, shape=shape)
+                bounds = neyman_pearson_bounds(distances)
+                procedure = procedure_bounds(distances)
                 row[f"bound_{truth}"] = float(np.mean([bounds[m] for m in methods]))
                 row[f"bound_{truth}_pooled"] = bounds.get("pooled", float("nan"))
+                row[f"procedure_{truth}"] = float(np.mean([procedure[m] for m in methods]))
+                row[f"procedure_{truth}_pooled"] = procedure.get("pooled", float("nan"))
     row["fwer_none"] = _rate(r["any_finding"] for r in by["none"])
     row["fwer_flat"] = _rate(r["any_finding"] for r in by["flat"])
     row["fwer_none_within"] = _rate(r["any_within"] for r in by["none"])
@@ -336,9 +344,11 @@ def print_table(rows: list[dict], methods=METHODS) -> None:
 
 def print_bound_table(rows: list[dict], methods=METHODS) -> None:
     """Each alternative's power beside the most any 5 % test could have (the Neyman-Pearson bound at the
-    nearest no-relation truth), and the false findings at that nearest truth itself. A power above its
-    bound means the test does not hold its level at some no-relation truth; a bound below a target
-    means no analysis reaches it at this budget."""
+    nearest no-relation truth) and what the report's procedure would find with the truth and the noise
+    known (two-sided, a method only after the pooled direction, at Holm's levels: ``procedure_bounds``),
+    and the false findings at that nearest truth itself. A power above its bound means the test does
+    not hold its level at some no-relation truth; a bound below a target means no analysis reaches it
+    at this budget, the procedure's no analysis of the report's shape."""
     truths = [t for t in ("inverse", "direct", "edge_steep", "edge_shallow") if any(f"bound_{t}" in r for r in rows)]
     nulls = [t for t in NEAREST if any(math.isfinite(r[f"fwer_{t}"]) for r in rows)]
     if not truths and not nulls:
@@ -346,7 +356,7 @@ def print_bound_table(rows: list[dict], methods=METHODS) -> None:
     pooled = len(methods) > 1
     print()
     head = ("design", "n/cell", "shape",
-            *(f"{t}: power / bound per method" + (" (pooled)" if pooled else "") for t in truths),
+            *(f"{t}: power / bound / procedure's per method" + (" (pooled)" if pooled else "") for t in truths),
             *(f"{t}: FWER, false per method" + (" (pooled)" if pooled else "") + ", alpha* coverage" for t in nulls))
     print(" | ".join(head))
     print("|".join("---" for _ in head))
@@ -357,10 +367,10 @@ def print_bound_table(rows: list[dict], methods=METHODS) -> None:
     for r in rows:
         cells = [r["design"], str(r["trials"]), r["shape"]]
         for t in truths:
-            text = f"{_pct(r[key[t]]).strip()} / {_pct(r.get(f'bound_{t}')).strip()}"
+            text = " / ".join(_pct(v).strip() for v in (r[key[t]], r.get(f"bound_{t}"), r.get(f"procedure_{t}")))
             if pooled:
-                measured = r.get(pooled_key[t])
-                text += f" ({_pct(measured).strip()} / {_pct(r.get(f'bound_{t}_pooled')).strip()})"
+                text += " ({})".format(" / ".join(_pct(v).strip() for v in (
+                    r.get(pooled_key[t]), r.get(f"bound_{t}_pooled"), r.get(f"procedure_{t}_pooled"))))
             cells.append(text)
         for t in nulls:
             text = f"{_pct(r[f'fwer_{t}']).strip()}, {_pct(r[f'false_{t}']).strip()}"

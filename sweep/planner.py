@@ -168,8 +168,10 @@ def plan_lines(plan: SweepPlan, train_size: int, noise: NoiseLevel, plan_sweeps:
     for question in powers:
         when = (f" (decided at {question.students:.0f} students on average)"
                 if plan.sequential and target is None and math.isfinite(question.students) else "")
-        bound = (f" (no 5 % test could exceed {100 * question.bound:.0f}% here)"
-                 if math.isfinite(question.bound) and question.bound < 0.995 else "")
+        # what the report's procedure could reach knowing the truth and the noise, and any 5 % test
+        bound = (f" (with the truth known: the report's test {100 * question.procedure_bound:.0f}%, "
+                 f"any 5 % test {100 * question.bound:.0f}%)"
+                 if math.isfinite(question.procedure_bound) and question.procedure_bound < 0.995 else "")
         lines.append(f"  {100 * question.power:3.0f}% ± {100 * question.standard_error:.0f}  {question.question}{when}{bound}")
     if plan.sequential and target is None and powers:
         lines.append(f"  students trained: {powers[0].sweep_students:.0f} on average, of at most {plan.most_trials} "

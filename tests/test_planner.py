@@ -24,8 +24,11 @@ def test_the_planned_power_follows_the_signal_to_noise_and_names_every_question(
     for question in noisy.values():
         if question.kind == "alpha-f direction":
             assert 0.05 < question.bound < 0.9 and question.power <= question.bound + 3 * question.standard_error
+            # and what the report's own procedure could reach knowing the truth (two-sided, Holm's levels): less
+            assert 0 < question.procedure_bound < question.bound
+            assert question.power <= question.procedure_bound + 3 * question.standard_error
         else:
-            assert question.bound != question.bound  # nan
+            assert question.bound != question.bound and question.procedure_bound != question.procedure_bound  # nan
 
 
 def test_the_target_power_is_reached_with_the_fewest_students_on_the_ladder_or_refused():
@@ -70,6 +73,36 @@ def test_the_power_bound_is_the_level_at_every_no_relation_truth_and_grows_with_
     for group in ("random", "el2n", "pooled"):
         assert 0.05 < shallow[group] < steep[group] and shallow[group] < more[group]
     assert shallow["random"] < shallow["pooled"]  # the pooled fit reads every method's cells
+
+
+def test_the_procedure_bound_is_the_reports_procedure_with_the_truth_known():
+    """``procedure_bounds``: each fit's Neyman-Pearson statistic (normal, mean its distance, sd 1) put
+    through the report's procedure: two-sided tests, the pooled direction first at 5 %, the methods only
+    after it, at Holm's levels. Checked against the procedure's rates written out by hand."""
+    from scipy import stats
+
+    from analysis.power import procedure_bounds
+
+    def side(d, level):  # P(two-sided p <= level and the true sign), one statistic of mean d
+        return stats.norm.sf(stats.norm.isf(level / 2) - d)
+
+    def either(d, level):  # P(two-sided p <= level), either sign
+        return side(d, level) + stats.norm.cdf(-stats.norm.isf(level / 2) - d)
+
+    mc = 4 * (0.25 / 200_000) ** 0.5  # four Monte Carlo standard errors at the default draws
+    # one method and no pooled fit: a two-sided 5 % test
+    assert abs(procedure_bounds({"a": 2.0})["a"] - side(2.0, 0.05)) < mc
+    # two methods after a pooled direction always found: Holm, a at 2.5 % or at 5 % once b is found at 2.5 %
+    rates = procedure_bounds({"a": 2.0, "b": 1.0, "pooled": 50.0})
+    assert abs(rates["a"] - (side(2.0, 0.025) + (side(2.0, 0.05) - side(2.0, 0.025)) * either(1.0, 0.025))) < mc
+    assert abs(rates["b"] - (side(1.0, 0.025) + (side(1.0, 0.05) - side(1.0, 0.025)) * either(2.0, 0.025))) < mc
+    assert rates["pooled"] == 1.0
+    # with no relation in the pooled fit the methods wait for its false finding: the level holds
+    rates = procedure_bounds({"a": 0.0, "b": 0.0, "pooled": 0.0})
+    assert abs(rates["pooled"] - 0.025) < mc and all(rates[m] < 0.025 for m in "ab")
+    # the pooled gate costs the methods power where the pooled fit has less evidence than they do
+    weak, strong = (procedure_bounds({"a": 3.0, "b": 3.0, "pooled": d})["a"] for d in (1.0, 6.0))
+    assert weak < strong
 
 
 def test_a_worker_that_dies_leaves_the_power_to_this_process(monkeypatch):

@@ -124,6 +124,10 @@ def test_a_sequential_sweep_is_planned_look_by_look_and_bad_sequential_flags_are
     assert re.search(r"compute: 20 students, [\d,]+ optimisation steps .* at the first look; at most 80 students", out)
     assert "simulated sweeps of this sequential design, its looks' decisions" in out
     assert re.search(r"\d+% ± \d+  alpha\*\(f\) falls with f: pooled over the methods", out)
+    # beside a direction: what the report's test could reach knowing the truth, under what any 5 % test could
+    reach = re.search(r"falls with f: pooled over the methods(?: \(decided at \d+ students on average\))? "
+                      r"\(with the truth known: the report's test (\d+)%, any 5 % test (\d+)%\)", out)
+    assert reach and int(reach.group(1)) <= int(reach.group(2)), out
     trained = re.search(r"students trained: (\d+) on average, of at most 80", out)
     assert trained and 20 < int(trained.group(1)) <= 80, out  # 4 students per cell answer nothing: it goes on
     assert not (tmp_path / "seq").exists()
