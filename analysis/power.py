@@ -142,9 +142,9 @@ def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40
     kinds = {name: kind for found, _ in results for name, (kind, _, _) in found.items()}  # in the order first found
     trained = float(np.mean([students for _, students in results]))
     most = sequential[0].most if sequential else design.trials_per_cell
-    distances = direction_distances(replace(design, trials_per_cell=most), noise_scale, truth) if kinds else {}
-    bounds = neyman_pearson_bounds(distances)
-    procedure = procedure_bounds(distances) if distances else {}
+    evidence = direction_evidence(replace(design, trials_per_cell=most), noise_scale, truth) if kinds else None
+    bounds = neyman_pearson_bounds(evidence) if evidence else {}
+    procedure = procedure_bounds(evidence) if evidence else {}
     powers = []
     for name, kind in kinds.items():
         hits = [found[name] for found, _ in results if name in found and found[name][1]]
@@ -158,18 +158,31 @@ def plan_power(design: PlannedDesign, noise_scale: float = 1.0, sweeps: int = 40
     return powers
 
 
-def direction_distances(design: PlannedDesign, noise_scale: float = 1.0, truth: str = "inverse", seed: int = 0,
-                        shape: str = "parabola") -> dict[str, float]:
-    """{method, or "pooled" with several methods: the distance between ``truth`` (its peak of ``shape``)
-    and the no-relation truth closest to it, in units of the trial-to-trial sd, at this design's alphas}.
+@dataclass(frozen=True)
+class DirectionEvidence:
+    """What a design can know of a truth's alpha-f direction: for each fit (a method with the f = 1 cell,
+    and "pooled" with several methods) the Neyman-Pearson statistic of the no-relation truth closest to
+    the truth against the truth itself, the noise known. Each is normal with sd 1 and mean ``distance``
+    (the two truths' distance in units of the trial-to-trial sd); the fits share cells (every method
+    the f = 1 cell, the pooled fit all), so their statistics correlate (``correlation``)."""
+
+    names: tuple[str, ...]
+    distance: np.ndarray
+    correlation: np.ndarray
+
+
+def direction_evidence(design: PlannedDesign, noise_scale: float = 1.0, truth: str = "inverse", seed: int = 0,
+                       shape: str = "parabola") -> DirectionEvidence:
+    """``DirectionEvidence`` of ``truth`` (its peak of ``shape``) at this design's alphas and noise.
 
     The truth's expected validation accuracies at the design's alphas against the no-relation truth
     closest to them (``analysis.pooled.no_relation_fit``), least squares over the peaks ``analysis.pooled``
     fits (an offset, a curvature and a sides' ratio per cell): either one peak location at every f inside
     the searched range, or every cell's optimum at the same edge (its peak anywhere beyond it, cell by
-    cell: alpha* = 1 at every f is no relation whatever lies beyond 1). The square root of that residual
-    sum of squares over the noise sd (``analysis.simulate.NOISE_SD`` x ``noise_scale``) is the mean of
-    the Neyman-Pearson statistic of that null against the truth, the noise known (sd 1)."""
+    cell: alpha* = 1 at every f is no relation whatever lies beyond 1). A fit's statistic is its trials'
+    accuracies projected on the difference between the two, over the noise sd (``analysis.simulate.
+    NOISE_SD`` x ``noise_scale``); two fits' statistics correlate as their differences on the trials
+    they share."""
     from analysis.simulate import NOISE_SD, simulate_sweep, true_accuracy
 
     # the design's alphas (a grid design's do not depend on the accuracies; an adaptive one's are one draw)
@@ -183,12 +196,18 @@ def direction_distances(design: PlannedDesign, noise_scale: float = 1.0, truth: 
     groups = {m: [c for c in cells if c[0] in (m, FULL)] for m in design.methods}
     if len(design.methods) > 1:
         groups["pooled"] = list(cells)
+    offsets = dict(zip(cells, np.cumsum([0] + [len(u) for u, _ in cells.values()])))
     sd = NOISE_SD * noise_scale
-    distances = {}
-    for name, members in groups.items():
-        rss, _ = pooled.no_relation_fit(pooled.CellStats.of([cells[c] for c in members]))
-        distances[name] = math.sqrt(max(rss, 0.0)) / sd
-    return distances
+    differences = np.zeros((len(groups), sum(len(u) for u, _ in cells.values())))  # (fits, every trial)
+    for row, members in zip(differences, groups.values()):
+        nearest = pooled.no_relation_means([cells[c] for c in members])
+        for c, mean in zip(members, nearest):
+            row[offsets[c]:offsets[c] + len(mean)] = (cells[c][1] - mean) / sd
+    distance = np.linalg.norm(differences, axis=1)
+    unit = differences / np.where(distance > 0, distance, 1.0)[:, None]
+    correlation = unit @ unit.T
+    np.fill_diagonal(correlation, 1.0)  # also where a fit's distance is 0 (a no-relation truth)
+    return DirectionEvidence(tuple(groups), distance, correlation)
 
 
 def direction_bounds(design: PlannedDesign, noise_scale: float = 1.0, truth: str = "inverse",
@@ -197,58 +216,58 @@ def direction_bounds(design: PlannedDesign, noise_scale: float = 1.0, truth: str
     direction could have at this design and noise when ``truth`` holds (its peak of ``shape``)}.
 
     An upper bound whatever the analysis: any test that holds its level whenever there is no relation
-    holds it at the no-relation truth closest to ``truth`` (``direction_distances``), so none has more
+    holds it at the no-relation truth closest to ``truth`` (``direction_evidence``), so none has more
     power than the Neyman-Pearson test of that point against the truth, the noise known: Phi(D - z), D
     the distance between the two in units of the trial-to-trial sd, z the one-sided normal quantile of
     ``level``. It knows the truth exactly, which no real test does, so a real test's power lies below
     it; a design whose bound misses a target cannot reach it. ``procedure_bounds`` asks the same of the
     report's own procedure (two-sided, Holm's levels among the methods)."""
-    return neyman_pearson_bounds(direction_distances(design, noise_scale, truth, seed, shape), level)
+    return neyman_pearson_bounds(direction_evidence(design, noise_scale, truth, seed, shape), level)
 
 
-def neyman_pearson_bounds(distances: dict[str, float], level: float = pooled.SIGNIFICANCE) -> dict[str, float]:
-    """``direction_bounds`` from ``direction_distances``: Phi(D - z) for each fit."""
+def neyman_pearson_bounds(evidence: DirectionEvidence, level: float = pooled.SIGNIFICANCE) -> dict[str, float]:
+    """``direction_bounds`` from ``direction_evidence``: Phi(D - z) for each fit."""
     z = float(sps.norm.ppf(1 - level))
-    return {name: float(sps.norm.cdf(d - z)) for name, d in distances.items()}
+    return {name: float(sps.norm.cdf(d - z)) for name, d in zip(evidence.names, evidence.distance)}
 
 
 PROCEDURE_DRAWS = 200_000  # Monte Carlo draws of procedure_bounds: its rates to about 0.1 point
 
 
-def procedure_bounds(distances: dict[str, float], level: float = pooled.SIGNIFICANCE, draws: int = PROCEDURE_DRAWS,
+def procedure_bounds(evidence: DirectionEvidence, level: float = pooled.SIGNIFICANCE, draws: int = PROCEDURE_DRAWS,
                      seed: int = 0) -> dict[str, float]:
     """{method, or "pooled": how often the report's procedure would find the true direction if each of its
-    tests were the Neyman-Pearson one, the truth and the noise known}, from ``direction_distances``.
+    tests were the Neyman-Pearson one, the truth and the noise known}, from ``direction_evidence``.
 
     ``direction_bounds`` is the most any one-sided 5 % test could have; the report asks more of its tests
     (``analysis.alpha_f.adjust_directions``): each must tell either direction (two-sided: 2.5 % a side),
     and a method is tested only once the pooled direction is found, at Holm's levels among the methods
     (the smallest p at 5 % / methods). So where a method's bound is 47 % the report's procedure, even
-    knowing the truth, finds it far less often, and this is the number a test of the report's shape
-    can be held to. Each fit's statistic is drawn as normal with mean its distance and sd 1, the methods'
-    independent (their shared f = 1 cell ignored) and the pooled one their best linear combination (its
-    mean the pooled distance). The pooled fit is taken as tested, as it is when the methods share one
-    curve (every truth of ``TRUTHS``); with several label noise levels each level is taken as tested at
-    the whole ``level`` (the report splits it), so the rate stays above what the report could reach."""
+    knowing the truth, finds it far less often: the number a test of the report's shape can be held to.
+    The fits' statistics are drawn jointly (normal, their correlations from the cells they share). The
+    pooled fit is taken as tested, as it is when the methods share one curve (every truth of
+    ``TRUTHS``); with several label noise levels each level is taken as tested at the whole ``level``
+    (the report splits it), so the rate stays above what the report could reach there."""
     rng = np.random.default_rng(seed)
-    methods = [name for name in distances if name != "pooled"]
-    d = np.array([distances[m] for m in methods], float)
-    noise = rng.normal(0.0, 1.0, (draws, len(d)))
-    z = d + noise
+    # the correlation's square root by its eigenvalues (semidefinite where a fit has no distance to its null)
+    values, vectors = np.linalg.eigh(evidence.correlation)
+    z = evidence.distance + rng.normal(0.0, 1.0, (draws, len(values))) @ (vectors * np.sqrt(np.clip(values, 0, None))).T
+    names = list(evidence.names)
+    methods = [i for i, name in enumerate(names) if name != "pooled"]
     out = {}
     gate = np.ones(draws, bool)
-    if "pooled" in distances:
-        weights = d / np.linalg.norm(d) if np.linalg.norm(d) > 0 else np.full(len(d), 1 / math.sqrt(len(d)))
-        z_pooled = distances["pooled"] + noise @ weights
+    if "pooled" in names:
+        z_pooled = z[:, names.index("pooled")]
         gate = np.abs(z_pooled) >= sps.norm.isf(level / 2)
         out["pooled"] = float(np.mean(gate & (z_pooled > 0)))
     # Holm among the methods: the k-th smallest two-sided p against level / (methods - k), until one fails
-    p = 2 * sps.norm.sf(np.abs(z))
+    zm = z[:, methods]
+    p = 2 * sps.norm.sf(np.abs(zm))
     rank = np.argsort(np.argsort(p, axis=1), axis=1)
-    steps = np.sort(p, axis=1) <= level / np.arange(len(d), 0, -1)
+    steps = np.sort(p, axis=1) <= level / np.arange(len(methods), 0, -1)
     rejected_count = np.cumprod(steps, axis=1).sum(1)
-    found = gate[:, None] & (rank < rejected_count[:, None]) & (z > 0)
-    out.update({m: float(found[:, i].mean()) for i, m in enumerate(methods)})
+    found = gate[:, None] & (rank < rejected_count[:, None]) & (zm > 0)
+    out.update({names[i]: float(found[:, k].mean()) for k, i in enumerate(methods)})
     return out
 
 

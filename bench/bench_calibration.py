@@ -95,7 +95,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis import pooled, workers  # noqa: E402
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
-from analysis.power import PlannedDesign, direction_distances, neyman_pearson_bounds, procedure_bounds  # noqa: E402
+from analysis.power import PlannedDesign, direction_evidence, neyman_pearson_bounds, procedure_bounds  # noqa: E402
 from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, NOISE_SD, SHAPES, TRUTHS, has_optimum,  # noqa: E402
                                optimal_range, population_gain, population_optimum, replicate_move, simulate_sweep,
                                true_accuracy)
@@ -232,9 +232,8 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS, sh
                                 options["replicates"], tuple(options["label_noise"]))
         for truth in ("inverse", "direct", "edge_steep", "edge_shallow"):
             if by[truth]:
-                distances = direction_distances(planned, options["noise_scale"], truth, shape=shape)
-                bounds = neyman_pearson_bounds(distances)
-                procedure = procedure_bounds(distances)
+                evidence = direction_evidence(planned, options["noise_scale"], truth, shape=shape)
+                bounds, procedure = neyman_pearson_bounds(evidence), procedure_bounds(evidence)
                 row[f"bound_{truth}"] = float(np.mean([bounds[m] for m in methods]))
                 row[f"bound_{truth}_pooled"] = bounds.get("pooled", float("nan"))
                 row[f"procedure_{truth}"] = float(np.mean([procedure[m] for m in methods]))

@@ -76,12 +76,20 @@ def test_the_power_bound_is_the_level_at_every_no_relation_truth_and_grows_with_
 
 
 def test_the_procedure_bound_is_the_reports_procedure_with_the_truth_known():
-    """``procedure_bounds``: each fit's Neyman-Pearson statistic (normal, mean its distance, sd 1) put
-    through the report's procedure: two-sided tests, the pooled direction first at 5 %, the methods only
-    after it, at Holm's levels. Checked against the procedure's rates written out by hand."""
+    """``procedure_bounds``: each fit's Neyman-Pearson statistic (normal, mean its distance, sd 1, the
+    fits' correlated) put through the report's procedure: two-sided tests, the pooled direction first at
+    5 %, the methods only after it, at Holm's levels. Checked against the procedure's rates written out by
+    hand, and the correlations against the trials the fits share."""
+    import numpy as np
     from scipy import stats
 
-    from analysis.power import procedure_bounds
+    from analysis.power import DirectionEvidence, direction_evidence, procedure_bounds
+
+    def evidence(correlation=0.0, **distance):
+        names = tuple(distance)
+        shared = np.full((len(names), len(names)), correlation)
+        np.fill_diagonal(shared, 1.0)
+        return DirectionEvidence(names, np.array(list(distance.values()), float), shared)
 
     def side(d, level):  # P(two-sided p <= level and the true sign), one statistic of mean d
         return stats.norm.sf(stats.norm.isf(level / 2) - d)
@@ -91,18 +99,31 @@ def test_the_procedure_bound_is_the_reports_procedure_with_the_truth_known():
 
     mc = 4 * (0.25 / 200_000) ** 0.5  # four Monte Carlo standard errors at the default draws
     # one method and no pooled fit: a two-sided 5 % test
-    assert abs(procedure_bounds({"a": 2.0})["a"] - side(2.0, 0.05)) < mc
+    assert abs(procedure_bounds(evidence(a=2.0))["a"] - side(2.0, 0.05)) < mc
     # two methods after a pooled direction always found: Holm, a at 2.5 % or at 5 % once b is found at 2.5 %
-    rates = procedure_bounds({"a": 2.0, "b": 1.0, "pooled": 50.0})
+    rates = procedure_bounds(evidence(a=2.0, b=1.0, pooled=50.0))
     assert abs(rates["a"] - (side(2.0, 0.025) + (side(2.0, 0.05) - side(2.0, 0.025)) * either(1.0, 0.025))) < mc
     assert abs(rates["b"] - (side(1.0, 0.025) + (side(1.0, 0.05) - side(1.0, 0.025)) * either(2.0, 0.025))) < mc
     assert rates["pooled"] == 1.0
+    # three methods whose statistics are one: all found together, at Holm's first level
+    rates = procedure_bounds(evidence(1.0, a=2.5, b=2.5, c=2.5, pooled=50.0))
+    assert all(abs(rates[m] - side(2.5, 0.05 / 3)) < mc for m in "abc")
     # with no relation in the pooled fit the methods wait for its false finding: the level holds
-    rates = procedure_bounds({"a": 0.0, "b": 0.0, "pooled": 0.0})
+    rates = procedure_bounds(evidence(a=0.0, b=0.0, pooled=0.0))
     assert abs(rates["pooled"] - 0.025) < mc and all(rates[m] < 0.025 for m in "ab")
     # the pooled gate costs the methods power where the pooled fit has less evidence than they do
-    weak, strong = (procedure_bounds({"a": 3.0, "b": 3.0, "pooled": d})["a"] for d in (1.0, 6.0))
+    weak, strong = (procedure_bounds(evidence(a=3.0, b=3.0, pooled=d))["a"] for d in (1.0, 6.0))
     assert weak < strong
+    # a design's: every method's statistic reads the shared f = 1 cell, so the methods' correlate, more
+    # where the f = 1 cell tells the truth from its null most (the fall from the edge ends there)
+    design = PlannedDesign(methods=("random", "el2n"), fractions=(0.1, 0.3, 0.7), full=True, trials_per_cell=16,
+                           alpha_design="grid")
+    inverse, steep = (direction_evidence(design, noise_scale=0.5, truth=t) for t in ("inverse", "edge_steep"))
+    for found in (inverse, steep):
+        assert found.names == ("random", "el2n", "pooled")
+        assert np.allclose(np.diag(found.correlation), 1) and np.all(np.linalg.eigvalsh(found.correlation) > -1e-9)
+        assert 0 < found.correlation[0, 1] < found.correlation[0, 2] < 1  # the pooled fit reads each method's cells
+    assert inverse.correlation[0, 1] < steep.correlation[0, 1]
 
 
 def test_a_worker_that_dies_leaves_the_power_to_this_process(monkeypatch):
