@@ -169,6 +169,7 @@ class DirectionEvidence:
     names: tuple[str, ...]
     distance: np.ndarray
     correlation: np.ndarray
+    replicates: int = 1  # study replicates the cells come from, each with its share of the distance
 
 
 def direction_evidence(design: PlannedDesign, noise_scale: float = 1.0, truth: str = "inverse", seed: int = 0,
@@ -207,7 +208,7 @@ def direction_evidence(design: PlannedDesign, noise_scale: float = 1.0, truth: s
     unit = differences / np.where(distance > 0, distance, 1.0)[:, None]
     correlation = unit @ unit.T
     np.fill_diagonal(correlation, 1.0)  # also where a fit's distance is 0 (a no-relation truth)
-    return DirectionEvidence(tuple(groups), distance, correlation)
+    return DirectionEvidence(tuple(groups), distance, correlation, design.replicates)
 
 
 def direction_bounds(design: PlannedDesign, noise_scale: float = 1.0, truth: str = "inverse",
@@ -244,25 +245,35 @@ def procedure_bounds(evidence: DirectionEvidence, level: float = pooled.SIGNIFIC
     and a method is tested only once the pooled direction is found, at Holm's levels among the methods
     (the smallest p at 5 % / methods). So where a method's bound is 47 % the report's procedure, even
     knowing the truth, finds it far less often: the number a test of the report's shape can be held to.
-    The fits' statistics are drawn jointly (normal, their correlations from the cells they share). The
-    pooled fit is taken as tested, as it is when the methods share one curve (every truth of
-    ``TRUTHS``); with several label noise levels each level is taken as tested at the whole ``level``
-    (the report splits it), so the rate stays above what the report could reach there."""
+    The fits' statistics are drawn jointly (normal, their correlations from the cells they share). With
+    replicates the report's test is a t test over the replicates' slopes (R - 1 degrees of freedom), and
+    so is this one's: each replicate's statistic carries its share of the distance (D / sqrt(R)), and the
+    t over them is what is tested; replicates differ only by their noise here, as in the planner's
+    simulations. The pooled fit is taken as tested, as it is when the methods share one curve (every
+    truth of ``TRUTHS``); with several label noise levels each level is taken as tested at the whole
+    ``level`` (the report splits it), so the rate stays above what the report could reach there."""
     rng = np.random.default_rng(seed)
     # the correlation's square root by its eigenvalues (semidefinite where a fit has no distance to its null)
     values, vectors = np.linalg.eigh(evidence.correlation)
-    z = evidence.distance + rng.normal(0.0, 1.0, (draws, len(values))) @ (vectors * np.sqrt(np.clip(values, 0, None))).T
+    root = vectors * np.sqrt(np.clip(values, 0, None))
+    count = evidence.replicates
+    if count == 1:
+        z = evidence.distance + rng.normal(0.0, 1.0, (draws, len(values))) @ root.T
+        p = 2 * sps.norm.sf(np.abs(z))
+    else:  # (draws, replicates, fits): each replicate's statistics, then the t over the replicates
+        each = evidence.distance / math.sqrt(count) + rng.normal(0.0, 1.0, (draws, count, len(values))) @ root.T
+        z = math.sqrt(count) * each.mean(1) / each.std(1, ddof=1)
+        p = 2 * sps.t.sf(np.abs(z), count - 1)
     names = list(evidence.names)
     methods = [i for i, name in enumerate(names) if name != "pooled"]
     out = {}
     gate = np.ones(draws, bool)
     if "pooled" in names:
-        z_pooled = z[:, names.index("pooled")]
-        gate = np.abs(z_pooled) >= sps.norm.isf(level / 2)
-        out["pooled"] = float(np.mean(gate & (z_pooled > 0)))
+        pooled_fit = names.index("pooled")
+        gate = p[:, pooled_fit] <= level
+        out["pooled"] = float(np.mean(gate & (z[:, pooled_fit] > 0)))
     # Holm among the methods: the k-th smallest two-sided p against level / (methods - k), until one fails
-    zm = z[:, methods]
-    p = 2 * sps.norm.sf(np.abs(zm))
+    zm, p = z[:, methods], p[:, methods]
     rank = np.argsort(np.argsort(p, axis=1), axis=1)
     steps = np.sort(p, axis=1) <= level / np.arange(len(methods), 0, -1)
     rejected_count = np.cumprod(steps, axis=1).sum(1)

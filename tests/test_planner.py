@@ -105,6 +105,9 @@ def test_the_procedure_bound_is_the_reports_procedure_with_the_truth_known():
     assert abs(rates["a"] - (side(2.0, 0.025) + (side(2.0, 0.05) - side(2.0, 0.025)) * either(1.0, 0.025))) < mc
     assert abs(rates["b"] - (side(1.0, 0.025) + (side(1.0, 0.05) - side(1.0, 0.025)) * either(2.0, 0.025))) < mc
     assert rates["pooled"] == 1.0
+    # over three replicates the test is a t on 2 degrees of freedom: its statistic a noncentral t
+    replicated = DirectionEvidence(("a",), np.array([3.0]), np.eye(1), replicates=3)
+    assert abs(procedure_bounds(replicated)["a"] - stats.nct.sf(stats.t.isf(0.025, 2), 2, 3.0)) < mc
     # three methods whose statistics are one: all found together, at Holm's first level
     rates = procedure_bounds(evidence(1.0, a=2.5, b=2.5, c=2.5, pooled=50.0))
     assert all(abs(rates[m] - side(2.5, 0.05 / 3)) < mc for m in "abc")
