@@ -251,7 +251,9 @@ def procedure_bounds(evidence: DirectionEvidence, level: float = pooled.SIGNIFIC
     t over them is what is tested; replicates differ only by their noise here, as in the planner's
     simulations. The pooled fit is taken as tested, as it is when the methods share one curve (every
     truth of ``TRUTHS``); with several label noise levels each level is taken as tested at the whole
-    ``level`` (the report splits it), so the rate stays above what the report could reach there."""
+    ``level`` (the report splits it), and a sequential design is taken at its most students with the
+    whole ``level`` at once (its looks spend it in parts), so the rate stays above what the report could
+    reach there."""
     rng = np.random.default_rng(seed)
     # the correlation's square root by its eigenvalues (semidefinite where a fit has no distance to its null)
     values, vectors = np.linalg.eigh(evidence.correlation)

@@ -55,7 +55,7 @@ its power per method and pooled beside the most any 5 % test could have at that 
 (``analysis.power.direction_bounds``: the Neyman-Pearson test of the truth against the no-relation truth
 nearest to it), and what the report's procedure would find knowing the truth and the noise (each test
 two-sided, a method's only once the pooled direction is found, at Holm's levels:
-``analysis.power.procedure_bounds``; the smallest of the three is the one a power is held to). A bound
+``analysis.power.procedure_bounds``; the lower of the two, the one a power is held to). A bound
 below a target says no analysis reaches it at this budget; a power above its
 bound says the test does not hold its level at that nearest no-relation truth, which ``--truths
 nearest_inverse nearest_direct nearest_edge_steep nearest_edge_shallow`` measures directly (FWER, the
@@ -347,7 +347,7 @@ def print_bound_table(rows: list[dict], methods=METHODS) -> None:
     known (two-sided, a method only after the pooled direction, at Holm's levels: ``procedure_bounds``),
     and the false findings at that nearest truth itself. A power above its bound means the test does
     not hold its level at some no-relation truth; a bound below a target means no analysis reaches it
-    at this budget, the procedure's no analysis of the report's shape."""
+    at this budget, a procedure's figure below it that no test of the report's shape does."""
     truths = [t for t in ("inverse", "direct", "edge_steep", "edge_shallow") if any(f"bound_{t}" in r for r in rows)]
     nulls = [t for t in NEAREST if any(math.isfinite(r[f"fwer_{t}"]) for r in rows)]
     if not truths and not nulls:

@@ -83,7 +83,7 @@ def test_the_procedure_bound_is_the_reports_procedure_with_the_truth_known():
     import numpy as np
     from scipy import stats
 
-    from analysis.power import DirectionEvidence, direction_evidence, procedure_bounds
+    from analysis.power import PROCEDURE_DRAWS, DirectionEvidence, direction_evidence, procedure_bounds
 
     def evidence(correlation=0.0, **distance):
         names = tuple(distance)
@@ -97,7 +97,7 @@ def test_the_procedure_bound_is_the_reports_procedure_with_the_truth_known():
     def either(d, level):  # P(two-sided p <= level), either sign
         return side(d, level) + stats.norm.cdf(-stats.norm.isf(level / 2) - d)
 
-    mc = 4 * (0.25 / 200_000) ** 0.5  # four Monte Carlo standard errors at the default draws
+    mc = 4 * (0.25 / PROCEDURE_DRAWS) ** 0.5  # four Monte Carlo standard errors at the default draws
     # one method and no pooled fit: a two-sided 5 % test
     assert abs(procedure_bounds(evidence(a=2.0))["a"] - side(2.0, 0.05)) < mc
     # two methods after a pooled direction always found: Holm, a at 2.5 % or at 5 % once b is found at 2.5 %
