@@ -117,9 +117,13 @@ def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resu
     original, copy = tmp_path / "a" / "exp", tmp_path / "b" / "exp"
     driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path / "a"), "--name", "exp",
                       "--artifacts", str(shared_artifacts)])
-    # stopped while a second trial runs and has made a checkpoint
-    _wait_until(lambda: (_completed(original / "optuna.journal") >= 1
-                         and len(_checkpoints(original)) > _completed(original / "optuna.journal")), driver, "SIGTERM")
+    # stopped while a later trial runs and has made two checkpoints: a worker writes a checkpoint
+    # before the driver hears of it, and a stop in between leaves a state that names none (the trial
+    # then starts over, with nothing gone to go on from); one epoch later the first is the driver's
+    _wait_until(lambda: _completed(original / "optuna.journal") >= 1, driver, "a trial finished")
+    finished_folders = set(_checkpoints(original))
+    _wait_until(lambda: any(max(numbers) >= 1 for folder, numbers in _checkpoints(original).items()
+                            if folder not in finished_folders), driver, "SIGTERM")
     # to the driver's whole process group, as `timeout`, `kill -TERM -PGID` or a closed terminal send
     # it: Ray's own processes must not get it (they would end, and the driver could only wait for them)
     os.killpg(driver.pid, signal.SIGTERM)
