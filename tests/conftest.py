@@ -111,6 +111,49 @@ def digits_teacher(digits, digits_split, fast_recipe):
     return train_teacher(digits, arch="small_cnn", recipe=fast_recipe, split=digits_split, seed=0, device=CPU)
 
 
+# ---- drivers started as subprocesses: their Optuna journal and a bounded wait for their progress ----
+# how long a test waits for a driver it started to make progress: a bound against a hang, not a speed
+# test (with the suite beside a benchmark on 2 cores a driver took over 240 s to finish its first trials)
+PROGRESS_WAIT = 600
+
+
+def journal_studies(journal) -> dict:
+    """{study name: study} of an Optuna journal (a sweep's ``optuna.journal``)."""
+    import optuna
+
+    from sweep.optuna_storage import open_optuna_storage
+
+    storage = open_optuna_storage(str(journal))
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
+            for s in optuna.get_all_study_summaries(storage)}
+
+
+def completed_trials(journal) -> int:
+    """The completed trials in a journal a running driver may be writing (0 while it cannot be read)."""
+    import optuna
+
+    if not os.path.exists(journal):
+        return 0
+    try:
+        return sum(t.state == optuna.trial.TrialState.COMPLETE for s in journal_studies(journal).values() for t in s.trials)
+    except Exception:  # the journal is being written
+        return 0
+
+
+def wait_while_running(condition, driver, what: str, timeout: float = PROGRESS_WAIT, log=None) -> None:
+    """Waits until ``condition()`` holds, up to ``timeout`` seconds, and asserts that the driver process
+    still runs (``what``: what it must not end before). When it ended, the failure shows the end of its
+    output: its pipe, or ``log``, the file its output went to."""
+    import time
+
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    if driver.poll() is not None:
+        out = open(log).read() if log is not None else (driver.communicate()[0] if driver.stdout else "")
+        raise AssertionError(f"the sweep ended before {what}: {(out or '')[-3000:]}")
+
+
 def write_npz(path, n_train=40, n_test=20, shape=(8, 8, 3), classes=4, seed=0):
     rng = np.random.default_rng(seed)
     arrays = {

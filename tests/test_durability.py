@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import completed_trials, journal_studies, wait_while_running
 from contract import LOCK_FILE, RESULT_COLUMNS
 from sweep.optuna_storage import open_optuna_storage
 from sweep.ray_adapter.tuner import newest_whole_checkpoint
@@ -42,26 +43,15 @@ def _driver(args, env=None):
                             text=True, start_new_session=True, env={**os.environ, **(env or {})})
 
 
-def _studies(journal):
-    storage = open_optuna_storage(str(journal))
-    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
-            for s in optuna.get_all_study_summaries(storage)}
-
-
-def _completed(journal) -> int:
-    if not os.path.exists(journal):
-        return 0
-    try:
-        return sum(t.state == optuna.trial.TrialState.COMPLETE for s in _studies(journal).values() for t in s.trials)
-    except Exception:  # the journal is being written
-        return 0
-
-
-def _wait_until(condition, driver, what, timeout=240):
-    deadline = time.time() + timeout
-    while not condition() and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.3)
-    assert driver.poll() is None, f"the sweep ended before {what}: {driver.communicate()[0][-3000:]}"
+def _wait_for_a_checkpoint_the_driver_registered(folder, driver, what):
+    """Waits until a trial after a finished one has made two checkpoints. A worker writes a checkpoint
+    before the driver hears of it, and a stop in between leaves Tune's state naming none (the trial
+    then starts over, from epoch 0, with nothing gone to go on from); one epoch later the first is the
+    driver's."""
+    wait_while_running(lambda: completed_trials(folder / "optuna.journal") >= 1, driver, what)
+    finished = set(_checkpoints(folder))
+    wait_while_running(lambda: any(max(numbers) >= 1 for trial, numbers in _checkpoints(folder).items()
+                                   if trial not in finished), driver, what)
 
 
 def _tree(folder) -> dict:
@@ -81,7 +71,7 @@ def _every_student_once(folder, students):
     assert len(results) == students and (results["status"] == "completed").all()
     assert (results["teacher_params"] > 0).all()  # recorded for a teacher read from the cache too
     assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()
-    for study in _studies(folder / "optuna.journal").values():
+    for study in journal_studies(folder / "optuna.journal").values():
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
         assert len({t.params["alpha"] for t in study.trials}) == len(study.trials) == 2  # no alpha asked twice
     return results
@@ -117,13 +107,8 @@ def test_sigterm_to_the_process_group_stops_cleanly_and_a_copied_experiment_resu
     original, copy = tmp_path / "a" / "exp", tmp_path / "b" / "exp"
     driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path / "a"), "--name", "exp",
                       "--artifacts", str(shared_artifacts)])
-    # stopped while a later trial runs and has made two checkpoints: a worker writes a checkpoint
-    # before the driver hears of it, and a stop in between leaves a state that names none (the trial
-    # then starts over, with nothing gone to go on from); one epoch later the first is the driver's
-    _wait_until(lambda: _completed(original / "optuna.journal") >= 1, driver, "a trial finished")
-    finished_folders = set(_checkpoints(original))
-    _wait_until(lambda: any(max(numbers) >= 1 for folder, numbers in _checkpoints(original).items()
-                            if folder not in finished_folders), driver, "SIGTERM")
+    # stopped while a later trial runs, from a checkpoint the driver has registered
+    _wait_for_a_checkpoint_the_driver_registered(original, driver, "SIGTERM")
     # to the driver's whole process group, as `timeout`, `kill -TERM -PGID` or a closed terminal send
     # it: Ray's own processes must not get it (they would end, and the driver could only wait for them)
     os.killpg(driver.pid, signal.SIGTERM)
@@ -180,9 +165,8 @@ def test_a_stop_signal_to_every_process_of_the_job_ends_the_driver_at_once_and_i
     folder = tmp_path / "job"
     driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path), "--name", "job",
                       "--artifacts", str(shared_artifacts)])
-    # while a second trial runs and has made a checkpoint
-    _wait_until(lambda: (_completed(folder / "optuna.journal") >= 1
-                         and len(_checkpoints(folder)) > _completed(folder / "optuna.journal")), driver, "the job was stopped")
+    # while a later trial runs, from a checkpoint the driver has registered (it resumes from it, below)
+    _wait_for_a_checkpoint_the_driver_registered(folder, driver, "the job was stopped")
     job = [psutil.Process(driver.pid), *psutil.Process(driver.pid).children(recursive=True)]
     assert any("raylet" in process.name() for process in job)
     for process in job:
@@ -319,7 +303,7 @@ def test_a_torn_last_journal_record_is_dropped_and_any_other_damage_refused(tmp_
     journal.write_bytes(whole + torn)
     assert f"dropped its torn last record ({len(torn)} bytes without an end" in check_journal(str(journal))
     assert journal.read_bytes() == whole
-    assert len(_studies(journal)["old/cell"].trials) == 2
+    assert len(journal_studies(journal)["old/cell"].trials) == 2
     assert check_journal(str(journal)) is None  # a whole journal: nothing to say
 
     lines = whole.count(b"\n")
@@ -358,7 +342,7 @@ def test_a_deleted_experiment_directory_stops_the_sweep_with_one_line(shared_art
     folder = tmp_path / "gone"
     driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(tmp_path), "--name", "gone",
                       "--artifacts", str(shared_artifacts)])
-    _wait_until(lambda: _completed(folder / "optuna.journal") >= 1, driver, "the directory was deleted")
+    wait_while_running(lambda: completed_trials(folder / "optuna.journal") >= 1, driver, "the directory was deleted")
     original = folder.stat().st_ino
     while folder.exists() and folder.stat().st_ino == original:  # Tune may write into it while it goes, as with rm -rf
         shutil.rmtree(folder, ignore_errors=True)
@@ -404,7 +388,7 @@ def test_a_disk_filling_up_stops_the_sweep_keeps_results_whole_and_resumes(embed
     folder = small_disk / "full"
     driver = _driver([*SWEEP, "--epochs", "8", "--storage", str(small_disk), "--name", "full",
                       "--artifacts", str(shared_artifacts), "--address", embedded_ray_address])
-    _wait_until(lambda: _completed(folder / "optuna.journal") >= 1, driver, "the disk filled")
+    wait_while_running(lambda: completed_trials(folder / "optuna.journal") >= 1, driver, "the disk filled")
     free = shutil.disk_usage(small_disk).free
     subprocess.run(["fallocate", "-l", str(free - 4 * (1 << 20)), str(small_disk / "filler")], check=True)
     out, _ = driver.communicate(timeout=240)

@@ -12,31 +12,19 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 
-from conftest import end_ray_in_process
+from conftest import completed_trials, end_ray_in_process, journal_studies, wait_while_running
 from sweep.run import main
 from sweep.optuna_storage import open_optuna_storage
 
 SMALL = ["--dataset", "digits", "--profile", "smoke", "--epochs", "3", "--methods", "random", "el2n",
          "--fractions", "0.2", "1.0", "--trials-per-cell", "2"]
 from contract import RESULT_COLUMNS
-
-# how long a test waits for a driver it started to make progress: a bound against a hang, not a speed
-# test (with the suite beside a benchmark on 2 cores a driver took over 240 s to finish its first trials)
-PROGRESS_WAIT = 600
-
-
-def studies(path):
-    storage = open_optuna_storage(str(path))
-    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
-            for s in optuna.get_all_study_summaries(storage)}
-
 
 def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(embedded_ray, tmp_path, capsys):
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -71,7 +59,7 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(embedded
     assert results.groupby(["method", "fraction"])["cohort"].nunique().eq(1).all()
     assert (results["cohort_size"] == 2).all() and sorted(results["member"].unique()) == [0, 1]
 
-    found = studies(tmp_path / "first" / "optuna.journal")
+    found = journal_studies(tmp_path / "first" / "optuna.journal")
     assert len(found) == 3
     for study in found.values():
         assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -113,7 +101,7 @@ def test_local_sweep_writes_results_and_a_second_sweep_reuses_artifacts(embedded
         ray_adapter.connect("127.0.0.1:1")
 
 
-def test_a_label_noise_sweep_gives_every_level_its_own_teacher_scores_and_studies(embedded_ray, tmp_path):
+def test_a_label_noise_sweep_gives_every_level_its_own_teacher_scores_and_journal_studies(embedded_ray, tmp_path):
     import json
 
     from trainables.artifacts import ArtifactStore
@@ -138,7 +126,7 @@ def test_a_label_noise_sweep_gives_every_level_its_own_teacher_scores_and_studie
     assert 0 <= meta["test_acc"] <= 1 and sweep["resolved"]["teacher_metrics"][noisy_key]["test_acc"] == meta["test_acc"]
     assert results.loc[results["label_noise"] == 0.4, "teacher_test_acc"].eq(meta["test_acc"]).all()
     # one Optuna study per level; the clean one keeps the name it had before the axis existed
-    assert set(studies(tmp_path / "noise" / "optuna.journal")) == {
+    assert set(journal_studies(tmp_path / "noise" / "optuna.journal")) == {
         "noise/digits|random|f=0.5|small_cnn->small_cnn|replicate=0",
         "noise/digits|random|f=0.5|small_cnn->small_cnn|replicate=0|noise=0.4"}
     page = (tmp_path / "noise" / "report.html").read_text()
@@ -209,17 +197,6 @@ def test_a_trial_no_node_can_fit_is_refused_instead_of_waiting_forever(embedded_
     assert "a trial asks for 64 CPU and 0 GPU" in capsys.readouterr().err
 
 
-def _completed(journal):
-    if not journal.exists():
-        return 0
-    try:
-        return sum(
-            t.state == optuna.trial.TrialState.COMPLETE for s in studies(journal).values() for t in s.trials
-        )
-    except Exception:  # the journal is being written
-        return 0
-
-
 def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(embedded_ray_address, shared_artifacts, tmp_path):
     args = ["--dataset", "digits", "--profile", "smoke", "--epochs", "4", "--methods", "random", "--fractions", "0.3",
             "1.0", "--trials-per-cell", "2", "--cohort-size", "1", "--storage", str(tmp_path), "--name", "interrupted",
@@ -227,10 +204,7 @@ def test_ctrl_c_keeps_what_ran_and_says_how_to_resume(embedded_ray_address, shar
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     journal = tmp_path / "interrupted" / "optuna.journal"
-    deadline = time.time() + PROGRESS_WAIT
-    while _completed(journal) < 1 and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.5)
-    assert driver.poll() is None, "the sweep finished before Ctrl-C"
+    wait_while_running(lambda: completed_trials(journal) >= 1, driver, "Ctrl-C")
     os.kill(driver.pid, signal.SIGINT)  # what Ctrl-C sends the driver
     out, _ = driver.communicate(timeout=240)
     assert driver.returncode == 130, out[-3000:]
@@ -255,10 +229,7 @@ def test_a_sequential_sweep_stops_a_decided_question_and_resumes_a_killed_driver
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     looks_file = tmp_path / "until" / "looks.jsonl"  # a line per look: the record then
-    deadline = time.time() + PROGRESS_WAIT
-    while not looks_file.exists() and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.2)
-    assert driver.poll() is None, "the sweep ended before its first look: " + driver.communicate()[0][-3000:]
+    wait_while_running(looks_file.exists, driver, "its first look")
     os.killpg(driver.pid, signal.SIGKILL)  # during the second round
     out, _ = driver.communicate()
     assert "look 1 of at most 2 (12 students" in out, out[-3000:]
@@ -351,12 +322,8 @@ def test_the_report_is_live_while_the_sweep_runs_and_readable_from_the_cohorts_o
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     folder = tmp_path / "live"
-    deadline = time.time() + PROGRESS_WAIT
-    while not (folder / "report.html").exists() and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.2)
+    wait_while_running((folder / "report.html").exists, driver, "any live report")
     live_html = (folder / "report.html").read_text()
-    running = driver.poll() is None
-    assert running, "the sweep ended before any live report"
     assert "In progress: 2 of 4 trials finished" in live_html
     assert len(pd.read_csv(folder / "results.csv")) == 2  # the finished cell's students only
     assert report_main([str(folder), "--out", str(tmp_path / "while-running.html")]) == 0
@@ -434,10 +401,8 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, shar
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args], stdout=open(tmp_path / "driver.out", "w"),
                               stderr=subprocess.STDOUT, start_new_session=True)
     journal, lock = tmp_path / "old" / "killed" / "optuna.journal", tmp_path / "old" / "killed" / LOCK_FILE
-    deadline = time.time() + PROGRESS_WAIT
     settings = tmp_path / "old" / "killed" / "sweep.json"  # written under the lock: a resume can be asked then
-    while not settings.exists() and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.2)
+    wait_while_running(settings.exists, driver, "it wrote its settings", log=tmp_path / "driver.out")
     # a second sweep of the same name and a resume of it are refused while the first one runs
     for refused in (args, ["--resume", "--name", "killed", "--storage", storage, "--address", two_nodes]):
         with pytest.raises(SystemExit) as exit_:
@@ -446,12 +411,10 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, shar
         assert exit_.value.code == 2 and f"is being written by another sweep: pid {driver.pid} on host" in err, err
         assert "Traceback" not in err
     assert json.loads(lock.read_text())["pid"] == driver.pid  # the holder's lock is left alone
-    while _completed(journal) < 2 and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.5)
-    assert driver.poll() is None, "the sweep finished before it could be killed: " + (tmp_path / "driver.out").read_text()[-3000:]
+    wait_while_running(lambda: completed_trials(journal) >= 2, driver, "it could be killed", log=tmp_path / "driver.out")
     os.killpg(driver.pid, signal.SIGKILL)  # no chance to release its lock
     driver.wait()
-    done_before = _completed(journal)
+    done_before = completed_trials(journal)
     assert 2 <= done_before < 8 and lock.exists()
 
     assert main(["--resume", "--name", "killed", "--storage", storage, "--address", two_nodes]) == 0
@@ -461,7 +424,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(two_nodes, shar
     assert len(results) == 8 and (results["status"] == "completed").all()
     assert not results.duplicated(["method", "fraction", "optuna_trial"]).any()  # every member exactly once
     assert results.groupby("cohort").size().eq(2).all() and results["cohort"].nunique() == 4
-    found = studies(journal)
+    found = journal_studies(journal)
     assert len(found) == 2
     for study in found.values():
         assert len(study.trials) == 4  # the full history, no trial asked twice
