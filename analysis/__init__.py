@@ -9,7 +9,7 @@ Commands: ``python -m analysis.report EXPERIMENT`` (HTML report and its tables) 
 ``python -m analysis.predict EXPERIMENT --f 0.15`` (the recommended alpha).
 
 Modules: ``results`` (the tidy trials table), ``pooled`` (the pooled model of alpha*(f), Holm's and
-the graphical multiple-testing procedures), ``alpha_f`` (one pooled fit per method, the direction
+the graphical multiple-testing procedures, with Bonferroni or Simes tests), ``alpha_f`` (one pooled fit per method, the direction
 test with family-wise error control), ``optimum`` (per cell: measurements, the cell-alone diagnostic, KD gain with its interval),
 ``simulate`` (sweeps simulated from a known truth, for ``bench/bench_calibration.py`` and the tests),
 ``workers`` (the calibrations' simulated sweeps fitted in worker processes),

@@ -12,8 +12,10 @@ Per fit: alpha*(f) at every fraction of the group with its 95 % interval and whe
 tenfold change of f) with its interval; a two-sided p-value for the slope's sign. The p-values of one
 report's fits go through one multiple-testing procedure at 5 % (family-wise error control,
 ``adjust_directions``): the pooled direction first, at 5 %; once it is found, the methods' own, with
-Holm's procedure among them (a graphical procedure: Holm's over every fit at once would ask the pooled
-fit for 5 % / (methods + 1), which few replicates cannot give). ``relation`` is
+Hommel's procedure among them (a graphical procedure with Simes tests, ``pooled.graphical_simes``:
+Holm's over every fit at once would ask the pooled fit for 5 % / (methods + 1), which few replicates
+cannot give; Hommel's finds every method once each p is at most 5 %, where Holm's asks the smallest for
+5 % / methods). ``relation`` is
 "inverse" (alpha* grows as f shrinks) or "direct" when the test rejects, "no evidence" when it does
 not (at this budget the data cannot tell the direction; this is not evidence of no relation), and
 "not tested" with fewer than three fractions or too few trials to estimate the noise.
@@ -40,7 +42,7 @@ cell's own alpha* (the cells table) is its replicate's curve.
 The pooled fit assumes one curve for every method; it is
 given a verdict only when the data do not say otherwise (``curves_differ``: an F test of one shared curve against a curve per method, at 5 %);
 when the curves differ the pooled fit is "not pooled" (left out of the family) and the methods' own
-verdicts stand, tested from the start with Holm's procedure among them.
+verdicts stand, tested from the start with Hommel's procedure among them.
 """
 
 from __future__ import annotations
@@ -534,21 +536,26 @@ def _p_text(p: float) -> str:
 
 
 def adjust_directions(fits: list[AlphaFFit], level: float = SIGNIFICANCE,
-                      boundary: Callable[[float], float] | None = None) -> None:
+                      boundary: Callable[[float], float] | None = None, procedure: Callable = pooled.graphical_simes) -> None:
     """The multiple-testing procedure over the tested fits of each context: sets p_adjusted and relation.
     The label noise levels of one (dataset, teacher, student) are one family: their fits are tested
     together. The pooled direction is asked first (the paper's question: does alpha* fall as f grows?),
     the methods' own after it (``direction_graph``); the family-wise error rate is at most ``level``.
-    At a look of a sequential sweep (``boundary``: the look's nominal level for a share of the error
-    rate, ``analysis.sequential``) the relations are the look's decisions (``pooled.graphical_sequential``)
-    and ``tested_at`` the nominal level each fit's p-value was last compared with."""
+    ``procedure`` tests the graph: ``pooled.graphical_simes`` (Simes tests: Hommel's procedure among the
+    methods), or ``pooled.graphical`` (Bonferroni tests: Holm's, the report's procedure until 2026-12-07,
+    which holds whatever the dependence). At a look of a sequential sweep (``boundary``: the look's nominal
+    level for a share of the error rate, ``analysis.sequential``) the relations are the look's decisions
+    (``pooled.graphical_sequential``, whose looks spend Bonferroni shares: the adjusted p-values are the
+    Bonferroni graph's there) and ``tested_at`` the nominal level each fit's p-value was last compared with."""
+    if boundary is not None:
+        procedure = pooled.graphical
     by_context: dict[tuple, list[AlphaFFit]] = {}
     for fit in fits:
         by_context.setdefault(tuple(sorted((k, v) for k, v in fit.context.items() if k != "label_noise")), []).append(fit)
     for family in by_context.values():
         tested = [fit for fit in family if math.isfinite(fit.p_value)]
         weights, transitions = direction_graph(tested)
-        rejected, adjusted = pooled.graphical([fit.p_value for fit in tested], weights, transitions, level)
+        rejected, adjusted = procedure([fit.p_value for fit in tested], weights, transitions, level)
         tested_at = np.full(len(tested), level)
         if boundary is not None:
             rejected, tested_at = pooled.graphical_sequential([fit.p_value for fit in tested], weights, transitions,
@@ -560,8 +567,7 @@ def adjust_directions(fits: list[AlphaFFit], level: float = SIGNIFICANCE,
             if not math.isfinite(fit.p_value):
                 fit.relation = "not pooled" if math.isfinite(fit.heterogeneity_p) else "not tested"
         # the tests within the replicates (their cells pooled): a family of their own, the same graph
-        rejected, adjusted = pooled.graphical([fit.within.get("p_value", np.nan) for fit in tested], weights,
-                                              transitions, level)
+        rejected, adjusted = procedure([fit.within.get("p_value", np.nan) for fit in tested], weights, transitions, level)
         for fit, reject, p_adj in zip(tested, rejected, adjusted):
             if fit.within:
                 fit.within["p_adjusted"] = float(p_adj)
@@ -569,33 +575,5 @@ def adjust_directions(fits: list[AlphaFFit], level: float = SIGNIFICANCE,
 
 
 def direction_graph(tested: list[AlphaFFit]) -> tuple[np.ndarray, np.ndarray]:
-    """The weights and transitions of ``pooled.graphical`` for one family's tested fits. Each label noise
-    level has an equal share of the error rate; within a level the pooled fit holds it all when it is
-    tested (the methods' curves agree), and when it is rejected its share passes to the level's methods
-    equally, each method's to the level's other methods (Holm's procedure among them; a level's only
-    method passes its share to the other levels). A pooled fit not tested (one method, or curves that differ) leaves the share to
-    the level's methods from the start. With a single level and a pooled fit: the pooled direction is
-    tested at 5 %, the methods' at Holm's levels among themselves once it is found, and none before.
-    (Holm's procedure over all fits at once would test the pooled fit at 5 % / (methods + 1): with three
-    replicates, whose t test has 2 degrees of freedom, that needs a t of 8.9 instead of 4.3.)"""
-    count = len(tested)
-    weights, transitions = np.zeros(count), np.zeros((count, count))
-    levels: dict[float, dict[str, list[int]]] = {}
-    for i, fit in enumerate(tested):
-        kind = "pooled" if fit.method == POOLED else "methods"
-        levels.setdefault(fit.context.get("label_noise", 0.0), {"pooled": [], "methods": []})[kind].append(i)
-    entries = {level: members["pooled"] or members["methods"] for level, members in levels.items()}
-    for level, members in levels.items():
-        for i in entries[level]:
-            weights[i] = 1 / len(levels) / len(entries[level])
-        others = [i for other, indices in entries.items() if other != level for i in indices]
-        for i in members["pooled"]:
-            _share(transitions, i, members["methods"] or others)
-        for i in members["methods"]:
-            _share(transitions, i, [k for k in members["methods"] if k != i] or others)
-    return weights, transitions
-
-
-def _share(transitions: np.ndarray, source: int, targets: list[int]) -> None:
-    for k in targets:
-        transitions[source, k] = 1 / len(targets)
+    """The weights and transitions of one family's tested fits (``pooled.direction_graph``)."""
+    return pooled.direction_graph([(fit.context.get("label_noise", 0.0), fit.method == POOLED) for fit in tested])

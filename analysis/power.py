@@ -27,7 +27,7 @@ Neyman-Pearson test of the truth against the no-relation truth closest to it, th
 design whose bound is below a target cannot reach it with any analysis, so the cure there is more
 students or a stronger effect, not another test. And what the report's procedure would find knowing
 the truth and the noise (``procedure_bounds``): its tests are two-sided and a method's waits for the
-pooled direction, at Holm's levels, so it is lower, often far lower, and it is the one the report's
+pooled direction, with Hommel's procedure among the methods, so it is lower, often far lower, and it is the one the report's
 power can approach.
 """
 
@@ -222,7 +222,7 @@ def direction_bounds(design: PlannedDesign, noise_scale: float = 1.0, truth: str
     the distance between the two in units of the trial-to-trial sd, z the one-sided normal quantile of
     ``level``. It knows the truth exactly, which no real test does, so a real test's power lies below
     it; a design whose bound misses a target cannot reach it. ``procedure_bounds`` asks the same of the
-    report's own procedure (two-sided, Holm's levels among the methods)."""
+    report's own procedure (two-sided, Hommel's procedure among the methods)."""
     return neyman_pearson_bounds(direction_evidence(design, noise_scale, truth, seed, shape), level)
 
 
@@ -242,8 +242,9 @@ def procedure_bounds(evidence: DirectionEvidence, level: float = pooled.SIGNIFIC
 
     ``direction_bounds`` is the most any one-sided 5 % test could have; the report asks more of its tests
     (``analysis.alpha_f.adjust_directions``): each must tell either direction (two-sided: 2.5 % a side),
-    and a method is tested only once the pooled direction is found, at Holm's levels among the methods
-    (the smallest p at 5 % / methods). So where a method's bound is 47 % the report's procedure, even
+    and a method is tested only once the pooled direction is found, with Hommel's procedure among the methods
+    (: all of them once the largest p is at most 5 %, the smallest alone once it is at
+    most 5 % / methods). So where a method's bound is 47 % the report's procedure, even
     knowing the truth, finds it far less often: the number a test of the report's shape can be held to.
     The fits' statistics are drawn jointly (normal, their correlations from the cells they share). With
     replicates the report's test is a t test over the replicates' slopes (R - 1 degrees of freedom), and
@@ -267,21 +268,12 @@ def procedure_bounds(evidence: DirectionEvidence, level: float = pooled.SIGNIFIC
         z = math.sqrt(count) * each.mean(1) / each.std(1, ddof=1)
         p = 2 * sps.t.sf(np.abs(z), count - 1)
     names = list(evidence.names)
-    methods = [i for i, name in enumerate(names) if name != "pooled"]
-    out = {}
-    gate = np.ones(draws, bool)
-    if "pooled" in names:
-        pooled_fit = names.index("pooled")
-        gate = p[:, pooled_fit] <= level
-        out["pooled"] = float(np.mean(gate & (z[:, pooled_fit] > 0)))
-    # Holm among the methods: the k-th smallest two-sided p against level / (methods - k), until one fails
-    zm, p = z[:, methods], p[:, methods]
-    rank = np.argsort(np.argsort(p, axis=1), axis=1)
-    steps = np.sort(p, axis=1) <= level / np.arange(len(methods), 0, -1)
-    rejected_count = np.cumprod(steps, axis=1).sum(1)
-    found = gate[:, None] & (rank < rejected_count[:, None]) & (zm > 0)
-    out.update({names[i]: float(found[:, k].mean()) for k, i in enumerate(methods)})
-    return out
+    # the report's procedure (``analysis.alpha_f.adjust_directions``): the pooled direction first, then
+    # the methods' with Hommel's procedure among them, on every draw at once
+    weights, transitions = pooled.direction_graph([(0.0, name == "pooled") for name in names])
+    rejected, _ = pooled.graphical_simes(p, weights, transitions, level)
+    found = rejected & (z > 0)
+    return {name: float(found[:, i].mean()) for i, name in enumerate(names)}
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def fit_document(analysis: Analysis) -> dict:
         "posterior_draws": analysis.optima.n_boot,
         "seed": analysis.optima.seed,
         "level": LEVEL,
-        "family_wise_error": {"procedure": "graphical: the pooled direction first, then Holm among the methods",
+        "family_wise_error": {"procedure": "graphical (Simes tests): the pooled direction first, then Hommel's procedure among the methods",
                               "level": SIGNIFICANCE},
         "noise_sd": {"val": _json_num(analysis.optima.sigma_val), "test": _json_num(analysis.optima.sigma_test),
                      "df": _json_num(analysis.optima.noise_df)},
@@ -310,7 +310,7 @@ def _findings(analysis: Analysis) -> str:
         items.append(
             f"<b>Direction of the α-f relation</b>, {len(tested)} tests with a family-wise error rate of "
             f"{SIGNIFICANCE:.0%}: the pooled direction first (at {SIGNIFICANCE:.0%}), each method's once the pooled one is "
-            "found (Holm's procedure among them; from the start when there is no pooled verdict):<ul>"
+            "found (Hommel's procedure among them; from the start when there is no pooled verdict):<ul>"
             + "".join(f"<li>{_e(fit.group)}: {_e(fit.verdict())}</li>" for fit in analysis.fits) + "</ul>")
     else:
         items.append("<b>Direction of the α-f relation</b>: "
@@ -372,7 +372,7 @@ def _fits_table(fits: list[AlphaFFit]) -> str:
     return _table(["group", f"α*(f), model [{LEVEL:.0%} interval]", "slope of α* per tenfold f [interval]",
                    "p, two-sided (over replicates: a t test, and when that is at most 5 % the larger of it and the same test on the slopes less their leans at the no-relation truth closest to each replicate; else twice the posterior probability of the other sign, "
                    "and when that is at most 5 % the larger of it and its calibration at the no-relation truth closest to the data)",
-                   "adjusted p (pooled first, then Holm among the methods)", "relation", "answer over", "trials", "note"], rows, left=2, row_class=classes)
+                   "adjusted p (pooled first, then Hommel among the methods)", "relation", "answer over", "trials", "note"], rows, left=2, row_class=classes)
 
 
 def _calibration_note(fit: AlphaFFit) -> str:
@@ -474,7 +474,7 @@ is a smooth curve in log f shared by the method's cells (the full-data cell's α
 mostly on the smaller fractions); intervals are {LEVEL:.0%} posterior intervals whose coverage is checked on simulated sweeps
 (bench/bench_calibration.py). The slope is the change of α* per tenfold change of f (negative: α* grows as f
 shrinks); its tests are controlled together at a family-wise error rate of {SIGNIFICANCE:.0%}: the pooled direction first, the
-methods' once it is found, with Holm's procedure among them.</p>""" + _fits_table(analysis.fits))
+methods' once it is found, with Hommel's procedure among them.</p>""" + _fits_table(analysis.fits))
 
 
 # What the page adds under a figure's section (the statistics that belong with it).

@@ -54,7 +54,7 @@ A table of power against bound: each alternative run (inverse, direct, edge_stee
 its power per method and pooled beside the most any 5 % test could have at that design and noise
 (``analysis.power.direction_bounds``: the Neyman-Pearson test of the truth against the no-relation truth
 nearest to it), and what the report's procedure would find knowing the truth and the noise (each test
-two-sided, a method's only once the pooled direction is found, at Holm's levels:
+two-sided, a method's only once the pooled direction is found, with Hommel's procedure among them:
 ``analysis.power.procedure_bounds``; the lower of the two, the one a power is held to). A bound
 below a target says no analysis reaches it at this budget; a power above its
 bound says the test does not hold its level at that nearest no-relation truth, which ``--truths
@@ -127,16 +127,20 @@ def one_sweep(args: tuple) -> dict:
     optima = cell_optima(frame, fits=fits)
     cells = optima.table
     # one fit per (method, label noise level); power counts each level's fit
-    found, within = {}, {}
+    found, within, tests = {}, {}, {}
     for fit in fits:
         found.setdefault(fit.method, []).append(fit.relation)
         within.setdefault(fit.method, []).append(fit.within.get("relation", fit.relation))
+        # each fit's p before the multiple-testing procedure, and its slope's sign: another procedure can be
+        # compared on the same sweeps from the record (pooled.graphical against graphical_simes)
+        tests.setdefault(fit.method, []).append([fit.p_value, fit.test_slope])
     out = {"truth": truth, "design": design, "trials": trials, "seed": seed, "shape": shape,
            "any_finding": any(r in ("inverse", "direct") for rs in found.values() for r in rs),
            "relations": {m: found.get(m, ["not tested"]) for m in (*methods, POOLED)},
            # with replicates: the tests on their cells pooled (conditional on them), for comparison
            "any_within": any(r in ("inverse", "direct") for rs in within.values() for r in rs),
-           "within": {m: within.get(m, ["not tested"]) for m in (*methods, POOLED)}}
+           "within": {m: within.get(m, ["not tested"]) for m in (*methods, POOLED)},
+           "tests": tests}
     bad = 0
     for column in ACCURACY_COLUMNS:
         values = cells[column].to_numpy(float)
@@ -344,7 +348,7 @@ def print_table(rows: list[dict], methods=METHODS) -> None:
 def print_bound_table(rows: list[dict], methods=METHODS) -> None:
     """Each alternative's power beside the most any 5 % test could have (the Neyman-Pearson bound at the
     nearest no-relation truth) and what the report's procedure would find with the truth and the noise
-    known (two-sided, a method only after the pooled direction, at Holm's levels: ``procedure_bounds``),
+    known (two-sided, a method only after the pooled direction, Hommel's among them: ``procedure_bounds``),
     and the false findings at that nearest truth itself. A power above its bound means the test does
     not hold its level at some no-relation truth; a bound below a target means no analysis reaches it
     at this budget, a procedure's figure below it that no test of the report's shape does."""

@@ -26,7 +26,8 @@ Verdict rules (95 % intervals; "points" are percentage points of test accuracy):
 3. The optimal alpha grows as f shrinks: *reproduced* for a (method, noise) group when its alpha-f test
    says "inverse" after the report's multiple-testing procedure over the study's tests (family-wise error
    5 %; Holm's procedure when the rule was written, since then the pooled direction first and the
-   methods' once it is found: the verdicts are the same under both); "direct" is a
+   methods' once it is found, with Holm's and since 2026-12-07 Hommel's procedure among them: the
+   verdicts are the same under each); "direct" is a
    contrary finding; "no evidence" means this budget cannot tell.
 4. At small f a teacher smaller than the student can beat a larger one: *reproduced* when, at some f <= 0.2,
    the smaller teacher minus the larger (with KD) has an interval above 0; *contrary* when an interval lies
