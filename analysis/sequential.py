@@ -29,9 +29,10 @@ A sequential sweep looks at its results after every round. Rule (fixed before th
   increment ``alpha(k / K) - alpha((k - 1) / K)``: a look's false finding can only come from data that
   made none before, and the looks' statistics are strongly correlated (each look's students include
   the last look's). For 6, 12, 24, 48 students per cell the levels are 0.0031, 0.0105, 0.0194, 0.0294
-  where the increments are 0.0031, 0.0094, 0.0156, 0.0219. The directions keep the report's graphical
-  procedure: at each look a direction holding the share w of the 5 % is tested at the boundary for
-  w x 5 % (Maurer and Bretz 2013, ``pooled.graphical_sequential``). Cells that stop growing (their
+  where the increments are 0.0031, 0.0094, 0.0156, 0.0219. The directions keep the report's graph with
+  Bonferroni tests (Holm's procedure among the methods, where a fixed sweep's report uses Hommel's): at
+  each look a direction holding the share w of the 5 % is tested at the boundary for w x 5 % (Maurer
+  and Bretz 2013, ``pooled.graphical_sequential``), a share a look can spend. Cells that stop growing (their
   other questions decided) or replicate-level noise that does not shrink with students make the looks'
   statistics more alike than the design assumes, which lowers the chance of a false finding; the
   calibration (``bench/bench_sequential.py``) measures the error rates on simulated sweeps where the
