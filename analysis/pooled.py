@@ -817,6 +817,9 @@ def _without(j: int, w: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return w, g
 
 
+SIMES_MOST = 12  # the most hypotheses graphical_simes is asked to test: it enumerates 2^m intersections
+
+
 def graphical_simes(p_values, weights, transitions, level: float = SIGNIFICANCE) -> tuple[np.ndarray, np.ndarray]:
     """The graphical procedure with weighted Simes tests in place of weighted Bonferroni ones (Bretz,
     Posch, Glimm, Klinglmueller, Maurer and Rohmeyer, Biometrical Journal 2011): (rejected, adjusted
@@ -836,8 +839,8 @@ def graphical_simes(p_values, weights, transitions, level: float = SIGNIFICANCE)
     f = 1 cell, the pooled fit holds them all). ``bench/bench_calibration.py`` measures the family-wise
     error where it matters: with no relation, at the least favourable no-relation truths, and with
     methods whose curves differ. A NaN p-value is never rejected (adjusted 1) and counts as 1 in the
-    intersections, so its weight passes nothing on. 2^m intersections: m stays small (the methods and
-    the pooled fit, per label noise level)."""
+    intersections, so its weight passes nothing on. It enumerates 2^m intersections, so m stays small
+    (``SIMES_MOST``; the report's family is the methods and the pooled fit per label noise level)."""
     p = np.asarray(p_values, float)
     single = p.ndim == 1
     p = np.atleast_2d(p)
