@@ -242,9 +242,9 @@ def procedure_bounds(evidence: DirectionEvidence, level: float = pooled.SIGNIFIC
 
     ``direction_bounds`` is the most any one-sided 5 % test could have; the report asks more of its tests
     (``analysis.alpha_f.adjust_directions``): each must tell either direction (two-sided: 2.5 % a side),
-    and a method is tested only once the pooled direction is found, with Hommel's procedure among the methods
-    (: all of them once the largest p is at most 5 %, the smallest alone once it is at
-    most 5 % / methods). So where a method's bound is 47 % the report's procedure, even
+    and a method is tested only once the pooled direction is found, with Hommel's procedure among the
+    methods (all of them once the largest p is at most 5 %, the smallest alone once it is at most
+    5 % / methods). So where a method's bound is 47 % the report's procedure, even
     knowing the truth, finds it far less often: the number a test of the report's shape can be held to.
     The fits' statistics are drawn jointly (normal, their correlations from the cells they share). With
     replicates the report's test is a t test over the replicates' slopes (R - 1 degrees of freedom), and

@@ -1129,3 +1129,34 @@ def test_the_simulations_give_the_same_numbers_in_worker_processes_as_in_place(t
                       "print(workers.map_in_workers(abs, [-1, -2]))\n")
     ran = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
     assert ran.stdout.split("\n")[:2] == ["ran", "[1, 2]"] and ran.stdout.count("ran") == 1
+
+
+def test_the_procedure_comparison_reads_a_calibration_record_and_counts_both_procedures(tmp_path, capsys):
+    """bench/compare_procedures.py: a record in bench_calibration's format (each fit's p before the
+    procedure and its slope), put through Holm's and Hommel's graphs; where every method's p is at most
+    5 % but none at most 5 % / 5, Hommel's finds all five and Holm's none."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "compare_procedures.py"
+    spec = importlib.util.spec_from_file_location("compare_procedures", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+
+    methods = ["random", "el2n", "grand", "forgetting", "memorization"]
+    close = {m: [[0.03 + 0.003 * i, -0.5]] for i, m in enumerate(methods)} | {"pooled": [[0.001, -0.6]]}
+    gated = {m: [[0.001, -0.5]] for m in methods} | {"pooled": [[0.2, -0.1]]}  # no pooled finding: nothing
+    untested = {m: [[0.001 if m == "random" else 0.6, -0.4]] for m in methods} | {"pooled": [[float("nan"), 0.0]]}
+    record = tmp_path / "record.jsonl"
+    record.write_text("".join(json.dumps({"key": str(i), "result": {"truth": truth, "tests": tests}}) + "\n"
+                              for i, (truth, tests) in enumerate([("edge_steep", close), ("edge_steep", gated),
+                                                                  ("mixed", untested)]))
+                      + json.dumps({"key": "old", "result": {"truth": "edge_steep"}}) + "\n")  # before `tests`
+    rates = compare.compare(compare.read_record(str(record)))
+    assert rates["edge_steep", "hommel"]["sweeps"] == 2
+    assert rates["edge_steep", "hommel"]["method_inverse"] == 0.5 and rates["edge_steep", "holm"]["method_inverse"] == 0.0
+    assert rates["edge_steep", "holm"]["pooled_found"] == 0.5 and rates["edge_steep", "hommel"]["any_finding"] == 0.5
+    for name in ("holm", "hommel"):  # no pooled fit tested: random alone, from the start
+        assert rates["mixed", name]["method_inverse"] == 0.2 and rates["mixed", name]["pooled_found"] == 0.0
+    assert compare.main([str(record)]) == 0 and "edge_steep | hommel | 2 | 50.0%" in capsys.readouterr().out

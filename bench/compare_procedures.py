@@ -1,0 +1,83 @@
+"""Holm's procedure against Hommel's among the methods, on the same simulated sweeps.
+
+``bench/bench_calibration.py --record FILE`` keeps each fit's p-value before the multiple-testing
+procedure (``tests``: [p, the slope's sign] per fit). This reads such a record and puts every sweep's
+p-values through both graphs of the report's family (``analysis.pooled.direction_graph``): the
+Bonferroni one (``graphical``: Holm's among the methods, the report's until 2026-12-07) and the Simes
+one (``graphical_simes``: Hommel's, the report's since). Per truth and procedure it prints how often a
+method's fit found each direction, how often the pooled fit did, and how many sweeps found anything.
+
+    python bench/compare_procedures.py runs/hommel/record.jsonl
+
+One label noise level per sweep (the bench's default design); records written before the ``tests``
+field existed are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from analysis.pooled import direction_graph, graphical, graphical_simes  # noqa: E402
+
+PROCEDURES = {"holm": graphical, "hommel": graphical_simes}
+POOLED = "pooled"
+
+
+def decisions(tests: dict, procedure) -> dict[str, str]:
+    """{fit: "inverse" / "direct" / "no evidence"} of one sweep's tested fits under ``procedure``."""
+    names = [name for name, fits in tests.items() if np.isfinite(fits[0][0])]
+    p = np.array([tests[name][0][0] for name in names], float)
+    weights, transitions = direction_graph([(0.0, name == POOLED) for name in names])
+    rejected, _ = procedure(p, weights, transitions)
+    return {name: ("inverse" if tests[name][0][1] < 0 else "direct") if found else "no evidence"
+            for name, found in zip(names, rejected)}
+
+
+def compare(records: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
+    """{(truth, procedure): rates} over ``records`` (bench_calibration's results with ``tests``)."""
+    out = {}
+    by_truth: dict[str, list[dict]] = {}
+    for record in records:
+        by_truth.setdefault(record["truth"], []).append(record)
+    for truth, sweeps in by_truth.items():
+        for name, procedure in PROCEDURES.items():
+            found = [decisions(sweep["tests"], procedure) for sweep in sweeps]
+            methods = [m for sweep in sweeps for m in sweep["tests"] if m != POOLED]
+            fits = [d.get(m, "no evidence") for d, sweep in zip(found, sweeps) for m in sweep["tests"] if m != POOLED]
+            out[truth, name] = {
+                "sweeps": len(sweeps),
+                "method_inverse": float(np.mean([x == "inverse" for x in fits])) if methods else float("nan"),
+                "method_direct": float(np.mean([x == "direct" for x in fits])) if methods else float("nan"),
+                "pooled_found": float(np.mean([d.get(POOLED, "no evidence") != "no evidence" for d in found])),
+                "any_finding": float(np.mean([any(x != "no evidence" for x in d.values()) for d in found])),
+            }
+    return out
+
+
+def read_record(path: str) -> list[dict]:
+    rows = [json.loads(line)["result"] for line in open(path) if line.strip()]
+    return [row for row in rows if "tests" in row]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("record", help="a JSON-lines record of bench/bench_calibration.py --record")
+    args = parser.parse_args(argv)
+    rates = compare(read_record(args.record))
+    print("truth | procedure | sweeps | method fits: inverse | direct | pooled found | sweeps with any finding")
+    print("---|---|---|---|---|---|---")
+    for (truth, name), row in rates.items():
+        print(f"{truth} | {name} | {row['sweeps']} | {row['method_inverse']:.1%} | {row['method_direct']:.1%} | "
+              f"{row['pooled_found']:.1%} | {row['any_finding']:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
