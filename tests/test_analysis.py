@@ -1157,6 +1157,8 @@ def test_the_procedure_comparison_reads_a_calibration_record_and_counts_both_pro
     assert rates["edge_steep", "hommel"]["sweeps"] == 2
     assert rates["edge_steep", "hommel"]["method_inverse"] == 0.5 and rates["edge_steep", "holm"]["method_inverse"] == 0.0
     assert rates["edge_steep", "holm"]["pooled_found"] == 0.5 and rates["edge_steep", "hommel"]["any_finding"] == 0.5
+    assert rates["edge_steep", "hommel"]["method_range"] == (0.5, 0.5) and rates["edge_steep", "holm"]["method_range"] == (0.0, 0.0)
     for name in ("holm", "hommel"):  # no pooled fit tested: random alone, from the start
         assert rates["mixed", name]["method_inverse"] == 0.2 and rates["mixed", name]["pooled_found"] == 0.0
-    assert compare.main([str(record)]) == 0 and "edge_steep | hommel | 2 | 50.0%" in capsys.readouterr().out
+        assert rates["mixed", name]["method_range"] == (0.0, 1.0)  # the flat methods never, random always
+    assert compare.main([str(record)]) == 0 and "edge_steep | hommel | 2 | 50.0% | 0.0% | 50%-50% | 50.0%" in capsys.readouterr().out
