@@ -542,7 +542,7 @@ def adjust_directions(fits: list[AlphaFFit], level: float = SIGNIFICANCE,
     together. The pooled direction is asked first (the paper's question: does alpha* fall as f grows?),
     the methods' own after it (``direction_graph``); the family-wise error rate is at most ``level``.
     ``procedure`` tests the graph: ``pooled.graphical_simes`` (Simes tests: Hommel's procedure among the
-    methods; a family of more than ``pooled.SIMES_MOST`` fits takes the Bonferroni graph), or
+    methods; it tests a family of more than ``pooled.SIMES_MOST`` fits with the Bonferroni graph), or
     ``pooled.graphical`` (Bonferroni tests: Holm's, the report's procedure until 2026-12-07, which holds
     whatever the dependence). At a look of a sequential sweep (``boundary``: the look's nominal
     level for a share of the error rate, ``analysis.sequential``) the relations are the look's decisions
@@ -556,10 +556,7 @@ def adjust_directions(fits: list[AlphaFFit], level: float = SIGNIFICANCE,
     for family in by_context.values():
         tested = [fit for fit in family if math.isfinite(fit.p_value)]
         weights, transitions = direction_graph(tested)
-        # the Simes graph tests all 2^m intersections: 0.1 s at 12 fits (two label noise levels of five
-        # methods and the pooled fit), half a minute at 18, so larger families take the Bonferroni graph
-        testing = pooled.graphical if len(tested) > pooled.SIMES_MOST else procedure
-        rejected, adjusted = testing([fit.p_value for fit in tested], weights, transitions, level)
+        rejected, adjusted = procedure([fit.p_value for fit in tested], weights, transitions, level)
         tested_at = np.full(len(tested), level)
         if boundary is not None:
             rejected, tested_at = pooled.graphical_sequential([fit.p_value for fit in tested], weights, transitions,
@@ -571,7 +568,7 @@ def adjust_directions(fits: list[AlphaFFit], level: float = SIGNIFICANCE,
             if not math.isfinite(fit.p_value):
                 fit.relation = "not pooled" if math.isfinite(fit.heterogeneity_p) else "not tested"
         # the tests within the replicates (their cells pooled): a family of their own, the same graph
-        rejected, adjusted = testing([fit.within.get("p_value", np.nan) for fit in tested], weights, transitions, level)
+        rejected, adjusted = procedure([fit.within.get("p_value", np.nan) for fit in tested], weights, transitions, level)
         for fit, reject, p_adj in zip(tested, rejected, adjusted):
             if fit.within:
                 fit.within["p_adjusted"] = float(p_adj)

@@ -164,6 +164,14 @@ def test_the_graphical_simes_procedure_is_hommel_with_equal_weights_and_rejects_
     rows = rng.uniform(0, 0.1, (50, 4))
     together = graphical_simes(rows, weights, gate)[1]
     assert np.allclose(together, [graphical_simes(row, weights, gate)[1] for row in rows])
+    # a family too large to enumerate (2^m intersections) is the Bonferroni graph's, one family or many
+    big = 13
+    weights, gate = np.full(big, 1 / big), (np.ones((big, big)) - np.eye(big)) / (big - 1)
+    p = np.full(big, 0.04)  # Hommel's would find all 13, Holm's none
+    assert not graphical_simes(p, weights, gate)[0].any()
+    rows = rng.uniform(0, 0.01, (3, big))
+    simes, bonferroni = graphical_simes(rows, weights, gate), [graphical(row, weights, gate) for row in rows]
+    assert np.allclose(simes[1], [b[1] for b in bonferroni]) and (simes[0] == [b[0] for b in bonferroni]).all()
 
 
 def test_the_graphical_simes_procedure_holds_its_level_with_positively_correlated_tests():
