@@ -10,21 +10,23 @@ method's fit found each direction, how often the pooled fit did, and how many sw
     python bench/compare_procedures.py runs/hommel/record.jsonl
 
 One label noise level per sweep (the bench's default design); records written before the ``tests``
-field existed are skipped.
+field existed are skipped, and the record is read as the bench reads it (``bench_calibration.read_record``:
+a line cut by a stopped run left out, a sweep recorded twice counted once).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from analysis.pooled import direction_graph, graphical, graphical_simes  # noqa: E402
+from bench_calibration import read_record as read_results  # noqa: E402
 
 PROCEDURES = {"holm": graphical, "hommel": graphical_simes}
 POOLED = "pooled"
@@ -66,8 +68,8 @@ def compare(records: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
 
 
 def read_record(path: str) -> list[dict]:
-    rows = [json.loads(line)["result"] for line in open(path) if line.strip()]
-    return [row for row in rows if "tests" in row]
+    """The record's sweeps that keep their fits' p-values (``tests``)."""
+    return [row for row in read_results(path).values() if "tests" in row]
 
 
 def main(argv=None) -> int:

@@ -1160,7 +1160,9 @@ def test_the_procedure_comparison_reads_a_calibration_record_and_counts_both_pro
     record.write_text("".join(json.dumps({"key": str(i), "result": {"truth": truth, "tests": tests}}) + "\n"
                               for i, (truth, tests) in enumerate([("edge_steep", close), ("edge_steep", gated),
                                                                   ("mixed", untested)]))
-                      + json.dumps({"key": "old", "result": {"truth": "edge_steep"}}) + "\n")  # before `tests`
+                      + json.dumps({"key": "old", "result": {"truth": "edge_steep"}}) + "\n"  # before `tests`
+                      + json.dumps({"key": "0", "result": {"truth": "edge_steep", "tests": close}}) + "\n"  # again
+                      + '{"key": "cut", "result": {"truth": "edge_st')  # a line a stopped run cut
     rates = compare.compare(compare.read_record(str(record)))
     assert rates["edge_steep", "hommel"]["sweeps"] == 2
     assert rates["edge_steep", "hommel"]["method_inverse"] == 0.5 and rates["edge_steep", "holm"]["method_inverse"] == 0.0
