@@ -1,10 +1,38 @@
 """Small files (results tables, sweep settings, reports) on a local path or any fsspec URI.
 
 One pair of helpers for the sweep and the analysis, so that ``s3://``, ``gs://``, NFS and
-``memory://`` (tests) all go through the same two functions.
+``memory://`` (tests) all go through the same two functions; and the one naming of the temporary
+files that make a local write whole-or-nothing (also Tune's, ``sweep.ray_adapter.experiment_fs``).
 """
 
 from __future__ import annotations
+
+import os
+import re
+import uuid
+
+# A file being written goes first to a temporary file beside it, named with this mark, the writer's
+# process and a random part; a writer killed mid-write leaves one behind (remove_partial_writes).
+TEMPORARY_MARK = ".tmp-"
+_PARTIAL = re.compile(re.escape(TEMPORARY_MARK) + r"\d+(-[0-9a-f]{8})?$")  # without the random part: older versions
+
+
+def temporary_path(path: str) -> str:
+    """Where a write of ``path`` goes before it replaces ``path`` whole."""
+    return f"{path}{TEMPORARY_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_partial_writes(folder: str) -> int:
+    """Remove the temporary files that writers killed mid-write left under the local ``folder`` (the
+    files they were replacing are as they were). Call only while no one else writes there. Returns
+    how many were removed."""
+    removed = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            if _PARTIAL.search(name):
+                os.unlink(os.path.join(parent, name))
+                removed += 1
+    return removed
 
 
 def read_text(path: str) -> str | None:
@@ -25,8 +53,6 @@ def write_bytes(path: str, data: bytes) -> None:
     flushed to disk, which then replaces ``path`` in one rename, so a full disk, a crash or a second
     signal mid-write leaves the previous file whole (and no temporary file behind). An object store
     replaces an object in one PUT."""
-    import os
-
     import fsspec
     from fsspec.implementations.local import LocalFileSystem
 
@@ -38,7 +64,7 @@ def write_bytes(path: str, data: bytes) -> None:
         with fs.open(local, "wb") as handle:
             handle.write(data)
         return
-    temporary = f"{local}.tmp-{os.getpid()}"
+    temporary = temporary_path(local)
     try:
         with open(temporary, "wb") as handle:
             handle.write(data)
@@ -56,8 +82,6 @@ def write_bytes(path: str, data: bytes) -> None:
 def check_writable(location: str) -> None:
     """Raise ``PermissionError`` unless a file can be written into the folder ``location`` (created if
     missing) and removed again: checked before any compute, so a sweep never trains for nothing."""
-    import os
-
     import fsspec
 
     probe = f"{location.rstrip('/')}/.kdsweep-write-check-{os.getpid()}"

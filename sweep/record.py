@@ -10,7 +10,7 @@ import sys
 
 import contract
 from contract import SWEEP_FILE
-from contract.storage import write_bytes
+from contract.storage import remove_partial_writes, write_bytes
 from sweep.console import say
 from sweep.cli import experiment_dir
 from sweep.optuna_storage import local_path
@@ -32,8 +32,9 @@ def relocated(optuna_storage: str | None, recorded: dict, config: SweepConfig) -
 
 def check_saved_state(exp_dir: str, optuna_url: str | None) -> None:
     """Before a resume computes anything, under the experiment's lock: the Optuna journal (a torn last
-    record dropped, any other damage refused, a lock left by a killed driver removed) and Tune's
-    state files (refused when unreadable). Raises ``DamagedStateError``."""
+    record dropped, any other damage refused, a lock left by a killed driver removed), the temporary
+    files of writes a killed driver cut off (removed), and Tune's state files (refused when
+    unreadable). Raises ``DamagedStateError``."""
     journal = None if optuna_url is None else local_path(optuna_url)
     local = local_path(exp_dir)
     if journal is not None:
@@ -49,6 +50,10 @@ def check_saved_state(exp_dir: str, optuna_url: str | None) -> None:
             os.unlink(stale)
             say(f"removed the Optuna journal's lock {stale}, left by a driver that stopped while writing the journal")
     if local is not None:
+        removed = remove_partial_writes(local)
+        if removed:
+            say(f"removed {removed} temporary file{'s' if removed > 1 else ''} left in {local} by a write that was cut "
+                "off (the files they were to replace are whole, as they were before it)")
         check_tune_state(local)
 
 

@@ -7,7 +7,9 @@
   onto it and damage the journal for good. Any other damage is refused with the file, the line and
   what to do, and nothing is ever appended to a damaged journal.
 - Tune's state (``tuner.pkl``, the searcher's state, the experiment state): each file must read
-  back, or the resume is refused naming the file.
+  back, or the resume is refused naming the file. Tune writes a local experiment directory one
+  whole file at a time (``sweep.ray_adapter.experiment_fs``), so a killed driver does not leave a
+  file cut short here; what is refused is damage from elsewhere (a disk, a hand, an older version).
 """
 
 from __future__ import annotations

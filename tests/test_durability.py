@@ -442,3 +442,106 @@ def test_deleting_a_checkpoint_the_killed_driver_already_deleted_is_not_reported
 
     assert not target.filter(record(FileNotFoundError("Path not found: checkpoint_000002")))
     assert target.filter(record(PermissionError("denied")))
+
+
+_KILLED_WRITER = """
+import pickle, sys, time
+from sweep.ray_adapter.experiment_fs import experiment_filesystem
+path = sys.argv[1]
+filesystem = experiment_filesystem(path.rsplit("/", 1)[0])
+with filesystem.open_output_stream(path) as handle:
+    handle.write(pickle.dumps({"counter": 3}))
+stream = filesystem.open_output_stream(path)
+stream.write(pickle.dumps({"counter": 4})[:10])
+stream.flush()
+print("half written", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_writer_killed_mid_write_through_the_experiment_filesystem_leaves_the_previous_file_whole(tmp_path, caplog):
+    """What a driver killed while Tune copies its state into the experiment directory leaves: the file
+    as it was, and a temporary file that the resume removes (a resume's state check then reads it)."""
+    import logging
+    import pickle
+
+    from sweep.record import check_saved_state
+
+    target = tmp_path / "search_gen_state-2026-12-07_10-00-00.json"
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "half written"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert pickle.loads(target.read_bytes()) == {"counter": 3}
+    left = [name for name in os.listdir(tmp_path) if name != target.name]
+    assert len(left) == 1 and left[0].startswith(target.name + ".tmp-"), left
+
+    with caplog.at_level(logging.INFO):
+        check_saved_state(str(tmp_path), None)
+    assert f"removed 1 temporary file left in {tmp_path} by a write that was cut off" in caplog.text
+    assert os.listdir(tmp_path) == [target.name]
+
+
+def test_the_experiment_filesystem_replaces_a_file_only_when_it_is_written_whole(tmp_path):
+    import pickle
+
+    import pyarrow.fs
+
+    from sweep.ray_adapter.experiment_fs import experiment_filesystem, storage_location
+
+    assert experiment_filesystem("s3://bucket/sweeps") is None  # an object store's PUT is whole already
+    assert storage_location(f"file://{tmp_path}") == str(tmp_path) == storage_location(str(tmp_path))
+    filesystem = experiment_filesystem(f"file://{tmp_path}")
+    target = tmp_path / "tuner.pkl"
+    with filesystem.open_output_stream(str(target)) as handle:
+        handle.write(b"whole")
+    with pytest.raises(RuntimeError):  # the writer fails between its writes: nothing of it appears
+        with filesystem.open_output_stream(str(target)) as handle:
+            handle.write(b"half")
+            raise RuntimeError("the writer's own error")
+    assert target.read_bytes() == b"whole" and os.listdir(tmp_path) == ["tuner.pkl"]
+
+    # a folder copied in (Tune's upload of a checkpoint or its state), and sent to a worker
+    source = tmp_path / "staging" / "checkpoint_000001"
+    source.mkdir(parents=True)
+    (source / CHECKPOINT_FILE).write_bytes(b"weights" * 1000)
+    copy = pickle.loads(pickle.dumps(filesystem))
+    assert copy == filesystem
+    pyarrow.fs.copy_files(str(tmp_path / "staging"), str(tmp_path / "trial"), destination_filesystem=copy)
+    assert (tmp_path / "trial" / "checkpoint_000001" / CHECKPOINT_FILE).read_bytes() == b"weights" * 1000
+    assert os.listdir(tmp_path / "trial" / "checkpoint_000001") == [CHECKPOINT_FILE]
+
+
+def test_tune_copies_the_experiment_state_into_a_local_experiment_directory_by_replacing_each_file(embedded_ray, tmp_path):
+    """The run config build_tuner gives Tune, used as Tune's controller uses it to copy its staging
+    folder into the experiment directory: each copy makes a new file (a new inode) where Tune's own
+    filesystem would rewrite the old one in place, which a kill can leave cut short."""
+    from ray.train._internal.storage import StorageContext
+
+    from sweep.ray_adapter import FINISHED, FIFOScheduler, Searcher, build_tuner
+
+    class NoTrials(Searcher):
+        def suggest(self, trial_id):
+            return FINISHED
+
+    tuner = build_tuner(lambda config: None, parameters={}, resources={"cpu": 1, "gpu": 0}, searcher=NoTrials(),
+                        scheduler=FIFOScheduler(), num_samples=2, max_concurrent=1, metric="val_acc", mode="max",
+                        storage_path=str(tmp_path / "runs"), name="kept", max_failures=0, verbose=0)
+    run_config = tuner._local_tuner.get_run_config()
+    storage = StorageContext(storage_path=run_config.storage_path, experiment_dir_name=run_config.name,
+                             storage_filesystem=run_config.storage_filesystem)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    state = staging / "experiment_state-2026-12-07_10-00-00.json"
+    copied = tmp_path / "runs" / "kept" / state.name
+    inodes = []
+    for text in ('{"trial_data": []}', '{"trial_data": [1]}'):
+        state.write_text(text)
+        storage.syncer.sync_up(str(staging), storage.experiment_fs_path)
+        storage.syncer.wait()
+        assert copied.read_text() == text
+        inodes.append(os.stat(copied).st_ino)
+    assert inodes[0] != inodes[1]
+    assert not [name for name in os.listdir(copied.parent) if ".tmp-" in name]

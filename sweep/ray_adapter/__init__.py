@@ -8,7 +8,9 @@ One module per job; callers use ``from sweep import ray_adapter`` and the names 
 - ``tasks``: the object store and stage tasks with their progress (driver);
 - ``tuner``: build and restore the Tune experiment, its console, the checkpoint-restoring trial (driver);
 - ``records``: trial records from Tune's trials and results (driver);
-- ``worker``: report with a checkpoint, read it back, the device and GPU policy, ids, threads (trial side).
+- ``worker``: report with a checkpoint, read it back, the device and GPU policy, ids, threads (trial side);
+- ``experiment_fs``: the filesystem Tune writes a local experiment directory through, one whole file
+  at a time (driver and trials).
 """
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler

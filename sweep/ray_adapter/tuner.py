@@ -15,6 +15,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
 from sweep.ray_adapter.cluster import _hide_message, trial_slots
+from sweep.ray_adapter.experiment_fs import experiment_filesystem, storage_location
 from sweep.ray_adapter.worker import CHECKPOINT_FILE, quiet_trial_logs
 
 FINISHED = Searcher.FINISHED
@@ -226,7 +227,9 @@ def build_tuner(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=storage_path,
+            # on a local disk every file of the experiment is replaced whole (experiment_fs)
+            storage_path=storage_location(storage_path),
+            storage_filesystem=experiment_filesystem(storage_path),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             # Two, not one: Tune deletes a trial's older checkpoint as soon as a newer one registers,
             # but saves the experiment state (which names the checkpoint a resume restores from)
@@ -268,9 +271,10 @@ class _RelocatableSearchGenerator(SearchGenerator):
     """Tune's wrapper of a searcher, which restores the experiment it creates new trials for from the
     saved state, storage location included: trials created after resuming a copied or moved
     experiment would be written into the original. ``relocate_to`` (set by ``restore_tuner``: the
-    storage path and name of the experiment where it is now) replaces that location on restore."""
+    storage path and name of the experiment where it is now, and the filesystem to write it through)
+    replaces that location on restore."""
 
-    relocate_to: tuple[str, str] | None = None
+    relocate_to: tuple[str, str, object] | None = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -283,21 +287,22 @@ class _RelocatableSearchGenerator(SearchGenerator):
             return
         from ray.train._internal.storage import StorageContext
 
-        storage_path, name = self.relocate_to
+        storage_path, name, filesystem = self.relocate_to
         old = self._experiment.storage
-        here = StorageContext(storage_path=storage_path, experiment_dir_name=name, sync_config=old.sync_config)
-        if (here.storage_fs_path, here.experiment_dir_name) != (old.storage_fs_path, old.experiment_dir_name):
-            # As Tune relocates the trials it restores: the old context (its driver staging folder,
-            # which the resumed controller shares) with the new location.
-            moved = copy.copy(old)
-            moved.storage_filesystem, moved.storage_fs_path = here.storage_filesystem, here.storage_fs_path
-            moved.experiment_dir_name = here.experiment_dir_name
-            self._experiment.storage = moved
-            self._experiment.spec["storage"] = moved  # what new trials are created from
+        here = StorageContext(storage_path=storage_path, experiment_dir_name=name, sync_config=old.sync_config,
+                              storage_filesystem=filesystem)
+        # As Tune relocates the trials it restores: the old context (its driver staging folder, which
+        # the resumed controller shares) with the location where the experiment is now, written through
+        # this run's filesystem (an experiment started before whole-file writes gets them too).
+        moved = copy.copy(old)
+        moved.storage_filesystem, moved.storage_fs_path = here.storage_filesystem, here.storage_fs_path
+        moved.experiment_dir_name = here.experiment_dir_name
+        self._experiment.storage = moved
+        self._experiment.spec["storage"] = moved  # what new trials are created from
 
 
 def can_restore(path: str) -> bool:
-    return tune.Tuner.can_restore(path)
+    return tune.Tuner.can_restore(storage_location(path), storage_filesystem=experiment_filesystem(path))
 
 
 def restore_tuner(path: str, fn: Callable, *, parameters: dict, resources: dict, callbacks: list | None = None,
@@ -311,11 +316,13 @@ def restore_tuner(path: str, fn: Callable, *, parameters: dict, resources: dict,
     _allow_pending_trials(_slots(resources))
     _quiet_tune_console()
     _hide_deleting_gone_checkpoints()
-    tuner = tune.Tuner.restore(path, trainable=_trainable(fn, parameters, resources), resume_errored=True)
+    filesystem = experiment_filesystem(path)
+    tuner = tune.Tuner.restore(storage_location(path), trainable=_trainable(fn, parameters, resources),
+                               resume_errored=True, storage_filesystem=filesystem)
     search_alg = tuner._local_tuner._tune_config.search_alg
     run_config = tuner._local_tuner.get_run_config()
     if isinstance(search_alg, _RelocatableSearchGenerator):  # experiments started before it existed have none
-        search_alg.relocate_to = (run_config.storage_path, run_config.name)
+        search_alg.relocate_to = (run_config.storage_path, run_config.name, filesystem)
     searcher = search_alg
     while hasattr(searcher, "searcher"):  # the generator, then a concurrency limiter
         searcher = searcher.searcher
