@@ -1,14 +1,15 @@
 """Small files (results tables, sweep settings, reports) on a local path or any fsspec URI.
 
 One pair of helpers for the sweep and the analysis, so that ``s3://``, ``gs://``, NFS and
-``memory://`` (tests) all go through the same two functions; and the one naming of the temporary
-files that make a local write whole-or-nothing (also Tune's, ``sweep.ray_adapter.experiment_fs``).
+``memory://`` (tests) all go through the same two functions; and the one local file that is written
+whole or not at all (``WholeFile``: these helpers' and Tune's, ``sweep.ray_adapter.experiment_fs``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import uuid
 
 # A file being written goes first to a temporary file beside it, named with this mark, the writer's
@@ -17,9 +18,75 @@ TEMPORARY_MARK = ".tmp-"
 _PARTIAL = re.compile(re.escape(TEMPORARY_MARK) + r"\d+(-[0-9a-f]{8})?$")  # without the random part: older versions
 
 
-def temporary_path(path: str) -> str:
-    """Where a write of ``path`` goes before it replaces ``path`` whole."""
-    return f"{path}{TEMPORARY_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+class WholeFile:
+    """A local file being written at ``path``, which appears only whole: the bytes go to a temporary
+    file beside it, flushed to disk and renamed over ``path`` on a close. A close while an exception
+    propagates (a write that failed, a disk that filled, the writer's own error inside its ``with``)
+    drops the temporary file and leaves ``path`` as it was. A file object (write, flush, close), so
+    pyarrow can wrap it too (``sweep.ray_adapter.experiment_fs``: Tune's writes)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.temporary = f"{path}{TEMPORARY_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.handle = open(self.temporary, "wb")
+        self.failed = False
+
+    def __enter__(self) -> "WholeFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()  # sees the propagating exception, if any (sys.exc_info)
+
+    @property
+    def closed(self) -> bool:
+        return self.handle.closed
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle.closed:
+            return
+        whole = not self.failed and sys.exc_info()[0] is None
+        try:
+            if whole:
+                self.handle.flush()
+                os.fsync(self.handle.fileno())
+            self.handle.close()
+            if whole:
+                os.replace(self.temporary, self.path)
+                return
+        except BaseException:
+            self.handle.close()
+            _unlink(self.temporary)
+            raise
+        _unlink(self.temporary)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def remove_partial_writes(folder: str) -> int:
@@ -64,19 +131,8 @@ def write_bytes(path: str, data: bytes) -> None:
         with fs.open(local, "wb") as handle:
             handle.write(data)
         return
-    temporary = temporary_path(local)
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, local)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    with WholeFile(local) as handle:
+        handle.write(data)
 
 
 def check_writable(location: str) -> None:

@@ -15,12 +15,11 @@ object in one PUT already, so a URI keeps Tune's own filesystem.
 from __future__ import annotations
 
 import os
-import sys
 
 import pyarrow
 import pyarrow.fs
 
-from contract.storage import temporary_path
+from contract.storage import WholeFile
 from sweep.optuna_storage import local_path
 
 
@@ -48,9 +47,6 @@ class WholeFileWrites(pyarrow.fs.FileSystemHandler):
 
     def __eq__(self, other):
         return isinstance(other, WholeFileWrites)
-
-    def __ne__(self, other):
-        return not self == other
 
     def __reduce__(self):  # sent to the trials' workers inside Tune's storage context
         return WholeFileWrites, ()
@@ -97,72 +93,8 @@ class WholeFileWrites(pyarrow.fs.FileSystemHandler):
         return self.local.open_input_file(path)
 
     def open_output_stream(self, path, metadata):
-        return pyarrow.PythonFile(_WholeFile(path), mode="w")
+        return pyarrow.PythonFile(WholeFile(path), mode="w")
 
     def open_append_stream(self, path, metadata):
         # an append cannot be made whole-or-nothing by a rename; Tune appends to nothing in storage
         return self.local.open_append_stream(path)
-
-
-class _WholeFile:
-    """A file being written at ``path``: the bytes go to a temporary file beside it, which replaces
-    ``path`` on a close, flushed to disk first. A close while an exception propagates (a write that
-    failed, a disk that filled, the writer's own error inside its ``with``) drops the temporary file
-    and leaves ``path`` as it was."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.temporary = temporary_path(path)
-        self.handle = open(self.temporary, "wb")
-        self.failed = False
-
-    @property
-    def closed(self) -> bool:
-        return self.handle.closed
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        return self.handle.tell()
-
-    def write(self, data) -> int:
-        try:
-            return self.handle.write(data)
-        except BaseException:
-            self.failed = True
-            raise
-
-    def flush(self) -> None:
-        self.handle.flush()
-
-    def close(self) -> None:
-        if self.handle.closed:
-            return
-        whole = not self.failed and sys.exc_info()[0] is None
-        try:
-            if whole:
-                self.handle.flush()
-                os.fsync(self.handle.fileno())
-            self.handle.close()
-            if whole:
-                os.replace(self.temporary, self.path)
-                return
-        except BaseException:
-            self.handle.close()
-            _unlink(self.temporary)
-            raise
-        _unlink(self.temporary)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
