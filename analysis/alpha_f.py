@@ -178,7 +178,7 @@ class AlphaFFit:
                      "the printed curve's interval reaches 0 because it also spends its width on the curve's bend")
         if self.relation in ("inverse", "direct") and self.calibration:
             # pooled.calibrate: without it a peak whose steeper side moves with f, mimicking a moving
-            # optimum, gave a pooled direction in up to 75 % of sweeps with none (README, calibration)
+            # optimum, gave a pooled direction in up to 75 % of sweeps with none (analysis/CALIBRATION.md)
             where = ("each replicate's slope less its lean at the no-relation truth closest to its cells"
                      if "lean" in self.calibration else "at the no-relation truth closest to the data")
             text += f"; its p is calibrated {where} (the peak's shape may change with f and mimic a moving optimum)"

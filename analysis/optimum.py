@@ -38,7 +38,7 @@ most 0.11 (at about 30 % more standard error). One known bias remains, measured 
 at the CIFAR-10 subset's noise: only test accuracy's evaluation noise is independent of the choice of
 alpha*, not the training noise a student's validation and test accuracies share, so an alpha* that
 rides a lucky student inflates the gain by up to 0.3 points at f <= 0.2 (small against one cell's
-interval, not against the mean over many cells; README, shapes).
+interval, not against the mean over many cells; analysis/CALIBRATION.md, peaks of other shapes).
 """
 
 from __future__ import annotations

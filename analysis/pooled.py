@@ -21,15 +21,15 @@ coordinates u = (alpha - low) / (high - low) of the searched range):
   ``RATIO_BOUND`` = 5. It was 3 first (coverage 90 % with that asymmetric peak at the default noise),
   but at the lower noise of real sweeps a 3 : 1 peak sits at that bound: the profiled ratio cannot
   follow noise that asks for a steeper side, the location leans to the gentle side instead, and the
-  coverage fell to 86-88 %; at 5 it is 96 % (the README's calibration, measured side by side with
+  coverage fell to 86-88 %; at 5 it is 96 % (analysis/CALIBRATION.md, measured side by side with
   ``bench/bench_calibration.py --ratio-bound``). Real peaks ask for it: fitted alone with ratios from
   1/10 to 10, the best ratio of 58 % of the self-distillation study's cells (8 or more distinct alphas,
   the peak inside the range) lies at an end, against 33-42 % for simulated parabolas and 3 : 1 peaks at
   the same noise. The price is power: the peaks' family is wider, each location less firm, and the
-  no-relation truths lie nearer to every alternative (the README gives the rows). The ratio is
+  no-relation truths lie nearer to every alternative (analysis/CALIBRATION.md gives the rows). The ratio is
   profiled (the best per cell), not integrated out: averaged over the grid with a uniform prior, a
   3 : 1 peak, near the grid's end, has fewer well-fitting ratios than a symmetric one, the average
-  pulls its location towards the symmetric fit, and its coverage fell from 96 % to 82 % (README);
+  pulls its location towards the symmetric fit, and its coverage fell from 96 % to 82 % (analysis/CALIBRATION.md);
 - k_j >= 0: a curvature per cell, how much alpha matters there. It is free per cell because the KD
   effect's size changes with f and method; it is held non-negative so that a cell whose trials show
   no peak fits a flat line (k_j = 0) and then says nothing about where the peak is, instead of
@@ -164,8 +164,8 @@ class CellStats:
         The ratio counts also where every trial lies on one side of the fitted peak (an optimum beyond the
         searched range), where it changes no fitted value: that overstates sigma by 4-5 % there, and the
         pooled direction test's level at the nearest no-relation truth to a shallow fall from the edge rests
-        on it (counted only where it acts: false findings there 7 % instead of 5 % over 300 sweeps; README,
-        "Calibrated as it is now")."""
+        on it (counted only where it acts: false findings there 7 % instead of 5 % over 300 sweeps; analysis/CALIBRATION.md,
+        "The direction test and its error control")."""
         return np.minimum(self.distinct, 2) + (self.distinct >= 4)
 
 
@@ -459,8 +459,8 @@ def no_relation_fit(st: CellStats) -> tuple[float, np.ndarray]:
 
     Beyond the edge each cell's least-squares peak tends to overshoot a truth at the edge, where a
     peak's shape makes the most lean; moving the peaks back to the edge end of what each cell's trials
-    allow held the pooled test's level there but cost more power than it freed (README, "Calibrated as
-    it is now")."""
+    allow held the pooled test's level there but cost more power than it freed (analysis/CALIBRATION.md, "The direction
+    test and its error control")."""
     cells = len(st.n)
     shared = peak_rss(st, NULL_INSIDE[:, None]).sum(1)  # (V, 1): one location for every cell
     best = (float(shared.min()), np.full(cells, NULL_INSIDE[int(np.argmin(shared))]))
@@ -901,7 +901,7 @@ def polynomial_prediction(u: np.ndarray, y: np.ndarray, at: list[float]):
     quadratic (3-4): a peak need not be symmetric, and a quadratic through a peak three times steeper
     on one side, or sharper at its top than a parabola, misstates its height and its fall to alpha = 0 by
     up to a point, far beyond the interval of a mean over cells; the cubic's bias stays within 0.2 points
-    on simulated sweeps, at about 30 % more standard error (README, shapes). Two distinct alphas: the
+    on simulated sweeps, at about 30 % more standard error (analysis/CALIBRATION.md, peaks of other shapes). Two distinct alphas: the
     mean of the alpha nearest each point (a measurement); one: only at that alpha. Returns (values, cov, kind)."""
     at = np.asarray(at, float)
     distinct = np.unique(np.round(u, 9))

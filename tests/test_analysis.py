@@ -865,8 +865,8 @@ def test_a_peak_steeper_than_the_ratio_bound_is_located_towards_its_gentle_side(
     steeper above its optimum than below is located exactly, one nine times steeper towards the gentle
     side (below), and exactly again by peaks whose ratio reaches 9. At the former bound, 3, the 5 : 1 peak
     leaned too: with noise a peak at the bound (the calibration's 3 : 1) leans the same way whenever the
-    noise asks for a steeper side, the lean behind its coverage of 86-88 % there (96 % at 5; README, peaks
-    of other shapes; ``bench_calibration.py --ratio-bound``)."""
+    noise asks for a steeper side, the lean behind its coverage of 86-88 % there (96 % at 5; analysis/CALIBRATION.md,
+    peaks of other shapes; ``bench_calibration.py --ratio-bound``)."""
     from analysis import pooled
 
     np.testing.assert_allclose(pooled.ratio_grid(pooled.RATIO_BOUND), 5.0 ** np.linspace(-1, 1, 9))
