@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -487,9 +488,10 @@ def test_a_writer_killed_mid_write_through_the_experiment_filesystem_leaves_the_
 def test_the_experiment_filesystem_replaces_a_file_only_when_it_is_written_whole(tmp_path):
     import pickle
 
+    import pyarrow
     import pyarrow.fs
 
-    from sweep.ray_adapter.experiment_fs import experiment_filesystem, storage_location
+    from sweep.ray_adapter.experiment_fs import WholeFileWrites, experiment_filesystem, storage_location
 
     assert experiment_filesystem("s3://bucket/sweeps") is None  # an object store's PUT is whole already
     assert storage_location(f"file://{tmp_path}") == str(tmp_path) == storage_location(str(tmp_path))
@@ -512,6 +514,42 @@ def test_the_experiment_filesystem_replaces_a_file_only_when_it_is_written_whole
     pyarrow.fs.copy_files(str(tmp_path / "staging"), str(tmp_path / "trial"), destination_filesystem=copy)
     assert (tmp_path / "trial" / "checkpoint_000001" / CHECKPOINT_FILE).read_bytes() == b"weights" * 1000
     assert os.listdir(tmp_path / "trial" / "checkpoint_000001") == [CHECKPOINT_FILE]
+
+    # the copy's read of its source fails after the first chunk (a disk's read error inside pyarrow's
+    # copy, not a Python error of the writer's): the copy fails and the previous checkpoint stays whole
+    class FailingReads(WholeFileWrites):
+        def open_input_stream(self, path):
+            return pyarrow.PythonFile(_FailsAfterOneRead(path), mode="r")
+
+        open_input_file = open_input_stream
+
+        def __eq__(self, other):  # another filesystem than the destination's: copy_files streams between them
+            return isinstance(other, FailingReads)
+
+    (source / CHECKPOINT_FILE).write_bytes(bytes(3 << 20))  # three of copy_files' 1 MiB chunks
+    with pytest.raises(OSError, match="read error"):
+        pyarrow.fs.copy_files(str(tmp_path / "staging"), str(tmp_path / "trial"), destination_filesystem=filesystem,
+                              source_filesystem=pyarrow.fs.PyFileSystem(FailingReads()))
+    assert (tmp_path / "trial" / "checkpoint_000001" / CHECKPOINT_FILE).read_bytes() == b"weights" * 1000
+    left = [name for name in os.listdir(tmp_path / "trial" / "checkpoint_000001") if name != CHECKPOINT_FILE]
+    assert len(left) == 1 and left[0].startswith(f"{CHECKPOINT_FILE}.tmp-")  # the resume removes it (test above)
+
+
+class _FailsAfterOneRead(io.RawIOBase):
+    """A file whose first read returns its first MiB and every later one fails, as a disk's read error."""
+
+    def __init__(self, path):
+        self.first = open(path, "rb").read(1 << 20)
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.first is None:
+            raise OSError("read error")
+        size = min(len(buffer), len(self.first))
+        buffer[:size], self.first = self.first[:size], None
+        return size
 
 
 def test_tune_copies_the_experiment_state_into_a_local_experiment_directory_by_replacing_each_file(embedded_ray, tmp_path):
