@@ -66,11 +66,11 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(dir=args.folder) as root:
         staging = staging_folder(root, args.checkpoint_mb)
         storage_path = os.path.join(root, "runs")
-        whole = experiment_filesystem(storage_path)
-        times = {"in place (Tune's default)": [], "whole files (experiment_fs)": []}
+        ways = (("in place (Tune's default)", "in-place", None),
+                ("whole files (experiment_fs)", "whole", experiment_filesystem(storage_path)))
+        times = {label: [] for label, _, _ in ways}
         for round_ in range(args.rounds):
-            for label, filesystem in (("in place (Tune's default)", None), ("whole files (experiment_fs)", whole)):
-                name = "in-place" if filesystem is None else "whole"
+            for label, name, filesystem in ways:
                 seconds = copy_seconds(staging, storage_path, name, filesystem)
                 if round_ > 0:  # the first round creates the folders
                     times[label].append(seconds)
@@ -80,7 +80,8 @@ def main(argv=None) -> None:
         medians = {label: statistics.median(values) for label, values in times.items()}
         for label, median in medians.items():
             print(f"  {label:<30} median {median * 1000:7.1f} ms per copy")
-        ratio = medians["whole files (experiment_fs)"] / medians["in place (Tune's default)"]
+        (in_place, _, _), (whole, _, _) = ways
+        ratio = medians[whole] / medians[in_place]
         print(f"  whole files / in place: {ratio:.2f}x")
 
 

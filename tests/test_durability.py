@@ -514,6 +514,8 @@ def test_the_experiment_filesystem_replaces_a_file_only_when_it_is_written_whole
     pyarrow.fs.copy_files(str(tmp_path / "staging"), str(tmp_path / "trial"), destination_filesystem=copy)
     assert (tmp_path / "trial" / "checkpoint_000001" / CHECKPOINT_FILE).read_bytes() == b"weights" * 1000
     assert os.listdir(tmp_path / "trial" / "checkpoint_000001") == [CHECKPOINT_FILE]
+    filesystem.copy_file(str(source / CHECKPOINT_FILE), str(tmp_path / "copied.pt"))  # within the filesystem
+    assert (tmp_path / "copied.pt").read_bytes() == b"weights" * 1000 and not list(tmp_path.glob("copied.pt.tmp-*"))
 
     # the copy's read of its source fails after the first chunk (a disk's read error inside pyarrow's
     # copy, not a Python error of the writer's): the copy fails and the previous checkpoint stays whole

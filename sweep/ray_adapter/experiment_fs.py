@@ -8,13 +8,15 @@ killed mid-copy (kill -9, the OOM killer, a power cut) leaves a file cut short, 
 on it (``sweep.state_check`` refuses it by name rather than let Tune fail after the stages). Through
 this filesystem each file is written to a temporary file beside it, flushed to disk, and renamed
 over the old one when whole: a kill, or a copy whose read of its source fails part way, leaves the
-previous file whole and a temporary file, which the next resume removes (``contract.storage.remove_partial_writes``). Object stores (``s3://``, ``gs://``) replace an
-object in one PUT already, so a URI keeps Tune's own filesystem.
+previous file whole and a temporary file, which the next resume removes
+(``contract.storage.remove_partial_writes``). Object stores (``s3://``, ``gs://``) replace an object in
+one PUT already, so a URI keeps Tune's own filesystem.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import pyarrow
 import pyarrow.fs
@@ -83,8 +85,7 @@ class WholeFileWrites(pyarrow.fs.FileSystemHandler):
 
     def copy_file(self, src, dest):
         with self.local.open_input_stream(src) as source, self.open_output_stream(dest, None) as target:
-            while chunk := source.read(1 << 20):
-                target.write(chunk)
+            shutil.copyfileobj(source, target, 1 << 20)
 
     def open_input_stream(self, path):
         return self.local.open_input_stream(path)
