@@ -7,6 +7,13 @@ Bonferroni one (``graphical``: Holm's among the methods, the report's until 2026
 one (``graphical_simes``: Hommel's, the report's since). Per truth and procedure it prints how often a
 method's fit found each direction, how often the pooled fit did, and how many sweeps found anything.
 
+Then, for records that keep the two p-values a fit's p is the larger of (the posterior sign test's and
+the calibrated one; recorded since 2026-12-07), where the method fits that found no direction under the
+report's procedure were lost: the posterior's p above 5 %, the calibration's above 5 % (the posterior's
+at most 5 %), the pooled fit tested and not found (the methods are asked only after it), or a p at most
+5 % that the procedure's level among the methods did not reach. Against a truth with a relation this
+says which step a change would have to win power back from.
+
     python bench/compare_procedures.py runs/hommel/record.jsonl
 
 One label noise level per sweep (the bench's default design); records written before the ``tests``
@@ -25,7 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from analysis.pooled import direction_graph, graphical, graphical_simes  # noqa: E402
+from analysis.pooled import SIGNIFICANCE, direction_graph, graphical, graphical_simes  # noqa: E402
 from bench_calibration import read_record as read_results  # noqa: E402
 
 PROCEDURES = {"holm": graphical, "hommel": graphical_simes}
@@ -67,6 +74,42 @@ def compare(records: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
+LOSSES = ("posterior p > 5 %", "calibrated p > 5 %", "pooled not found", "short of its level")
+
+
+def losses(records: list[dict], procedure=graphical_simes) -> dict[str, dict[str, float]]:
+    """{truth: {"fits", "found", and each of ``LOSSES``: share of the method fits}} under ``procedure``,
+    over the records whose fits keep their posterior and calibrated p (``tests``: [p, slope, posterior p,
+    calibrated p]). Each fit that found no direction counts under the first step that lost it."""
+    out: dict[str, dict[str, float]] = {}
+    for record in records:
+        tests = record["tests"]
+        if any(len(fits[0]) < 4 for fits in tests.values()):
+            continue  # recorded before the two p were kept
+        found = decisions(tests, procedure)
+        pooled_missed = POOLED in found and found[POOLED] == "no evidence"
+        row = out.setdefault(record["truth"], dict.fromkeys(("fits", "found", *LOSSES), 0.0))
+        for name, fits in tests.items():
+            if name == POOLED:
+                continue
+            p, _, posterior, calibrated = fits[0]
+            row["fits"] += 1
+            if found.get(name, "no evidence") != "no evidence":
+                row["found"] += 1
+            elif not posterior <= SIGNIFICANCE:  # also a fit never tested (fewer than 3 f): no p at all
+                row[LOSSES[0]] += 1
+            elif not calibrated <= SIGNIFICANCE:
+                row[LOSSES[1]] += 1
+            elif pooled_missed:
+                row[LOSSES[2]] += 1
+            else:
+                row[LOSSES[3]] += 1
+    for row in out.values():
+        for key in ("found", *LOSSES):
+            row[key] /= max(row["fits"], 1)
+    return out
+
+
 def read_record(path: str) -> list[dict]:
     """The record's sweeps that keep their fits' p-values (``tests``)."""
     return [row for row in read_results(path).values() if "tests" in row]
@@ -76,7 +119,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("record", help="a JSON-lines record of bench/bench_calibration.py --record")
     args = parser.parse_args(argv)
-    rates = compare(read_record(args.record))
+    records = read_record(args.record)
+    rates = compare(records)
     print("truth | procedure | sweeps | method fits: inverse | direct | found, by method | pooled found | "
           "sweeps with any finding")
     print("---|---|---|---|---|---|---|---")
@@ -84,6 +128,13 @@ def main(argv=None) -> int:
         low, high = row["method_range"]
         print(f"{truth} | {name} | {row['sweeps']} | {row['method_inverse']:.1%} | {row['method_direct']:.1%} | "
               f"{low:.0%}-{high:.0%} | {row['pooled_found']:.1%} | {row['any_finding']:.1%}")
+    lost = losses(records)
+    if lost:
+        print("\nwhere the method fits without a direction were lost (Hommel's procedure; shares of all method fits)")
+        print("truth | method fits | found | " + " | ".join(LOSSES))
+        print("---|---|---|" + "---|" * (len(LOSSES) - 1) + "---")
+        for truth, row in lost.items():
+            print(f"{truth} | {row['fits']:.0f} | {row['found']:.1%} | " + " | ".join(f"{row[k]:.1%}" for k in LOSSES))
     return 0
 
 
