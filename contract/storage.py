@@ -63,6 +63,14 @@ class WholeFile:
     def flush(self) -> None:
         self.handle.flush()
 
+    def __del__(self) -> None:
+        # dropped without a close: a writer that gave up part way (pyarrow's copy_files lets go of its
+        # output stream unclosed when a read of its source fails), so not whole: ``path`` stays as it was
+        handle = getattr(self, "handle", None)  # None when the temporary file could not be opened
+        if handle is not None and not handle.closed:
+            handle.close()
+            _unlink(self.temporary)
+
     def close(self) -> None:
         if self.handle.closed:
             return

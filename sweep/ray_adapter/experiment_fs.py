@@ -7,9 +7,10 @@ disk that copy (pyarrow's ``copy_files``) opens each destination file and writes
 killed mid-copy (kill -9, the OOM killer, a power cut) leaves a file cut short, and the resume fails
 on it (``sweep.state_check`` refuses it by name rather than let Tune fail after the stages). Through
 this filesystem each file is written to a temporary file beside it, flushed to disk, and renamed
-over the old one when whole: a kill, or a copy whose read of its source fails part way, leaves the
-previous file whole and a temporary file, which the next resume removes
-(``contract.storage.remove_partial_writes``). Object stores (``s3://``, ``gs://``) replace an object in
+over the old one when whole: a kill leaves the previous file whole and a temporary file, which the
+next resume removes (``contract.storage.remove_partial_writes``); a copy whose read of its source
+fails part way leaves the previous file whole too, and its temporary file goes once pyarrow drops
+the unclosed stream (``contract.storage.WholeFile``). Object stores (``s3://``, ``gs://``) replace an object in
 one PUT already, so a URI keeps Tune's own filesystem.
 """
 
