@@ -92,7 +92,7 @@ def losses(records: list[dict], procedure=graphical_simes) -> dict[str, dict[str
         for name, fits in tests.items():
             if name == POOLED:
                 continue
-            p, _, posterior, calibrated = fits[0]
+            _, _, posterior, calibrated = fits[0]
             row["fits"] += 1
             if found.get(name, "no evidence") != "no evidence":
                 row["found"] += 1
