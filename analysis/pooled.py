@@ -668,15 +668,22 @@ def calibrate(cells: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, sigma2:
     calibrated one is normal-approximate: with every draw's optimum at the edge the simulated z have no
     spread, and there the posterior's p is exact)."""
     z, used = null_statistic(cells, sigma2, rng, draws, SignedZ(x, sigma2), bias_corrected)
-    null_mean, null_sd = float(used.mean()), float(z.std(ddof=1))
-    spread = math.sqrt(null_sd**2 + used.var(ddof=1) / draws)  # uncorrected: sd sqrt(1 + 1/draws)
-    gap = abs(observed.signed_z - null_mean)
+    p_calibrated = calibrated_p(observed.signed_z, z, used)
+    return Calibration(p_value=max(observed.p_value, p_calibrated), p_calibrated=p_calibrated,
+                       null_mean=float(used.mean()), null_sd=float(z.std(ddof=1)), draws=len(z))
+
+
+def calibrated_p(observed_z: float, z: np.ndarray, used: np.ndarray) -> float:
+    """``calibrate``'s p: the observed signed z against the simulated ones (``null_statistic``: ``z``, and
+    ``used``, the values whose mean is the lean), two-sided around that mean, as a prediction on
+    draws - 1 degrees of freedom (analysis/CALIBRATION.md compares it with other forms on the same draws:
+    ``bench/bench_calibration_forms.py``)."""
+    draws = len(z)
+    spread = math.sqrt(float(z.std(ddof=1)) ** 2 + used.var(ddof=1) / draws)  # uncorrected: sd sqrt(1 + 1/draws)
+    gap = abs(observed_z - float(used.mean()))
     if spread > 1e-9:
-        p_calibrated = float(2 * sps.t.sf(gap / spread, draws - 1))
-    else:
-        p_calibrated = 1.0 if gap <= 1e-9 else 0.0
-    return Calibration(p_value=max(observed.p_value, p_calibrated), p_calibrated=p_calibrated, null_mean=null_mean,
-                       null_sd=null_sd, draws=draws)
+        return float(2 * sps.t.sf(gap / spread, draws - 1))
+    return 1.0 if gap <= 1e-9 else 0.0
 
 
 def holm(p_values: list[float] | np.ndarray, level: float = SIGNIFICANCE) -> tuple[np.ndarray, np.ndarray]:

@@ -1191,3 +1191,31 @@ def test_the_procedure_comparison_reads_a_calibration_record_counts_both_procedu
     assert lost["inverse"] == pytest.approx({"fits": 10, "found": 0.1, "posterior p > 5 %": 0.1, "calibrated p > 5 %": 0.1,
                                              "pooled not found": 0.5, "short of its level": 0.2})
     assert compare.main([str(record)]) == 0 and "inverse | 10 | 10.0% | 10.0% | 10.0% | 50.0% | 20.0%" in capsys.readouterr().out
+
+
+def test_the_calibration_forms_bench_computes_the_report_p_and_the_one_of_abs_z():
+    """bench/bench_calibration_forms.py's forms: with draws centred on 0 the p of |z| is the report's
+    centred p (one distribution, symmetric about 0); with draws leaning towards "inverse" it is smaller
+    for an observed z on the lean's side (it spends the level there) and larger on the other side."""
+    import importlib.util
+    from pathlib import Path
+
+    from analysis.pooled import calibrated_p
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_calibration_forms.py"
+    spec = importlib.util.spec_from_file_location("bench_calibration_forms", path)
+    forms = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(forms)
+
+    rng = np.random.default_rng(0)
+    centred = rng.standard_normal(60)
+    centred -= centred.mean()  # exactly symmetric in mean: the two forms agree
+    for observed in (-2.5, -1.0, 0.3, 2.1):
+        assert forms.absolute_p(observed, centred, centred) == pytest.approx(calibrated_p(observed, centred, centred), abs=1e-3)
+    leaning = centred * 0.7 - 1.0
+    assert forms.absolute_p(-2.2, leaning, leaning) < 0.05 < calibrated_p(-2.2, leaning, leaning)
+    assert forms.absolute_p(0.5, leaning, leaning) > calibrated_p(0.5, leaning, leaning)
+    # with the draws' spread zero: certain, either way
+    flat = np.full(60, -1.0)
+    assert forms.absolute_p(-2.0, flat, flat) == 0.0 and forms.absolute_p(-0.5, flat, flat) == 1.0
+    assert calibrated_p(-1.0, flat, flat) == 1.0 and calibrated_p(-2.0, flat, flat) == 0.0
