@@ -321,8 +321,12 @@ def group_data(trials: pd.DataFrame, method: str, alpha_range=ALPHA_RANGE) -> Gr
 
 
 def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_RANGE, seed: int = 0,
-                n_draws: int = DEFAULT_DRAWS, sigma: float | None = None) -> list[AlphaFFit]:
-    """Every group's pooled fit, with the multiple-testing procedure across the fits of one context (``adjust_directions``)."""
+                n_draws: int = DEFAULT_DRAWS, sigma: float | None = None,
+                bias_corrected_methods: bool = False) -> list[AlphaFFit]:
+    """Every group's pooled fit, with the multiple-testing procedure across the fits of one context (``adjust_directions``).
+    ``bias_corrected_methods``: calibrate each method's direction test with the pooled fit's bias
+    correction too (a candidate the calibration bench measures: ``--bias-corrected-methods``; the report
+    calibrates only the pooled fit so)."""
     alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
     done = completed(trials)
     noise_df = float("inf")  # a given sigma is taken as known
@@ -357,7 +361,7 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
                 # only then can the calibration change a decision: no direction is tested above 5 %
                 calibration = pooled.calibrate([data[name][:2] for name in names], x, sigma**2, test,
                                                np.random.default_rng([seed, len(fits), 1]),
-                                               bias_corrected=method == POOLED)
+                                               bias_corrected=method == POOLED or bias_corrected_methods)
                 fit.p_value = calibration.p_value
                 fit.calibration = {"p_calibrated": calibration.p_calibrated, "null_mean": calibration.null_mean,
                                    "null_sd": calibration.null_sd, "observed": test.signed_z,

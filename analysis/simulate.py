@@ -36,6 +36,13 @@ so KD gains about 0.3 points at f = 1 and 5.8 points at f = 0.1 under the invers
   beyond it, its own per f), whichever is closer. alpha* is the same at every f; what changes with f
   is the peak's shape, so a test that reads a moving optimum into a changing shape finds a relation
   there that is not.
+- ``partial_<truth>`` (``PARTIAL``): a partial null, where a method's own level is what holds the
+  family's error rate: ``PARTIAL_NULL_METHOD`` is ``nearest_<truth>`` (its optimum fixed, its peak's
+  shape changing with f the least favourable way), and so is the shared f = 1 cell; every other
+  method falls as ``<truth>`` does, moved by the same amount at every f so that it meets that cell
+  (``partial_shift``). The pooled direction is rightly found, so the null method is tested, and any
+  finding for it is a false one. Against the inverse relation only: the nearest nulls to the falls
+  from the edge put every optimum beyond the edge, where no other method's fall could end.
 
 Shapes of the peak in alpha (``shape``; d = alpha - peak, k = k(f)): the analysis fits parabolas, so a
 calibration that drew only parabolas would prove little (DESIGN 6b). Each shape keeps the KD gain of
@@ -76,7 +83,10 @@ SHAPES = ("parabola", "gauss", "asymmetric", "plateau")
 GAUSS_WIDTH, GAUSS_HEIGHT, ASYMMETRY, PLATEAU_HALF_WIDTH = 0.35, 0.6, 3.0, 0.1
 NEAREST = {"nearest_inverse": "inverse", "nearest_direct": "direct", "nearest_edge_steep": "edge_steep",
            "nearest_edge_shallow": "edge_shallow"}  # the least favourable no-relation truths (nearest_cell)
-TRUTHS = ("none", "inverse", "direct", "flat", "edge_steep", "edge_shallow", "edge_null", "mixed", *NEAREST)
+# the partial nulls: one method at no relation (least favourably shaped) beside methods that have one
+PARTIAL = {"partial_inverse": "inverse"}
+PARTIAL_NULL_METHOD = "el2n"
+TRUTHS = ("none", "inverse", "direct", "flat", "edge_steep", "edge_shallow", "edge_null", "mixed", *NEAREST, *PARTIAL)
 # a nearest null's sides: those of the analysis's own peaks (up to RATIO_BOUND times steeper one than the other), so
 # that the least favourable no-relation truth is one the analysis can fit exactly
 NULL_RATIOS = ratio_grid(RATIO_BOUND)
@@ -93,6 +103,11 @@ def _edge_fall(f: float, at_full: float) -> float:
 
 def raw_optimum(truth: str, f: float, method: str = "random") -> float:
     """The peak of the accuracy curve in alpha, which may lie beyond the searched range [0, 1]."""
+    if truth in PARTIAL:
+        alternative = PARTIAL[truth]
+        if _is_partial_null(truth, method):
+            return nearest_cell(alternative, f).peak
+        return raw_optimum(alternative, f) + partial_shift(truth)
     if truth in NEAREST:
         return nearest_cell(NEAREST[truth], f).peak
     if truth in ("none", "flat"):
@@ -126,15 +141,17 @@ def optimal_range(truth: str, f: float, method: str = "random", shape: str = "pa
     return min(1.0, max(0.0, peak - half)), min(1.0, max(0.0, peak + half))
 
 
-def has_optimum(truth: str, f: float) -> bool:
+def has_optimum(truth: str, f: float, method: str = "random") -> bool:
     """Whether ``truth``'s accuracy at ``f`` peaks in alpha at all: not where it is flat (the flat truth;
     a nearest null whose closest peak has no curvature, as ``nearest_edge_steep``'s at f = 1). Where it
     is flat every alpha is best, so an alpha* interval has nothing to cover and a calibration leaves
     the cell out."""
-    return curvature(truth, f) > 0
+    return curvature(truth, f, method) > 0
 
 
-def curvature(truth: str, f: float) -> float:
+def curvature(truth: str, f: float, method: str = "random") -> float:
+    if truth in PARTIAL:
+        return nearest_cell(PARTIAL[truth], f).k if _is_partial_null(truth, method) else curvature(PARTIAL[truth], f)
     if truth in NEAREST:
         return nearest_cell(NEAREST[truth], f).k
     return 0.0 if truth == "flat" else 0.03 + 0.05 * math.log10(1 / f)
@@ -197,6 +214,20 @@ def nearest_cell(truth: str, f: float) -> NullCell:
                     rss=float(rss))
 
 
+def _is_partial_null(truth: str, method: str) -> bool:
+    """Whether ``method``'s cells of a partial null are its nearest null's: the null method's and the
+    shared f = 1 cell's."""
+    return truth in PARTIAL and method in (PARTIAL_NULL_METHOD, FULL)
+
+
+@functools.lru_cache(maxsize=None)
+def partial_shift(truth: str) -> float:
+    """How far a partial null's other methods' optima lie from the alternative's: at f = 1 they meet the
+    null's optimum, the shared cell's."""
+    alternative = PARTIAL[truth]
+    return nearest_cell(alternative, 1.0).peak - raw_optimum(alternative, 1.0)
+
+
 def drop(d, k: float, shape: str = "parabola") -> np.ndarray:
     """How far below the top accuracy lies at distance ``d`` = alpha - peak (see the module's shapes)."""
     d = np.asarray(d, float)
@@ -217,10 +248,11 @@ def true_accuracy(truth: str, method: str, f: float, alpha, effect: dict | None 
     effect = effect or NO_EFFECT
     top = _top(f) + EDGE.get(method, 0.0) * (1 - f) + effect["level"]
     peak = raw_optimum(truth, f, method) + replicate_move(effect, f)
-    k = curvature(truth, f) * effect["scale"]
+    k = curvature(truth, f, method) * effect["scale"]
     d = np.asarray(alpha, float) - peak
-    if truth in NEAREST:  # its own peak, whatever ``shape``: the model's family nearest to the truth's parabola
-        null = nearest_cell(NEAREST[truth], f)
+    null = (nearest_cell(NEAREST[truth], f) if truth in NEAREST
+            else nearest_cell(PARTIAL[truth], f) if _is_partial_null(truth, method) else None)
+    if null is not None:  # its own peak, whatever ``shape``: the model's family nearest to the truth's parabola
         return np.clip(top + null.offset - np.where(d > 0, null.ratio, 1.0) * k * d**2, 0.0, 1.0)
     return np.clip(top - drop(d, k, shape), 0.0, 1.0)
 

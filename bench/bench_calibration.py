@@ -63,6 +63,13 @@ false findings per method and pooled, and the coverage of every cell's alpha* in
 the same at every f, the peak's shape changing with f (``analysis.simulate``), the least favourable null
 for a test against that alternative.
 
+With ``--truths partial_inverse`` (``analysis.simulate.PARTIAL``: el2n and the shared f = 1 cell at
+the nearest no-relation truth to the inverse relation, optimum fixed and the peak's shape changing with
+f, every other method falling as the inverse relation does to meet that cell) a table of that partial null: the share of sweeps with a false finding (el2n's
+direction, or a wrong one), el2n's own false findings, the other methods' power, the pooled fit's
+verdicts and the alpha* coverage. There the pooled direction is found, so el2n is tested, and its own
+level is what holds the family's error rate.
+
 With ``--shapes`` each shape of the peak in alpha (``analysis.simulate``: parabola, a Gaussian bump,
 asymmetric, a plateau) gets its own rows, drawn from the same seeds: the analysis fits a peak of
 another family, so these rows say whether its error rates survive a curve shaped unlike it.
@@ -72,6 +79,8 @@ simulator, its nearest nulls included, is unchanged. ``--sigma-known`` fits ever
 simulator's trial-to-trial sd given instead of estimated (a diagnostic: how much of the intervals' width
 comes from estimating the noise; with the parabola and the inverse truth at noise 0.51, over 40 sweeps,
 the cells with f < 1 covered alpha* in 99.0 % estimated and 99.1 % known, so the width is the model's).
+``--bias-corrected-methods`` calibrates each method's direction test with the bias correction the
+pooled fit's has (``analysis.pooled.null_statistic``): a candidate, measured on the same seeds.
 
 Targets at the default budget: FWER <= 5 %, coverage in [90 %, 98 %], |error| <= 0.1 in >= 80 % of
 cells, power >= 80 % for the inverse relation, zero impossible values. Monte Carlo error: with S sweeps
@@ -96,7 +105,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from analysis import pooled, workers  # noqa: E402
 from analysis.optimum import ACCURACY_COLUMNS  # noqa: E402
 from analysis.power import PlannedDesign, direction_evidence, neyman_pearson_bounds, procedure_bounds  # noqa: E402
-from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, NOISE_SD, SHAPES, TRUTHS, has_optimum,  # noqa: E402
+from analysis.simulate import (EDGE, FRACTIONS, METHODS, NEAREST, NOISE_SD, PARTIAL, PARTIAL_NULL_METHOD, SHAPES,  # noqa: E402
+                               TRUTHS, has_optimum,
                                optimal_range, population_gain, population_optimum, replicate_move, simulate_sweep,
                                true_accuracy)
 from contract import ALPHA_RANGE  # noqa: E402
@@ -113,6 +123,7 @@ def one_sweep(args: tuple) -> dict:
     truth, design, trials, seed, design_options = args
     design_options = dict(design_options)
     sigma = NOISE_SD * design_options["noise_scale"] if design_options.pop("sigma_known", False) else None
+    bias_corrected_methods = design_options.pop("bias_corrected_methods", False)
     methods = design_options["methods"]
     shape = design_options.get("shape", "parabola")
     warnings.filterwarnings("ignore")
@@ -123,7 +134,7 @@ def one_sweep(args: tuple) -> dict:
     raw = simulate_sweep(truth, design, trials, seed=seed, **design_options)
     effects = raw.attrs.get("replicate_effects", {})
     frame = tidy(raw)
-    fits = fit_alpha_f(frame, seed=seed, n_draws=200, sigma=sigma)
+    fits = fit_alpha_f(frame, seed=seed, n_draws=200, sigma=sigma, bias_corrected_methods=bias_corrected_methods)
     optima = cell_optima(frame, fits=fits)
     cells = optima.table
     # one fit per (method, label noise level); power counts each level's fit
@@ -153,7 +164,7 @@ def one_sweep(args: tuple) -> dict:
         bad += int(((values < 0) | (values > 1)).sum())
     out["impossible"] = bad
     # a cell whose truth is flat in alpha has no optimum to cover (analysis.simulate.has_optimum)
-    peaked = np.array([has_optimum(truth, f) for f in cells["fraction"]], bool)
+    peaked = np.array([has_optimum(truth, f, m) for f, m in zip(cells["fraction"], cells["method"])], bool)
     if peaked.any():
         scored = cells[peaked]
         # the optimal alphas of each cell (one point, or a plateau's top), a replicate's effect moving them
@@ -177,12 +188,12 @@ def one_sweep(args: tuple) -> dict:
                 bool(fit.lo[i] - PRINTED <= population_optimum(truth, float(f), fit.method if f < 1 else "full", spread)
                      <= fit.hi[i] + PRINTED)
                 for fit in fits if fit.method != POOLED and fit.replicates > 1 for i, f in enumerate(fit.f)
-                if has_optimum(truth, float(f))]
+                if has_optimum(truth, float(f), fit.method if f < 1 else "full")]
     gains = []
     for _, c in cells.iterrows():
         if not math.isfinite(c["kd_gain_test_lo"]):
             continue
-        method = "random" if c["method"] == "full" else c["method"]
+        method = c["method"]  # the shared f = 1 cell's truth is its own (a partial null's is its nearest null's)
         effect = effects.get(c["replicate"])  # the cell's own truth: its replicate's effect included
         true_gain = float(true_accuracy(truth, method, c["fraction"], c["alpha_opt"], effect, shape)
                           - true_accuracy(truth, method, c["fraction"], 0.0, effect, shape))
@@ -301,6 +312,19 @@ def summarise(results: list[dict], design: str, trials: int, methods=METHODS, sh
     row["mixed_pooled"] = _rate(x in ("inverse", "direct") for r in by["mixed"] for x in r["relations"].get("pooled", []))
     edge = [r for t in EDGE_TRUTHS for r in by[t]]
     row["coverage_edge"] = _rate(c for r in edge for c in r["covered"])
+    # a partial null: one method at no relation beside methods with one; the null method's own findings
+    # and any wrong direction are the false ones, so their rate is the family's error rate there
+    for truth in PARTIAL:
+        falling = [m for m in methods if m != PARTIAL_NULL_METHOD]
+        row[f"fwer_{truth}"] = _rate(
+            any(x in ("inverse", "direct") for x in r["relations"].get(PARTIAL_NULL_METHOD, []))
+            or any(x == "direct" for m in (*falling, *pooled) for x in r["relations"][m]) for r in by[truth])
+        row[f"false_{truth}"] = _rate(x in ("inverse", "direct") for r in by[truth]
+                                      for x in r["relations"].get(PARTIAL_NULL_METHOD, []))
+        row[f"power_{truth}"] = _rate(x == "inverse" for r in by[truth] for m in falling for x in r["relations"][m])
+        row[f"power_{truth}_pooled"] = _rate(x == "inverse" for r in by[truth] for x in r["relations"].get("pooled", []))
+        row[f"not_pooled_{truth}"] = _rate(x == "not pooled" for r in by[truth] for x in r["relations"].get("pooled", []))
+        row[f"coverage_{truth}"] = _rate(c for r in by[truth] for c in r.get("covered", []))
     return row
 
 
@@ -383,6 +407,25 @@ def print_bound_table(rows: list[dict], methods=METHODS) -> None:
             text += f" ({_pct(r[f'false_{t}_pooled']).strip()})" if pooled else ""
             cells.append(f"{text}, {_pct(r[f'coverage_{t}']).strip()}")
         print(" | ".join(cells))
+
+
+def print_partial_table(rows: list[dict]) -> None:
+    """The partial nulls: the null method's false findings (its own level, which protects the family when
+    the others' directions are found), the family's error rate there, the falling methods' power and the
+    pooled fit's verdicts."""
+    truths = [t for t in PARTIAL if any(math.isfinite(r[f"fwer_{t}"]) for r in rows)]
+    if not truths:
+        return
+    print()
+    head = ("design", "n/cell", "shape", *(f"{t}: FWER, {PARTIAL_NULL_METHOD} found, power of the others, pooled "
+                                          f"inverse / not pooled, alpha* coverage" for t in truths))
+    print(" | ".join(head))
+    print("|".join("---" for _ in head))
+    for r in rows:
+        print(" | ".join([r["design"], str(r["trials"]), r["shape"], *(
+            f"{_pct(r[f'fwer_{t}']).strip()}, {_pct(r[f'false_{t}']).strip()}, {_pct(r[f'power_{t}']).strip()}, "
+            f"{_pct(r[f'power_{t}_pooled']).strip()} / {_pct(r[f'not_pooled_{t}']).strip()}, "
+            f"{_pct(r[f'coverage_{t}']).strip()}" for t in truths)]))
 
 
 def print_replicate_table(rows: list[dict]) -> None:
@@ -476,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweeps", type=int, default=10, help="simulated sweeps per truth, design and budget")
     parser.add_argument("--truths", nargs="+", default=list(CLASSIC), choices=TRUTHS,
                         help=f"default {' '.join(CLASSIC)}; the edge ones: {' '.join(EDGE_TRUTHS)}; the least "
-                        f"favourable no-relation ones: {' '.join(NEAREST)}")
+                        f"favourable no-relation ones: {' '.join(NEAREST)}; a partial null: {' '.join(PARTIAL)}")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     parser.add_argument("--seed", type=int, default=0)
     design = parser.add_argument_group("the simulated sweep's design (default: 5 methods x 6 fractions + f = 1)")
@@ -500,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio-bound", type=float, default=None, metavar="B",
                         help="try the analysis with peaks whose sides' ratio reaches 1/B to B (default: its own, "
                              "analysis.pooled.RATIO_BOUND); the simulator is unchanged")
+    parser.add_argument("--bias-corrected-methods", action="store_true",
+                        help="calibrate each method's direction test with the pooled fit's bias correction too (a "
+                             "candidate; the report's analysis corrects only the pooled fit's)")
     parser.add_argument("--sigma-known", action="store_true",
                         help="fit with the simulator's trial-to-trial sd given, not estimated (a diagnostic)")
     parser.add_argument("--record", metavar="FILE",
@@ -519,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
                "replicate_sd": args.replicate_sd}
     if args.sigma_known:  # only then: a record's lines of estimated-noise runs keep their keys
         options["sigma_known"] = True
+    if args.bias_corrected_methods:  # likewise
+        options["bias_corrected_methods"] = True
         print(f"the analysis is given the noise: sd {100 * NOISE_SD * args.noise_scale:.2f} points between trials", flush=True)
     # the same seeds for every shape: the shapes' rows differ by the shape, not by the noise drawn
     tasks = [(truth, design, trials, args.seed * 100_003 + s, {**options, "shape": shape}) for design in args.designs
@@ -547,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
             for shape in args.shapes]
     print_table(rows, args.methods)
     print_bound_table(rows, args.methods)
+    print_partial_table(rows)
     print_replicate_table(rows)
     print(f"({time.perf_counter() - start:.0f} s)")
     return 0

@@ -835,8 +835,8 @@ def test_a_simulated_cell_has_an_optimum_exactly_where_its_accuracy_is_not_flat_
     for truth in TRUTHS:
         for f in (*FRACTIONS, 1.0):
             values = true_accuracy(truth, "el2n", f, grid)
-            assert has_optimum(truth, f) == (np.ptp(values) > 1e-12), (truth, f, np.ptp(values))
-            if not has_optimum(truth, f):
+            assert has_optimum(truth, f, "el2n") == (np.ptp(values) > 1e-12), (truth, f, np.ptp(values))
+            if not has_optimum(truth, f, "el2n"):
                 flat.add((truth, f))
     assert {truth for truth, _ in flat} == {"flat", "nearest_edge_steep"}
     assert ("nearest_edge_steep", 1.0) in flat and ("nearest_edge_steep", 0.7) not in flat
@@ -1219,3 +1219,70 @@ def test_the_calibration_forms_bench_computes_the_report_p_and_the_one_of_abs_z(
     flat = np.full(60, -1.0)
     assert forms.absolute_p(-2.0, flat, flat) == 0.0 and forms.absolute_p(-0.5, flat, flat) == 1.0
     assert calibrated_p(-1.0, flat, flat) == 1.0 and calibrated_p(-2.0, flat, flat) == 0.0
+
+
+def test_a_partial_null_is_one_method_at_the_nearest_null_beside_methods_that_fall_to_meet_it():
+    """``partial_inverse`` (analysis.simulate.PARTIAL): el2n and the shared f = 1 cell are the nearest
+    null to the inverse relation (optimum fixed, the peak's shape changing with f); every other method
+    follows the inverse relation moved by one amount at every f, so that its optimum falls with f to
+    meet the shared cell's."""
+    from analysis.simulate import (FRACTIONS, NULL_ALPHAS, PARTIAL, PARTIAL_NULL_METHOD, a_star, curvature,
+                                   nearest_cell, partial_shift, raw_optimum, true_accuracy)
+
+    assert PARTIAL == {"partial_inverse": "inverse"} and PARTIAL_NULL_METHOD == "el2n"
+    fs = (*FRACTIONS, 1.0)
+    for method, f in [("el2n", f) for f in FRACTIONS] + [("full", 1.0)]:
+        assert np.array_equal(true_accuracy("partial_inverse", method, f, NULL_ALPHAS),
+                              true_accuracy("nearest_inverse", method, f, NULL_ALPHAS))
+    assert len({round(nearest_cell("inverse", f).ratio, 6) for f in fs}) > 1  # its shape changes with f
+    at_full = nearest_cell("inverse", 1.0).peak
+    assert raw_optimum("inverse", 1.0) + partial_shift("partial_inverse") == pytest.approx(at_full)
+    for method in ("random", "grand", "memorization"):
+        optima = [a_star("partial_inverse", f, method) for f in fs]
+        assert optima[0] == 1.0 and all(a > b for a, b in zip(optima[1:], optima[2:])) and optima[-1] == pytest.approx(at_full)
+        for f in FRACTIONS:
+            assert curvature("partial_inverse", f, method) == curvature("inverse", f)
+            shifted = true_accuracy("inverse", method, f, NULL_ALPHAS - partial_shift("partial_inverse"))
+            assert np.allclose(true_accuracy("partial_inverse", method, f, NULL_ALPHAS), shifted), (method, f)
+
+
+def test_the_calibration_bench_counts_a_partial_nulls_false_findings_and_power():
+    """bench/bench_calibration.py's partial-null row: a sweep errs when el2n (at no relation) gets a
+    direction or any fit gets the wrong one; the other methods' inverse findings are power."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_calibration.py"
+    spec = importlib.util.spec_from_file_location("bench_calibration", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    methods = ("random", "el2n", "grand")
+
+    def sweep(el2n, others, pooled):
+        return {"truth": "partial_inverse", "design": "grid", "trials": 16, "shape": "parabola", "any_finding": True,
+                "relations": {"random": [others[0]], "el2n": [el2n], "grand": [others[1]], "pooled": [pooled]},
+                "covered": [True, False], "gain_covered": [], "wins": [], "impossible": 0}
+
+    results = [sweep("no evidence", ("inverse", "inverse"), "inverse"),
+               sweep("inverse", ("inverse", "no evidence"), "inverse"),   # el2n found: false
+               sweep("no evidence", ("direct", "inverse"), "not pooled"),  # a wrong direction: false
+               sweep("no evidence", ("no evidence", "no evidence"), "no evidence")]
+    row = bench.summarise(results, "grid", 16, methods)
+    assert row["fwer_partial_inverse"] == 0.5 and row["false_partial_inverse"] == 0.25
+    assert row["power_partial_inverse"] == 4 / 8
+    assert row["power_partial_inverse_pooled"] == 0.5 and row["not_pooled_partial_inverse"] == 0.25
+    assert row["coverage_partial_inverse"] == 0.5
+
+
+def test_the_methods_bias_correction_candidate_changes_only_the_method_fits_calibration():
+    """``fit_alpha_f(bias_corrected_methods=True)`` (bench_calibration's ``--bias-corrected-methods``):
+    a method fit whose direction is calibrated is calibrated with the pooled fit's bias correction too
+    (another simulated lean, from fits of the fitted truth's own draws); its posterior is as without it."""
+    frame = tidy(simulate_sweep("inverse", "grid", 8, seed=1, noise_scale=0.5, methods=("random",),
+                                fractions=(0.1, 0.3, 0.7)))
+    plain, = fit_alpha_f(frame, n_draws=50)
+    corrected, = fit_alpha_f(frame, n_draws=50, bias_corrected_methods=True)
+    assert plain.calibration and corrected.calibration, plain.p_posterior
+    assert corrected.calibration["null_mean"] != plain.calibration["null_mean"]
+    assert corrected.p_posterior == plain.p_posterior and np.array_equal(corrected.alpha, plain.alpha)
