@@ -40,8 +40,9 @@ so KD gains about 0.3 points at f = 1 and 5.8 points at f = 0.1 under the invers
   family's error rate: ``PARTIAL_NULL_METHOD`` is ``nearest_<truth>`` (its optimum fixed, its peak's
   shape changing with f the least favourable way), and so is the shared f = 1 cell; every other
   method falls as ``<truth>`` does, moved by the same amount at every f so that it meets that cell
-  (``partial_shift``). The pooled direction is rightly found, so the null method is tested, and any
-  finding for it is a false one. Against the inverse relation only: the nearest nulls to the falls
+  (``partial_shift``). The others' directions are rightly found (the pooled one too, or it is
+  withheld because the curves differ), so the null method is tested, and any finding for it is a
+  false one. Against the inverse relation only: the nearest nulls to the falls
   from the edge put every optimum beyond the edge, where no other method's fall could end.
 
 Shapes of the peak in alpha (``shape``; d = alpha - peak, k = k(f)): the analysis fits parabolas, so a

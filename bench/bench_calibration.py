@@ -65,10 +65,11 @@ for a test against that alternative.
 
 With ``--truths partial_inverse`` (``analysis.simulate.PARTIAL``: el2n and the shared f = 1 cell at
 the nearest no-relation truth to the inverse relation, optimum fixed and the peak's shape changing with
-f, every other method falling as the inverse relation does to meet that cell) a table of that partial null: the share of sweeps with a false finding (el2n's
-direction, or a wrong one), el2n's own false findings, the other methods' power, the pooled fit's
-verdicts and the alpha* coverage. There the pooled direction is found, so el2n is tested, and its own
-level is what holds the family's error rate.
+f, every other method falling as the inverse relation does to meet that cell) a table of that partial
+null: the share of sweeps with a false finding (el2n's direction, or a wrong one), el2n's own false
+findings, the other methods' power, the pooled fit's verdicts and the alpha* coverage. There the other
+methods' directions are found (the pooled verdict too, or it is withheld because the curves differ),
+so el2n is tested, and its own level is what holds the family's error rate.
 
 With ``--shapes`` each shape of the peak in alpha (``analysis.simulate``: parabola, a Gaussian bump,
 asymmetric, a plateau) gets its own rows, drawn from the same seeds: the analysis fits a peak of
@@ -565,9 +566,10 @@ def main(argv: list[str] | None = None) -> int:
                "replicate_sd": args.replicate_sd}
     if args.sigma_known:  # only then: a record's lines of estimated-noise runs keep their keys
         options["sigma_known"] = True
+        print(f"the analysis is given the noise: sd {100 * NOISE_SD * args.noise_scale:.2f} points between trials", flush=True)
     if args.bias_corrected_methods:  # likewise
         options["bias_corrected_methods"] = True
-        print(f"the analysis is given the noise: sd {100 * NOISE_SD * args.noise_scale:.2f} points between trials", flush=True)
+        print("each method's calibration is bias-corrected as the pooled fit's (a candidate)", flush=True)
     # the same seeds for every shape: the shapes' rows differ by the shape, not by the noise drawn
     tasks = [(truth, design, trials, args.seed * 100_003 + s, {**options, "shape": shape}) for design in args.designs
              for trials in args.trials for shape in args.shapes for truth in args.truths for s in range(args.sweeps)]
