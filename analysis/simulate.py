@@ -42,8 +42,8 @@ so KD gains about 0.3 points at f = 1 and 5.8 points at f = 0.1 under the invers
   method falls as ``<truth>`` does, moved by the same amount at every f so that it meets that cell
   (``partial_shift``). The others' directions are rightly found (the pooled one too, or it is
   withheld because the curves differ), so the null method is tested, and any finding for it is a
-  false one. Against the inverse relation only: the nearest nulls to the falls
-  from the edge put every optimum beyond the edge, where no other method's fall could end.
+  false one. Against the inverse relation only: the nearest nulls to the falls from the edge put
+  every optimum beyond the edge, where no other method's fall could end.
 
 Shapes of the peak in alpha (``shape``; d = alpha - peak, k = k(f)): the analysis fits parabolas, so a
 calibration that drew only parabolas would prove little (DESIGN 6b). Each shape keeps the KD gain of
@@ -104,13 +104,11 @@ def _edge_fall(f: float, at_full: float) -> float:
 
 def raw_optimum(truth: str, f: float, method: str = "random") -> float:
     """The peak of the accuracy curve in alpha, which may lie beyond the searched range [0, 1]."""
-    if truth in PARTIAL:
-        alternative = PARTIAL[truth]
-        if _is_partial_null(truth, method):
-            return nearest_cell(alternative, f).peak
-        return raw_optimum(alternative, f) + partial_shift(truth)
-    if truth in NEAREST:
-        return nearest_cell(NEAREST[truth], f).peak
+    null = _null_cell(truth, f, method)
+    if null is not None:
+        return null.peak
+    if truth in PARTIAL:  # a partial null's other methods: its alternative, moved to meet the null at f = 1
+        return raw_optimum(PARTIAL[truth], f) + partial_shift(truth)
     if truth in ("none", "flat"):
         return 0.5
     if truth == "inverse":
@@ -151,10 +149,11 @@ def has_optimum(truth: str, f: float, method: str = "random") -> bool:
 
 
 def curvature(truth: str, f: float, method: str = "random") -> float:
+    null = _null_cell(truth, f, method)
+    if null is not None:
+        return null.k
     if truth in PARTIAL:
-        return nearest_cell(PARTIAL[truth], f).k if _is_partial_null(truth, method) else curvature(PARTIAL[truth], f)
-    if truth in NEAREST:
-        return nearest_cell(NEAREST[truth], f).k
+        return curvature(PARTIAL[truth], f)
     return 0.0 if truth == "flat" else 0.03 + 0.05 * math.log10(1 / f)
 
 
@@ -215,10 +214,15 @@ def nearest_cell(truth: str, f: float) -> NullCell:
                     rss=float(rss))
 
 
-def _is_partial_null(truth: str, method: str) -> bool:
-    """Whether ``method``'s cells of a partial null are its nearest null's: the null method's and the
-    shared f = 1 cell's."""
-    return truth in PARTIAL and method in (PARTIAL_NULL_METHOD, FULL)
+def _null_cell(truth: str, f: float, method: str) -> NullCell | None:
+    """The nearest-null cell that ``method``'s curve at ``f`` is under ``truth``: every cell of a
+    ``nearest_<truth>``, a partial null's null method's and its shared f = 1 cell's; None for a curve
+    of the simulator's own parabolas (the shapes)."""
+    if truth in NEAREST:
+        return nearest_cell(NEAREST[truth], f)
+    if truth in PARTIAL and method in (PARTIAL_NULL_METHOD, FULL):
+        return nearest_cell(PARTIAL[truth], f)
+    return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -251,8 +255,7 @@ def true_accuracy(truth: str, method: str, f: float, alpha, effect: dict | None 
     peak = raw_optimum(truth, f, method) + replicate_move(effect, f)
     k = curvature(truth, f, method) * effect["scale"]
     d = np.asarray(alpha, float) - peak
-    null = (nearest_cell(NEAREST[truth], f) if truth in NEAREST
-            else nearest_cell(PARTIAL[truth], f) if _is_partial_null(truth, method) else None)
+    null = _null_cell(truth, f, method)
     if null is not None:  # its own peak, whatever ``shape``: the model's family nearest to the truth's parabola
         return np.clip(top + null.offset - np.where(d > 0, null.ratio, 1.0) * k * d**2, 0.0, 1.0)
     return np.clip(top - drop(d, k, shape), 0.0, 1.0)
