@@ -32,7 +32,7 @@ from sweep.optuna_storage import check_optuna_storage, default_optuna_url
 from sweep.plan import SweepConfig, SweepPlan, make_plan
 from sweep.planner import DEFAULT_PLAN_SWEEPS, choose_trials, noise_level, plan_lines
 from sweep.record import check_recorded_plan, check_saved_state, relocated, write_sweep_file
-from sweep.stopping import DiskWatch, RayLossWatch, StopSignals, space_needed
+from sweep.stopping import HOLD_ON_SIGNAL_S, DiskWatch, RayLossWatch, StopSignals, space_needed
 from trainables.artifacts import ArtifactStore
 
 
@@ -186,7 +186,9 @@ def _main(argv: list[str] | None) -> int:
         stops.install()  # after Ray connected: its own SIGTERM handler ends the driver with a core dump
         ray_watch = RayLossWatch(ray_adapter.embedded_ray_ended,
                                  lambda ended: _stop_without_ray(ended, config=config, exp_dir=exp_dir, stops=stops, lock=lock),
-                                 core=ray_adapter.CORE_PROCESSES, signalled=lambda: stops.received is not None).start()
+                                 core=ray_adapter.CORE_PROCESSES, signalled=lambda: stops.received_at).start()
+        if ray_adapter.runs_embedded_ray():  # a signal to every process of the job reaches its processes too
+            stops.on_first_signal = lambda: ray_watch.hold(HOLD_ON_SIGNAL_S)
         if lock.cleared is not None and args.address is not None:
             waited = ray_adapter.wait_for_killed_driver(lock.cleared.pid)
             if waited:

@@ -12,11 +12,14 @@ writes ``results.csv`` and the report of what finished and prints the ``--resume
 - ``DiskWatch``: a thread that looks at the experiment directory every few seconds. When it is gone
   (deleted under the running sweep) or its file system has less free space than the sweep still
   needs to write its state, it stops the sweep the same way, with one line saying why.
-- ``RayLossWatch``: a thread that looks every second whether the embedded Ray's own processes have
-  ended under the sweep (a signal to every process of the job, the out-of-memory killer). Tune can
-  then neither end the trials nor save its state, and the driver's calls into Ray would wait a
-  minute for the lost GCS and end the process without a word: the driver stops from what is on
-  disk instead (``sweep.run``).
+- ``RayLossWatch``: a thread that looks ten times a second whether the embedded Ray's own processes
+  have ended under the sweep (a signal to every process of the job, the out-of-memory killer). Tune
+  can then neither end the trials nor save its state, and the driver's calls into Ray would wait a
+  minute for the lost GCS and end the process without a word, or, once the raylet is gone, Ray's
+  core worker ends it at once (status 1): the driver stops from what is on disk instead
+  (``sweep.run``). On a stop signal the driver first holds still (``RayLossWatch.hold``, at most two
+  seconds) while the watch looks whether the signal reached Ray too, so that no Ray call of its own
+  runs into the dying raylet.
 - ``space_needed``: what a sweep will write, from its plan, for the free-space check before compute.
 """
 
@@ -26,10 +29,14 @@ import os
 import shutil
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 MB = 1 << 20
+# How long the driver holds still on a stop signal for the watch to see whether Ray's processes got it
+# too (RayLossWatch.hold): they end within milliseconds of it, the watch looks every 0.1 s.
+HOLD_ON_SIGNAL_S = 2.0
 
 
 class StopSignals:
@@ -39,6 +46,9 @@ class StopSignals:
 
     def __init__(self):
         self.received: int | None = None  # the first stop signal other than SIGINT, if any
+        self.received_at: float | None = None  # when its handler ran (time.monotonic)
+        # called in the handler of that first signal, before the sweep stops (RayLossWatch.hold)
+        self.on_first_signal: Callable[[], None] | None = None
         self.reason: str | None = None  # why the sweep stopped itself (DiskWatch), if it did
         self.ending = False  # the driver is ending Ray and releasing its lock: a signal is only noted
         # the process's own handlers before the sweep (and before Ray's), put back by ``restore``: a
@@ -69,10 +79,13 @@ class StopSignals:
                 signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
-        if self.received is None and signum != signal.SIGINT:
-            self.received = signum
+        first = self.received is None and signum != signal.SIGINT
+        if first:
+            self.received, self.received_at = signum, time.monotonic()
         if self.ending:
             return
+        if first and self.on_first_signal is not None:
+            self.on_first_signal()
         # Whatever Ctrl-C does now: Tune's graceful stop while trials run (it puts the previous handler
         # back, so a second signal lands below), else a KeyboardInterrupt.
         handler = signal.getsignal(signal.SIGINT)
@@ -264,39 +277,64 @@ class DiskWatch:
 class RayLossWatch:
     """Calls ``on_loss(names)`` once, on its own thread, when the sweep's Ray has lost processes it
     cannot go on without: ``probe()``, looked at every ``every_s`` seconds, names the processes that
-    have ended (``ray_adapter.embedded_ray_ended``). Any of ``core`` ends the sweep; once the driver
-    has had a stop signal (``signalled()``), any process that ended since does: the same signal
-    reached Ray, whose core follows within seconds. ``on_loss`` ends the process: the main thread is
-    then inside a Ray call that does not return."""
+    have ended (``ray_adapter.embedded_ray_ended``). Any of ``core`` ends the sweep. Once the driver
+    has had a stop signal (``signalled()``: when its handler ran, ``time.monotonic``), so does any
+    process seen ended since, or in the ``recent_s`` seconds before: the same signal reached Ray, whose
+    core follows within seconds, and its dashboard and log monitor end within milliseconds, often
+    before the driver's own handler runs. One that ended earlier (a dashboard that crashed) does not.
+    ``on_loss`` ends the process: the main thread is then inside a Ray call that does not return, or
+    held in the signal handler (``hold``)."""
 
     def __init__(self, probe: Callable[[], list[str]], on_loss: Callable[[list[str]], None], *,
-                 core: tuple[str, ...], signalled: Callable[[], bool], every_s: float = 1.0):
-        self.probe, self.on_loss, self.core, self.signalled, self.every_s = probe, on_loss, core, signalled, every_s
-        self._ended_before: set[str] = set()  # ended before any stop signal (a dashboard that crashed): not its doing
+                 core: tuple[str, ...], signalled: Callable[[], float | None], every_s: float = 0.1,
+                 recent_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.probe, self.on_loss, self.core, self.signalled = probe, on_loss, core, signalled
+        self.every_s, self.recent_s, self.clock = every_s, recent_s, clock
+        self._seen_ended: dict[str, float] = {}  # each ended process, and when the watch first saw it so
         self._done = threading.Event()
         self._lock = threading.Lock()  # the loss is acted on, or the watch closed: never both
-        self._acting = False
+        self._acting = threading.Event()
         self._thread = None
 
     def lost(self) -> list[str]:
         """The processes whose end stops the sweep now (empty while Ray can go on)."""
-        ended = set(self.probe())
-        if not self.signalled():
-            self._ended_before = ended
+        now = self.clock()
+        for name in self.probe():
+            self._seen_ended.setdefault(name, now)
+        ended = set(self._seen_ended)
+        signalled_at = self.signalled()
+        if signalled_at is None:
             return sorted(ended & set(self.core))
-        return sorted((ended - self._ended_before) | (ended & set(self.core)))
+        return sorted({name for name, seen in self._seen_ended.items() if seen >= signalled_at - self.recent_s}
+                      | (ended & set(self.core)))
 
     def start(self) -> "RayLossWatch":
         self._thread = threading.Thread(target=self._watch, name="ray-watch", daemon=True)
         self._thread.start()
         return self
 
+    def hold(self, window_s: float) -> bool:
+        """In the driver's stop-signal handler (the main thread): wait up to ``window_s`` seconds for
+        the watch to see Ray's processes end. A signal sent to every process of the job reaches the
+        dashboard and the log monitor too, which end within milliseconds; a Ray call of the driver's
+        own (Tune ending its trials) would meanwhile run into the dying raylet, and Ray's core worker
+        then ends the process at once with status 1, before the watch has written anything. Held
+        here, the main thread makes no Ray call while the watch stops the sweep from disk, which ends
+        the process. True when the watch acted (its ``on_loss`` returned: only in a test); False
+        after the window, when the signal reached the driver alone: the sweep then stops as on Ctrl-C."""
+        if self._thread is None or self._done.is_set():
+            return False
+        if self._acting.wait(window_s):
+            self._thread.join()
+            return True
+        return False
+
     def close(self) -> None:
         """Stop watching: before the driver ends Ray itself, or prints its own stop line. A loss being
         acted on is waited for (it ends the process)."""
         with self._lock:
             self._done.set()
-            acting = self._acting
+            acting = self._acting.is_set()
         if self._thread is not None:
             self._thread.join(timeout=None if acting else 5)
 
@@ -308,6 +346,6 @@ class RayLossWatch:
             with self._lock:
                 if self._done.is_set():
                     return
-                self._acting = True
+                self._acting.set()
             self.on_loss(ended)
             return

@@ -200,8 +200,9 @@ def test_the_ray_watch_acts_once_on_what_stops_the_sweep_and_not_once_the_driver
         while not condition() and time.time() < deadline:
             time.sleep(0.01)
 
-    def watch(probe, calls, signalled=lambda: False, every_s=0.01):
-        return RayLossWatch(probe, calls.append, core=("gcs_server", "raylet"), signalled=signalled, every_s=every_s)
+    def watch(probe, calls, signalled=lambda: None, **kwargs):
+        return RayLossWatch(probe, calls.append, core=("gcs_server", "raylet"), signalled=signalled,
+                            **{"every_s": 0.01, **kwargs})
 
     calls, ended = [], []
     raylet = watch(lambda: list(ended), calls).start()
@@ -210,18 +211,23 @@ def test_the_ray_watch_acts_once_on_what_stops_the_sweep_and_not_once_the_driver
     raylet.close()
     assert calls == [["raylet"]]  # once, though the probe goes on naming it
 
-    # without a stop signal, a process that is not Ray's core changes nothing (a crashed dashboard); after
-    # one, a process that ended since does (the same signal reached Ray), one that ended before does not
-    calls, ended, signalled = [], ["dashboard"], []
-    dashboard = watch(lambda: list(ended), calls, signalled=lambda: bool(signalled)).start()
-    time.sleep(0.1)
-    assert calls == [] and dashboard.lost() == []
-    signalled.append(True)
-    assert dashboard.lost() == []
+    # without a stop signal, a process that is not Ray's core changes nothing (a crashed dashboard);
+    # after one, a process seen ended since, or shortly before the handler ran, does (the same signal
+    # reached Ray: its dashboard and log monitor end within milliseconds, often before the driver's
+    # handler runs), one that ended long before does not. The watch's clock is the test's.
+    now, ended, signalled = [100.0], ["dashboard"], []
+    dashboard = watch(lambda: list(ended), calls, signalled=lambda: signalled[0] if signalled else None,
+                      recent_s=5.0, clock=lambda: now[0])  # looked at by hand, not started
+    assert dashboard.lost() == []  # the dashboard, first seen ended at 100 s
+    now[0] = 106.0
     ended.append("log_monitor")
-    wait_for(lambda: calls)
-    dashboard.close()
-    assert calls == [["log_monitor"]]
+    assert dashboard.lost() == []  # the log monitor, first seen ended at 106 s: no signal yet
+    now[0] = 106.5
+    signalled.append(now[0])  # the driver's handler runs at 106.5 s
+    assert dashboard.lost() == ["log_monitor"]  # seen 0.5 s before it; the dashboard, 6.5 s before, is not
+    ended.append("monitor")
+    now[0] = 200.0
+    assert dashboard.lost() == ["log_monitor", "monitor"]
 
     calls, ended = [], []
     closed = watch(lambda: list(ended), calls).start()
@@ -229,6 +235,31 @@ def test_the_ray_watch_acts_once_on_what_stops_the_sweep_and_not_once_the_driver
     ended.append("raylet")
     time.sleep(0.1)
     assert calls == [] and not closed._thread.is_alive()
+
+
+def test_on_a_stop_signal_the_driver_holds_still_until_the_ray_watch_has_acted_or_the_window_has_passed():
+    """The driver's stop-signal handler holds the main thread (``RayLossWatch.hold``) while the watch
+    looks whether the signal reached Ray's processes too: Tune ending its trials would otherwise call
+    into the dying raylet, and Ray's core worker then ends the driver at once with status 1, before
+    the watch has written the results and the resume line. Here ``on_loss`` returns (the driver's
+    ends the process), so the hold returns after it."""
+    from sweep.stopping import RayLossWatch
+
+    ended, acted, signalled = [], [], []
+
+    def on_loss(names):
+        time.sleep(0.3)  # writing the results and the report
+        acted.append(names)
+
+    watch = RayLossWatch(lambda: list(ended), on_loss, core=("gcs_server", "raylet"),
+                         signalled=lambda: signalled[0] if signalled else None, every_s=0.01).start()
+    assert watch.hold(0.2) is False and acted == []  # a signal to the driver alone: it goes on after the window
+    signalled.append(time.monotonic())
+    ended.append("dashboard")
+    assert watch.hold(30.0) is True
+    assert acted == [["dashboard"]]  # held until the watch had done all of its stop
+    watch.close()
+    assert RayLossWatch(list, on_loss, core=(), signalled=lambda: None).hold(30.0) is False  # not started: no wait
 
 
 def test_a_stop_signal_while_the_driver_ends_ray_is_noted_not_fatal():

@@ -17,7 +17,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 
 from sweep.ray_adapter.cluster import (CORE_PROCESSES, ClusterUnreachableError, alive_nodes, check_address,
-                                       cluster_gpus, connect, embedded_ray_ended, keep_running, shutdown, trial_slots,
+                                       cluster_gpus, connect, embedded_ray_ended, keep_running, runs_embedded_ray, shutdown,
+                                       trial_slots,
                                        unfit_resources, wait_for_fit, wait_for_killed_driver)
 from sweep.ray_adapter.records import TrialsCallback, result_rows, cohort_records
 from sweep.ray_adapter.tasks import close_channel, progress_channel, put, run_tasks, send, stage_cpus
@@ -30,7 +31,7 @@ from sweep.ray_adapter.worker import (CPU_FALLBACK_ENV, GpuNotUsableError, check
 __all__ = [
     "Searcher", "FIFOScheduler", "TrialScheduler", "AsyncHyperBandScheduler", "FINISHED", "CONTINUE",
     "ClusterUnreachableError", "connect", "keep_running", "check_address", "wait_for_killed_driver", "shutdown", "alive_nodes",
-    "CORE_PROCESSES", "embedded_ray_ended",
+    "CORE_PROCESSES", "embedded_ray_ended", "runs_embedded_ray",
     "trial_slots", "unfit_resources", "wait_for_fit", "cluster_gpus",
     "put", "run_tasks", "progress_channel", "close_channel", "send", "stage_cpus",
     "build_tuner", "restore_tuner", "can_restore", "hide_failures_while", "newest_whole_checkpoint",

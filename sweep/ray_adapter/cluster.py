@@ -287,6 +287,11 @@ def keep_running() -> None:
 CORE_PROCESSES = (ray._private.ray_constants.PROCESS_TYPE_GCS_SERVER, ray._private.ray_constants.PROCESS_TYPE_RAYLET)
 
 
+def runs_embedded_ray() -> bool:
+    """Whether this process started an embedded Ray (``connect``) whose processes ``embedded_ray_ended`` sees."""
+    return _embedded_here and ray.is_initialized()
+
+
 def embedded_ray_ended() -> list[str]:
     """The processes of the embedded Ray that ``connect`` started which have ended while the driver
     still uses them (their kinds: "raylet", "gcs_server", "dashboard", "log_monitor", ...): a stop
@@ -295,7 +300,7 @@ def embedded_ray_ended() -> list[str]:
     dashboard and the log monitor end at once on SIGTERM; the raylet first waits up to ten seconds
     for its busy workers. Empty while they run, and for a Ray this process did not start (a
     cluster's, a notebook's)."""
-    if not (_embedded_here and ray.is_initialized()):
+    if not runs_embedded_ray():
         return []
     node = ray._private.worker._global_node
     try:
