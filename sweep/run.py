@@ -239,7 +239,8 @@ def _stop_without_ray(ended: list[str], *, config: SweepConfig, exp_dir: str, st
                       lock: ExperimentLock) -> None:
     """The embedded Ray's own processes ended under the sweep (``RayLossWatch``; ``ended`` names them):
     Tune can no longer end the running trials or save its state, and no Ray call of the main thread
-    returns. What the cohorts wrote of themselves becomes ``results.csv`` and the report, the resume
+    returns (after a stop signal the main thread is held in its handler meanwhile: ``RayLossWatch.hold``).
+    What the cohorts wrote of themselves becomes ``results.csv`` and the report, the resume
     command is printed, the lock released, and the process ends here: with 128 + the signal's number
     when a stop signal came (143 for SIGTERM), else 1. A resume goes on as after a killed driver,
     from the Optuna storage, Tune's last saved state and each trial's last checkpoint."""
