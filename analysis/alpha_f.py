@@ -322,11 +322,12 @@ def group_data(trials: pd.DataFrame, method: str, alpha_range=ALPHA_RANGE) -> Gr
 
 def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_RANGE, seed: int = 0,
                 n_draws: int = DEFAULT_DRAWS, sigma: float | None = None,
-                bias_corrected_methods: bool = False) -> list[AlphaFFit]:
+                bias_corrected_methods: bool = False, paired_bias_correction: bool = False) -> list[AlphaFFit]:
     """Every group's pooled fit, with the multiple-testing procedure across the fits of one context (``adjust_directions``).
     ``bias_corrected_methods``: calibrate each method's direction test with the pooled fit's bias
     correction too (a candidate the calibration bench measures: ``--bias-corrected-methods``; the report
-    calibrates only the pooled fit so)."""
+    calibrates only the pooled fit so). ``paired_bias_correction``: wherever a fit is bias-corrected,
+    measure the shortfall with paired draws (``pooled.null_statistic``'s ``paired``; a candidate too)."""
     alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
     done = completed(trials)
     noise_df = float("inf")  # a given sigma is taken as known
@@ -361,14 +362,16 @@ def fit_alpha_f(trials: pd.DataFrame, alpha_range: tuple[float, float] = ALPHA_R
                 # only then can the calibration change a decision: no direction is tested above 5 %
                 calibration = pooled.calibrate([data[name][:2] for name in names], x, sigma**2, test,
                                                np.random.default_rng([seed, len(fits), 1]),
-                                               bias_corrected=method == POOLED or bias_corrected_methods)
+                                               bias_corrected=method == POOLED or bias_corrected_methods,
+                                               paired=paired_bias_correction)
                 fit.p_value = calibration.p_value
                 fit.calibration = {"p_calibrated": calibration.p_calibrated, "null_mean": calibration.null_mean,
                                    "null_sd": calibration.null_sd, "observed": test.signed_z,
                                    "draws": calibration.draws}
         else:
             fit.message = f"{len(fractions)} distinct f; the test of a direction needs at least 3"
-        replicate_level(fit, data, names, fractions, sigma, n_draws, rng, np.random.default_rng([seed, len(fits), 2]))
+        replicate_level(fit, data, names, fractions, sigma, n_draws, rng, np.random.default_rng([seed, len(fits), 2]),
+                        paired=paired_bias_correction)
         _to_alpha_units(fit, alpha_range)
         if method == POOLED and math.isfinite(fit.p_value):
             method_cells = [names for _, other, where, names in groups_of(done) if where == context and other != POOLED]
@@ -400,7 +403,8 @@ def over_replicates(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def replicate_level(fit: AlphaFFit, data: dict, names: list[str], fractions: np.ndarray, sigma: float,
-                    n_draws: int, rng: np.random.Generator, calibration_rng: np.random.Generator) -> None:
+                    n_draws: int, rng: np.random.Generator, calibration_rng: np.random.Generator,
+                    paired: bool = False) -> None:
     """Makes the study replicates the units of ``fit``'s answer (see the module's docstring) when two or
     more replicates have every fraction of the group: alpha*(f) and the slope test over them, calibrated
     when its p is at most 5 % (``lean_corrected_t_test``); the pooled-cells test moves to ``fit.within``.
@@ -451,7 +455,7 @@ def replicate_level(fit: AlphaFFit, data: dict, names: list[str], fractions: np.
             # truth to a steep fall found a pooled direction in 8 % of 100 sweeps (corrected, 4 %); a
             # method's own fit keeps the plug-in (0 % false there either way)
             leans = [pooled.null_slopes([data[name][:2] for name in replicate_names], x, sigma**2, calibration_rng,
-                                        bias_corrected=fit.method == POOLED)
+                                        bias_corrected=fit.method == POOLED, paired=paired)
                      for st, x, replicate_names in complete.values()]
             p_calibrated, lean = lean_corrected_t_test(np.array(slopes), leans)
             fit.p_value = max(fit.p_value, p_calibrated)

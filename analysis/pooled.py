@@ -508,7 +508,7 @@ def tables_of(sweeps: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[RssTabl
 
 
 def null_statistic(cells: list[tuple[np.ndarray, np.ndarray]], sigma2: float, rng: np.random.Generator, draws: int,
-                   statistic, bias_corrected: bool) -> tuple[np.ndarray, np.ndarray]:
+                   statistic, bias_corrected: bool, paired: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``statistic`` (of a sweep's RssTable) at the no-relation truth closest to ``cells``, simulated:
     (its value on each of ``draws`` sweeps simulated there, the values a calibration uses: with
     ``bias_corrected`` the same draws corrected for fitting that truth to the data it is then held
@@ -527,6 +527,16 @@ def null_statistic(cells: list[tuple[np.ndarray, np.ndarray]], sigma2: float, rn
     found a direction in 4 %. The corrected values' mean is the lean, their variance over ``draws``
     that mean's Monte Carlo error.
 
+    ``paired`` (a candidate, not the report's: analysis/CALIBRATION.md, "Paired draws"): the shortfall
+    is measured with common random numbers, s''_b - s'_b, s''_b the statistic at the truth fitted to
+    the data with the same noise as s'_b; each value is s_b + s''_b - s'_b. Its mean estimates the
+    same lean (E s''_b = E s_b), but the pair differs only by the truth, not the noise: at the paper's
+    inverse relation the shortfall's draws spread about a third as much (sd 0.38 against 1.05 in
+    one sweep's five method fits), and over 60 sweeps a method's fitted shortfall had varied between
+    fits about as much as its Monte Carlo error (0.15 against 0.14): that noise, not the correction's
+    size, cost the method fits most of their power when they were corrected unpaired. A third fit
+    per draw.
+
     Only the pooled fits ask for it (``analysis.alpha_f``): there many cells make the lean's shortfall
     a false finding (over 150 sweeps at that truth 9 % of sweeps found a direction, the pooled fit in
     nearly all), while a method's own fit held its level with the fitted truth (1 % false) and the
@@ -538,25 +548,33 @@ def null_statistic(cells: list[tuple[np.ndarray, np.ndarray]], sigma2: float, rn
     # the second level's noise drawn here, in the order a loop over the first level's fits would draw
     # it (a simulated sweep's noise does not depend on its means), so the fits can run in any process
     second_noise = [[rng.normal(0.0, sd, len(u)) for u, _ in cells] for _ in first] if bias_corrected else None
-    tasks = [(statistic, [first[d] for d in block], None if second_noise is None else [second_noise[d] for d in block])
-             for block in workers.blocks(draws, workers.jobs())]
-    values, again = (np.array([v for part in parts for v in part])
-                     for parts in zip(*workers.map_in_workers(_simulated_statistic, tasks)))
+    tasks = [(statistic, [first[d] for d in block], None if second_noise is None else [second_noise[d] for d in block],
+              means if paired else None) for block in workers.blocks(draws, workers.jobs())]
+    values, again, at_data_truth = (np.array([v for part in parts for v in part])
+                                 for parts in zip(*workers.map_in_workers(_simulated_statistic, tasks)))
     if not bias_corrected:
         return values, values
+    if paired:
+        return values, values + at_data_truth - again
     return values, 2 * values - again
 
 
-def _simulated_statistic(task) -> tuple[list[float], list[float]]:
-    """``null_statistic``'s fits of one block of simulated sweeps: (the statistic on each, and on the
-    sweep simulated from each one's own nearest no-relation truth with the noise given; empty without)."""
-    statistic, sweeps, second_noise = task
+def _simulated_statistic(task) -> tuple[list[float], list[float], list[float]]:
+    """``null_statistic``'s fits of one block of simulated sweeps: (the statistic on each; on the sweep
+    simulated from each one's own nearest no-relation truth with the noise given, empty without; and,
+    given the data's own nearest truth ``means``, on that truth with the same noise, empty without)."""
+    statistic, sweeps, second_noise, means = task
     values = [statistic(table) for table in tables_of(sweeps)]
     if second_noise is None:
-        return values, []
+        return values, [], []
     second = [[(u, mean + noise) for (u, _), mean, noise in zip(sweep, no_relation_means(sweep), noises)]
               for sweep, noises in zip(sweeps, second_noise)]
-    return values, [statistic(table) for table in tables_of(second)]
+    again = [statistic(table) for table in tables_of(second)]
+    if means is None:
+        return values, again, []
+    same = [[(u, mean + noise) for (u, _), mean, noise in zip(sweep, means, noises)]
+            for sweep, noises in zip(sweeps, second_noise)]
+    return values, again, [statistic(table) for table in tables_of(same)]
 
 
 @dataclass(frozen=True)
@@ -583,12 +601,12 @@ class SignedZ:
 
 
 def null_slopes(cells: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, sigma2: float, rng: np.random.Generator,
-                draws: int = LEAN_DRAWS, bias_corrected: bool = False) -> np.ndarray:
+                draws: int = LEAN_DRAWS, bias_corrected: bool = False, paired: bool = False) -> np.ndarray:
     """The printed curve's clipped slope (posterior median, unit alpha per decade) on ``draws`` sweeps
     simulated at the no-relation truth closest to ``cells`` (``null_statistic``; with ``bias_corrected``
     each draw corrected as there): its lean there (the mean) and that lean's spread, which a test over
     replicates' slopes subtracts (``analysis.alpha_f.replicate_level``)."""
-    return null_statistic(cells, sigma2, rng, draws, PrintedSlope(x, sigma2), bias_corrected)[1]
+    return null_statistic(cells, sigma2, rng, draws, PrintedSlope(x, sigma2), bias_corrected, paired)[1]
 
 
 @dataclass
@@ -645,7 +663,8 @@ class Calibration:
 
 
 def calibrate(cells: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, sigma2: float, observed: DirectionTest,
-              rng: np.random.Generator, draws: int = CALIBRATION_DRAWS, bias_corrected: bool = False) -> Calibration:
+              rng: np.random.Generator, draws: int = CALIBRATION_DRAWS, bias_corrected: bool = False,
+              paired: bool = False) -> Calibration:
     """The direction test calibrated at the no-relation truth closest to the data.
 
     Why: each cell's peak has its own shape (the sides' ratio), profiled from 3-16 noisy trials, and a
@@ -667,7 +686,7 @@ def calibrate(cells: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, sigma2:
     the posterior's and the calibrated one, so the test holds its level wherever either does (the
     calibrated one is normal-approximate: with every draw's optimum at the edge the simulated z have no
     spread, and there the posterior's p is exact)."""
-    z, used = null_statistic(cells, sigma2, rng, draws, SignedZ(x, sigma2), bias_corrected)
+    z, used = null_statistic(cells, sigma2, rng, draws, SignedZ(x, sigma2), bias_corrected, paired)
     p_calibrated = calibrated_p(observed.signed_z, z, used)
     return Calibration(p_value=max(observed.p_value, p_calibrated), p_calibrated=p_calibrated,
                        null_mean=float(used.mean()), null_sd=float(z.std(ddof=1)), draws=len(z))

@@ -82,6 +82,9 @@ comes from estimating the noise; with the parabola and the inverse truth at nois
 the cells with f < 1 covered alpha* in 99.0 % estimated and 99.1 % known, so the width is the model's).
 ``--bias-corrected-methods`` calibrates each method's direction test with the bias correction the
 pooled fit's has (``analysis.pooled.null_statistic``): a candidate, measured on the same seeds.
+``--paired-bias-correction`` measures every bias correction's shortfall with paired draws (common
+random numbers; ``null_statistic``'s ``paired``): with ``--bias-corrected-methods``, the candidate of
+analysis/CALIBRATION.md's "Paired draws".
 
 Targets at the default budget: FWER <= 5 %, coverage in [90 %, 98 %], |error| <= 0.1 in >= 80 % of
 cells, power >= 80 % for the inverse relation, zero impossible values. Monte Carlo error: with S sweeps
@@ -125,6 +128,7 @@ def one_sweep(args: tuple) -> dict:
     design_options = dict(design_options)
     sigma = NOISE_SD * design_options["noise_scale"] if design_options.pop("sigma_known", False) else None
     bias_corrected_methods = design_options.pop("bias_corrected_methods", False)
+    paired = design_options.pop("paired_bias_correction", False)
     methods = design_options["methods"]
     shape = design_options.get("shape", "parabola")
     warnings.filterwarnings("ignore")
@@ -135,7 +139,8 @@ def one_sweep(args: tuple) -> dict:
     raw = simulate_sweep(truth, design, trials, seed=seed, **design_options)
     effects = raw.attrs.get("replicate_effects", {})
     frame = tidy(raw)
-    fits = fit_alpha_f(frame, seed=seed, n_draws=200, sigma=sigma, bias_corrected_methods=bias_corrected_methods)
+    fits = fit_alpha_f(frame, seed=seed, n_draws=200, sigma=sigma, bias_corrected_methods=bias_corrected_methods,
+                       paired_bias_correction=paired)
     optima = cell_optima(frame, fits=fits)
     cells = optima.table
     # one fit per (method, label noise level); power counts each level's fit
@@ -547,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bias-corrected-methods", action="store_true",
                         help="calibrate each method's direction test with the pooled fit's bias correction too (a "
                              "candidate; the report's analysis corrects only the pooled fit's)")
+    parser.add_argument("--paired-bias-correction", action="store_true",
+                        help="measure each bias correction's shortfall with paired draws, the same noise at the "
+                             "data's fitted truth and at each draw's (a candidate; the report's draws are unpaired)")
     parser.add_argument("--sigma-known", action="store_true",
                         help="fit with the simulator's trial-to-trial sd given, not estimated (a diagnostic)")
     parser.add_argument("--record", metavar="FILE",
@@ -570,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.bias_corrected_methods:  # likewise
         options["bias_corrected_methods"] = True
         print("each method's calibration is bias-corrected as the pooled fit's (a candidate)", flush=True)
+    if args.paired_bias_correction:  # likewise
+        options["paired_bias_correction"] = True
+        print("every bias correction's shortfall measured with paired draws (a candidate)", flush=True)
     # the same seeds for every shape: the shapes' rows differ by the shape, not by the noise drawn
     tasks = [(truth, design, trials, args.seed * 100_003 + s, {**options, "shape": shape}) for design in args.designs
              for trials in args.trials for shape in args.shapes for truth in args.truths for s in range(args.sweeps)]
